@@ -1,0 +1,39 @@
+/** Flags shared by every command that loads a model. */
+import { Option, type Command } from 'commander';
+import type { EngineOptions } from '../engine.js';
+import type { GpuChoice } from '../llama/library.js';
+import { defaultModelPath } from '../paths.js';
+import { integer, oneOf } from './options.js';
+import { progressBar } from './progress.js';
+
+export interface ModelFlags {
+  model: string;
+  gpu: GpuChoice;
+  threads?: number;
+  ctxSize?: number;
+}
+
+export function addModelFlags(command: Command): Command {
+  return command
+    .option('-m, --model <path>', 'GGUF model file', defaultModelPath)
+    .addOption(new Option('--gpu <backend>', 'llama.cpp backend').choices(['auto', 'cpu', 'cuda', 'vulkan', 'metal']).default('auto'))
+    .option('-t, --threads <n>', 'CPU threads (default: all cores)', integer(1, 512))
+    .option('-c, --ctx-size <n>', "context size in tokens (default: the model's, at most 4096)", integer(16));
+}
+
+/** Engine options from the flags, with a load progress bar. */
+export function engineOptions(flags: ModelFlags): EngineOptions & { model: string } {
+  const bar = progressBar('loading model');
+  return {
+    model: flags.model,
+    gpu: flags.gpu,
+    threads: flags.threads,
+    contextSize: flags.ctxSize,
+    onProgress: (fraction) => {
+      bar.update(fraction);
+      if (fraction >= 1) bar.stop();
+    },
+  };
+}
+
+export const gpuChoice = oneOf<GpuChoice>(['auto', 'cpu', 'cuda', 'vulkan', 'metal']);

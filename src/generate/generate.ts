@@ -1,0 +1,149 @@
+/**
+ * The generation loop: an async iterator of tokens and text over any Decoder, with stop strings,
+ * end-of-generation tokens, a token limit, an AbortSignal and per-request statistics.
+ */
+import type { Tokenizer } from '../llama/tokenizer.js';
+import { TextStreamDecoder } from '../llama/tokenizer.js';
+import type { Decoder, DecoderTimings } from './decoder.js';
+import { StopMatcher } from './stop.js';
+
+export type StopReason = 'eos' | 'stop' | 'length' | 'abort' | 'context';
+
+export interface GenerationLimits {
+  /** Most tokens to generate; default 256. */
+  maxTokens?: number;
+  /** Generation ends before the first of these strings; it is not part of the text. */
+  stop?: readonly string[];
+  /** Keep going past end-of-generation tokens. */
+  ignoreEos?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GenerationChunk {
+  /** Tokens emitted since the previous chunk (one for plain decoding, several when speculating). */
+  tokens: readonly number[];
+  /** Text that became final with these tokens (may be empty while a UTF-8 character or stop string is pending). */
+  text: string;
+}
+
+export interface GenerationStats {
+  promptTokens: number;
+  generatedTokens: number;
+  /** Decoder steps after the first token (each one target decode). */
+  steps: number;
+  timeToFirstTokenMs: number;
+  prefillMs: number;
+  prefillTokensPerSecond: number;
+  /** Time after the first token. */
+  decodeMs: number;
+  decodeTokensPerSecond: number;
+  totalMs: number;
+  timings: DecoderTimings;
+  stopReason: StopReason;
+}
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  stats: GenerationStats;
+}
+
+export async function* generate(
+  decoder: Decoder,
+  tokenizer: Tokenizer,
+  prompt: readonly number[],
+  limits: GenerationLimits = {},
+): AsyncGenerator<GenerationChunk, GenerationResult, void> {
+  const maxTokens = limits.maxTokens ?? 256;
+  const stopMatcher = new StopMatcher(limits.stop ?? []);
+  const textDecoder = new TextStreamDecoder(tokenizer);
+  const sequence = [...prompt];
+  const generated: number[] = [];
+  let text = '';
+  const started = performance.now();
+  let firstTokenAt = started;
+  let steps = 0;
+  let stopReason: StopReason = 'length';
+
+  let next: readonly number[] = maxTokens > 0 ? [await decoder.prefill(prompt)] : [];
+  firstTokenAt = performance.now();
+  while (next.length > 0) {
+    const accepted = acceptTokens(next, maxTokens - generated.length, tokenizer, limits.ignoreEos ?? false);
+    generated.push(...accepted.tokens);
+    sequence.push(...accepted.tokens);
+    const piece = stopMatcher.push(textDecoder.push(accepted.tokens));
+    text += piece.text;
+    if (accepted.tokens.length > 0 || piece.text) yield { tokens: accepted.tokens, text: piece.text };
+    if (piece.stopped) {
+      stopReason = 'stop';
+      break;
+    }
+    if (accepted.endOfGeneration) {
+      stopReason = 'eos';
+      break;
+    }
+    if (generated.length >= maxTokens) break;
+    if (limits.signal?.aborted) {
+      stopReason = 'abort';
+      break;
+    }
+    if (decoder.room(sequence.length) <= 0) {
+      stopReason = 'context';
+      break;
+    }
+    next = await decoder.step(sequence);
+    steps++;
+  }
+  if (stopReason !== 'stop') {
+    const tail = stopMatcher.push(textDecoder.flush()).text + stopMatcher.flush();
+    text += tail;
+    if (tail) yield { tokens: [], text: tail };
+  }
+  return { text, tokens: generated, stats: collectStats(decoder, prompt.length, generated.length, steps, started, firstTokenAt, stopReason) };
+}
+
+/** Takes tokens up to the limit and up to (excluding) an end-of-generation token. */
+function acceptTokens(tokens: readonly number[], limit: number, tokenizer: Tokenizer, ignoreEos: boolean) {
+  const taken: number[] = [];
+  for (const token of tokens) {
+    if (taken.length >= limit) break;
+    if (!ignoreEos && tokenizer.isEndOfGeneration(token)) return { tokens: taken, endOfGeneration: true };
+    taken.push(token);
+  }
+  return { tokens: taken, endOfGeneration: false };
+}
+
+function collectStats(
+  decoder: Decoder,
+  promptTokens: number,
+  generatedTokens: number,
+  steps: number,
+  started: number,
+  firstTokenAt: number,
+  stopReason: StopReason,
+): GenerationStats {
+  const now = performance.now();
+  const prefillMs = decoder.timings.prefillMs;
+  const decodeMs = now - firstTokenAt;
+  return {
+    promptTokens,
+    generatedTokens,
+    steps,
+    timeToFirstTokenMs: firstTokenAt - started,
+    prefillMs,
+    prefillTokensPerSecond: prefillMs > 0 ? (promptTokens / prefillMs) * 1000 : 0,
+    decodeMs,
+    decodeTokensPerSecond: decodeMs > 0 && generatedTokens > 1 ? ((generatedTokens - 1) / decodeMs) * 1000 : 0,
+    totalMs: now - started,
+    timings: { ...decoder.timings },
+    stopReason,
+  };
+}
+
+/** Runs a generation to the end and returns its result. */
+export async function generateAll(iterator: AsyncGenerator<GenerationChunk, GenerationResult, void>): Promise<GenerationResult> {
+  for (;;) {
+    const step = await iterator.next();
+    if (step.done) return step.value;
+  }
+}
