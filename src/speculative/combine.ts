@@ -1,0 +1,45 @@
+/**
+ * Merges the trees of several drafters into one candidate tree within a node budget.
+ *
+ * Union of paths; a node proposed by several drafters keeps the max score and all sources
+ * (TokenTree.addChild); draft-sampling metadata is carried over (first tree wins if two trees
+ * sampled the same node). The union is then cut to maxNodes with TokenTree.select, whose ties
+ * (equal score, equal depth) go to the lower node index, i.e. to the earlier tree in `trees`
+ * and, within a tree, to its earlier node: the result depends only on the inputs and their order.
+ */
+import { TokenTree, ROOT, type SelectOptions } from './tree.js';
+
+export function unionTrees(trees: readonly TokenTree[]): TokenTree {
+  if (trees.length === 0) throw new RangeError('unionTrees: no trees');
+  const rootToken = trees[0].rootToken;
+  const union = new TokenTree(rootToken);
+  for (const tree of trees) {
+    if (tree.rootToken !== rootToken) throw new RangeError(`unionTrees: root ${tree.rootToken} differs from ${rootToken}`);
+    mergeInto(union, tree);
+  }
+  return union;
+}
+
+/** Union of `trees`, pruned to `maxNodes` drafted nodes (and options.maxLeaves leaves). */
+export function combineTrees(trees: readonly TokenTree[], maxNodes: number, options: SelectOptions = {}): TokenTree {
+  return unionTrees(trees).prune(maxNodes, options);
+}
+
+function mergeInto(union: TokenTree, tree: TokenTree): void {
+  const mapped = new Array<number>(tree.size);
+  mapped[ROOT] = ROOT;
+  // Parents precede children in a TokenTree, so one pass in index order suffices.
+  for (let i = 1; i < tree.size; i++) {
+    const parent = mapped[tree.parent(i)];
+    // Primary source first, so it stays primary if this tree brings the max score.
+    const node = union.addChild(parent, tree.token(i), tree.score(i), tree.source(i));
+    for (const source of tree.sources(i)) union.addChild(parent, tree.token(i), tree.score(i), source);
+    mapped[i] = node;
+  }
+  for (let i = 0; i < tree.size; i++) {
+    const draft = tree.draft(i);
+    if (draft && !union.draft(mapped[i])) {
+      union.setDraft(mapped[i], draft.dist, draft.samples, draft);
+    }
+  }
+}

@@ -1,0 +1,264 @@
+/**
+ * Adaptive control: how many drafted nodes are worth verifying this step.
+ *
+ * A node's score is the probability that the path root→node is accepted. Each accepted node adds
+ * one token and the step always emits one more (the bonus), so
+ *   E[tokens per step] = 1 + Σ_nodes score(node)
+ * — the tree generalisation of Leviathan et al.'s (1 − α^{γ+1})/(1 − α): a chain whose nodes score
+ * α, α², …, α^γ gives exactly that sum. Verifying n drafted nodes costs c(n+1) = t(n+1)/t(1) in
+ * units of a plain decoding step (plus the drafting cost), so the expected speedup is
+ *   E[tokens](n) / (c(n+1) + draftCost(n)),
+ * against 1 for plain decoding (n = 0).
+ */
+import { ROOT, type SelectOptions, type TokenTree } from './tree.js';
+
+export interface CostPoint {
+  /** Tokens in the verify batch (>= 1). */
+  n: number;
+  /** Measured time (any unit). */
+  seconds: number;
+}
+
+/** Relative verify cost c(n) = t(n)/t(1), from measured points: non-decreasing, linear in between. */
+export class CostCurve {
+  private readonly ns: number[];
+  private readonly costs: number[];
+
+  constructor(points: readonly CostPoint[]) {
+    const clean = mergeDuplicateSizes(points);
+    if (clean.length === 0) throw new RangeError('CostCurve: no valid points');
+    // Below the smallest measured size the curve is flat, so t(1) := t(smallest) if 1 is missing.
+    const t1 = clean[0].seconds;
+    let running = 0;
+    this.ns = clean.map((p) => p.n);
+    // Running max: measurement noise must not make a bigger batch look cheaper.
+    this.costs = clean.map((p) => (running = Math.max(running, p.seconds / t1)));
+  }
+
+  /** c(n) = 1 for every n: verification is free up to compute saturation. */
+  static flat(): CostCurve {
+    return new CostCurve([{ n: 1, seconds: 1 }]);
+  }
+
+  /** c(n) = 1 + slope·(n − 1). */
+  static linear(slope: number): CostCurve {
+    return new CostCurve([
+      { n: 1, seconds: 1 },
+      { n: 2, seconds: 1 + slope },
+    ]);
+  }
+
+  cost(n: number): number {
+    const { ns, costs } = this;
+    if (n <= ns[0]) return costs[0];
+    const last = ns.length - 1;
+    if (n >= ns[last]) {
+      // Extrapolate with the last segment's slope (flat if only one point).
+      const slope = last > 0 ? (costs[last] - costs[last - 1]) / (ns[last] - ns[last - 1]) : 0;
+      return costs[last] + slope * (n - ns[last]);
+    }
+    let hi = 1;
+    while (ns[hi] < n) hi++;
+    const f = (n - ns[hi - 1]) / (ns[hi] - ns[hi - 1]);
+    return costs[hi - 1] + f * (costs[hi] - costs[hi - 1]);
+  }
+}
+
+function mergeDuplicateSizes(points: readonly CostPoint[]): CostPoint[] {
+  const sums = new Map<number, { total: number; count: number }>();
+  for (const { n, seconds } of points) {
+    if (!(n >= 1 && Number.isFinite(n) && seconds > 0 && Number.isFinite(seconds))) continue;
+    const entry = sums.get(n) ?? { total: 0, count: 0 };
+    entry.total += seconds;
+    entry.count++;
+    sums.set(n, entry);
+  }
+  return [...sums]
+    .map(([n, { total, count }]) => ({ n, seconds: total / count }))
+    .sort((a, b) => a.n - b.n);
+}
+
+export interface AcceptanceStatsOptions {
+  /** Rate assumed before any observation (default 0.5). */
+  priorRate?: number;
+  /** Weight of the prior, in observations (default 2). */
+  priorWeight?: number;
+  /** Old observations are multiplied by this at every new one in the same bucket (default 0.98). */
+  decay?: number;
+  /** Depths beyond this share the last bucket (default 32). */
+  maxDepth?: number;
+}
+
+/**
+ * Running acceptance rate per (drafter, depth): the probability that the walk continues into one
+ * of the drafter's children at that depth, given it reached their parent. Exponentially decayed
+ * counts with a Beta-like prior: rate = (a + w·r0) / (n + w).
+ */
+export class AcceptanceStats {
+  private readonly priorRate: number;
+  private readonly priorWeight: number;
+  private readonly decay: number;
+  private readonly maxDepth: number;
+  private readonly buckets = new Map<string, { accepted: Float64Array; trials: Float64Array }>();
+
+  constructor(options: AcceptanceStatsOptions = {}) {
+    this.priorRate = options.priorRate ?? 0.5;
+    this.priorWeight = options.priorWeight ?? 2;
+    this.decay = options.decay ?? 0.98;
+    this.maxDepth = options.maxDepth ?? 32;
+  }
+
+  observe(source: string, depth: number, accepted: boolean): void {
+    const bucket = this.bucketOf(source);
+    const d = this.depthIndex(depth);
+    bucket.accepted[d] = bucket.accepted[d] * this.decay + (accepted ? 1 : 0);
+    bucket.trials[d] = bucket.trials[d] * this.decay + 1;
+  }
+
+  rate(source: string, depth: number): number {
+    const bucket = this.buckets.get(source);
+    const d = this.depthIndex(depth);
+    const accepted = bucket ? bucket.accepted[d] : 0;
+    const trials = bucket ? bucket.trials[d] : 0;
+    return (accepted + this.priorWeight * this.priorRate) / (trials + this.priorWeight);
+  }
+
+  private bucketOf(source: string): { accepted: Float64Array; trials: Float64Array } {
+    let bucket = this.buckets.get(source);
+    if (!bucket) {
+      bucket = { accepted: new Float64Array(this.maxDepth + 1), trials: new Float64Array(this.maxDepth + 1) };
+      this.buckets.set(source, bucket);
+    }
+    return bucket;
+  }
+
+  private depthIndex(depth: number): number {
+    return Math.min(Math.max(1, Math.floor(depth)), this.maxDepth);
+  }
+}
+
+/**
+ * Feeds one verification outcome into `stats`: at every node the walk reached (root and accepted
+ * nodes), each drafter with children there scores a success iff the walk continued into one of
+ * its children.
+ */
+export function observeVerification(stats: AcceptanceStats, tree: TokenTree, acceptedNodes: readonly number[]): void {
+  const path = [ROOT, ...acceptedNodes];
+  for (let k = 0; k < path.length; k++) {
+    const node = path[k];
+    const next = k + 1 < path.length ? path[k + 1] : -1;
+    for (const source of sourcesOfChildren(tree, node)) {
+      stats.observe(source, tree.depth(node) + 1, next >= 0 && tree.sources(next).includes(source));
+    }
+  }
+}
+
+/**
+ * Path-acceptance scores from the running stats: score(child) = score(parent) · cond(child), with
+ * cond(child) = max over its drafters s of rate(s, depth) · share_s(child), where share_s splits
+ * drafter s's group rate among its children in proportion to the tree's own conditional scores
+ * score(child)/score(parent). Conditionals at one node are scaled down if they sum above 1.
+ * Index = node; the root scores 1.
+ */
+export function calibratedScores(tree: TokenTree, stats: AcceptanceStats): Float64Array {
+  const scores = new Float64Array(tree.size);
+  scores[ROOT] = 1;
+  for (let node = 0; node < tree.size; node++) {
+    const kids = tree.children(node);
+    if (kids.length === 0) continue;
+    const cond = conditionals(tree, stats, node);
+    const total = cond.reduce((a, b) => a + b, 0);
+    const scale = total > 1 ? 1 / total : 1;
+    kids.forEach((child, k) => (scores[child] = scores[node] * cond[k] * scale));
+  }
+  return scores;
+}
+
+function conditionals(tree: TokenTree, stats: AcceptanceStats, node: number): number[] {
+  const kids = tree.children(node);
+  const own = kids.map((child) => (tree.score(node) > 0 ? tree.score(child) / tree.score(node) : 0));
+  const groupTotal = new Map<string, number>();
+  kids.forEach((child, k) => {
+    for (const s of tree.sources(child)) groupTotal.set(s, (groupTotal.get(s) ?? 0) + own[k]);
+  });
+  const depth = tree.depth(node) + 1;
+  return kids.map((child, k) => {
+    let best = 0;
+    for (const s of tree.sources(child)) {
+      const total = groupTotal.get(s)!;
+      const share = total > 0 ? own[k] / total : 0;
+      best = Math.max(best, stats.rate(s, depth) * share);
+    }
+    return best;
+  });
+}
+
+function sourcesOfChildren(tree: TokenTree, node: number): Set<string> {
+  const sources = new Set<string>();
+  for (const child of tree.children(node)) for (const s of tree.sources(child)) sources.add(s);
+  return sources;
+}
+
+/** 1 + Σ score over drafted nodes (default: the tree's own scores). */
+export function expectedTokens(tree: TokenTree, scores: ArrayLike<number> = treeScores(tree)): number {
+  let total = 1;
+  for (let i = 1; i < tree.size; i++) total += scores[i];
+  return total;
+}
+
+function treeScores(tree: TokenTree): number[] {
+  return Array.from({ length: tree.size }, (_, i) => tree.score(i));
+}
+
+export interface TreeSizeChoice {
+  /** Drafted nodes to verify; 0 = plain decoding. */
+  size: number;
+  expectedTokens: number;
+  /** Expected tokens per unit of plain-step time (1 for plain decoding). */
+  speedup: number;
+}
+
+/** Cost of drafting, in plain-step units, as a function of the verified tree size (n >= 1). */
+export type DraftCost = number | ((n: number) => number);
+
+/**
+ * `scores` are node scores in admission order (TokenTree.admissionOrder), so every prefix is a
+ * prefix-closed tree. Picks the prefix length n maximizing (1 + Σ_{i<n} scores[i]) /
+ * (c(n+1) + draftCost(n)); returns n = 0 unless some n beats plain decoding's 1/c(1) = 1.
+ */
+export function chooseTreeSize(scores: ArrayLike<number>, curve: CostCurve, draftCost: DraftCost = 0): TreeSizeChoice {
+  const draftCostOf = typeof draftCost === 'number' ? () => draftCost : draftCost;
+  let best: TreeSizeChoice = { size: 0, expectedTokens: 1, speedup: 1 / curve.cost(1) };
+  let tokens = 1;
+  for (let n = 1; n <= scores.length; n++) {
+    tokens += scores[n - 1];
+    const speedup = tokens / (curve.cost(n + 1) + draftCostOf(n));
+    if (speedup > best.speedup) best = { size: n, expectedTokens: tokens, speedup };
+  }
+  return best;
+}
+
+export interface TreePlan extends TreeSizeChoice {
+  /** The pruned tree to verify (root only when size = 0). */
+  tree: TokenTree;
+  /** Calibrated scores of `tree`'s nodes (index = node of the pruned tree). */
+  scores: Float64Array;
+}
+
+/** Calibrates scores with `stats`, chooses the size with `curve`, prunes. */
+export function planTree(tree: TokenTree, stats: AcceptanceStats, curve: CostCurve, draftCost: DraftCost = 0, select: Omit<SelectOptions, 'scores'> = {}): TreePlan {
+  const scores = calibratedScores(tree, stats);
+  const order = tree.admissionOrder({ ...select, scores });
+  const choice = chooseTreeSize(order.map((i) => scores[i]), curve, draftCost);
+  const kept = tree.select(choice.size, { ...select, scores });
+  const pruned = tree.subtree(kept);
+  // subtree() keeps kept nodes in ascending index order.
+  const keptSorted = [...kept].sort((a, b) => a - b);
+  const prunedScores = Float64Array.from([1, ...keptSorted.map((i) => scores[i])]);
+  // select() may keep fewer than choice.size nodes (a draft group that does not fit is skipped).
+  const size = pruned.draftCount;
+  const tokens = expectedTokens(pruned, prunedScores);
+  const draftCostOf = typeof draftCost === 'number' ? draftCost : draftCost(size);
+  const speedup = size === 0 ? 1 / curve.cost(1) : tokens / (curve.cost(size + 1) + draftCostOf);
+  return { size, expectedTokens: tokens, speedup, tree: pruned, scores: prunedScores };
+}

@@ -1,0 +1,192 @@
+/**
+ * Speculative decoding with token trees: drafters propose, the target verifies the whole tree in
+ * one llama_decode, the acceptance rule keeps exactly what plain decoding would have produced.
+ *
+ * KV layout during a step (unified cache): the committed sequence lives in sequence 0. A tree with
+ * L leaves uses sequences 0..L-1, one per root-to-leaf branch; the committed cells are shared into
+ * every branch with seq_cp (no copy: a unified cell carries a set of sequence ids), and each tree
+ * node carries the ids of the branches through it, so it attends to its ancestors only. After
+ * acceptance, the branch holding the accepted path is kept, cut after the last accepted node, and
+ * renamed back to sequence 0: no cell of a rejected branch survives.
+ */
+import { TokenBatch } from '../llama/batch.js';
+import type { Context } from '../llama/context.js';
+import { checkPromptFits, emptyTimings, evaluatePrompt, kvRoom, type Decoder } from '../generate/decoder.js';
+import type { Sampler } from '../generate/sampling.js';
+import { acceptTree } from './accept.js';
+import { combineTrees } from './combine.js';
+import type { DraftBudget, Drafter, TokenTree } from './tree.js';
+import { ROOT } from './tree.js';
+
+/** Chooses how much of the candidate tree is worth verifying, and learns from what was accepted. */
+export interface TreePlanner {
+  /** The budget drafters get for this step. */
+  budget(): DraftBudget;
+  /** Drafted nodes of `tree` to verify (0 = decode the root alone). Nodes are taken best score first. */
+  plan(tree: TokenTree, maxNodes: number): number;
+  /** Called after each verification with the verified tree and the accepted node indices. */
+  observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
+}
+
+export interface DrafterStats {
+  /** Nodes of this drafter that were verified. */
+  proposed: number;
+  /** Of those, accepted. */
+  accepted: number;
+}
+
+export interface SpeculationStats {
+  /** Verification steps (target decodes after the first token). */
+  steps: number;
+  /** Steps that verified at least one drafted node. */
+  speculativeSteps: number;
+  /** Tokens emitted by those steps. */
+  emitted: number;
+  /** Drafted nodes verified in total. */
+  verifiedNodes: number;
+  /** Mean tokens emitted per verification step (accepted drafts + the bonus token): τ. */
+  tau: number;
+  drafters: Record<string, DrafterStats>;
+}
+
+export interface SpeculativeDecoderOptions {
+  drafters: readonly Drafter[];
+  planner: TreePlanner;
+  /** Most branches (= llama.cpp sequences) per tree; at most the context's sequence count. */
+  maxBranches?: number;
+}
+
+export class SpeculativeDecoder implements Decoder {
+  readonly name: string;
+  readonly timings = emptyTimings();
+  private readonly batch: TokenBatch;
+  private readonly maxBranches: number;
+  private readonly drafterStats: Record<string, DrafterStats> = {};
+  private steps = 0;
+  private speculativeSteps = 0;
+  private emitted = 0;
+  private verifiedNodes = 0;
+
+  constructor(
+    private readonly context: Context,
+    private readonly sampler: Sampler,
+    private readonly options: SpeculativeDecoderOptions,
+  ) {
+    this.maxBranches = Math.max(1, Math.min(options.maxBranches ?? context.sequences, context.sequences));
+    this.batch = new TokenBatch(Math.min(context.batchSize, 512), this.maxBranches);
+    this.name = `speculative(${options.drafters.map((d) => d.name).join('+')})`;
+    for (const drafter of options.drafters) this.drafterStats[drafter.name] = { proposed: 0, accepted: 0 };
+  }
+
+  async prefill(prompt: readonly number[]): Promise<number> {
+    checkPromptFits(this.context, prompt.length);
+    const started = performance.now();
+    this.context.seqRemove(-1);
+    const last = await evaluatePrompt(this.context, this.batch, prompt);
+    for (const drafter of this.options.drafters) await drafter.begin(prompt);
+    this.timings.prefillMs += performance.now() - started;
+    const first = this.timed('samplingMs', () => this.sampler.next(this.context.logits(last), prompt));
+    await this.appendToDrafters([first]);
+    return first;
+  }
+
+  async step(sequence: readonly number[]): Promise<readonly number[]> {
+    const root = sequence[sequence.length - 1];
+    const position = sequence.length - 1;
+    const tree = await this.draft(root, kvRoom(this.context, sequence.length) - 1);
+    const assignment = tree.branchIds();
+    this.steps++;
+    if (tree.draftCount > 0) this.speculativeSteps++;
+    this.verifiedNodes += tree.draftCount;
+
+    const verifyStarted = performance.now();
+    for (let branch = 1; branch < assignment.branchCount; branch++) this.context.seqCopy(0, branch, -1, position);
+    this.batch.clear();
+    for (let node = 0; node < tree.size; node++) this.batch.add(tree.token(node), position + tree.depth(node), assignment.nodeBranches[node], true);
+    await this.context.decode(this.batch);
+    this.timings.verifyMs += performance.now() - verifyStarted;
+
+    const history = sequence.slice(0, -1);
+    const result = this.timed('samplingMs', () => acceptTree(tree, (node) => this.context.logits(node), history, this.sampler.options, this.sampler.rng));
+    const lastAccepted = result.acceptedNodes.at(-1) ?? ROOT;
+    this.keepBranch(assignment.firstBranch[lastAccepted], position + tree.depth(lastAccepted));
+    this.options.planner.observe(tree, result.acceptedNodes);
+    this.countDrafters(tree, result.acceptedNodes);
+
+    const emitted = [...result.acceptedTokens, result.bonus];
+    this.emitted += emitted.length;
+    await this.appendToDrafters(emitted);
+    return emitted;
+  }
+
+  room(sequenceLength: number): number {
+    return kvRoom(this.context, sequenceLength);
+  }
+
+  get stats(): SpeculationStats {
+    return {
+      steps: this.steps,
+      speculativeSteps: this.speculativeSteps,
+      emitted: this.emitted,
+      verifiedNodes: this.verifiedNodes,
+      tau: this.steps > 0 ? this.emitted / this.steps : 0,
+      drafters: structuredClone(this.drafterStats),
+    };
+  }
+
+  dispose(): void {
+    this.batch.dispose();
+    for (const drafter of this.options.drafters) drafter.end();
+  }
+
+  /** Asks every drafter, merges their trees and cuts the union to what the planner says pays. */
+  private async draft(root: number, room: number): Promise<TokenTree> {
+    const started = performance.now();
+    const budget = this.options.planner.budget();
+    const limited: DraftBudget = { ...budget, maxNodes: Math.max(0, Math.min(budget.maxNodes, room, this.batch.capacity - 1)) };
+    const trees: TokenTree[] = [];
+    for (const drafter of this.options.drafters) trees.push(await drafter.propose(root, limited));
+    const union = combineTrees(trees, limited.maxNodes, { maxLeaves: this.maxBranches });
+    const tree = union.prune(this.options.planner.plan(union, limited.maxNodes), { maxLeaves: this.maxBranches });
+    this.timings.draftMs += performance.now() - started;
+    return tree;
+  }
+
+  /**
+   * Keeps the cells of `branch` up to `lastPosition` and makes them sequence 0 again. seq_keep
+   * drops every cell outside the branch (rejected siblings) and strips the other ids from shared
+   * cells; seq_rm drops the rejected tail of the branch itself.
+   */
+  private keepBranch(branch: number, lastPosition: number): void {
+    this.context.seqKeep(branch);
+    this.context.seqRemove(branch, lastPosition + 1, -1);
+    if (branch !== 0) {
+      this.context.seqCopy(branch, 0, -1, -1);
+      this.context.seqRemove(branch, -1, -1);
+    }
+  }
+
+  private countDrafters(tree: TokenTree, acceptedNodes: readonly number[]): void {
+    const accepted = new Set(acceptedNodes);
+    for (let node = 1; node < tree.size; node++) {
+      for (const source of tree.sources(node)) {
+        const stats = (this.drafterStats[source] ??= { proposed: 0, accepted: 0 });
+        stats.proposed++;
+        if (accepted.has(node)) stats.accepted++;
+      }
+    }
+  }
+
+  private async appendToDrafters(tokens: readonly number[]): Promise<void> {
+    const started = performance.now();
+    for (const drafter of this.options.drafters) await drafter.append(tokens);
+    this.timings.draftMs += performance.now() - started;
+  }
+
+  private timed<T>(bucket: 'samplingMs', work: () => T): T {
+    const started = performance.now();
+    const result = work();
+    this.timings[bucket] += performance.now() - started;
+    return result;
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * TokenSwift-style n-gram drafter: for every context length k in [kMin, kMax], the last k tokens
+ * of prompt + output map to frequency counts of the token that followed them.
+ *
+ * Storage is a trie over REVERSED contexts: the node at depth d holds the counts for the context
+ * (t[i-d], ..., t[i-1]). Appending token t walks one path of depth kMax and bumps one count per
+ * level, so an update costs O(kMax), and the longest matching context of any sequence is found by
+ * walking its last tokens backwards.
+ *
+ * Proposals expand a tree best-first: each node's context is the sequence plus its own path, its
+ * children are the top-`maxBranches` continuations of the longest matching context, and a child
+ * scores parent·count/total (the empirical conditional probability, multiplied along the path).
+ */
+import { growBestFirst, ROOT, type DraftBudget, type Drafter, type ProposedChild, type TokenTree } from './tree.js';
+
+export interface NgramOptions {
+  name?: string;
+  /** Shortest context used (default 1). */
+  kMin?: number;
+  /** Longest context stored (default 4). */
+  kMax?: number;
+  /** Candidates scoring below this are not proposed (default 0). */
+  minScore?: number;
+}
+
+export interface Continuation {
+  token: number;
+  count: number;
+}
+
+interface ContextNode {
+  /** Next-token counts after this context (filled only for depth >= kMin). */
+  readonly counts: Map<number, number>;
+  total: number;
+  /** Extends the context one token further back. */
+  readonly longer: Map<number, ContextNode>;
+}
+
+function newContextNode(): ContextNode {
+  return { counts: new Map(), total: 0, longer: new Map() };
+}
+
+export class NgramDrafter implements Drafter {
+  readonly name: string;
+  private readonly kMin: number;
+  private readonly kMax: number;
+  private readonly minScore: number;
+  private table: ContextNode = newContextNode();
+  private sequence: number[] = [];
+
+  constructor(options: NgramOptions = {}) {
+    this.name = options.name ?? 'ngram';
+    this.kMin = options.kMin ?? 1;
+    this.kMax = options.kMax ?? 4;
+    this.minScore = options.minScore ?? 0;
+    if (!(Number.isInteger(this.kMin) && this.kMin >= 1 && Number.isInteger(this.kMax) && this.kMax >= this.kMin)) {
+      throw new RangeError(`ngram: need integers 1 <= kMin <= kMax, got ${this.kMin}..${this.kMax}`);
+    }
+  }
+
+  /** The table covers one request (prompt + output), so it starts over. */
+  begin(prompt: readonly number[]): void {
+    this.table = newContextNode();
+    this.sequence = [];
+    this.append(prompt);
+  }
+
+  append(tokens: readonly number[]): void {
+    for (const token of tokens) this.appendOne(token);
+  }
+
+  end(): void {
+    // Nothing survives a request.
+  }
+
+  /** Tokens seen since begin(). */
+  get length(): number {
+    return this.sequence.length;
+  }
+
+  /**
+   * Continuations of the longest stored context (length >= kMin) that is a suffix of `context`,
+   * most frequent first (ties: lower token id first).
+   */
+  continuations(context: readonly number[]): Continuation[] {
+    const node = this.longestContext(context);
+    return node ? topContinuations(node.counts, Infinity) : [];
+  }
+
+  /**
+   * `root` is normally the last appended token (Drafter contract); if it is not, it is treated as
+   * a pending token after the sequence, without being recorded.
+   */
+  propose(root: number, budget: DraftBudget): TokenTree {
+    const base = this.contextTail(root);
+    const childrenOf = (tree: TokenTree, node: number): ProposedChild[] => {
+      const context = node === ROOT ? base : base.concat(tree.pathTo(node));
+      const found = this.longestContext(context);
+      if (!found) return [];
+      return topContinuations(found.counts, budget.maxBranches).map(({ token, count }) => ({ token, probability: count / found.total }));
+    };
+    return growBestFirst(root, budget, this.name, childrenOf, this.minScore);
+  }
+
+  private appendOne(token: number): void {
+    const seq = this.sequence;
+    let node = this.table;
+    const deepest = Math.min(this.kMax, seq.length);
+    for (let d = 1; d <= deepest; d++) {
+      const previous = seq[seq.length - d];
+      let longer = node.longer.get(previous);
+      if (!longer) {
+        longer = newContextNode();
+        node.longer.set(previous, longer);
+      }
+      node = longer;
+      if (d >= this.kMin) {
+        node.counts.set(token, (node.counts.get(token) ?? 0) + 1);
+        node.total++;
+      }
+    }
+    seq.push(token);
+  }
+
+  private longestContext(context: readonly number[]): ContextNode | undefined {
+    let node = this.table;
+    let best: ContextNode | undefined;
+    const deepest = Math.min(this.kMax, context.length);
+    for (let d = 1; d <= deepest; d++) {
+      const next = node.longer.get(context[context.length - d]);
+      if (!next) break;
+      node = next;
+      if (d >= this.kMin && node.total > 0) best = node;
+    }
+    return best;
+  }
+
+  /** Last kMax tokens of the sequence, ending with root. */
+  private contextTail(root: number): number[] {
+    const seq = this.sequence;
+    const rootAppended = seq.length > 0 && seq[seq.length - 1] === root;
+    const tail = seq.slice(Math.max(0, seq.length - this.kMax));
+    if (!rootAppended) tail.push(root);
+    return tail;
+  }
+}
+
+/**
+ * The `limit` most frequent continuations, most frequent first (ties: lower token id first).
+ * Insertion into a short sorted list: O(m·limit) for m distinct continuations, no full sort.
+ */
+function topContinuations(counts: Map<number, number>, limit: number): Continuation[] {
+  const top: Continuation[] = [];
+  for (const [token, count] of counts) {
+    let at = top.length;
+    while (at > 0 && (top[at - 1].count < count || (top[at - 1].count === count && top[at - 1].token > token))) at--;
+    if (at < limit) {
+      top.splice(at, 0, { token, count });
+      if (top.length > limit) top.pop();
+    }
+  }
+  return top;
+}

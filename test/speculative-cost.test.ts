@@ -1,0 +1,172 @@
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  AcceptanceStats,
+  CostCurve,
+  calibratedScores,
+  chooseTreeSize,
+  expectedTokens,
+  observeVerification,
+  planTree,
+} from '../src/speculative/cost-model.js';
+import { ROOT, TokenTree } from '../src/speculative/tree.js';
+
+const close = (a: number, b: number, tolerance = 1e-9): boolean => Math.abs(a - b) <= tolerance;
+
+/** A chain whose k-th node scores alpha^k. */
+function chain(alpha: number, length: number): TokenTree {
+  const tree = new TokenTree(0);
+  tree.addPath(
+    Array.from({ length }, (_, k) => k + 1),
+    Array.from({ length }, (_, k) => alpha ** (k + 1)),
+    'ngram',
+  );
+  return tree;
+}
+
+describe('CostCurve', () => {
+  it('normalizes by t(1), interpolates linearly and is non-decreasing despite noise', () => {
+    const curve = new CostCurve([
+      { n: 1, seconds: 0.02 },
+      { n: 8, seconds: 0.022 },
+      { n: 16, seconds: 0.021 }, // noise: faster than n = 8
+      { n: 32, seconds: 0.03 },
+      { n: 64, seconds: 0.05 },
+    ]);
+    assert.equal(curve.cost(1), 1);
+    assert.ok(close(curve.cost(8), 1.1));
+    assert.ok(close(curve.cost(16), 1.1), 'running max hides the dip');
+    assert.ok(close(curve.cost(24), 1.1 + 0.5 * 0.4));
+    assert.ok(close(curve.cost(96), 2.5 + 32 * (1 / 32)), 'extrapolates with the last slope');
+    let previous = 0;
+    for (let n = 1; n <= 100; n++) {
+      assert.ok(curve.cost(n) >= previous);
+      previous = curve.cost(n);
+    }
+  });
+
+  it('averages repeated sizes and is flat below the smallest size', () => {
+    const curve = new CostCurve([
+      { n: 2, seconds: 1 },
+      { n: 2, seconds: 3 },
+      { n: 4, seconds: 4 },
+    ]);
+    assert.equal(curve.cost(1), 1);
+    assert.equal(curve.cost(4), 2);
+    assert.throws(() => new CostCurve([]), RangeError);
+  });
+});
+
+describe('expectedTokens', () => {
+  it('matches Leviathan et al. (1 - a^(g+1)) / (1 - a) on a chain', () => {
+    for (const alpha of [0.3, 0.7, 0.9]) {
+      for (const gamma of [1, 4, 10]) {
+        assert.ok(close(expectedTokens(chain(alpha, gamma)), (1 - alpha ** (gamma + 1)) / (1 - alpha)));
+      }
+    }
+  });
+});
+
+describe('chooseTreeSize', () => {
+  it('picks plain decoding when acceptance is tiny', () => {
+    const scores = Array.from({ length: 64 }, (_, k) => 0.02 ** (k + 1));
+    const choice = chooseTreeSize(scores, CostCurve.linear(0.05));
+    assert.equal(choice.size, 0);
+    assert.equal(choice.speedup, 1);
+  });
+
+  it('picks a large tree when acceptance is ~1 and verification cost is flat', () => {
+    const scores = Array.from({ length: 64 }, (_, k) => 0.999 ** (k + 1));
+    const choice = chooseTreeSize(scores, CostCurve.flat());
+    assert.equal(choice.size, 64);
+    assert.ok(choice.speedup > 50);
+  });
+
+  it('maximizes expected tokens per cost (brute force), draft cost included', () => {
+    const scores = Array.from({ length: 40 }, (_, k) => 0.8 ** (k + 1));
+    const curve = CostCurve.linear(0.04);
+    const draftCost = (n: number): number => 0.05 + 0.01 * n;
+    const choice = chooseTreeSize(scores, curve, draftCost);
+    let best = { size: 0, speedup: 1 };
+    for (let n = 1; n <= 40; n++) {
+      const tokens = 1 + scores.slice(0, n).reduce((a, b) => a + b, 0);
+      const speedup = tokens / (curve.cost(n + 1) + draftCost(n));
+      if (speedup > best.speedup) best = { size: n, speedup };
+    }
+    assert.equal(choice.size, best.size);
+    assert.ok(close(choice.speedup, best.speedup));
+    assert.ok(choice.size > 1 && choice.size < 40, `an interior optimum, got ${choice.size}`);
+  });
+
+  it('returns 0 when drafting alone costs more than it can gain', () => {
+    const scores = [0.5, 0.25];
+    assert.equal(chooseTreeSize(scores, CostCurve.flat(), 1).size, 0);
+  });
+});
+
+describe('AcceptanceStats', () => {
+  it('starts at the prior, converges to the observed rate, and tracks changes (decay)', () => {
+    const stats = new AcceptanceStats({ priorRate: 0.5, priorWeight: 2, decay: 0.95 });
+    assert.equal(stats.rate('ngram', 1), 0.5);
+    for (let k = 0; k < 400; k++) stats.observe('ngram', 1, k % 10 < 9);
+    // Effective window ~20 observations, ending on a failure: about 0.84.
+    assert.ok(Math.abs(stats.rate('ngram', 1) - 0.9) < 0.08, `rate ${stats.rate('ngram', 1)}`);
+    assert.equal(stats.rate('ngram', 2), 0.5, 'depths are separate');
+    assert.equal(stats.rate('suffix', 1), 0.5, 'drafters are separate');
+    for (let k = 0; k < 100; k++) stats.observe('ngram', 1, false);
+    assert.ok(stats.rate('ngram', 1) < 0.1, 'old successes decay away (the prior alone keeps ~1/22)');
+  });
+
+  it('observeVerification scores each drafter on whether the walk continued into its children', () => {
+    const tree = new TokenTree(0);
+    const [a, b] = tree.addPath([1, 2], [0.9, 0.8], 'ngram');
+    tree.addPath([3], [0.5], 'suffix');
+    tree.addChild(a, 4, 0.3, 'suffix');
+    const stats = new AcceptanceStats({ priorWeight: 1e-9, decay: 1 });
+    observeVerification(stats, tree, [a]);
+    assert.ok(close(stats.rate('ngram', 1), 1, 1e-6));
+    assert.ok(close(stats.rate('suffix', 1), 0, 1e-6));
+    assert.ok(close(stats.rate('ngram', 2), 0, 1e-6), 'walk stopped before node 2');
+    assert.ok(close(stats.rate('suffix', 2), 0, 1e-6));
+    assert.ok(b > a);
+  });
+
+  it('calibratedScores are path products of rates, never above the parent, summing to <= 1 per node', () => {
+    const tree = new TokenTree(0);
+    const [x] = tree.addPath([1, 2, 3], [0.6, 0.5, 0.4], 'ngram');
+    tree.addPath([4], [0.3], 'ngram');
+    const [y] = tree.addPath([6, 5], [0.5, 0.1], 'suffix');
+    const stats = new AcceptanceStats({ priorRate: 0.4 });
+    const scores = calibratedScores(tree, stats);
+    assert.equal(scores[ROOT], 1);
+    // Root: ngram children 1 (0.6) and 4 (0.3) share ngram's 0.4 group rate 2:1; 6 gets suffix's 0.4.
+    assert.ok(close(scores[x], 0.4 * (0.6 / 0.9)));
+    assert.ok(close(scores[y], 0.4));
+    for (let i = 1; i < tree.size; i++) assert.ok(scores[i] <= scores[tree.parent(i)] + 1e-12);
+    for (let i = 0; i < tree.size; i++) {
+      const sum = tree.children(i).reduce((acc, c) => acc + scores[c], 0);
+      assert.ok(sum <= scores[i] + 1e-12);
+    }
+  });
+});
+
+describe('planTree', () => {
+  it('prunes to nothing when the drafters are never accepted, and keeps the tree when they always are', () => {
+    const tree = chain(0.9, 20);
+    const bad = new AcceptanceStats();
+    const good = new AcceptanceStats();
+    for (let k = 0; k < 500; k++) {
+      for (let depth = 1; depth <= 20; depth++) {
+        bad.observe('ngram', depth, false);
+        good.observe('ngram', depth, true);
+      }
+    }
+    const curve = CostCurve.linear(0.02);
+    assert.equal(planTree(tree, bad, curve).tree.draftCount, 0);
+    const plan = planTree(tree, good, curve);
+    assert.equal(plan.size, 20);
+    assert.equal(plan.tree.draftCount, 20);
+    assert.ok(plan.speedup > 10);
+    assert.ok(close(plan.expectedTokens, expectedTokens(plan.tree, plan.scores)));
+  });
+});
