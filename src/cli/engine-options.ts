@@ -29,6 +29,7 @@ export function engineOptions(flags: ModelFlags): EngineOptions & { model: strin
     gpu: flags.gpu,
     threads: flags.threads,
     contextSize: flags.ctxSize,
+    onMeasure: () => process.stderr.write('tachyon: measuring the verify cost curve of this model on this machine (once; cached)\n'),
     onProgress: (fraction) => {
       bar.update(fraction);
       if (fraction >= 1) bar.stop();

@@ -6,6 +6,8 @@ import type { GenerationResult, GenerationStats } from '../generate/generate.js'
 import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';
 import { UsageError } from './errors.js';
 import { decimal, integer } from './options.js';
+import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
+import { Option } from 'commander';
 
 interface RunFlags extends ModelFlags {
   maxTokens: number;
@@ -19,6 +21,8 @@ interface RunFlags extends ModelFlags {
   stop: string[];
   chat?: boolean;
   json?: boolean;
+  spec: SpeculationMode;
+  draftModel?: string;
 }
 
 export function registerRun(program: Command): void {
@@ -38,6 +42,8 @@ export function registerRun(program: Command): void {
     .option('--stop <text>', 'stop before this text (repeatable)', (value: string, previous: string[]) => [...previous, value], [])
     .option('--chat', "wrap the prompt as a user message with the model's chat template (default when the model has one)")
     .option('--no-chat', 'use the prompt as raw text')
+    .addOption(new Option('--spec <mode>', 'speculative decoding (lossless)').choices([...SPECULATION_MODES]).default('auto'))
+    .option('--draft-model <path>', 'draft GGUF with the same vocabulary (enables --spec draft; used by auto)')
     .option('--json', 'print one JSON object with text, tokens and stats instead of streaming')
     .action(async (prompt: string | undefined, flags: RunFlags) => runCommand(prompt, flags));
 }
@@ -59,12 +65,14 @@ export function samplingFrom(flags: RunFlags): GenerateOptions {
     repeatPenalty: flags.repeatPenalty,
     penaltyLastN: flags.penaltyLastN,
     stop: flags.stop,
+    speculation: flags.spec,
   };
 }
 
 async function runCommand(promptArgument: string | undefined, flags: RunFlags): Promise<void> {
   const promptText = readPrompt(promptArgument);
-  const engine = await Engine.load(engineOptions(flags));
+  if (flags.spec === 'draft' && !flags.draftModel) throw new UsageError('--spec draft needs --draft-model PATH');
+  const engine = await Engine.load({ ...engineOptions(flags), draftModel: flags.draftModel });
   try {
     const useChat = flags.chat ?? engine.model.metadata.chatTemplate !== undefined;
     const prompt = useChat ? engine.chatPrompt([{ role: 'user', content: promptText }]) : engine.tokenize(promptText);
@@ -90,10 +98,23 @@ function printResult(result: GenerationResult, json: boolean): void {
 }
 
 export function formatStats(stats: GenerationStats): string {
-  return [
-    `${stats.generatedTokens} tokens (${stats.stopReason})`,
-    `prompt ${stats.promptTokens} tok at ${stats.prefillTokensPerSecond.toFixed(0)} tok/s`,
-    `decode ${stats.decodeTokensPerSecond.toFixed(1)} tok/s`,
-    `first token ${stats.timeToFirstTokenMs.toFixed(1)} ms`,
-  ].join(' · ');
+  const lines = [
+    [
+      `${stats.generatedTokens} tokens (${stats.stopReason})`,
+      `prompt ${stats.promptTokens} tok at ${stats.prefillTokensPerSecond.toFixed(0)} tok/s`,
+      `decode ${stats.decodeTokensPerSecond.toFixed(1)} tok/s`,
+      `first token ${stats.timeToFirstTokenMs.toFixed(1)} ms`,
+    ].join(' · '),
+  ];
+  const spec = stats.speculation;
+  if (spec) {
+    const drafters = Object.entries(spec.drafters)
+      .map(([name, d]) => `${name} ${d.accepted}/${d.proposed}`)
+      .join(', ');
+    const t = stats.timings;
+    lines.push(
+      `speculation: τ ${spec.tau.toFixed(2)} tokens/step over ${spec.steps} steps · accepted ${drafters || 'none'} · draft ${t.draftMs.toFixed(0)} ms, verify ${t.verifyMs.toFixed(0)} ms, sampling ${t.samplingMs.toFixed(0)} ms`,
+    );
+  }
+  return lines.join('\n');
 }

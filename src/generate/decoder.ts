@@ -5,6 +5,7 @@
 import { TokenBatch } from '../llama/batch.js';
 import type { Context } from '../llama/context.js';
 import type { Sampler } from './sampling.js';
+import type { SpeculationStats } from '../speculative/decoder.js';
 
 /** Time one decoder spent, split by where it went (all milliseconds). */
 export interface DecoderTimings {
@@ -29,6 +30,8 @@ export interface Decoder {
   /** How many tokens, the pending one included, still fit in the KV cache. */
   room(sequenceLength: number): number;
   readonly timings: DecoderTimings;
+  /** Speculative decoders report what their drafts achieved. */
+  readonly speculation?: SpeculationStats;
   /** Frees native resources held by the decoder (not the context). */
   dispose(): void;
 }

@@ -5,6 +5,7 @@
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { TextStreamDecoder } from '../llama/tokenizer.js';
 import type { Decoder, DecoderTimings } from './decoder.js';
+import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'abort' | 'context';
@@ -39,6 +40,8 @@ export interface GenerationStats {
   decodeTokensPerSecond: number;
   totalMs: number;
   timings: DecoderTimings;
+  /** Present when a speculative decoder ran: τ, per-drafter acceptance. */
+  speculation?: SpeculationStats;
   stopReason: StopReason;
 }
 
@@ -136,6 +139,7 @@ function collectStats(
     decodeTokensPerSecond: decodeMs > 0 && generatedTokens > 1 ? ((generatedTokens - 1) / decodeMs) * 1000 : 0,
     totalMs: now - started,
     timings: { ...decoder.timings },
+    speculation: decoder.speculation,
     stopReason,
   };
 }

@@ -22,10 +22,12 @@ import { ROOT } from './tree.js';
 export interface TreePlanner {
   /** The budget drafters get for this step. */
   budget(): DraftBudget;
-  /** Drafted nodes of `tree` to verify (0 = decode the root alone). Nodes are taken best score first. */
-  plan(tree: TokenTree, maxNodes: number): number;
+  /** The part of `tree` to verify (the root alone = a plain step), with at most `maxLeaves` leaves. */
+  plan(tree: TokenTree, maxLeaves: number): TokenTree;
   /** Called after each verification with the verified tree and the accepted node indices. */
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
+  /** Called after each drafting phase with its duration (drafting cost enters the plan). */
+  observeDraftTime?(ms: number): void;
 }
 
 export interface DrafterStats {
@@ -106,6 +108,7 @@ export class SpeculativeDecoder implements Decoder {
     await this.context.decode(this.batch);
     this.timings.verifyMs += performance.now() - verifyStarted;
 
+    // acceptTree extends the history in place while it walks, and restores it.
     const history = sequence.slice(0, -1);
     const result = this.timed('samplingMs', () => acceptTree(tree, (node) => this.context.logits(node), history, this.sampler.options, this.sampler.rng));
     const lastAccepted = result.acceptedNodes.at(-1) ?? ROOT;
@@ -123,7 +126,7 @@ export class SpeculativeDecoder implements Decoder {
     return kvRoom(this.context, sequenceLength);
   }
 
-  get stats(): SpeculationStats {
+  get speculation(): SpeculationStats {
     return {
       steps: this.steps,
       speculativeSteps: this.speculativeSteps,
@@ -147,8 +150,10 @@ export class SpeculativeDecoder implements Decoder {
     const trees: TokenTree[] = [];
     for (const drafter of this.options.drafters) trees.push(await drafter.propose(root, limited));
     const union = combineTrees(trees, limited.maxNodes, { maxLeaves: this.maxBranches });
-    const tree = union.prune(this.options.planner.plan(union, limited.maxNodes), { maxLeaves: this.maxBranches });
-    this.timings.draftMs += performance.now() - started;
+    const tree = this.options.planner.plan(union, this.maxBranches);
+    const elapsed = performance.now() - started;
+    this.timings.draftMs += elapsed;
+    this.options.planner.observeDraftTime?.(elapsed);
     return tree;
   }
 

@@ -1,8 +1,17 @@
-/** Tree planners: how many drafted nodes to verify per step. */
-import type { DraftBudget, TokenTree } from './tree.js';
+/**
+ * Tree planners: which part of the drafted tree is worth verifying this step.
+ *
+ * The adaptive planner follows the cost model (cost-model.ts): node scores are calibrated by the
+ * running acceptance rate per drafter and depth, and the tree is cut at the size that maximizes
+ * expected tokens per unit of time, E[tokens](n) / (c(n+1) + draft cost), using this model's
+ * measured verify cost curve on this machine. When nothing beats plain decoding it verifies the
+ * root alone, but it still probes one node now and then so it notices when drafts start to pay.
+ */
 import type { TreePlanner } from './decoder.js';
+import { AcceptanceStats, observeVerification, planTree, type CostCurve } from './cost-model.js';
+import type { DraftBudget, TokenTree } from './tree.js';
 
-/** Verifies whatever the drafters propose within a fixed budget (for tests and ablations). */
+/** Verifies whatever the drafters propose within a fixed budget (tests and ablations). */
 export class FixedPlanner implements TreePlanner {
   constructor(private readonly fixed: DraftBudget) {}
 
@@ -10,9 +19,60 @@ export class FixedPlanner implements TreePlanner {
     return this.fixed;
   }
 
-  plan(tree: TokenTree, maxNodes: number): number {
-    return Math.min(tree.draftCount, maxNodes);
+  plan(tree: TokenTree, maxLeaves: number): TokenTree {
+    return tree.prune(this.fixed.maxNodes, { maxLeaves });
   }
 
   observe(): void {}
+}
+
+export interface AdaptivePlannerOptions {
+  curve: CostCurve;
+  /** Milliseconds of one plain decode step (t(1) of the curve), to put drafting time in its units. */
+  stepMs: number;
+  /** Largest budget drafters may fill; the plan cuts it down. */
+  budget?: DraftBudget;
+  /** Steps of plain decoding after which one node is verified anyway, to keep learning. */
+  probeEvery?: number;
+}
+
+export class AdaptivePlanner implements TreePlanner {
+  readonly stats = new AcceptanceStats();
+  private readonly curve: CostCurve;
+  private readonly stepMs: number;
+  private readonly maxBudget: DraftBudget;
+  private readonly probeEvery: number;
+  /** Drafting time per step in units of one plain decode step (running mean). */
+  private draftCost = 0;
+  private stepsWithoutSpeculation = 0;
+
+  constructor(options: AdaptivePlannerOptions) {
+    this.curve = options.curve;
+    this.stepMs = options.stepMs;
+    this.maxBudget = options.budget ?? { maxNodes: 64, maxDepth: 24, maxBranches: 4 };
+    this.probeEvery = options.probeEvery ?? 8;
+  }
+
+  budget(): DraftBudget {
+    return this.maxBudget;
+  }
+
+  plan(tree: TokenTree, maxLeaves: number): TokenTree {
+    const plan = planTree(tree, this.stats, this.curve, this.draftCost, { maxLeaves });
+    if (plan.size > 0 || tree.draftCount === 0) {
+      this.stepsWithoutSpeculation = 0;
+      return plan.tree;
+    }
+    if (++this.stepsWithoutSpeculation < this.probeEvery) return plan.tree;
+    this.stepsWithoutSpeculation = 0;
+    return tree.prune(1, { maxLeaves });
+  }
+
+  observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
+    observeVerification(this.stats, tree, acceptedNodes);
+  }
+
+  observeDraftTime(ms: number): void {
+    this.draftCost = this.draftCost * 0.9 + (ms / this.stepMs) * 0.1;
+  }
 }

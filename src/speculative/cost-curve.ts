@@ -1,0 +1,98 @@
+/**
+ * Measures the verify cost curve t(n)/t(1) of a model on this machine: the time of one decode of
+ * n tokens (all with logits, as in verification) relative to a single-token decode. Cached per
+ * model file, backend, thread count and CPU, since it only changes when one of those does.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { dirname, join } from 'node:path';
+import { TokenBatch } from '../llama/batch.js';
+import type { Context } from '../llama/context.js';
+import { cacheDir } from '../paths.js';
+import { CostCurve, type CostPoint } from './cost-model.js';
+
+export const COST_CURVE_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64] as const;
+
+export interface MeasuredCostCurve {
+  /** Median seconds per decode for each batch size. */
+  points: CostPoint[];
+  /** Milliseconds of a single-token decode. */
+  stepMs: number;
+  curve: CostCurve;
+}
+
+interface CachedCurve {
+  key: string;
+  points: CostPoint[];
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+/** Decodes batches of each size after a short context, `repeats` times interleaved; medians. */
+export async function measureCostCurve(context: Context, repeats = 5, sizes: readonly number[] = COST_CURVE_SIZES): Promise<CostPoint[]> {
+  const usable = sizes.filter((n) => n <= context.batchSize && n + 64 < context.contextSize);
+  const batch = new TokenBatch(Math.max(...usable, 64), 1);
+  const vocabulary = context.vocabularySize;
+  const token = (i: number) => 1 + ((i * 7919) % (vocabulary - 1));
+  const samples = new Map<number, number[]>(usable.map((n) => [n, []]));
+  try {
+    context.seqRemove(-1);
+    batch.clear();
+    for (let i = 0; i < 64; i++) batch.add(token(i), i, 0, false);
+    await context.decode(batch);
+    for (let round = 0; round <= repeats; round++) {
+      for (const n of usable) {
+        batch.clear();
+        for (let i = 0; i < n; i++) batch.add(token(64 + i), 64 + i, 0, true);
+        const started = performance.now();
+        await context.decode(batch);
+        // Round 0 warms up every size (graph allocation) and is not counted.
+        if (round > 0) samples.get(n)!.push((performance.now() - started) / 1000);
+        context.seqRemove(0, 64, -1);
+      }
+    }
+  } finally {
+    context.seqRemove(-1);
+    batch.dispose();
+  }
+  return usable.map((n) => ({ n, seconds: median(samples.get(n)!) }));
+}
+
+async function cacheKey(context: Context, threads: number): Promise<string> {
+  const info = await stat(context.model.path);
+  const cpu = cpus()[0]?.model ?? 'cpu';
+  const parts = [context.model.path, info.size, info.mtimeMs, context.model.library.backend, threads, cpu, context.batchSize];
+  return createHash('sha256').update(parts.join('|')).digest('hex').slice(0, 24);
+}
+
+/** The cached curve for this model and machine, or a fresh measurement (then cached, atomically). */
+export async function costCurveFor(context: Context, threads: number, onMeasure?: () => void): Promise<MeasuredCostCurve> {
+  const key = await cacheKey(context, threads);
+  const file = join(cacheDir, 'cost-curves', `${key}.json`);
+  let points = await readCached(file, key);
+  if (!points) {
+    onMeasure?.();
+    points = await measureCostCurve(context);
+    await mkdir(dirname(file), { recursive: true });
+    const temporary = `${file}.${process.pid}.tmp`;
+    await writeFile(temporary, JSON.stringify({ key, points } satisfies CachedCurve));
+    await rename(temporary, file);
+  }
+  return { points, stepMs: points[0].seconds * 1000, curve: new CostCurve(points) };
+}
+
+/** A corrupt or foreign cache file is a miss, never an error. */
+async function readCached(file: string, key: string): Promise<CostPoint[] | undefined> {
+  try {
+    const cached = JSON.parse(await readFile(file, 'utf8')) as CachedCurve;
+    const valid = cached.key === key && Array.isArray(cached.points) && cached.points.length > 0 && cached.points.every((p) => p.n >= 1 && p.seconds > 0);
+    return valid ? cached.points : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,180 @@
+/**
+ * Draft-model drafter: a small GGUF with the target's vocabulary proposes a chain of tokens, with a
+ * second candidate where it is unsure (greedy), or sampled tokens with their draft distribution q
+ * (sampling: the verifier then runs rejection sampling, which keeps the output distribution exact).
+ *
+ * Its KV cache (sequence 0 of its own context) follows the committed sequence: after a step, the
+ * drafted tokens the target accepted are kept and the rest is cut with seq_rm, so the next
+ * proposal only decodes what is new.
+ */
+import { TokenBatch } from '../llama/batch.js';
+import { Context } from '../llama/context.js';
+import { Model, type LoadModelOptions } from '../llama/model.js';
+import { greedyToken, isGreedy, tokenDistribution, drawFrom, type SamplingOptions, type TokenDistribution } from '../generate/sampling.js';
+import { Prng } from '../generate/prng.js';
+import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
+
+export class DraftModelError extends Error {
+  override name = 'DraftModelError';
+}
+
+export interface DraftModelOptions {
+  /** Stop the chain once the drafted path's probability falls below this (default 0.2). */
+  minPathProbability?: number;
+  /** Add the runner-up token as a leaf where the top token's probability is below this (default 0.7). */
+  branchBelow?: number;
+  /** Seed of the drafter's own random stream (sampling mode). */
+  seed?: number;
+}
+
+/** Throws unless the draft model tokenizes exactly like the target (same size, same pieces, same specials). */
+export function checkSameVocabulary(target: Model, draft: Model): void {
+  const t = target.tokenizer;
+  const d = draft.tokenizer;
+  const mismatch = (what: string) => new DraftModelError(`draft model ${draft.path} does not share the target's vocabulary: ${what}`);
+  if (t.vocabularySize !== d.vocabularySize) throw mismatch(`${d.vocabularySize} tokens vs ${t.vocabularySize}`);
+  if (t.special.bos !== d.special.bos || t.special.eos !== d.special.eos) throw mismatch('different BOS/EOS tokens');
+  // Every piece for small vocabularies; an even sample across large ones.
+  const stride = Math.max(1, Math.floor(t.vocabularySize / 4096));
+  for (let token = 0; token < t.vocabularySize; token += stride) {
+    if (t.tokenText(token) !== d.tokenText(token)) throw mismatch(`token ${token} is "${d.tokenText(token)}" vs "${t.tokenText(token)}"`);
+  }
+}
+
+export class DraftModelDrafter implements Drafter {
+  readonly name = 'draft';
+  private readonly batch: TokenBatch;
+  private readonly rng: Prng;
+  private readonly greedy: boolean;
+  private readonly minPathProbability: number;
+  private readonly branchBelow: number;
+  /** The committed sequence (prompt + emitted), as the target sees it. */
+  private sequence: number[] = [];
+  /** Tokens whose KV is in the draft context, in order (may run past `sequence` with old drafts). */
+  private cached: number[] = [];
+
+  constructor(
+    private readonly context: Context,
+    private readonly sampling: SamplingOptions,
+    options: DraftModelOptions = {},
+  ) {
+    this.batch = new TokenBatch(Math.min(context.batchSize, 512), 1);
+    this.rng = new Prng(options.seed ?? 0x5eed);
+    this.greedy = isGreedy(sampling);
+    this.minPathProbability = options.minPathProbability ?? 0.2;
+    this.branchBelow = options.branchBelow ?? 0.7;
+  }
+
+  /** Loads the draft model next to an already loaded target and checks the vocabularies match. */
+  static async loadModel(path: string, target: Model, options: LoadModelOptions = {}): Promise<Model> {
+    const draft = await Model.load(path, { ...options, gpu: target.library.backend });
+    try {
+      checkSameVocabulary(target, draft);
+    } catch (error) {
+      draft.dispose();
+      throw error;
+    }
+    return draft;
+  }
+
+  begin(prompt: readonly number[]): void {
+    this.sequence = [...prompt];
+  }
+
+  append(tokens: readonly number[]): void {
+    this.sequence.push(...tokens);
+  }
+
+  async propose(root: number, budget: DraftBudget): Promise<TokenTree> {
+    const tree = new TokenTree(root);
+    const room = this.context.contextSize - this.sequence.length - 1;
+    const depthLimit = Math.min(budget.maxDepth, budget.maxNodes, room);
+    if (depthLimit <= 0) return tree;
+    let logits = await this.catchUp();
+    const history = [...this.sequence];
+    let parent = ROOT;
+    let pathProbability = 1;
+    for (let depth = 1; depth <= depthLimit && tree.draftCount < budget.maxNodes; depth++) {
+      const choice = this.choose(logits, history);
+      pathProbability *= choice.probability;
+      if (pathProbability < this.minPathProbability && depth > 1) break;
+      const node = tree.addChild(parent, choice.token, pathProbability, this.name);
+      if (choice.q) tree.setDraft(parent, choice.q, [choice.token], { withReplacement: true, source: this.name, groupRate: choice.probability });
+      if (choice.runnerUp && budget.maxBranches > 1 && tree.draftCount < budget.maxNodes) {
+        tree.addChild(parent, choice.runnerUp.token, (pathProbability / choice.probability) * choice.runnerUp.probability, this.name);
+      }
+      parent = node;
+      history.push(choice.token);
+      if (depth === depthLimit) break;
+      logits = await this.decodeOne(choice.token);
+    }
+    return tree;
+  }
+
+  /** The drafter serves one request: its native batch is released here. */
+  end(): void {
+    this.sequence = [];
+    this.batch.dispose();
+  }
+
+  /**
+   * Brings the draft KV in line with the committed sequence: keeps the longest common prefix
+   * (accepted drafts stay), cuts the rest, decodes the new tokens; returns the logits after the
+   * last one (the pending root).
+   */
+  private async catchUp(): Promise<Float32Array> {
+    let common = 0;
+    const limit = Math.min(this.cached.length, this.sequence.length - 1);
+    while (common < limit && this.cached[common] === this.sequence[common]) common++;
+    this.context.seqRemove(0, common, -1);
+    this.cached.length = common;
+    const fresh = this.sequence.slice(common);
+    let last = 0;
+    for (let start = 0; start < fresh.length; start += this.batch.capacity) {
+      const chunk = fresh.slice(start, start + this.batch.capacity);
+      this.batch.clear();
+      chunk.forEach((token, i) => (last = this.batch.add(token, common + start + i, 0, start + i === fresh.length - 1)));
+      await this.context.decode(this.batch);
+    }
+    this.cached.push(...fresh);
+    return this.context.logits(last);
+  }
+
+  private async decodeOne(token: number): Promise<Float32Array> {
+    this.batch.clear().add(token, this.cached.length, 0, true);
+    await this.context.decode(this.batch);
+    this.cached.push(token);
+    return this.context.logits(0);
+  }
+
+  /** Greedy: the draft's argmax (and runner-up when unsure). Sampling: a draw from q, recorded for rejection sampling. */
+  private choose(logits: Float32Array, history: readonly number[]): { token: number; probability: number; q?: TokenDistribution; runnerUp?: { token: number; probability: number } } {
+    if (!this.greedy) {
+      const q = tokenDistribution(logits, history, this.sampling);
+      const token = drawFrom(q, this.rng.next());
+      return { token, probability: q.probs[q.ids.indexOf(token)], q };
+    }
+    const token = greedyToken(logits, history, this.sampling);
+    const [first, second] = topTwoProbabilities(logits, token);
+    const runnerUp = first < this.branchBelow && second.token >= 0 ? second : undefined;
+    return { token, probability: first, runnerUp };
+  }
+}
+
+/** Softmax probability of `best` and the best other token, in one pass over the logits. */
+function topTwoProbabilities(logits: Float32Array, best: number): [number, { token: number; probability: number }] {
+  let max = -Infinity;
+  let second = -1;
+  for (let i = 0; i < logits.length; i++) {
+    if (logits[i] > max) max = logits[i];
+    if (i !== best && (second < 0 || logits[i] > logits[second])) second = i;
+  }
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  return [Math.exp(logits[best] - max) / sum, { token: second, probability: second >= 0 ? Math.exp(logits[second] - max) / sum : 0 }];
+}
+
+/** Opens a draft context sized like the target's. */
+export function createDraftContext(draft: Model, target: Context, threads?: number): Context {
+  return Context.create(draft, { contextSize: target.contextSize, batchSize: Math.min(target.batchSize, 512), threads });
+}
