@@ -2,7 +2,7 @@
 import { stat } from 'node:fs/promises';
 import koffi from 'koffi';
 import { readGgufHeader } from '../gguf/reader.js';
-import { ProgressCallback, type ModelParamsValue, type Pointer } from './ffi.js';
+import { ProgressCallback, type Pointer } from './ffi.js';
 import { loadLlamaLibrary, type GpuChoice, type LlamaLibrary } from './library.js';
 import { Tokenizer } from './tokenizer.js';
 
