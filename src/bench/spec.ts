@@ -1,0 +1,310 @@
+/**
+ * `tachyon bench spec`: plain greedy decoding and each speculative configuration, in the same
+ * process on the same prompts; per task: median tokens/s, speedup over plain, τ, identical-output
+ * rate (with the logit gap where any mismatch began). Writes a Markdown report with an SVG chart,
+ * optionally beside llama.cpp's own speculative decoding (bench/peers/llama-spec.mjs output).
+ */
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { Engine } from '../engine.js';
+import { TokenBatch } from '../llama/batch.js';
+import type { GenerationResult } from '../generate/generate.js';
+import type { SpeculationMode } from '../speculative/speculation.js';
+import { packageRoot } from '../paths.js';
+import { barChartSvg, type BarGroup } from './chart.js';
+import { median, round } from './stats.js';
+
+export const DEFAULT_TASKS = ['rewrite', 'longgen', 'reasoning'] as const;
+
+export interface SpecBenchOptions {
+  model: string;
+  draftModel?: string;
+  gpu: 'auto' | 'cpu' | 'cuda' | 'vulkan' | 'metal';
+  threads?: number;
+  /** Task names (bench/prompts/<task>.jsonl) or, with `promptsFile`, ignored. */
+  tasks: readonly string[];
+  promptsFile?: string;
+  /** Prompts per task. */
+  n: number;
+  maxTokens: number;
+  configs: readonly Exclude<SpeculationMode, 'off'>[];
+  /** JSON written by bench/peers/llama-spec.mjs, shown side by side. */
+  peersFile?: string;
+  reportDir?: string;
+  onProgress?: (line: string) => void;
+}
+
+interface PromptItem {
+  id: string;
+  tokens: number[];
+}
+
+interface RunRecord {
+  id: string;
+  tokens: number;
+  tokensPerSecond: number;
+  tau: number | null;
+  identical: boolean;
+  /** Index of the first differing token, and the top-2 logit gap of plain decoding there. */
+  mismatch?: { at: number; top2Gap: number };
+  draftMs: number;
+  verifyMs: number;
+  samplingMs: number;
+  accepted: Record<string, { proposed: number; accepted: number }>;
+}
+
+export interface ConfigSummary {
+  median_tps: number | null;
+  speedup: number | null;
+  identical_rate: number;
+  tau: number | null;
+  acceptance: Record<string, number | null>;
+  time_split_ms: { draft: number; verify: number; sampling: number };
+  mismatches: { id: string; at: number; top2_gap: number }[];
+}
+
+export interface TaskSummary {
+  prompts: number;
+  skipped: number;
+  plain_tps: number | null;
+  /** The product default (`auto`) against plain decoding. */
+  speedup: number | null;
+  identical_rate: number;
+  tau: number | null;
+  configs: Record<string, ConfigSummary>;
+  peers?: Record<string, { median_tps: number | null; speedup: number | null }>;
+  /** Tachyon auto tokens/s over the best llama.cpp speculative configuration's tokens/s. */
+  vs_best_peer?: number | null;
+}
+
+export interface SpecBenchResult {
+  model: string;
+  draft_model: string | null;
+  random_weights: boolean;
+  max_tokens: number;
+  threads: number | null;
+  tasks: Record<string, TaskSummary>;
+}
+
+interface PeerFile {
+  configs: Record<string, { perTask: Record<string, { median_tps?: number; speedup_vs_plain?: number }> }>;
+}
+
+export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBenchResult> {
+  const progress = options.onProgress ?? (() => {});
+  const engine = await Engine.load({ model: options.model, draftModel: options.draftModel, gpu: options.gpu, threads: options.threads, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
+  try {
+    const taskPrompts = await loadTasks(engine, options);
+    await warmUp(engine, taskPrompts, options);
+    const peers = options.peersFile ? (JSON.parse(await readFile(options.peersFile, 'utf8')) as PeerFile) : undefined;
+    const tasks: Record<string, TaskSummary> = {};
+    for (const [task, { prompts, skipped }] of taskPrompts) {
+      tasks[task] = await benchTask(engine, task, prompts, skipped, options, progress);
+      if (peers) attachPeers(tasks[task], task, peers);
+    }
+    const result: SpecBenchResult = {
+      model: options.model,
+      draft_model: options.draftModel ?? null,
+      random_weights: engine.model.metadata.name.startsWith('tachyon-random'),
+      max_tokens: options.maxTokens,
+      threads: options.threads ?? null,
+      tasks,
+    };
+    if (options.reportDir) await writeReport(options.reportDir, result);
+    return result;
+  } finally {
+    engine.dispose();
+  }
+}
+
+async function loadTasks(engine: Engine, options: SpecBenchOptions): Promise<Map<string, { prompts: PromptItem[]; skipped: number }>> {
+  const files = options.promptsFile ? [options.promptsFile] : options.tasks.map((task) => join(packageRoot, 'bench', 'prompts', `${task}.jsonl`));
+  const tasks = new Map<string, { prompts: PromptItem[]; skipped: number }>();
+  for (const file of files) {
+    const lines = (await readFile(file, 'utf8')).split('\n').filter((line) => line.trim());
+    const prompts: PromptItem[] = [];
+    let skipped = 0;
+    for (const [index, line] of lines.entries()) {
+      if (prompts.length >= options.n) break;
+      const item = JSON.parse(line) as { id?: string; prompt?: string; chat_prompt?: string };
+      const tokens = promptTokens(engine, item, file, index);
+      // Prompt + generation must fit the context, or the comparison would end early for both.
+      if (tokens.length + options.maxTokens + 1 > engine.context.contextSize) skipped++;
+      else prompts.push({ id: item.id ?? `${basename(file)}:${index + 1}`, tokens });
+    }
+    tasks.set(basename(file).replace(/\.jsonl$/, ''), { prompts, skipped });
+  }
+  return tasks;
+}
+
+function promptTokens(engine: Engine, item: { prompt?: string; chat_prompt?: string }, file: string, index: number): number[] {
+  if (item.chat_prompt) return engine.tokenize(item.chat_prompt);
+  if (typeof item.prompt !== 'string') throw new Error(`${file}:${index + 1}: each line needs a "prompt" string`);
+  return engine.model.metadata.chatTemplate ? engine.chatPrompt([{ role: 'user', content: item.prompt }]) : engine.tokenize(item.prompt);
+}
+
+/** Builds every graph size and measures the cost curve before anything is timed. */
+async function warmUp(engine: Engine, tasks: Map<string, { prompts: PromptItem[] }>, options: SpecBenchOptions): Promise<void> {
+  const first = [...tasks.values()].find((t) => t.prompts.length > 0)?.prompts[0];
+  if (!first) return;
+  await engine.complete(first.tokens, { maxTokens: 16, speculation: 'off' });
+  for (const config of options.configs) await engine.complete(first.tokens, { maxTokens: 32, speculation: config });
+}
+
+async function benchTask(engine: Engine, task: string, prompts: PromptItem[], skipped: number, options: SpecBenchOptions, progress: (line: string) => void): Promise<TaskSummary> {
+  const plainRuns: RunRecord[] = [];
+  const configRuns = new Map<string, RunRecord[]>(options.configs.map((c) => [c, []]));
+  for (const [index, prompt] of prompts.entries()) {
+    const plain = await engine.complete(prompt.tokens, { maxTokens: options.maxTokens, speculation: 'off' });
+    plainRuns.push(record(prompt.id, plain, true));
+    for (const config of options.configs) {
+      const result = await engine.complete(prompt.tokens, { maxTokens: options.maxTokens, speculation: config });
+      const run = record(prompt.id, result, sameTokens(result.tokens, plain.tokens));
+      if (!run.identical) run.mismatch = await mismatchGap(engine, prompt.tokens, plain.tokens, result.tokens);
+      configRuns.get(config)!.push(run);
+    }
+    progress(`${task} ${index + 1}/${prompts.length}`);
+  }
+  const configs: Record<string, ConfigSummary> = {};
+  for (const [config, runs] of configRuns) configs[config] = summarizeConfig(runs, plainRuns);
+  const headline = configs.auto ?? Object.values(configs)[0];
+  return {
+    prompts: prompts.length,
+    skipped,
+    plain_tps: round(median(plainRuns.map((r) => r.tokensPerSecond)), 1),
+    speedup: headline?.speedup ?? null,
+    identical_rate: headline?.identical_rate ?? 1,
+    tau: headline?.tau ?? null,
+    configs,
+  };
+}
+
+function record(id: string, result: GenerationResult, identical: boolean): RunRecord {
+  const { stats } = result;
+  return {
+    id,
+    tokens: result.tokens.length,
+    // End to end, prefill included: a drafter's own prompt work is part of its cost.
+    tokensPerSecond: stats.totalMs > 0 ? (result.tokens.length / stats.totalMs) * 1000 : 0,
+    tau: stats.speculation?.tau ?? null,
+    identical,
+    draftMs: stats.timings.draftMs,
+    verifyMs: stats.timings.verifyMs,
+    samplingMs: stats.timings.samplingMs,
+    accepted: stats.speculation?.drafters ?? {},
+  };
+}
+
+function sameTokens(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((token, i) => token === b[i]);
+}
+
+/** Where two outputs diverge, and how close plain decoding's top-2 logits were there. */
+async function mismatchGap(engine: Engine, prompt: number[], plain: readonly number[], other: readonly number[]): Promise<{ at: number; top2Gap: number }> {
+  let at = 0;
+  while (at < plain.length && at < other.length && plain[at] === other[at]) at++;
+  const prefix = [...prompt, ...plain.slice(0, at)];
+  const batch = new TokenBatch(Math.min(engine.context.batchSize, 512), 1);
+  try {
+    engine.context.seqRemove(-1);
+    let last = 0;
+    for (let start = 0; start < prefix.length; start += batch.capacity) {
+      batch.clear();
+      prefix.slice(start, start + batch.capacity).forEach((token, i) => (last = batch.add(token, start + i, 0, start + i === prefix.length - 1)));
+      await engine.context.decode(batch);
+    }
+    return { at, top2Gap: top2Gap(engine.context.logits(last)) };
+  } finally {
+    batch.dispose();
+  }
+}
+
+function top2Gap(logits: Float32Array): number {
+  let first = -Infinity;
+  let second = -Infinity;
+  for (const value of logits) {
+    if (value > first) [first, second] = [value, first];
+    else if (value > second) second = value;
+  }
+  return first - second;
+}
+
+function summarizeConfig(runs: RunRecord[], plainRuns: RunRecord[]): ConfigSummary {
+  const speedups = runs.map((run, i) => run.tokensPerSecond / plainRuns[i].tokensPerSecond);
+  const acceptance: Record<string, number | null> = {};
+  for (const name of new Set(runs.flatMap((run) => Object.keys(run.accepted)))) {
+    const proposed = runs.reduce((sum, run) => sum + (run.accepted[name]?.proposed ?? 0), 0);
+    const accepted = runs.reduce((sum, run) => sum + (run.accepted[name]?.accepted ?? 0), 0);
+    acceptance[name] = proposed > 0 ? round(accepted / proposed) : null;
+  }
+  return {
+    median_tps: round(median(runs.map((r) => r.tokensPerSecond)), 1),
+    speedup: round(median(speedups)),
+    identical_rate: runs.length > 0 ? runs.filter((r) => r.identical).length / runs.length : 1,
+    tau: round(median(runs.map((r) => r.tau ?? Number.NaN)), 2),
+    acceptance,
+    time_split_ms: {
+      draft: round(runs.reduce((s, r) => s + r.draftMs, 0), 1) ?? 0,
+      verify: round(runs.reduce((s, r) => s + r.verifyMs, 0), 1) ?? 0,
+      sampling: round(runs.reduce((s, r) => s + r.samplingMs, 0), 1) ?? 0,
+    },
+    mismatches: runs.filter((r) => r.mismatch).map((r) => ({ id: r.id, at: r.mismatch!.at, top2_gap: round(r.mismatch!.top2Gap, 6) ?? 0 })),
+  };
+}
+
+function attachPeers(summary: TaskSummary, task: string, peers: PeerFile): void {
+  summary.peers = {};
+  let bestSpec: number | null = null;
+  for (const [name, config] of Object.entries(peers.configs)) {
+    const entry = config.perTask[task];
+    if (!entry) continue;
+    summary.peers[name] = { median_tps: round(entry.median_tps ?? null, 1), speedup: round(entry.speedup_vs_plain ?? null) };
+    if (name !== 'plain' && entry.median_tps) bestSpec = Math.max(bestSpec ?? 0, entry.median_tps);
+  }
+  const ours = summary.configs.auto?.median_tps ?? null;
+  summary.vs_best_peer = ours !== null && bestSpec ? round(ours / bestSpec) : null;
+}
+
+const COLORS = ['#1f77b4', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#d62728', '#e377c2', '#7f7f7f'];
+
+async function writeReport(dir: string, result: SpecBenchResult): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const groups: BarGroup[] = Object.entries(result.tasks).map(([task, summary]) => {
+    const bars = Object.entries(summary.configs).map(([config, c], i) => ({ label: config, median: c.speedup ?? 0, color: COLORS[i % COLORS.length] }));
+    for (const [name, peer] of Object.entries(summary.peers ?? {})) {
+      if (name !== 'plain') bars.push({ label: `llama.cpp ${name}`, median: peer.speedup ?? 0, color: '#bbbbbb' });
+    }
+    return { title: task, unit: '× plain', bars, note: `τ ${summary.tau ?? '-'} · identical ${(summary.identical_rate * 100).toFixed(0)}%` };
+  });
+  const svg = barChartSvg('Speculative decoding speedup over plain greedy decoding', `${basename(result.model)} · ${result.max_tokens} new tokens max · medians`, groups);
+  await writeFile(join(dir, 'spec-speedup.svg'), svg);
+  await writeFile(join(dir, 'spec-report.json'), `${JSON.stringify(result, null, 2)}\n`);
+  await writeFile(join(dir, 'spec-report.md'), markdownReport(result));
+}
+
+function markdownReport(result: SpecBenchResult): string {
+  const lines = [
+    '# Speculative decoding benchmark',
+    '',
+    `Model \`${basename(result.model)}\`${result.draft_model ? `, draft \`${basename(result.draft_model)}\`` : ''}; greedy; up to ${result.max_tokens} new tokens; plain decoding and every configuration in the same process on the same prompts. Tokens/s are end to end (prefill included), medians over prompts; speedup is the median of per-prompt ratios.`,
+    '',
+  ];
+  if (result.random_weights) {
+    lines.push('**Random-weight model:** its output is noise, so acceptance rates and speedups here measure cost, not what a trained model would accept.', '');
+  }
+  lines.push('![speedup](spec-speedup.svg)', '');
+  for (const [task, summary] of Object.entries(result.tasks)) {
+    lines.push(`## ${task}`, '', `${summary.prompts} prompts (${summary.skipped} skipped: too long for the context); plain ${summary.plain_tps ?? '-'} tokens/s.`, '');
+    lines.push('| configuration | tokens/s | speedup | τ | identical | acceptance | draft / verify / sampling ms |', '| --- | ---: | ---: | ---: | ---: | --- | --- |');
+    for (const [config, c] of Object.entries(summary.configs)) {
+      const acceptance = Object.entries(c.acceptance).map(([name, rate]) => `${name} ${rate ?? '-'}`).join(', ');
+      lines.push(`| tachyon ${config} | ${c.median_tps ?? '-'} | ${c.speedup ?? '-'}× | ${c.tau ?? '-'} | ${(c.identical_rate * 100).toFixed(0)}% | ${acceptance} | ${c.time_split_ms.draft} / ${c.time_split_ms.verify} / ${c.time_split_ms.sampling} |`);
+    }
+    for (const [name, peer] of Object.entries(summary.peers ?? {})) lines.push(`| llama.cpp ${name} | ${peer.median_tps ?? '-'} | ${peer.speedup ?? '-'}× | | | | |`);
+    if (summary.vs_best_peer != null) lines.push('', `Tachyon auto vs the best llama.cpp speculative configuration: **${summary.vs_best_peer}×** tokens/s.`);
+    const mismatches = Object.entries(summary.configs).flatMap(([config, c]) => c.mismatches.map((m) => `${config} ${m.id}: first difference at token ${m.at}, plain top-2 logit gap ${m.top2_gap}`));
+    if (mismatches.length > 0) lines.push('', 'Output mismatches (batched and single-token kernels can differ in the last bits at near-ties):', '', ...mismatches.map((m) => `- ${m}`));
+    lines.push('');
+  }
+  return `${lines.join('\n')}\n`;
+}

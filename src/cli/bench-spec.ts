@@ -1,0 +1,85 @@
+/** `tachyon bench spec`: plain vs speculative decoding on the held-out prompt sets, in one process. */
+import { resolve } from 'node:path';
+import { Option, type Command } from 'commander';
+import { DEFAULT_TASKS, runSpecBench, type SpecBenchResult } from '../bench/spec.js';
+import type { GpuChoice } from '../llama/library.js';
+import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
+import { integer } from './options.js';
+
+const CONFIGS = ['ngram', 'suffix', 'draft', 'auto'] as const;
+type Config = (typeof CONFIGS)[number];
+
+interface SpecFlags {
+  model: string;
+  draftModel?: string;
+  draft: boolean;
+  gpu: GpuChoice;
+  threads?: number;
+  tasks: string;
+  prompts?: string;
+  n: number;
+  maxTokens: number;
+  configs: string;
+  peers?: string;
+  report?: string;
+  json?: boolean;
+}
+
+const list = (value: string) => value.split(',').map((item) => item.trim()).filter(Boolean);
+
+export function registerBenchSpec(bench: Command): void {
+  bench
+    .command('spec')
+    .description('speculative decoding vs plain greedy decoding on held-out prompts (speedup, τ, identical-output rate)')
+    .option('-m, --model <path>', 'target GGUF model', defaultModelPath)
+    .option('--draft-model <path>', 'draft GGUF (default: the embedded draft when --model is the embedded target)')
+    .option('--no-draft', 'run without a draft model')
+    .addOption(new Option('--gpu <backend>', 'llama.cpp backend').choices(['auto', 'cpu', 'cuda', 'vulkan', 'metal']).default('cpu'))
+    .option('-t, --threads <n>', 'CPU threads (default: all cores)', integer(1, 512))
+    .option('--tasks <list>', 'prompt sets from bench/prompts/', DEFAULT_TASKS.join(','))
+    .option('--prompts <file>', 'a JSONL file of {"prompt": …} lines instead of --tasks')
+    .option('-n, --n <count>', 'prompts per task', integer(1), 10)
+    .option('--max-tokens <n>', 'new tokens per prompt', integer(1), 512)
+    .option('--configs <list>', `speculative configurations (${CONFIGS.join(', ')})`, CONFIGS.join(','))
+    .option('--peers <file>', 'llama.cpp results from bench/peers/llama-spec.mjs, shown side by side')
+    .option('--report <dir>', 'write spec-report.md, spec-report.json and spec-speedup.svg here')
+    .option('--json', 'print one JSON object')
+    .action(async (flags: SpecFlags) => {
+      const configs = list(flags.configs).map((config) => {
+        if (!(CONFIGS as readonly string[]).includes(config)) throw new Error(`unknown configuration "${config}" (expected ${CONFIGS.join(', ')})`);
+        return config as Config;
+      });
+      const model = resolve(flags.model);
+      const draftModel = !flags.draft ? undefined : flags.draftModel ? resolve(flags.draftModel) : model === defaultModelPath ? defaultDraftModelPath : undefined;
+      const usable = configs.filter((config) => config !== 'draft' || draftModel);
+      const result = await runSpecBench({
+        model,
+        draftModel,
+        gpu: flags.gpu,
+        threads: flags.threads,
+        tasks: list(flags.tasks),
+        promptsFile: flags.prompts,
+        n: flags.n,
+        maxTokens: flags.maxTokens,
+        configs: usable,
+        peersFile: flags.peers,
+        reportDir: flags.report,
+        onProgress: (line) => process.stderr.write(`bench: ${line}\n`),
+      });
+      process.stdout.write(flags.json ? `${JSON.stringify(result)}\n` : formatSpecTable(result));
+    });
+}
+
+function formatSpecTable(result: SpecBenchResult): string {
+  const rows = [['task', 'configuration', 'tokens/s', 'speedup', 'τ', 'identical']];
+  for (const [task, summary] of Object.entries(result.tasks)) {
+    rows.push([task, 'plain', String(summary.plain_tps ?? '-'), '1', '', '']);
+    for (const [config, c] of Object.entries(summary.configs)) {
+      rows.push([task, config, String(c.median_tps ?? '-'), `${c.speedup ?? '-'}`, String(c.tau ?? '-'), `${(c.identical_rate * 100).toFixed(0)}%`]);
+    }
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  const lines = rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  '));
+  if (result.random_weights) lines.push('', 'random-weight model: acceptance and speedups measure cost only, not what a trained model would accept');
+  return `${lines.join('\n')}\n`;
+}

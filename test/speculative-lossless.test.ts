@@ -1,0 +1,224 @@
+/**
+ * Losslessness on real models: every drafter and the combined tree against plain decoding of the
+ * same model, token for token (greedy) and in distribution (sampling); no stray KV cells after
+ * rejected branches; the contextual repetition penalty stays lossless.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Context } from '../src/llama/context.js';
+import type { Model } from '../src/llama/model.js';
+import { TokenBatch } from '../src/llama/batch.js';
+import { PlainDecoder, type Decoder } from '../src/generate/decoder.js';
+import { generate, generateAll, type GenerationResult } from '../src/generate/generate.js';
+import { Sampler, type SamplingOptions } from '../src/generate/sampling.js';
+import { SpeculativeDecoder } from '../src/speculative/decoder.js';
+import { DraftModelDrafter, checkSameVocabulary, createDraftContext } from '../src/speculative/draft-model.js';
+import { NgramDrafter } from '../src/speculative/ngram.js';
+import { FixedPlanner } from '../src/speculative/planner.js';
+import { SuffixDrafter } from '../src/speculative/suffix.js';
+import type { Drafter } from '../src/speculative/tree.js';
+import { loadModel, testbedDraft, testbedPrompts, testbedTarget, tinyModelPath } from './helpers/models.js';
+
+const budget = { maxNodes: 24, maxDepth: 10, maxBranches: 3 };
+type DrafterKind = 'ngram' | 'suffix' | 'draft';
+
+interface Rig {
+  target: Context;
+  draft: Context;
+}
+
+async function rig(targetPath: string, draftPath: string): Promise<Rig> {
+  const targetModel = await loadModel(targetPath);
+  const draftModel = await loadModel(draftPath);
+  checkSameVocabulary(targetModel, draftModel);
+  const target = Context.create(targetModel, { contextSize: 1024, sequences: 8 });
+  return { target, draft: createDraftContext(draftModel, target) };
+}
+
+function drafters(kinds: readonly DrafterKind[], rig: Rig, sampling: SamplingOptions, suffix = new SuffixDrafter()): Drafter[] {
+  return kinds.map((kind) => (kind === 'ngram' ? new NgramDrafter() : kind === 'suffix' ? suffix : new DraftModelDrafter(rig.draft, sampling, { seed: 7 })));
+}
+
+async function run(decoder: Decoder, model: Model, prompt: number[], maxTokens: number): Promise<GenerationResult> {
+  try {
+    return await generateAll(generate(decoder, model.tokenizer, prompt, { maxTokens }));
+  } finally {
+    decoder.dispose();
+  }
+}
+
+function plain(rig: Rig, prompt: number[], sampling: SamplingOptions, maxTokens: number) {
+  return run(new PlainDecoder(rig.target, new Sampler(sampling)), rig.target.model, prompt, maxTokens);
+}
+
+function speculative(rig: Rig, kinds: readonly DrafterKind[], prompt: number[], sampling: SamplingOptions, maxTokens: number, suffix?: SuffixDrafter) {
+  const decoder = new SpeculativeDecoder(rig.target, new Sampler(sampling), { drafters: drafters(kinds, rig, sampling, suffix), planner: new FixedPlanner(budget) });
+  return run(decoder, rig.target.model, prompt, maxTokens);
+}
+
+/** Mid-story, where the testbed hesitates between places (big / stone / rock ≈ 0.39 / 0.32 / 0.29). */
+const samplingPrompt = '<|user|>\nWrite a long bedtime story.<|end|>\n<|assistant|>\nBram walked and walked until he came to a';
+
+const configurations: DrafterKind[][] = [['ngram'], ['suffix'], ['draft'], ['ngram', 'suffix', 'draft']];
+
+describe('greedy speculative decoding is token-identical to plain decoding (testbed)', () => {
+  let testbed: Rig;
+  before(async () => (testbed = await rig(testbedTarget, testbedDraft)));
+  after(() => {
+    testbed.draft.dispose();
+    testbed.target.dispose();
+  });
+
+  for (const kinds of configurations) {
+    test(`drafters: ${kinds.join(' + ')}`, async () => {
+      for (const [name, text, maxTokens] of [['reasoning', testbedPrompts.reasoning, 300], ['story', testbedPrompts.story, 200]] as const) {
+        const prompt = testbed.target.model.tokenizer.tokenize(text);
+        const reference = await plain(testbed, prompt, {}, maxTokens);
+        const result = await speculative(testbed, kinds, prompt, {}, maxTokens);
+        assert.deepEqual(result.tokens, reference.tokens, `${name}: identical tokens`);
+        const spec = result.stats.speculation!;
+        assert.ok(spec.speculativeSteps > 0, `${name}: drafts were verified`);
+        assert.ok(spec.emitted > spec.steps, `${name}: drafts were accepted (τ ${spec.tau.toFixed(2)})`);
+      }
+    });
+  }
+
+  test('the contextual repetition penalty (θ 1.2 over a window) stays lossless', async () => {
+    const penalty = { repeatPenalty: 1.2, penaltyLastN: 1024 };
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.story);
+    const reference = await plain(testbed, prompt, penalty, 200);
+    const unpenalized = await plain(testbed, prompt, {}, 200);
+    assert.notDeepEqual(reference.tokens, unpenalized.tokens, 'the penalty changes the output');
+    const result = await speculative(testbed, ['ngram', 'suffix', 'draft'], prompt, penalty, 200);
+    assert.deepEqual(result.tokens, reference.tokens);
+  });
+
+  test('no stray KV cells survive rejected branches', async () => {
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.story);
+    const result = await speculative(testbed, ['ngram', 'suffix', 'draft'], prompt, {}, 120);
+    const spec = result.stats.speculation!;
+    assert.ok(spec.verifiedNodes > spec.emitted - spec.steps, `some drafted nodes were rejected (verified ${spec.verifiedNodes}, accepted ${spec.emitted - spec.steps})`);
+    const committed = prompt.length + result.tokens.length - 1; // the last token is pending, not decoded
+    assert.equal(testbed.target.seqPosMin(0), 0);
+    assert.equal(testbed.target.seqPosMax(0), committed - 1);
+    for (let seq = 1; seq < testbed.target.sequences; seq++) assert.equal(testbed.target.seqPosMax(seq), -1, `sequence ${seq} is empty`);
+    // The cache must now behave like a fresh plain prefill of the same tokens (up to the float
+    // rounding that separates incremental from batched evaluation, ~3e-3 here, the same for plain
+    // decoding); one stray cell in the attention would move the logits far more.
+    const sequence = [...prompt, ...result.tokens];
+    const batch = new TokenBatch(512, 1);
+    batch.add(sequence[committed], committed, 0, true);
+    await testbed.target.decode(batch);
+    const continued = testbed.target.logits(0).slice();
+    testbed.target.seqRemove(-1);
+    batch.clear().addSequence(sequence.slice(0, committed + 1), 0);
+    await testbed.target.decode(batch);
+    const fresh = testbed.target.logits(batch.size - 1);
+    let worst = 0;
+    for (let i = 0; i < fresh.length; i++) worst = Math.max(worst, Math.abs(fresh[i] - continued[i]));
+    assert.ok(worst < 2e-2, `largest logit difference ${worst}`);
+    batch.dispose();
+  });
+
+  test('the suffix history carries across requests', async () => {
+    const suffix = new SuffixDrafter();
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
+    const first = await speculative(testbed, ['suffix'], prompt, {}, 300, suffix);
+    const second = await speculative(testbed, ['suffix'], prompt, {}, 300, suffix);
+    assert.deepEqual(second.tokens, first.tokens);
+    assert.ok(second.stats.speculation!.tau > first.stats.speculation!.tau + 1, 'the repeated answer is drafted from history');
+  });
+});
+
+/** Two-sample chi-square statistic over the categories seen in either sample. */
+function chiSquare(a: Map<string, number>, b: Map<string, number>, na: number, nb: number): { statistic: number; df: number } {
+  let statistic = 0;
+  let df = -1;
+  for (const key of new Set([...a.keys(), ...b.keys()])) {
+    const x = a.get(key) ?? 0;
+    const y = b.get(key) ?? 0;
+    const total = x + y;
+    const ea = (total * na) / (na + nb);
+    const eb = (total * nb) / (na + nb);
+    statistic += (x - ea) ** 2 / ea + (y - eb) ** 2 / eb;
+    df++;
+  }
+  return { statistic, df };
+}
+
+/** Upper 0.1% point of chi-square (Wilson–Hilferty): a false alarm once in a thousand seeds. */
+function critical(df: number): number {
+  const z = 3.09;
+  return df * (1 - 2 / (9 * df) + z * Math.sqrt(2 / (9 * df))) ** 3;
+}
+
+describe('sampled speculative decoding follows the plain sampling distribution', () => {
+  // The trained pair: peaked target distributions that the draft model only approximates, so a
+  // biased acceptance rule would show. A small effective vocabulary (top-k 3) lets every outcome
+  // be seen often.
+  let pair: Rig;
+  before(async () => (pair = await rig(testbedTarget, testbedDraft)));
+  after(() => {
+    pair.draft.dispose();
+    pair.target.dispose();
+  });
+
+  const sampling = (seed: number): SamplingOptions => ({ temperature: 1, topK: 3, topP: 1, minP: 0, seed });
+  const runs = 400;
+  const length = 3;
+
+  async function outcomes(kinds: DrafterKind[] | 'plain', seedOffset: number): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    const prompt = pair.target.model.tokenizer.tokenize(samplingPrompt);
+    for (let i = 0; i < runs; i++) {
+      const options = sampling(seedOffset + i);
+      const result = kinds === 'plain' ? await plain(pair, prompt, options, length) : await speculative(pair, kinds, prompt, options, length);
+      const key = result.tokens.join(',');
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+    return counts;
+  }
+
+  test('draft model with rejection sampling: chi-square against plain sampling', async () => {
+    const reference = await outcomes('plain', 1_000_000);
+    const result = await outcomes(['draft'], 2_000_000);
+    const { statistic, df } = chiSquare(reference, result, runs, runs);
+    assert.ok(df >= 3, `enough distinct outcomes (${df + 1})`);
+    assert.ok(statistic < critical(df), `chi-square ${statistic.toFixed(1)} < ${critical(df).toFixed(1)} (df ${df})`);
+  });
+
+  test('all drafters (sample-and-match + rejection sampling): chi-square against plain sampling', async () => {
+    const reference = await outcomes('plain', 3_000_000);
+    const result = await outcomes(['ngram', 'suffix', 'draft'], 4_000_000);
+    const { statistic, df } = chiSquare(reference, result, runs, runs);
+    assert.ok(statistic < critical(df), `chi-square ${statistic.toFixed(1)} < ${critical(df).toFixed(1)} (df ${df})`);
+  });
+
+  test('the test is sensitive: a biased sampler is rejected', async () => {
+    const reference = await outcomes('plain', 5_000_000);
+    const biased = new Map<string, number>();
+    const prompt = pair.target.model.tokenizer.tokenize(samplingPrompt);
+    for (let i = 0; i < runs; i++) {
+      const result = await plain(pair, prompt, { temperature: 0.25, topK: 3, topP: 1, minP: 0, seed: 6_000_000 + i }, length);
+      const key = result.tokens.join(',');
+      biased.set(key, (biased.get(key) ?? 0) + 1);
+    }
+    const { statistic, df } = chiSquare(reference, biased, runs, runs);
+    assert.ok(statistic > critical(df), `a different temperature is detected (chi-square ${statistic.toFixed(1)})`);
+  });
+
+});
+
+describe('greedy speculative decoding on a seeded random-weight model', () => {
+  test('every drafter matches plain decoding', async () => {
+    const random = await rig(await tinyModelPath(1), await tinyModelPath(2));
+    const prompt = random.target.model.tokenizer.tokenize('the cat sat on the mat and the dog');
+    const reference = await plain(random, prompt, {}, 100);
+    for (const kinds of configurations) {
+      const result = await speculative(random, kinds, prompt, {}, 100);
+      assert.deepEqual(result.tokens, reference.tokens, kinds.join('+'));
+    }
+    random.draft.dispose();
+    random.target.dispose();
+  });
+});
