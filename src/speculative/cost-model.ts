@@ -28,11 +28,11 @@ export class CostCurve {
     const clean = mergeDuplicateSizes(points);
     if (clean.length === 0) throw new RangeError('CostCurve: no valid points');
     // Below the smallest measured size the curve is flat, so t(1) := t(smallest) if 1 is missing.
-    const t1 = clean[0].seconds;
-    let running = 0;
     this.ns = clean.map((p) => p.n);
-    // Running max: measurement noise must not make a bigger batch look cheaper.
-    this.costs = clean.map((p) => (running = Math.max(running, p.seconds / t1)));
+    // Isotonic (pool-adjacent-violators) fit: noise must not make a bigger batch look cheaper,
+    // and one slow outlier must not raise every larger size the way a running max would.
+    const fitted = isotonic(clean.map((p) => p.seconds));
+    this.costs = fitted.map((seconds) => seconds / fitted[0]);
   }
 
   /** c(n) = 1 for every n: verification is free up to compute saturation. */
@@ -62,6 +62,20 @@ export class CostCurve {
     const f = (n - ns[hi - 1]) / (ns[hi] - ns[hi - 1]);
     return costs[hi - 1] + f * (costs[hi] - costs[hi - 1]);
   }
+}
+
+/** Least-squares non-decreasing fit of `values` (pool adjacent violators). */
+function isotonic(values: readonly number[]): number[] {
+  const blocks: { sum: number; count: number }[] = [];
+  for (const value of values) {
+    blocks.push({ sum: value, count: 1 });
+    while (blocks.length > 1 && blocks[blocks.length - 2].sum / blocks[blocks.length - 2].count > blocks[blocks.length - 1].sum / blocks[blocks.length - 1].count) {
+      const last = blocks.pop()!;
+      blocks[blocks.length - 1].sum += last.sum;
+      blocks[blocks.length - 1].count += last.count;
+    }
+  }
+  return blocks.flatMap((block) => Array<number>(block.count).fill(block.sum / block.count));
 }
 
 function mergeDuplicateSizes(points: readonly CostPoint[]): CostPoint[] {
