@@ -4,26 +4,17 @@ import { Prng } from '../src/generate/prng.js';
 import { drawFrom, greedyToken, tokenDistribution, type SamplingOptions, type TokenDistribution } from '../src/generate/sampling.js';
 import { acceptGreedy, acceptSampled, acceptTree, rejectionSample } from '../src/speculative/accept.js';
 import { ROOT, TokenTree } from '../src/speculative/tree.js';
+import { seededUniform } from './helpers/random.js';
 
 // ---------------------------------------------------------------------------------------------
 // A synthetic "model": logits are a deterministic hash of the whole history.
 // ---------------------------------------------------------------------------------------------
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function syntheticLogits(history: ArrayLike<number>, vocab: number, salt: number, spread: number): Float32Array {
   let h = (2166136261 ^ salt) >>> 0;
   for (let i = 0; i < history.length; i++) h = Math.imul(h ^ (history[i] + 1), 16777619) >>> 0;
-  const rand = mulberry32(h);
+  const rand = seededUniform(h);
   return Float32Array.from({ length: vocab }, () => (rand() * 2 - 1) * spread);
 }
 
@@ -69,7 +60,7 @@ function plainSampled(prompt: readonly number[], length: number, rng: Prng): num
 describe('greedy acceptance', () => {
   it('reproduces plain greedy decoding on random trees (penalties on)', () => {
     const expected = plainGreedy(PROMPT, LENGTH);
-    const rand = mulberry32(11);
+    const rand = seededUniform(11);
     const committed = [...PROMPT];
     let root = greedyToken(model(committed), committed, GREEDY_PENALIZED);
     let accepted = 0;
@@ -106,7 +97,7 @@ describe('sample-and-match acceptance', () => {
       const plainRng = new Prng(seed);
       const expected = plainSampled(PROMPT, LENGTH, plainRng);
       const rng = new Prng(seed);
-      const rand = mulberry32(100 + seed);
+      const rand = seededUniform(100 + seed);
       const committed = [...PROMPT];
       let root = drawFrom(tokenDistribution(model(committed), committed, SAMPLED), rng.next());
       let accepted = 0;

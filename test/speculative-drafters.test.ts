@@ -3,17 +3,8 @@ import assert from 'node:assert/strict';
 import { NgramDrafter } from '../src/speculative/ngram.js';
 import { SuffixDrafter, type SuffixOptions } from '../src/speculative/suffix.js';
 import { ROOT, TokenTree, growBestFirst, type DraftBudget, type ProposedChild } from '../src/speculative/tree.js';
+import { seededUniform } from './helpers/random.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const randomTokens = (rand: () => number, n: number, vocab: number): number[] => Array.from({ length: n }, () => Math.floor(rand() * vocab));
 
@@ -72,7 +63,7 @@ describe('NgramDrafter', () => {
   });
 
   it('incremental appends give the same proposals as building from the whole sequence', () => {
-    const rand = mulberry32(3);
+    const rand = seededUniform(3);
     const tokens = randomTokens(rand, 400, 5);
     const incremental = new NgramDrafter();
     incremental.begin(tokens.slice(0, 50));
@@ -207,7 +198,7 @@ describe('SuffixDrafter', () => {
     drafter.begin([1]);
     drafter.append([100, 101, 102, 103]);
     drafter.end();
-    const rand = mulberry32(9);
+    const rand = seededUniform(9);
     for (let request = 0; request < 300; request++) {
       drafter.begin(randomTokens(rand, 30, 50));
       drafter.append(randomTokens(rand, 40, 50));
@@ -224,7 +215,7 @@ describe('SuffixDrafter', () => {
 
   for (const seed of [1, 2, 3]) {
     it(`incremental updates equal a fresh rebuild and a brute-force reference (seed ${seed})`, () => {
-      const rand = mulberry32(seed);
+      const rand = seededUniform(seed);
       const options: SuffixOptions = { maxHistoryTokens: 300, maxHistoryDocs: 5, minRebuildTokens: 64, minMatch: 2, maxOccurrences: 16 };
       const drafter = new SuffixDrafter(options);
       let checks = 0;

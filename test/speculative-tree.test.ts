@@ -3,21 +3,12 @@ import assert from 'node:assert/strict';
 import { combineTrees, unionTrees } from '../src/speculative/combine.js';
 import { ROOT, TokenTree, growBestFirst } from '../src/speculative/tree.js';
 import type { TokenDistribution } from '../src/generate/sampling.js';
+import { seededUniform } from './helpers/random.js';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Random tree: each new node hangs below a random node, score = parent score · random factor. */
 function randomTree(seed: number, nodes: number, vocab = 6): TokenTree {
-  const rand = mulberry32(seed);
+  const rand = seededUniform(seed);
   const tree = new TokenTree(0);
   for (let k = 0; k < nodes; k++) {
     const parent = Math.floor(rand() * tree.size);
@@ -123,7 +114,7 @@ describe('prune', () => {
 
   it('ranks by external scores when given, still prefix-closed', () => {
     const tree = randomTree(21, 50);
-    const rand = mulberry32(5);
+    const rand = seededUniform(5);
     const scores = Array.from({ length: tree.size }, () => rand()); // not monotone on purpose
     const kept = new Set(tree.select(20, { scores }));
     assert.equal(kept.size, 20);
