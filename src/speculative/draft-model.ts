@@ -14,13 +14,17 @@ import { greedyToken, isGreedy, tokenDistribution, drawFrom, type SamplingOption
 import { Prng } from '../generate/prng.js';
 import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 
+const MAX_DEPTH = 16;
+
 export class DraftModelError extends Error {
   override name = 'DraftModelError';
 }
 
 export interface DraftModelOptions {
-  /** Stop the chain once the drafted path's probability falls below this (default 0.2). */
+  /** Stop the chain once the drafted path's probability falls below this (default 0.3). */
   minPathProbability?: number;
+  /** First chain length; it then adapts to how much of each chain the target accepts (default 4). */
+  initialDepth?: number;
   /** Add the runner-up token as a leaf where the top token's probability is below this (default 0.7). */
   branchBelow?: number;
   /** Seed of the drafter's own random stream (sampling mode). */
@@ -52,6 +56,13 @@ export class DraftModelDrafter implements Drafter {
   private sequence: number[] = [];
   /** Tokens whose KV is in the draft context, in order (may run past `sequence` with old drafts). */
   private cached: number[] = [];
+  /**
+   * Chain length for the next proposal. Every drafted token costs a draft decode whether or not
+   * the planner verifies it, so the chain grows while the target accepts all of it and shrinks to
+   * just past the accepted part when it does not.
+   */
+  private depth: number;
+  private lastChain: number[] = [];
 
   constructor(
     private readonly context: Context,
@@ -61,7 +72,8 @@ export class DraftModelDrafter implements Drafter {
     this.batch = new TokenBatch(Math.min(context.batchSize, 512), 1);
     this.rng = new Prng(options.seed ?? 0x5eed);
     this.greedy = isGreedy(sampling);
-    this.minPathProbability = options.minPathProbability ?? 0.2;
+    this.minPathProbability = options.minPathProbability ?? 0.3;
+    this.depth = options.initialDepth ?? 4;
     this.branchBelow = options.branchBelow ?? 0.7;
   }
 
@@ -83,12 +95,18 @@ export class DraftModelDrafter implements Drafter {
 
   append(tokens: readonly number[]): void {
     this.sequence.push(...tokens);
+    if (this.lastChain.length === 0) return;
+    let accepted = 0;
+    while (accepted < this.lastChain.length && accepted < tokens.length && this.lastChain[accepted] === tokens[accepted]) accepted++;
+    this.depth = accepted === this.lastChain.length ? Math.min(this.depth + 2, MAX_DEPTH) : Math.max(1, accepted + 1);
+    this.lastChain = [];
   }
 
   async propose(root: number, budget: DraftBudget): Promise<TokenTree> {
     const tree = new TokenTree(root);
+    this.lastChain = [];
     const room = this.context.contextSize - this.sequence.length - 1;
-    const depthLimit = Math.min(budget.maxDepth, budget.maxNodes, room);
+    const depthLimit = Math.min(this.depth, budget.maxDepth, budget.maxNodes, room);
     if (depthLimit <= 0) return tree;
     let logits = await this.catchUp();
     const history = [...this.sequence];
@@ -105,6 +123,7 @@ export class DraftModelDrafter implements Drafter {
       }
       parent = node;
       history.push(choice.token);
+      this.lastChain.push(choice.token);
       if (depth === depthLimit) break;
       logits = await this.decodeOne(choice.token);
     }
