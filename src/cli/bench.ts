@@ -1,6 +1,144 @@
 /** `tachyon bench …`: speed measurements against a baseline run in the same invocation. */
-import type { Command } from 'commander';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Option, type Command } from 'commander';
+import { formatAgreement, readPrompts, runAgreement } from '../bench/agreement.js';
+import { barChartSvg } from '../bench/chart.js';
+import { formatDecodeReport, PEER_NAME, plural, runDecodeBench, type DecodeBenchReport } from '../bench/decode.js';
+import type { GpuChoice } from '../llama/library.js';
+import { defaultModelPath, packageRoot } from '../paths.js';
+import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
+import { registerBenchSpec } from './bench-spec.js';
+import { decimal, integer } from './options.js';
+
+const GPU_CHOICES = ['auto', 'cpu', 'cuda', 'vulkan', 'metal'];
+
+interface DecodeFlags {
+  model: string;
+  gpu: GpuChoice;
+  threads: number;
+  runs: number;
+  promptTokens: number;
+  tokens: number;
+  ctxSize?: number;
+  warmup: number;
+  speculation: SpeculationMode;
+  peer: boolean;
+  minRatio: number;
+  check?: boolean;
+  json?: boolean;
+  report?: string;
+  timeout: number;
+}
+
+interface AgreementFlags {
+  model: string;
+  gpu: GpuChoice;
+  reference: GpuChoice;
+  prompts: string;
+  count: number;
+  tokens: number;
+  threads?: number;
+  speculation: SpeculationMode;
+  json?: boolean;
+  timeout: number;
+}
+
+const progress = (line: string) => process.stderr.write(`bench: ${line}\n`);
 
 export function registerBench(program: Command): void {
-  program.command('bench').description('benchmarks (ratios against a baseline measured in the same run)');
+  const bench = program.command('bench').description('benchmarks (ratios against a baseline measured in the same run)');
+
+  bench
+    .command('decode')
+    .description(`prefill and decode tokens/s of Tachyon vs ${PEER_NAME} (same llama.cpp binaries, model, threads and prompt)`)
+    .option('-m, --model <path>', 'GGUF model file', defaultModelPath)
+    .addOption(new Option('--gpu <backend>', 'llama.cpp backend of both sides').choices(GPU_CHOICES).default('cpu'))
+    .option('-t, --threads <n>', 'CPU threads of both sides (default: all cores here)', integer(1, 512), availableParallelism())
+    .option('--runs <n>', 'measured runs per side (alternating; medians are reported)', integer(1, 1000), 5)
+    .option('--prompt-tokens <n>', 'prompt length in tokens', integer(1, 65536), 128)
+    .option('--tokens <n>', 'tokens to generate per run (greedy, end-of-generation ignored)', integer(2, 65536), 256)
+    .option('-c, --ctx-size <n>', 'context size (default: prompt + tokens rounded up to 256)', integer(16))
+    .option('--warmup <n>', 'tokens of the unmeasured warm-up generation in each process', integer(0, 65536), 64)
+    .addOption(speculationOption())
+    .option('--no-peer', `measure Tachyon only (no ${PEER_NAME})`)
+    .option('--min-ratio <r>', 'decode ratio tachyon/peer the verdict requires', decimal(0), 0.95)
+    .option('--check', 'exit with code 1 when the decode ratio is below --min-ratio')
+    .option('--json', 'print one JSON object')
+    .option('--report <dir>', 'also write bench-decode.json and a bench-decode.svg bar chart into this folder')
+    .option('--timeout <s>', 'seconds one measuring process may take', integer(1), 600)
+    .action(async (flags: DecodeFlags) => {
+      const report = await runDecodeBench({
+        model: resolve(flags.model),
+        gpu: flags.gpu,
+        threads: flags.threads,
+        runs: flags.runs,
+        promptTokens: flags.promptTokens,
+        tokens: flags.tokens,
+        contextSize: flags.ctxSize,
+        warmupTokens: flags.warmup,
+        speculation: flags.speculation,
+        peer: flags.peer,
+        timeoutMs: flags.timeout * 1000,
+        onProgress: progress,
+      });
+      if (flags.report) await writeDecodeReport(flags.report, report);
+      process.stdout.write(flags.json ? `${JSON.stringify(report)}\n` : `${formatDecodeReport(report, flags.minRatio)}\n`);
+      if (flags.check && report.ratio != null && report.ratio < flags.minRatio) process.exitCode = 1;
+    });
+
+  bench
+    .command('agreement')
+    .description('greedy token agreement of one llama.cpp backend with another (default: with the CPU)')
+    .option('-m, --model <path>', 'GGUF model file', defaultModelPath)
+    .addOption(new Option('--gpu <backend>', 'backend to check').choices(GPU_CHOICES).default('auto'))
+    .addOption(new Option('--reference <backend>', 'backend to compare with').choices(GPU_CHOICES).default('cpu'))
+    .option('--prompts <file>', 'JSONL prompts ("prompt" field; chat template applied when the model has one)', join(packageRoot, 'bench', 'prompts', 'reasoning.jsonl'))
+    .option('--count <n>', 'how many prompts (from the start of the file)', integer(1), 10)
+    .option('--tokens <n>', 'greedy tokens per prompt (end-of-generation ignored)', integer(1, 65536), 128)
+    .option('-t, --threads <n>', 'CPU threads (default: all cores)', integer(1, 512))
+    .addOption(speculationOption())
+    .option('--json', 'print one JSON object')
+    .option('--timeout <s>', 'seconds one backend may take', integer(1), 600)
+    .action(async (flags: AgreementFlags) => {
+      const report = await runAgreement({
+        model: resolve(flags.model),
+        gpu: flags.gpu,
+        reference: flags.reference,
+        prompts: await readPrompts(flags.prompts, flags.count),
+        tokens: flags.tokens,
+        threads: flags.threads,
+        speculation: flags.speculation,
+        timeoutMs: flags.timeout * 1000,
+        onProgress: progress,
+      });
+      process.stdout.write(flags.json ? `${JSON.stringify(report)}\n` : `${formatAgreement(report)}\n`);
+    });
+
+  registerBenchSpec(bench);
+}
+
+/** Plain decoding by default: the peer decodes plainly, so that is the like-for-like comparison. */
+function speculationOption(): Option {
+  return new Option('--speculation <mode>', "Tachyon's decoding mode (off = plain decoding)").choices([...SPECULATION_MODES]).default('off');
+}
+
+async function writeDecodeReport(dir: string, report: DecodeBenchReport): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const bars = (key: 'prefill_tps' | 'decode_tps') => [
+    { label: 'tachyon', color: '#2f6fdf', ...report.tachyon[key] },
+    ...(report.peer ? [{ label: PEER_NAME, color: '#999999', ...report.peer[key] }] : []),
+  ];
+  const ratioNote = (value: number | null) => (value == null ? undefined : `tachyon / ${PEER_NAME} = ${value.toFixed(3)}`);
+  const svg = barChartSvg(
+    `Tachyon vs ${PEER_NAME}: ${report.model.split('/').at(-1)}`,
+    `${report.backend} · ${plural(report.threads, 'thread')} · prompt ${report.prompt_tokens} · decode ${report.tokens} tokens · median of ${report.runs} runs (whiskers: min–max)`,
+    [
+      { title: 'prefill', unit: 'tokens/s', bars: bars('prefill_tps'), note: ratioNote(report.prefill_ratio) },
+      { title: 'decode', unit: 'tokens/s', bars: bars('decode_tps'), note: ratioNote(report.ratio) },
+    ],
+  );
+  await writeFile(join(dir, 'bench-decode.svg'), svg);
+  await writeFile(join(dir, 'bench-decode.json'), `${JSON.stringify(report, null, 2)}\n`);
 }

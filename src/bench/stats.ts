@@ -1,0 +1,40 @@
+/** Small statistics for benchmark samples: medians resist the noise of a shared machine. */
+
+export interface Summary {
+  median: number;
+  min: number;
+  max: number;
+  /** How many samples. */
+  n: number;
+}
+
+/** Median of the finite values (mean of the middle two for an even count); NaN when there are none. */
+export function median(values: readonly number[]): number {
+  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
+export function summarize(values: readonly number[]): Summary {
+  const finite = values.filter(Number.isFinite);
+  return {
+    median: median(finite),
+    min: finite.length > 0 ? Math.min(...finite) : Number.NaN,
+    max: finite.length > 0 ? Math.max(...finite) : Number.NaN,
+    n: finite.length,
+  };
+}
+
+/** a / b, or null when either is missing or b is not positive. */
+export function ratio(a: number | null | undefined, b: number | null | undefined): number | null {
+  if (a == null || b == null || !Number.isFinite(a) || !Number.isFinite(b) || b <= 0) return null;
+  return a / b;
+}
+
+/** Rounds for JSON output (keeps reports readable without losing meaningful digits). */
+export function round(value: number | null, digits = 3): number | null {
+  if (value == null || !Number.isFinite(value)) return null;
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
