@@ -1,6 +1,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  acceptanceKey,
   AcceptanceStats,
   CostCurve,
   calibratedScores,
@@ -130,17 +131,18 @@ describe('AcceptanceStats', () => {
     assert.ok(stats.rate('ngram', 1) < 0.1, 'old successes decay away (the prior alone keeps ~1/22)');
   });
 
-  it('observeVerification scores each drafter on whether the walk continued into its children', () => {
+  it('observeVerification scores every child of a reached node, keyed by drafter and own confidence', () => {
     const tree = new TokenTree(0);
-    const [a, b] = tree.addPath([1, 2], [0.9, 0.8], 'ngram');
-    tree.addPath([3], [0.5], 'suffix');
-    tree.addChild(a, 4, 0.3, 'suffix');
+    const [a, b] = tree.addPath([1, 2], [0.9, 0.8], 'ngram'); // own conditionals 0.9 and 0.89
+    tree.addPath([3], [0.5], 'suffix'); // own 0.5
+    tree.addChild(a, 4, 0.3, 'suffix'); // own 0.33
     const stats = new AcceptanceStats({ priorWeight: 1e-9, decay: 1 });
     observeVerification(stats, tree, [a]);
-    assert.ok(close(stats.rate('ngram', 1), 1, 1e-6));
-    assert.ok(close(stats.rate('suffix', 1), 0, 1e-6));
-    assert.ok(close(stats.rate('ngram', 2), 0, 1e-6), 'walk stopped before node 2');
-    assert.ok(close(stats.rate('suffix', 2), 0, 1e-6));
+    assert.ok(close(stats.rate(acceptanceKey('ngram', 0.9), 1), 1, 1e-6));
+    assert.ok(close(stats.rate(acceptanceKey('suffix', 0.5), 1), 0, 1e-6));
+    assert.ok(close(stats.rate(acceptanceKey('ngram', 0.8 / 0.9), 2), 0, 1e-6), 'walk stopped before node 2');
+    assert.ok(close(stats.rate(acceptanceKey('suffix', 0.3 / 0.9), 2), 0, 1e-6));
+    assert.notEqual(acceptanceKey('suffix', 1), acceptanceKey('suffix', 0.5), 'confident drafts are learnt apart');
     assert.ok(b > a);
   });
 
@@ -152,9 +154,9 @@ describe('AcceptanceStats', () => {
     const stats = new AcceptanceStats({ priorRate: 0.4 });
     const scores = calibratedScores(tree, stats);
     assert.equal(scores[ROOT], 1);
-    // Root: ngram children 1 (0.6) and 4 (0.3) share ngram's 0.4 group rate 2:1; 6 gets suffix's 0.4.
-    assert.ok(close(scores[x], 0.4 * (0.6 / 0.9)));
-    assert.ok(close(scores[y], 0.4));
+    // Root: children 1, 4 and 6 each get the prior 0.4; together 1.2 > 1, so each is scaled to 1/3.
+    assert.ok(close(scores[x], 0.4 / 1.2));
+    assert.ok(close(scores[y], 0.4 / 1.2));
     for (let i = 1; i < tree.size; i++) assert.ok(scores[i] <= scores[tree.parent(i)] + 1e-12);
     for (let i = 0; i < tree.size; i++) {
       const sum = tree.children(i).reduce((acc, c) => acc + scores[c], 0);
@@ -170,8 +172,8 @@ describe('planTree', () => {
     const good = new AcceptanceStats();
     for (let k = 0; k < 500; k++) {
       for (let depth = 1; depth <= 20; depth++) {
-        bad.observe('ngram', depth, false);
-        good.observe('ngram', depth, true);
+        bad.observe(acceptanceKey('ngram', 0.9), depth, false);
+        good.observe(acceptanceKey('ngram', 0.9), depth, true);
       }
     }
     const curve = CostCurve.linear(0.02);

@@ -152,27 +152,40 @@ export class AcceptanceStats {
 }
 
 /**
- * Feeds one verification outcome into `stats`: at every node the walk reached (root and accepted
- * nodes), each drafter with children there scores a success iff the walk continued into one of
- * its children.
+ * Acceptance is learnt per child: the key is the drafter plus a bucket of the drafter's own
+ * conditional probability for that child (a suffix continuation seen 40 times out of 40 is far
+ * safer than one seen once out of three), and the depth. rate(key, depth) estimates
+ * P(the walk moves into this child | it reached the parent).
  */
+function ownConditional(tree: TokenTree, child: number): number {
+  const parentScore = tree.score(tree.parent(child));
+  return parentScore > 0 ? tree.score(child) / parentScore : 0;
+}
+
+const CONFIDENCE_BUCKETS = [0.99, 0.9, 0.7, 0.4] as const;
+
+export function acceptanceKey(source: string, ownProbability: number): string {
+  // The tolerance keeps ratios of path products (0.9^k / 0.9^(k-1)) in their bucket.
+  const bucket = CONFIDENCE_BUCKETS.findIndex((threshold) => ownProbability >= threshold - 1e-9);
+  return `${source}#${bucket < 0 ? CONFIDENCE_BUCKETS.length : bucket}`;
+}
+
+/** Feeds one verification outcome into `stats`: every child of every node the walk reached is a trial. */
 export function observeVerification(stats: AcceptanceStats, tree: TokenTree, acceptedNodes: readonly number[]): void {
   const path = [ROOT, ...acceptedNodes];
   for (let k = 0; k < path.length; k++) {
-    const node = path[k];
     const next = k + 1 < path.length ? path[k + 1] : -1;
-    for (const source of sourcesOfChildren(tree, node)) {
-      stats.observe(source, tree.depth(node) + 1, next >= 0 && tree.sources(next).includes(source));
+    for (const child of tree.children(path[k])) {
+      const own = ownConditional(tree, child);
+      for (const source of tree.sources(child)) stats.observe(acceptanceKey(source, own), tree.depth(child), child === next);
     }
   }
 }
 
 /**
  * Path-acceptance scores from the running stats: score(child) = score(parent) · cond(child), with
- * cond(child) = max over its drafters s of rate(s, depth) · share_s(child), where share_s splits
- * drafter s's group rate among its children in proportion to the tree's own conditional scores
- * score(child)/score(parent). Conditionals at one node are scaled down if they sum above 1.
- * Index = node; the root scores 1.
+ * cond(child) = max over its drafters of rate(drafter + own-confidence bucket, depth).
+ * Conditionals at one node are scaled down if they sum above 1. Index = node; the root scores 1.
  */
 export function calibratedScores(tree: TokenTree, stats: AcceptanceStats): Float64Array {
   const scores = new Float64Array(tree.size);
@@ -180,37 +193,12 @@ export function calibratedScores(tree: TokenTree, stats: AcceptanceStats): Float
   for (let node = 0; node < tree.size; node++) {
     const kids = tree.children(node);
     if (kids.length === 0) continue;
-    const cond = conditionals(tree, stats, node);
+    const cond = kids.map((child) => Math.max(...tree.sources(child).map((s) => stats.rate(acceptanceKey(s, ownConditional(tree, child)), tree.depth(child)))));
     const total = cond.reduce((a, b) => a + b, 0);
     const scale = total > 1 ? 1 / total : 1;
     kids.forEach((child, k) => (scores[child] = scores[node] * cond[k] * scale));
   }
   return scores;
-}
-
-function conditionals(tree: TokenTree, stats: AcceptanceStats, node: number): number[] {
-  const kids = tree.children(node);
-  const own = kids.map((child) => (tree.score(node) > 0 ? tree.score(child) / tree.score(node) : 0));
-  const groupTotal = new Map<string, number>();
-  kids.forEach((child, k) => {
-    for (const s of tree.sources(child)) groupTotal.set(s, (groupTotal.get(s) ?? 0) + own[k]);
-  });
-  const depth = tree.depth(node) + 1;
-  return kids.map((child, k) => {
-    let best = 0;
-    for (const s of tree.sources(child)) {
-      const total = groupTotal.get(s)!;
-      const share = total > 0 ? own[k] / total : 0;
-      best = Math.max(best, stats.rate(s, depth) * share);
-    }
-    return best;
-  });
-}
-
-function sourcesOfChildren(tree: TokenTree, node: number): Set<string> {
-  const sources = new Set<string>();
-  for (const child of tree.children(node)) for (const s of tree.sources(child)) sources.add(s);
-  return sources;
 }
 
 /** 1 + Σ score over drafted nodes (default: the tree's own scores). */
