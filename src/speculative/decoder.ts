@@ -15,12 +15,14 @@ import { checkPromptFits, emptyTimings, evaluatePrompt, kvRoom, type Decoder } f
 import type { Sampler } from '../generate/sampling.js';
 import { acceptTree } from './accept.js';
 import { combineTrees } from './combine.js';
-import type { DraftBudget, Drafter, TokenTree } from './tree.js';
-import { ROOT } from './tree.js';
+import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 
 /** Chooses how much of the candidate tree is worth verifying, and learns from what was accepted. */
 export interface TreePlanner {
-  /** The budget drafters get for this step. */
+  /**
+   * The budget drafters get for this step; maxNodes 0 skips drafting (when speculation has not
+   * been paying, even asking the drafters costs more than it brings).
+   */
   budget(): DraftBudget;
   /** The part of `tree` to verify (the root alone = a plain step), with at most `maxLeaves` leaves. */
   plan(tree: TokenTree, maxLeaves: number): TokenTree;
@@ -147,6 +149,7 @@ export class SpeculativeDecoder implements Decoder {
     const started = performance.now();
     const budget = this.options.planner.budget();
     const limited: DraftBudget = { ...budget, maxNodes: Math.max(0, Math.min(budget.maxNodes, room, this.batch.capacity - 1)) };
+    if (limited.maxNodes === 0) return new TokenTree(root);
     const trees: TokenTree[] = [];
     for (const drafter of this.options.drafters) trees.push(await drafter.propose(root, limited));
     const union = combineTrees(trees, limited.maxNodes, { maxLeaves: this.maxBranches });

@@ -32,9 +32,11 @@ export interface AdaptivePlannerOptions {
   stepMs: number;
   /** Largest budget drafters may fill; the plan cuts it down. */
   budget?: DraftBudget;
-  /** Steps of plain decoding after which one node is verified anyway, to keep learning. */
+  /** While speculation does not pay, drafters are asked only every this many steps. */
   probeEvery?: number;
 }
+
+const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 
 export class AdaptivePlanner implements TreePlanner {
   readonly stats = new AcceptanceStats();
@@ -44,7 +46,8 @@ export class AdaptivePlanner implements TreePlanner {
   private readonly probeEvery: number;
   /** Drafting time per step in units of one plain decode step (running mean). */
   private draftCost = 0;
-  private stepsWithoutSpeculation = 0;
+  /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
+  private idleSteps = 0;
 
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
@@ -54,18 +57,22 @@ export class AdaptivePlanner implements TreePlanner {
   }
 
   budget(): DraftBudget {
-    return this.maxBudget;
+    if (this.idleSteps < 2) return this.maxBudget;
+    // Backing off: draft once every probeEvery steps, and verify at least one node then, so the
+    // acceptance statistics keep learning when the text becomes predictable again.
+    return ++this.idleSteps % this.probeEvery === 0 ? this.maxBudget : NO_DRAFT;
   }
 
   plan(tree: TokenTree, maxLeaves: number): TokenTree {
+    if (tree.draftCount === 0) return tree;
     const plan = planTree(tree, this.stats, this.curve, this.draftCost, { maxLeaves });
-    if (plan.size > 0 || tree.draftCount === 0) {
-      this.stepsWithoutSpeculation = 0;
+    if (plan.size > 0) {
+      this.idleSteps = 0;
       return plan.tree;
     }
-    if (++this.stepsWithoutSpeculation < this.probeEvery) return plan.tree;
-    this.stepsWithoutSpeculation = 0;
-    return tree.prune(1, { maxLeaves });
+    const probing = this.idleSteps >= 2;
+    if (!probing) this.idleSteps = Math.max(this.idleSteps, 1) + 1;
+    return probing ? tree.prune(1, { maxLeaves }) : plan.tree;
   }
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
