@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os';
 import { Context, type ContextOptions } from './llama/context.js';
 import { Model, type LoadModelOptions } from './llama/model.js';
 import { ChatFormatter, type ChatMessage } from './generate/chat.js';
+import { checkPromptFits } from './generate/decoder.js';
 import { generate, generateAll, type GenerationChunk, type GenerationLimits, type GenerationResult } from './generate/generate.js';
 import { Sampler, type SamplingOptions } from './generate/sampling.js';
 import { createDraftContext, DraftModelDrafter } from './speculative/draft-model.js';
@@ -84,9 +85,12 @@ export class Engine {
     if (this.busy) throw new Error('this engine is already generating; wait for it or use another engine');
     this.busy = true;
     try {
+      const tokens = this.tokenize(prompt);
+      // Before anything else (the first speculative request measures the cost curve).
+      checkPromptFits(this.context, tokens.length);
       const decoder = await this.speculation.decoder(options.speculation ?? 'auto', new Sampler(options));
       try {
-        return yield* generate(decoder, this.model.tokenizer, this.tokenize(prompt), options);
+        return yield* generate(decoder, this.model.tokenizer, tokens, options);
       } finally {
         decoder.dispose();
       }
