@@ -11,6 +11,7 @@ import { TokenBatch } from '../llama/batch.js';
 import type { Context } from '../llama/context.js';
 import { cacheDir } from '../paths.js';
 import { CostCurve, type CostPoint } from './cost-model.js';
+import { median } from '../bench/stats.js';
 
 export const COST_CURVE_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64] as const;
 
@@ -27,40 +28,42 @@ interface CachedCurve {
   points: CostPoint[];
 }
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
-}
-
-/** Decodes batches of each size after a short context, `repeats` times interleaved; medians. */
-export async function measureCostCurve(context: Context, repeats = 5, sizes: readonly number[] = COST_CURVE_SIZES): Promise<CostPoint[]> {
-  const usable = sizes.filter((n) => n <= context.batchSize && n + 64 < context.contextSize);
-  const batch = new TokenBatch(Math.max(...usable, 64), 1);
+/**
+ * Decodes batches of each size after a prefix of realistic length (attention over a few hundred
+ * cells costs more than over a handful), each size `repeats` times back to back after one
+ * unmeasured warm-up (graph allocation); medians.
+ */
+export async function measureCostCurve(context: Context, repeats = 7, sizes: readonly number[] = COST_CURVE_SIZES): Promise<CostPoint[]> {
+  const prefix = Math.min(384, Math.floor(context.contextSize / 2));
+  const usable = sizes.filter((n) => n <= context.batchSize && prefix + n < context.contextSize);
+  const batch = new TokenBatch(Math.max(...usable, Math.min(prefix, context.batchSize)), 1);
   const vocabulary = context.vocabularySize;
   const token = (i: number) => 1 + ((i * 7919) % (vocabulary - 1));
-  const samples = new Map<number, number[]>(usable.map((n) => [n, []]));
+  const points: CostPoint[] = [];
   try {
     context.seqRemove(-1);
-    batch.clear();
-    for (let i = 0; i < 64; i++) batch.add(token(i), i, 0, false);
-    await context.decode(batch);
-    for (let round = 0; round <= repeats; round++) {
-      for (const n of usable) {
+    for (let start = 0; start < prefix; start += batch.capacity) {
+      batch.clear();
+      for (let i = start; i < Math.min(prefix, start + batch.capacity); i++) batch.add(token(i), i, 0, false);
+      await context.decode(batch);
+    }
+    for (const n of usable) {
+      const samples: number[] = [];
+      for (let round = 0; round <= repeats; round++) {
         batch.clear();
-        for (let i = 0; i < n; i++) batch.add(token(64 + i), 64 + i, 0, true);
+        for (let i = 0; i < n; i++) batch.add(token(prefix + i), prefix + i, 0, true);
         const started = performance.now();
         await context.decode(batch);
-        // Round 0 warms up every size (graph allocation) and is not counted.
-        if (round > 0) samples.get(n)!.push((performance.now() - started) / 1000);
-        context.seqRemove(0, 64, -1);
+        if (round > 0) samples.push((performance.now() - started) / 1000);
+        context.seqRemove(0, prefix, -1);
       }
+      points.push({ n, seconds: median(samples) });
     }
   } finally {
     context.seqRemove(-1);
     batch.dispose();
   }
-  return usable.map((n) => ({ n, seconds: median(samples.get(n)!) }));
+  return points;
 }
 
 async function cacheKey(context: Context, threads: number): Promise<string> {

@@ -114,7 +114,7 @@ export class SpeculativeDecoder implements Decoder {
     const history = sequence.slice(0, -1);
     const result = this.timed('samplingMs', () => acceptTree(tree, (node) => this.context.logits(node), history, this.sampler.options, this.sampler.rng));
     const lastAccepted = result.acceptedNodes.at(-1) ?? ROOT;
-    this.keepBranch(assignment.firstBranch[lastAccepted], position + tree.depth(lastAccepted));
+    this.keepBranch(assignment.firstBranch[lastAccepted], position + tree.depth(lastAccepted), assignment.branchCount);
     this.options.planner.observe(tree, result.acceptedNodes);
     this.countDrafters(tree, result.acceptedNodes);
 
@@ -165,8 +165,9 @@ export class SpeculativeDecoder implements Decoder {
    * drops every cell outside the branch (rejected siblings) and strips the other ids from shared
    * cells; seq_rm drops the rejected tail of the branch itself.
    */
-  private keepBranch(branch: number, lastPosition: number): void {
-    this.context.seqKeep(branch);
+  private keepBranch(branch: number, lastPosition: number, branchCount: number): void {
+    // seq_keep scans every cell: only needed when other branches hold cells.
+    if (branchCount > 1) this.context.seqKeep(branch);
     this.context.seqRemove(branch, lastPosition + 1, -1);
     if (branch !== 0) {
       this.context.seqCopy(branch, 0, -1, -1);
