@@ -20,12 +20,18 @@ export interface MeasuredCostCurve {
   points: CostPoint[];
   /** Milliseconds of a single-token decode. */
   stepMs: number;
+  /**
+   * Extra time, in single-decode units, of a decode whose batch shape differs from the previous
+   * one: llama.cpp reuses the compute graph only for an identical shape.
+   */
+  switchCost: number;
   curve: CostCurve;
 }
 
 interface CachedCurve {
   key: string;
   points: CostPoint[];
+  switchSeconds: number;
 }
 
 /**
@@ -33,13 +39,23 @@ interface CachedCurve {
  * cells costs more than over a handful), each size `repeats` times back to back after one
  * unmeasured warm-up (graph allocation); medians.
  */
-export async function measureCostCurve(context: Context, repeats = 7, sizes: readonly number[] = COST_CURVE_SIZES): Promise<CostPoint[]> {
+export async function measureCostCurve(context: Context, repeats = 7, sizes: readonly number[] = COST_CURVE_SIZES): Promise<{ points: CostPoint[]; switchSeconds: number }> {
   const prefix = Math.min(384, Math.floor(context.contextSize / 2));
   const usable = sizes.filter((n) => n <= context.batchSize && prefix + n < context.contextSize);
   const batch = new TokenBatch(Math.max(...usable, Math.min(prefix, context.batchSize)), 1);
   const vocabulary = context.vocabularySize;
   const token = (i: number) => 1 + ((i * 7919) % (vocabulary - 1));
   const points: CostPoint[] = [];
+  const timeDecode = async (n: number): Promise<number> => {
+    batch.clear();
+    for (let i = 0; i < n; i++) batch.add(token(prefix + i), prefix + i, 0, true);
+    const started = performance.now();
+    await context.decode(batch);
+    const seconds = (performance.now() - started) / 1000;
+    context.seqRemove(0, prefix, -1);
+    return seconds;
+  };
+  let switchSeconds = 0;
   try {
     context.seqRemove(-1);
     for (let start = 0; start < prefix; start += batch.capacity) {
@@ -48,22 +64,21 @@ export async function measureCostCurve(context: Context, repeats = 7, sizes: rea
       await context.decode(batch);
     }
     for (const n of usable) {
+      await timeDecode(n);
       const samples: number[] = [];
-      for (let round = 0; round <= repeats; round++) {
-        batch.clear();
-        for (let i = 0; i < n; i++) batch.add(token(prefix + i), prefix + i, 0, true);
-        const started = performance.now();
-        await context.decode(batch);
-        if (round > 0) samples.push((performance.now() - started) / 1000);
-        context.seqRemove(0, prefix, -1);
-      }
+      for (let round = 0; round < repeats; round++) samples.push(await timeDecode(n));
       points.push({ n, seconds: median(samples) });
     }
+    // Alternating 1 and 4 tokens rebuilds the graph every time; back to back it is reused.
+    const alternating: number[] = [];
+    for (let round = 0; round < repeats; round++) alternating.push((await timeDecode(1)) + (await timeDecode(4)));
+    const steady = (points.find((p) => p.n === 1)?.seconds ?? 0) + (points.find((p) => p.n === 4)?.seconds ?? 0);
+    switchSeconds = Math.max(0, (median(alternating) - steady) / 2);
   } finally {
     context.seqRemove(-1);
     batch.dispose();
   }
-  return points;
+  return { points, switchSeconds };
 }
 
 async function cacheKey(context: Context, threads: number): Promise<string> {
@@ -77,24 +92,31 @@ async function cacheKey(context: Context, threads: number): Promise<string> {
 export async function costCurveFor(context: Context, threads: number, onMeasure?: () => void): Promise<MeasuredCostCurve> {
   const key = await cacheKey(context, threads);
   const file = join(cacheDir, 'cost-curves', `${key}.json`);
-  let points = await readCached(file, key);
-  if (!points) {
+  let measured = await readCached(file, key);
+  if (!measured) {
     onMeasure?.();
-    points = await measureCostCurve(context);
+    measured = await measureCostCurve(context);
     await mkdir(dirname(file), { recursive: true });
     const temporary = `${file}.${process.pid}.tmp`;
-    await writeFile(temporary, JSON.stringify({ key, points } satisfies CachedCurve));
+    await writeFile(temporary, JSON.stringify({ key, ...measured } satisfies CachedCurve));
     await rename(temporary, file);
   }
-  return { points, stepMs: points[0].seconds * 1000, curve: new CostCurve(points) };
+  const { points, switchSeconds } = measured;
+  return { points, stepMs: points[0].seconds * 1000, switchCost: switchSeconds / points[0].seconds, curve: new CostCurve(points) };
 }
 
 /** A corrupt or foreign cache file is a miss, never an error. */
-async function readCached(file: string, key: string): Promise<CostPoint[] | undefined> {
+async function readCached(file: string, key: string): Promise<{ points: CostPoint[]; switchSeconds: number } | undefined> {
   try {
     const cached = JSON.parse(await readFile(file, 'utf8')) as CachedCurve;
-    const valid = cached.key === key && Array.isArray(cached.points) && cached.points.length > 0 && cached.points.every((p) => p.n >= 1 && p.seconds > 0);
-    return valid ? cached.points : undefined;
+    const valid =
+      cached.key === key &&
+      Array.isArray(cached.points) &&
+      cached.points.length > 0 &&
+      cached.points.every((p) => p.n >= 1 && p.seconds > 0) &&
+      Number.isFinite(cached.switchSeconds) &&
+      cached.switchSeconds >= 0;
+    return valid ? { points: cached.points, switchSeconds: cached.switchSeconds } : undefined;
   } catch {
     return undefined;
   }

@@ -30,6 +30,8 @@ export interface AdaptivePlannerOptions {
   curve: CostCurve;
   /** Milliseconds of one plain decode step (t(1) of the curve), to put drafting time in its units. */
   stepMs: number;
+  /** Extra cost (in plain steps) of a decode whose batch size differs from the previous one. */
+  switchCost?: number;
   /** Largest budget drafters may fill; the plan cuts it down. */
   budget?: DraftBudget;
   /** While speculation does not pay, drafters are asked only every this many steps. */
@@ -44,8 +46,11 @@ export class AdaptivePlanner implements TreePlanner {
   readonly stats = new AcceptanceStats();
   private readonly curve: CostCurve;
   private readonly stepMs: number;
+  private readonly switchCost: number;
   private readonly maxBudget: DraftBudget;
   private readonly probeEvery: number;
+  /** Tokens in the previous verify batch (1 = a plain step). */
+  private lastBatch = 1;
   /** Drafting time per step in units of one plain decode step (running mean). */
   private draftCost = 0;
   /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
@@ -54,6 +59,7 @@ export class AdaptivePlanner implements TreePlanner {
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
     this.stepMs = options.stepMs;
+    this.switchCost = options.switchCost ?? 0;
     this.maxBudget = options.budget ?? { maxNodes: 64, maxDepth: 24, maxBranches: 4 };
     this.probeEvery = options.probeEvery ?? 8;
   }
@@ -66,8 +72,14 @@ export class AdaptivePlanner implements TreePlanner {
   }
 
   plan(tree: TokenTree, maxLeaves: number): TokenTree {
+    const chosen = this.choose(tree, maxLeaves);
+    this.lastBatch = chosen.size;
+    return chosen;
+  }
+
+  private choose(tree: TokenTree, maxLeaves: number): TokenTree {
     if (tree.draftCount === 0) return tree;
-    const plan = planTree(tree, this.stats, this.curve, this.draftCost, { maxLeaves });
+    const plan = planTree(tree, this.stats, this.curve, (n) => this.draftCost + this.shapeChangeCost(n + 1), { maxLeaves });
     // A margin over plain decoding: the curve is measured on chains, trees cost a little more,
     // and a plan that barely wins on paper loses to noise in practice.
     if (plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP) {
@@ -77,6 +89,15 @@ export class AdaptivePlanner implements TreePlanner {
     const probing = this.idleSteps >= 2;
     if (!probing) this.idleSteps = Math.max(this.idleSteps, 1) + 1;
     return probing ? tree.prune(1, { maxLeaves }) : plan.tree;
+  }
+
+  /**
+   * A batch of another size than the last one rebuilds llama.cpp's graph; leaving plain decoding
+   * for one step pays that twice (into the tree, and back to single tokens).
+   */
+  private shapeChangeCost(batchSize: number): number {
+    if (batchSize === this.lastBatch) return 0;
+    return this.lastBatch === 1 ? 2 * this.switchCost : this.switchCost;
   }
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
