@@ -30,6 +30,8 @@ export interface TreePlanner {
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
   /** Called after each drafting phase with its duration (drafting cost enters the plan). */
   observeDraftTime?(ms: number): void;
+  /** Called after each verification decode with the batch size and its duration. */
+  observeVerifyTime?(batchSize: number, ms: number): void;
 }
 
 export interface DrafterStats {
@@ -107,8 +109,11 @@ export class SpeculativeDecoder implements Decoder {
     for (let branch = 1; branch < assignment.branchCount; branch++) this.context.seqCopy(0, branch, -1, position);
     this.batch.clear();
     for (let node = 0; node < tree.size; node++) this.batch.add(tree.token(node), position + tree.depth(node), assignment.nodeBranches[node], true);
+    const decodeStarted = performance.now();
     await this.context.decode(this.batch);
-    this.timings.verifyMs += performance.now() - verifyStarted;
+    const now = performance.now();
+    this.options.planner.observeVerifyTime?.(tree.size, now - decodeStarted);
+    this.timings.verifyMs += now - verifyStarted;
 
     // acceptTree extends the history in place while it walks, and restores it.
     const history = sequence.slice(0, -1);

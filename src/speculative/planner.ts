@@ -51,6 +51,11 @@ export class AdaptivePlanner implements TreePlanner {
   private readonly probeEvery: number;
   /** Tokens in the previous verify batch (1 = a plain step). */
   private lastBatch = 1;
+  /**
+   * Decode times seen in this process, per batch size (running means, ms). The curve measured
+   * once per machine is the prior; what decodes cost now (other load, cache state) corrects it.
+   */
+  private readonly observedMs = new Map<number, number>();
   /** Drafting time per step in units of one plain decode step (running mean). */
   private draftCost = 0;
   /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
@@ -79,7 +84,7 @@ export class AdaptivePlanner implements TreePlanner {
 
   private choose(tree: TokenTree, maxLeaves: number): TokenTree {
     if (tree.draftCount === 0) return tree;
-    const plan = planTree(tree, this.stats, this.curve, (n) => this.draftCost + this.shapeChangeCost(n + 1), { maxLeaves });
+    const plan = planTree(tree, this.stats, this.curve, (n) => this.draftCost + this.shapeChangeCost(n + 1) + this.observedExcess(n + 1), { maxLeaves });
     // A margin over plain decoding: the curve is measured on chains, trees cost a little more,
     // and a plan that barely wins on paper loses to noise in practice.
     if (plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP) {
@@ -102,6 +107,19 @@ export class AdaptivePlanner implements TreePlanner {
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
     observeVerification(this.stats, tree, acceptedNodes);
+  }
+
+  observeVerifyTime(batchSize: number, ms: number): void {
+    const previous = this.observedMs.get(batchSize);
+    this.observedMs.set(batchSize, previous === undefined ? ms : previous * 0.9 + ms * 0.1);
+  }
+
+  /** How much more than the measured curve a batch of this size has been costing (plain-step units). */
+  private observedExcess(batchSize: number): number {
+    const single = this.observedMs.get(1);
+    const observed = this.observedMs.get(batchSize);
+    if (single === undefined || observed === undefined) return 0;
+    return Math.max(0, observed / single - this.curve.cost(batchSize));
   }
 
   observeDraftTime(ms: number): void {
