@@ -154,9 +154,10 @@ describe('AcceptanceStats', () => {
     const stats = new AcceptanceStats({ priorRate: 0.4 });
     const scores = calibratedScores(tree, stats);
     assert.equal(scores[ROOT], 1);
-    // Root: children 1, 4 and 6 each get the prior 0.4; together 1.2 > 1, so each is scaled to 1/3.
-    assert.ok(close(scores[x], 0.4 / 1.2));
-    assert.ok(close(scores[y], 0.4 / 1.2));
+    // Root: children 1, 4 and 6 each get the prior 0.4; together 1.2 > 1, so the last in order
+    // (node 6, ties broken by child order) is capped at what is left, 0.2.
+    assert.ok(close(scores[x], 0.4));
+    assert.ok(close(scores[y], 0.2));
     for (let i = 1; i < tree.size; i++) assert.ok(scores[i] <= scores[tree.parent(i)] + 1e-12);
     for (let i = 0; i < tree.size; i++) {
       const sum = tree.children(i).reduce((acc, c) => acc + scores[c], 0);

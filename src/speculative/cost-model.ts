@@ -185,7 +185,7 @@ export function observeVerification(stats: AcceptanceStats, tree: TokenTree, acc
 /**
  * Path-acceptance scores from the running stats: score(child) = score(parent) · cond(child), with
  * cond(child) = max over its drafters of rate(drafter + own-confidence bucket, depth).
- * Conditionals at one node are scaled down if they sum above 1. Index = node; the root scores 1.
+ * Conditionals at one node are capped, likeliest first, to sum to at most 1. Index = node; the root scores 1.
  */
 export function calibratedScores(tree: TokenTree, stats: AcceptanceStats): Float64Array {
   const scores = new Float64Array(tree.size);
@@ -194,9 +194,15 @@ export function calibratedScores(tree: TokenTree, stats: AcceptanceStats): Float
     const kids = tree.children(node);
     if (kids.length === 0) continue;
     const cond = kids.map((child) => Math.max(...tree.sources(child).map((s) => stats.rate(acceptanceKey(s, ownConditional(tree, child)), tree.depth(child)))));
-    const total = cond.reduce((a, b) => a + b, 0);
-    const scale = total > 1 ? 1 / total : 1;
-    kids.forEach((child, k) => (scores[child] = scores[node] * cond[k] * scale));
+    // The walk enters at most one child, so the conditionals must sum to at most 1. Capping in
+    // order of confidence keeps the likeliest child's estimate whole and squeezes the long shots;
+    // scaling all of them down would cut a sure chain because of a few unlikely siblings.
+    let left = 1;
+    for (const k of cond.map((_, k) => k).sort((a, b) => cond[b] - cond[a] || a - b)) {
+      const capped = Math.min(cond[k], left);
+      left -= capped;
+      scores[kids[k]] = scores[node] * capped;
+    }
   }
   return scores;
 }

@@ -28,8 +28,6 @@ export interface TreePlanner {
   plan(tree: TokenTree, maxLeaves: number): TokenTree;
   /** Called after each verification with the verified tree and the accepted node indices. */
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
-  /** Called after each drafting phase with its duration (drafting cost enters the plan). */
-  observeDraftTime?(ms: number): void;
   /** Called after each verification decode with the batch size and its duration. */
   observeVerifyTime?(batchSize: number, ms: number): void;
 }
@@ -61,6 +59,9 @@ export interface SpeculativeDecoderOptions {
   /** Most branches (= llama.cpp sequences) per tree; at most the context's sequence count. */
   maxBranches?: number;
 }
+
+/** A model-free chain this deep makes a draft model's proposal not worth its decodes this step. */
+const CHEAP_DRAFT_DEPTH_ENOUGH = 8;
 
 export class SpeculativeDecoder implements Decoder {
   readonly name: string;
@@ -156,12 +157,14 @@ export class SpeculativeDecoder implements Decoder {
     const limited: DraftBudget = { ...budget, maxNodes: Math.max(0, Math.min(budget.maxNodes, room, this.batch.capacity - 1)) };
     if (limited.maxNodes === 0) return new TokenTree(root);
     const trees: TokenTree[] = [];
-    for (const drafter of this.options.drafters) trees.push(await drafter.propose(root, limited));
+    for (const drafter of this.options.drafters) if (!drafter.costly) trees.push(await drafter.propose(root, limited));
+    if (!trees.some((tree) => tree.maxDepth() >= CHEAP_DRAFT_DEPTH_ENOUGH)) {
+      for (const drafter of this.options.drafters) if (drafter.costly) trees.push(await drafter.propose(root, limited));
+    }
+    if (trees.length === 0) return new TokenTree(root);
     const union = combineTrees(trees, limited.maxNodes, { maxLeaves: this.maxBranches });
     const tree = this.options.planner.plan(union, this.maxBranches);
-    const elapsed = performance.now() - started;
-    this.timings.draftMs += elapsed;
-    this.options.planner.observeDraftTime?.(elapsed);
+    this.timings.draftMs += performance.now() - started;
     return tree;
   }
 

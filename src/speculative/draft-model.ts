@@ -47,6 +47,7 @@ export function checkSameVocabulary(target: Model, draft: Model): void {
 
 export class DraftModelDrafter implements Drafter {
   readonly name = 'draft';
+  readonly costly = true;
   private readonly batch: TokenBatch;
   private readonly rng: Prng;
   private readonly greedy: boolean;

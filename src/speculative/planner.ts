@@ -28,8 +28,6 @@ export class FixedPlanner implements TreePlanner {
 
 export interface AdaptivePlannerOptions {
   curve: CostCurve;
-  /** Milliseconds of one plain decode step (t(1) of the curve), to put drafting time in its units. */
-  stepMs: number;
   /** Extra cost (in plain steps) of a decode whose batch size differs from the previous one. */
   switchCost?: number;
   /** Largest budget drafters may fill; the plan cuts it down. */
@@ -45,7 +43,6 @@ const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 export class AdaptivePlanner implements TreePlanner {
   readonly stats = new AcceptanceStats();
   private readonly curve: CostCurve;
-  private readonly stepMs: number;
   private readonly switchCost: number;
   private readonly maxBudget: DraftBudget;
   private readonly probeEvery: number;
@@ -56,14 +53,11 @@ export class AdaptivePlanner implements TreePlanner {
    * once per machine is the prior; what decodes cost now (other load, cache state) corrects it.
    */
   private readonly observedMs = new Map<number, number>();
-  /** Drafting time per step in units of one plain decode step (running mean). */
-  private draftCost = 0;
   /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
   private idleSteps = 0;
 
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
-    this.stepMs = options.stepMs;
     this.switchCost = options.switchCost ?? 0;
     this.maxBudget = options.budget ?? { maxNodes: 64, maxDepth: 24, maxBranches: 4 };
     this.probeEvery = options.probeEvery ?? 8;
@@ -84,7 +78,8 @@ export class AdaptivePlanner implements TreePlanner {
 
   private choose(tree: TokenTree, maxLeaves: number): TokenTree {
     if (tree.draftCount === 0) return tree;
-    const plan = planTree(tree, this.stats, this.curve, (n) => this.draftCost + this.shapeChangeCost(n + 1) + this.observedExcess(n + 1), { maxLeaves });
+    // Drafting is already paid for when the plan is made: only verification costs count here.
+    const plan = planTree(tree, this.stats, this.curve, (n) => this.shapeChangeCost(n + 1) + this.observedExcess(n + 1), { maxLeaves });
     // A margin over plain decoding: the curve is measured on chains, trees cost a little more,
     // and a plan that barely wins on paper loses to noise in practice.
     if (plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP) {
@@ -122,7 +117,4 @@ export class AdaptivePlanner implements TreePlanner {
     return Math.max(0, observed / single - this.curve.cost(batchSize));
   }
 
-  observeDraftTime(ms: number): void {
-    this.draftCost = this.draftCost * 0.9 + (ms / this.stepMs) * 0.1;
-  }
 }

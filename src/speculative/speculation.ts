@@ -71,8 +71,8 @@ export class Speculation {
     const key = `${mode}:${sampler.options.temperature > 0 ? 'sampled' : 'greedy'}`;
     let planner = this.planners.get(key);
     if (!planner) {
-      const { curve, stepMs, switchCost } = await this.measuredCostCurve();
-      planner = new AdaptivePlanner({ curve, stepMs, switchCost });
+      const { curve, switchCost } = await this.measuredCostCurve();
+      planner = new AdaptivePlanner({ curve, switchCost });
       this.planners.set(key, planner);
     }
     return planner;

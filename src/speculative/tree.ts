@@ -23,6 +23,11 @@ export interface DraftBudget {
 
 export interface Drafter {
   readonly name: string;
+  /**
+   * Proposing costs model decodes (a draft model): asked only when the cheap drafters found
+   * little, since its drafts are paid for whether or not they get verified.
+   */
+  readonly costly?: boolean;
   /** Called once per request with the prompt tokens. */
   begin(prompt: readonly number[]): void | Promise<void>;
   /** Tokens appended to the sequence (accepted drafts + bonus token), in order. */
