@@ -1,29 +1,14 @@
 /** `tachyon bench decode` / `bench agreement`: statistics, the chart, and short real runs of the CLI. */
-import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { barChartSvg } from '../src/bench/chart.js';
 import { benchContextSize, peerInstalled } from '../src/bench/decode.js';
 import { readPrompts } from '../src/bench/agreement.js';
 import { median, ratio, summarize } from '../src/bench/stats.js';
-import { projectRoot, scratchDir } from './helpers/models.js';
-
-const run = promisify(execFile);
-const cli = join(projectRoot, 'bin', 'tachyon.js');
-
-async function tachyon(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { timeout: 300_000 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code?: number; stdout?: string; stderr?: string; signal?: string };
-    assert.equal(failed.signal ?? null, null, 'the process must not die from a signal');
-    return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
-  }
-}
+import { scratchDir } from './helpers/models.js';
+import { tachyon } from './helpers/cli.js';
 
 test('median, summary and ratio', () => {
   assert.equal(median([3, 1, 2]), 2);

@@ -1,27 +1,12 @@
 /** The CLI as a user meets it: the default model answers; bad input gets one clear line and a non-zero exit. */
-import { execFile } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { kv, writeGguf } from '../src/gguf/writer.js';
 import { GgmlType } from '../src/gguf/types.js';
-import { projectRoot, scratchDir, testbedTarget } from './helpers/models.js';
-
-const run = promisify(execFile);
-const cli = join(projectRoot, 'bin', 'tachyon.js');
-
-async function tachyon(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { timeout: 120_000 });
-    return { code: 0, stdout, stderr };
-  } catch (error) {
-    const failed = error as { code?: number; stdout?: string; stderr?: string; signal?: string };
-    assert.equal(failed.signal ?? null, null, 'the process must not die from a signal (segfault)');
-    return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
-  }
-}
+import { scratchDir, testbedTarget } from './helpers/models.js';
+import { tachyon } from './helpers/cli.js';
 
 /** One line on stderr that names the problem, and no stack trace. */
 function assertCleanFailure(result: { code: number; stderr: string }, pattern: RegExp): void {

@@ -1,0 +1,27 @@
+/** Runs the `tachyon` command as a user would, in a child process. */
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import assert from 'node:assert/strict';
+import { packageRoot } from '../../src/paths.js';
+
+const run = promisify(execFile);
+const cli = join(packageRoot, 'bin', 'tachyon.js');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Never throws for a non-zero exit; fails the test if the process died from a signal (a crash). */
+export async function tachyon(...args: string[]): Promise<CliResult> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { timeout: 300_000 });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code?: number; stdout?: string; stderr?: string; signal?: string };
+    assert.equal(failed.signal ?? null, null, 'the process must not die from a signal (segfault)');
+    return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
+  }
+}
