@@ -29,8 +29,12 @@ export interface SpeculationOptions {
 }
 
 export class Speculation {
-  /** Earlier outputs, kept across requests: repeated answers become cheap to draft. */
-  private readonly suffix = new SuffixDrafter();
+  /**
+   * Earlier outputs, kept across requests: repeated answers become cheap to draft. One history
+   * per mode, so a configuration never drafts from what another configuration just generated
+   * (benchmarks compare modes on the same prompts).
+   */
+  private readonly suffixes = new Map<SpeculationMode, SuffixDrafter>();
   private readonly planners = new Map<string, AdaptivePlanner>();
   private costCurve: MeasuredCostCurve | undefined;
 
@@ -59,11 +63,20 @@ export class Speculation {
   private drafters(mode: SpeculationMode, sampler: Sampler): Drafter[] {
     const drafters: Drafter[] = [];
     if (mode === 'auto' || mode === 'ngram') drafters.push(new NgramDrafter());
-    if (mode === 'auto' || mode === 'suffix') drafters.push(this.suffix);
+    if (mode === 'auto' || mode === 'suffix') drafters.push(this.suffixHistory(mode));
     if ((mode === 'auto' || mode === 'draft') && this.options.draft) {
       drafters.push(new DraftModelDrafter(this.options.draft, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9 }));
     }
     return drafters;
+  }
+
+  private suffixHistory(mode: SpeculationMode): SuffixDrafter {
+    let suffix = this.suffixes.get(mode);
+    if (!suffix) {
+      suffix = new SuffixDrafter();
+      this.suffixes.set(mode, suffix);
+    }
+    return suffix;
   }
 
   /** Acceptance statistics are kept per mode and sampling regime across requests. */
