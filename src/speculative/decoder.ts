@@ -30,6 +30,8 @@ export interface TreePlanner {
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
   /** Called after each verification decode with the batch size and its duration. */
   observeVerifyTime?(batchSize: number, ms: number): void;
+  /** Called after each whole step (drafting, verification, acceptance) with what it produced. */
+  observeStep?(emitted: number, ms: number, speculative: boolean): void;
 }
 
 export interface DrafterStats {
@@ -98,6 +100,7 @@ export class SpeculativeDecoder implements Decoder {
   }
 
   async step(sequence: readonly number[]): Promise<readonly number[]> {
+    const stepStarted = performance.now();
     const root = sequence[sequence.length - 1];
     const position = sequence.length - 1;
     const tree = await this.draft(root, kvRoom(this.context, sequence.length) - 1);
@@ -127,6 +130,7 @@ export class SpeculativeDecoder implements Decoder {
     const emitted = [...result.acceptedTokens, result.bonus];
     this.emitted += emitted.length;
     await this.appendToDrafters(emitted);
+    this.options.planner.observeStep?.(emitted.length, performance.now() - stepStarted, tree.draftCount > 0);
     return emitted;
   }
 

@@ -37,6 +37,7 @@ export interface AdaptivePlannerOptions {
 }
 
 const MIN_EXPECTED_SPEEDUP = 1.15;
+const MAX_MARGIN = 4;
 
 const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 
@@ -53,6 +54,11 @@ export class AdaptivePlanner implements TreePlanner {
    * once per machine is the prior; what decodes cost now (other load, cache state) corrects it.
    */
   private readonly observedMs = new Map<number, number>();
+  /** Realized tokens per millisecond of plain and of speculative steps (running means). */
+  private plainRate: number | undefined;
+  private speculativeRate: number | undefined;
+  /** Expected speedup a plan must promise; raised while speculative steps realize less than plain ones. */
+  private margin = MIN_EXPECTED_SPEEDUP;
   /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
   private idleSteps = 0;
 
@@ -82,7 +88,7 @@ export class AdaptivePlanner implements TreePlanner {
     const plan = planTree(tree, this.stats, this.curve, (n) => this.shapeChangeCost(n + 1) + this.observedExcess(n + 1), { maxLeaves });
     // A margin over plain decoding: the curve is measured on chains, trees cost a little more,
     // and a plan that barely wins on paper loses to noise in practice.
-    if (plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP) {
+    if (plan.size > 0 && plan.speedup >= this.margin) {
       this.idleSteps = 0;
       return plan.tree;
     }
@@ -102,6 +108,20 @@ export class AdaptivePlanner implements TreePlanner {
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
     observeVerification(this.stats, tree, acceptedNodes);
+  }
+
+  /**
+   * The safety net of the cost model: if speculative steps have been producing fewer tokens per
+   * millisecond than plain steps, whatever the model predicted, plans must promise more.
+   */
+  observeStep(emitted: number, ms: number, speculative: boolean): void {
+    if (ms <= 0) return;
+    const rate = emitted / ms;
+    if (speculative) this.speculativeRate = this.speculativeRate === undefined ? rate : this.speculativeRate * 0.9 + rate * 0.1;
+    else this.plainRate = this.plainRate === undefined ? rate : this.plainRate * 0.9 + rate * 0.1;
+    if (this.plainRate === undefined || this.speculativeRate === undefined) return;
+    const losing = this.speculativeRate < this.plainRate;
+    this.margin = losing ? Math.min(this.margin * 1.05, MAX_MARGIN) : Math.max(this.margin / 1.02, MIN_EXPECTED_SPEEDUP);
   }
 
   observeVerifyTime(batchSize: number, ms: number): void {
