@@ -32,9 +32,14 @@ export interface AdaptivePlannerOptions {
   switchCost?: number;
   /** Largest budget drafters may fill; the plan cuts it down. */
   budget?: DraftBudget;
-  /** While speculation does not pay, drafters are asked only every this many steps. */
+  /**
+   * While speculation does not pay, drafters are asked only every this many steps at first; the
+   * interval doubles after each probe that finds nothing worth verifying (up to MAX_PROBE_INTERVAL).
+   */
   probeEvery?: number;
 }
+
+const MAX_PROBE_INTERVAL = 128;
 
 const MIN_EXPECTED_SPEEDUP = 1.15;
 const MAX_MARGIN = 4;
@@ -61,19 +66,22 @@ export class AdaptivePlanner implements TreePlanner {
   private margin = MIN_EXPECTED_SPEEDUP;
   /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
   private idleSteps = 0;
+  /** Steps between probes while backing off; a probe verifies one node, which is not free. */
+  private probeInterval: number;
 
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
     this.switchCost = options.switchCost ?? 0;
     this.maxBudget = options.budget ?? { maxNodes: 64, maxDepth: 24, maxBranches: 4 };
     this.probeEvery = options.probeEvery ?? 8;
+    this.probeInterval = this.probeEvery;
   }
 
   budget(): DraftBudget {
     if (this.idleSteps < 2) return this.maxBudget;
     // Backing off: draft once every probeEvery steps, and verify at least one node then, so the
     // acceptance statistics keep learning when the text becomes predictable again.
-    return ++this.idleSteps % this.probeEvery === 0 ? this.maxBudget : NO_DRAFT;
+    return ++this.idleSteps % this.probeInterval === 0 ? this.maxBudget : NO_DRAFT;
   }
 
   plan(tree: TokenTree, maxLeaves: number): TokenTree {
@@ -90,11 +98,17 @@ export class AdaptivePlanner implements TreePlanner {
     // and a plan that barely wins on paper loses to noise in practice.
     if (plan.size > 0 && plan.speedup >= this.margin) {
       this.idleSteps = 0;
+      this.probeInterval = this.probeEvery;
       return plan.tree;
     }
     const probing = this.idleSteps >= 2;
-    if (!probing) this.idleSteps = Math.max(this.idleSteps, 1) + 1;
-    return probing ? tree.prune(1, { maxLeaves }) : plan.tree;
+    if (!probing) {
+      this.idleSteps = Math.max(this.idleSteps, 1) + 1;
+      return plan.tree;
+    }
+    this.probeInterval = Math.min(this.probeInterval * 2, MAX_PROBE_INTERVAL);
+    this.idleSteps = 2;
+    return tree.prune(1, { maxLeaves });
   }
 
   /**
