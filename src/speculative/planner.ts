@@ -39,7 +39,7 @@ export interface AdaptivePlannerOptions {
   probeEvery?: number;
 }
 
-const MAX_PROBE_INTERVAL = 128;
+const MAX_PROBE_INTERVAL = 32;
 
 const MIN_EXPECTED_SPEEDUP = 1.15;
 const MAX_MARGIN = 4;
@@ -133,7 +133,8 @@ export class AdaptivePlanner implements TreePlanner {
     const rate = emitted / ms;
     if (speculative) this.speculativeRate = this.speculativeRate === undefined ? rate : this.speculativeRate * 0.9 + rate * 0.1;
     else this.plainRate = this.plainRate === undefined ? rate : this.plainRate * 0.9 + rate * 0.1;
-    if (this.plainRate === undefined || this.speculativeRate === undefined) return;
+    // Judged once per speculative step (plain steps only refresh the baseline).
+    if (!speculative || this.plainRate === undefined || this.speculativeRate === undefined) return;
     const losing = this.speculativeRate < this.plainRate;
     this.margin = losing ? Math.min(this.margin * 1.05, MAX_MARGIN) : Math.max(this.margin / 1.02, MIN_EXPECTED_SPEEDUP);
   }
