@@ -8,11 +8,12 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Engine } from '../engine.js';
 import { TokenBatch } from '../llama/batch.js';
+import { evaluatePrompt } from '../generate/decoder.js';
 import type { GenerationResult } from '../generate/generate.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import { packageRoot } from '../paths.js';
 import { barChartSvg, type BarGroup } from './chart.js';
-import { median, round } from './stats.js';
+import { median, round, top2Gap } from './stats.js';
 
 export const DEFAULT_TASKS = ['rewrite', 'longgen', 'reasoning'] as const;
 
@@ -207,26 +208,11 @@ async function mismatchGap(engine: Engine, prompt: number[], plain: readonly num
   const batch = new TokenBatch(Math.min(engine.context.batchSize, 512), 1);
   try {
     engine.context.seqRemove(-1);
-    let last = 0;
-    for (let start = 0; start < prefix.length; start += batch.capacity) {
-      batch.clear();
-      prefix.slice(start, start + batch.capacity).forEach((token, i) => (last = batch.add(token, start + i, 0, start + i === prefix.length - 1)));
-      await engine.context.decode(batch);
-    }
+    const last = await evaluatePrompt(engine.context, batch, prefix);
     return { at, top2Gap: top2Gap(engine.context.logits(last)) };
   } finally {
     batch.dispose();
   }
-}
-
-function top2Gap(logits: Float32Array): number {
-  let first = -Infinity;
-  let second = -Infinity;
-  for (const value of logits) {
-    if (value > first) [first, second] = [value, first];
-    else if (value > second) second = value;
-  }
-  return first - second;
 }
 
 function summarizeConfig(runs: RunRecord[], plainRuns: RunRecord[]): ConfigSummary {

@@ -8,6 +8,7 @@ import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TokenBatch } from '../llama/batch.js';
+import { evaluatePrompt } from '../generate/decoder.js';
 import type { Context } from '../llama/context.js';
 import { cacheDir } from '../paths.js';
 import { CostCurve, type CostPoint } from './cost-model.js';
@@ -18,8 +19,6 @@ export const COST_CURVE_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64] as co
 export interface MeasuredCostCurve {
   /** Median seconds per decode for each batch size. */
   points: CostPoint[];
-  /** Milliseconds of a single-token decode. */
-  stepMs: number;
   /**
    * Extra time, in single-decode units, of a decode whose batch shape differs from the previous
    * one: llama.cpp reuses the compute graph only for an identical shape.
@@ -58,11 +57,7 @@ export async function measureCostCurve(context: Context, repeats = 7, sizes: rea
   let switchSeconds = 0;
   try {
     context.seqRemove(-1);
-    for (let start = 0; start < prefix; start += batch.capacity) {
-      batch.clear();
-      for (let i = start; i < Math.min(prefix, start + batch.capacity); i++) batch.add(token(i), i, 0, false);
-      await context.decode(batch);
-    }
+    await evaluatePrompt(context, batch, Array.from({ length: prefix }, (_, i) => token(i)));
     for (const n of usable) {
       await timeDecode(n);
       const samples: number[] = [];
@@ -102,7 +97,7 @@ export async function costCurveFor(context: Context, threads: number, onMeasure?
     await rename(temporary, file);
   }
   const { points, switchSeconds } = measured;
-  return { points, stepMs: points[0].seconds * 1000, switchCost: switchSeconds / points[0].seconds, curve: new CostCurve(points) };
+  return { points, switchCost: switchSeconds / points[0].seconds, curve: new CostCurve(points) };
 }
 
 /** A corrupt or foreign cache file is a miss, never an error. */

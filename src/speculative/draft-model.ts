@@ -12,6 +12,7 @@ import { Context } from '../llama/context.js';
 import { Model, type LoadModelOptions } from '../llama/model.js';
 import { greedyToken, isGreedy, tokenDistribution, drawFrom, type SamplingOptions, type TokenDistribution } from '../generate/sampling.js';
 import { Prng } from '../generate/prng.js';
+import { evaluatePrompt } from '../generate/decoder.js';
 import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 
 const MAX_DEPTH = 16;
@@ -149,13 +150,7 @@ export class DraftModelDrafter implements Drafter {
     this.context.seqRemove(0, common, -1);
     this.cached.length = common;
     const fresh = this.sequence.slice(common);
-    let last = 0;
-    for (let start = 0; start < fresh.length; start += this.batch.capacity) {
-      const chunk = fresh.slice(start, start + this.batch.capacity);
-      this.batch.clear();
-      chunk.forEach((token, i) => (last = this.batch.add(token, common + start + i, 0, start + i === fresh.length - 1)));
-      await this.context.decode(this.batch);
-    }
+    const last = await evaluatePrompt(this.context, this.batch, fresh, common);
     this.cached.push(...fresh);
     return this.context.logits(last);
   }
