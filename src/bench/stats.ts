@@ -38,3 +38,14 @@ export function round(value: number | null, digits = 3): number | null {
   const scale = 10 ** digits;
   return Math.round(value * scale) / scale;
 }
+
+/** The gap between the two largest logits: batched and single-token kernels may flip near-ties. */
+export function top2Gap(logits: Float32Array): number {
+  let first = -Infinity;
+  let second = -Infinity;
+  for (const value of logits) {
+    if (value > first) [first, second] = [value, first];
+    else if (value > second) second = value;
+  }
+  return first - second;
+}

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureTestModel } from '../../src/gguf/make-model.js';
 import { Model } from '../../src/llama/model.js';
+export { top2Gap } from '../../src/bench/stats.js';
 import { defaultDraftModelPath, defaultModelPath, packageRoot } from '../../src/paths.js';
 
 export const projectRoot = packageRoot;
@@ -36,19 +37,6 @@ export function argmax(values: Float32Array): number {
   let best = 0;
   for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
   return best;
-}
-
-/** The gap between the two largest values: small gaps may flip between batched and single decodes. */
-export function top2Gap(values: Float32Array): number {
-  let first = -Infinity;
-  let second = -Infinity;
-  for (const v of values) {
-    if (v > first) {
-      second = first;
-      first = v;
-    } else if (v > second) second = v;
-  }
-  return first - second;
 }
 
 /** In-distribution prompts of the testbed (chat-formatted), from the held-out bench sets. */
