@@ -14,6 +14,7 @@ export class Tokenizer {
   readonly special: SpecialTokens;
   /** Piece bytes per token, filled lazily: a 152k vocabulary is too large to convert up front. */
   private readonly pieces: (Uint8Array | undefined)[];
+  /** Per token: 0 not asked yet, 1 end of generation, 2 not; asked of llama.cpp once per token, not per step. */
   private readonly eog: Uint8Array;
 
   constructor(
@@ -75,7 +76,8 @@ export class Tokenizer {
 
   /** End of generation: EOS, EOT and whatever else the vocabulary marks as such. */
   isEndOfGeneration(token: number): boolean {
-    return this.eog[token] === 1 || this.api.vocabIsEog(this.vocab, token);
+    if (this.eog[token] === 0) this.eog[token] = this.api.vocabIsEog(this.vocab, token) ? 1 : 2;
+    return this.eog[token] === 1;
   }
 
   private checkToken(token: number): void {
