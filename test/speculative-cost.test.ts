@@ -99,12 +99,12 @@ describe('chooseTreeSize', () => {
   it('maximizes expected tokens per cost (brute force), draft cost included', () => {
     const scores = Array.from({ length: 40 }, (_, k) => 0.8 ** (k + 1));
     const curve = CostCurve.linear(0.04);
-    const draftCost = (n: number): number => 0.05 + 0.01 * n;
-    const choice = chooseTreeSize(scores, curve, draftCost);
+    const extraCost = (n: number): number => 0.05 + 0.01 * n;
+    const choice = chooseTreeSize(scores, curve, extraCost);
     let best = { size: 0, speedup: 1 };
     for (let n = 1; n <= 40; n++) {
       const tokens = 1 + scores.slice(0, n).reduce((a, b) => a + b, 0);
-      const speedup = tokens / (curve.cost(n + 1) + draftCost(n));
+      const speedup = tokens / (curve.cost(n + 1) + extraCost(n));
       if (speedup > best.speedup) best = { size: n, speedup };
     }
     assert.equal(choice.size, best.size);

@@ -6,8 +6,9 @@
  *   E[tokens per step] = 1 + Σ_nodes score(node)
  * — the tree generalisation of Leviathan et al.'s (1 − α^{γ+1})/(1 − α): a chain whose nodes score
  * α, α², …, α^γ gives exactly that sum. Verifying n drafted nodes costs c(n+1) = t(n+1)/t(1) in
- * units of a plain decoding step (plus the drafting cost), so the expected speedup is
- *   E[tokens](n) / (c(n+1) + draftCost(n)),
+ * units of a plain decoding step (plus any extra cost the caller knows of, such as rebuilding the
+ * compute graph for a new batch shape), so the expected speedup is
+ *   E[tokens](n) / (c(n+1) + extraCost(n)),
  * against 1 for plain decoding (n = 0).
  */
 import { ROOT, type SelectOptions, type TokenTree } from './tree.js';
@@ -226,21 +227,21 @@ export interface TreeSizeChoice {
   speedup: number;
 }
 
-/** Cost of drafting, in plain-step units, as a function of the verified tree size (n >= 1). */
-export type DraftCost = number | ((n: number) => number);
+/** Cost beyond the verify curve, in plain-step units, as a function of the verified tree size (n >= 1). */
+export type ExtraCost = number | ((n: number) => number);
 
 /**
  * `scores` are node scores in admission order (TokenTree.admissionOrder), so every prefix is a
  * prefix-closed tree. Picks the prefix length n maximizing (1 + Σ_{i<n} scores[i]) /
- * (c(n+1) + draftCost(n)); returns n = 0 unless some n beats plain decoding's 1/c(1) = 1.
+ * (c(n+1) + extraCost(n)); returns n = 0 unless some n beats plain decoding's 1/c(1) = 1.
  */
-export function chooseTreeSize(scores: ArrayLike<number>, curve: CostCurve, draftCost: DraftCost = 0): TreeSizeChoice {
-  const draftCostOf = typeof draftCost === 'number' ? () => draftCost : draftCost;
+export function chooseTreeSize(scores: ArrayLike<number>, curve: CostCurve, extraCost: ExtraCost = 0): TreeSizeChoice {
+  const extraCostOf = typeof extraCost === 'number' ? () => extraCost : extraCost;
   let best: TreeSizeChoice = { size: 0, expectedTokens: 1, speedup: 1 / curve.cost(1) };
   let tokens = 1;
   for (let n = 1; n <= scores.length; n++) {
     tokens += scores[n - 1];
-    const speedup = tokens / (curve.cost(n + 1) + draftCostOf(n));
+    const speedup = tokens / (curve.cost(n + 1) + extraCostOf(n));
     if (speedup > best.speedup) best = { size: n, expectedTokens: tokens, speedup };
   }
   return best;
@@ -254,10 +255,10 @@ export interface TreePlan extends TreeSizeChoice {
 }
 
 /** Calibrates scores with `stats`, chooses the size with `curve`, prunes. */
-export function planTree(tree: TokenTree, stats: AcceptanceStats, curve: CostCurve, draftCost: DraftCost = 0, select: Omit<SelectOptions, 'scores'> = {}): TreePlan {
+export function planTree(tree: TokenTree, stats: AcceptanceStats, curve: CostCurve, extraCost: ExtraCost = 0, select: Omit<SelectOptions, 'scores'> = {}): TreePlan {
   const scores = calibratedScores(tree, stats);
   const order = tree.admissionOrder({ ...select, scores });
-  const choice = chooseTreeSize(order.map((i) => scores[i]), curve, draftCost);
+  const choice = chooseTreeSize(order.map((i) => scores[i]), curve, extraCost);
   const kept = tree.select(choice.size, { ...select, scores });
   const pruned = tree.subtree(kept);
   // subtree() keeps kept nodes in ascending index order.
@@ -266,7 +267,7 @@ export function planTree(tree: TokenTree, stats: AcceptanceStats, curve: CostCur
   // select() may keep fewer than choice.size nodes (a draft group that does not fit is skipped).
   const size = pruned.draftCount;
   const tokens = expectedTokens(pruned, prunedScores);
-  const draftCostOf = typeof draftCost === 'number' ? draftCost : draftCost(size);
-  const speedup = size === 0 ? 1 / curve.cost(1) : tokens / (curve.cost(size + 1) + draftCostOf);
+  const extraCostOf = typeof extraCost === 'number' ? extraCost : extraCost(size);
+  const speedup = size === 0 ? 1 / curve.cost(1) : tokens / (curve.cost(size + 1) + extraCostOf);
   return { size, expectedTokens: tokens, speedup, tree: pruned, scores: prunedScores };
 }
