@@ -64,12 +64,11 @@ export async function* generate(
   const generated: number[] = [];
   let text = '';
   const started = performance.now();
-  let firstTokenAt = started;
   let steps = 0;
   let stopReason: StopReason = 'length';
 
   let next: readonly number[] = maxTokens > 0 ? [await decoder.prefill(prompt)] : [];
-  firstTokenAt = performance.now();
+  const firstTokenAt = performance.now();
   while (next.length > 0) {
     const accepted = acceptTokens(next, maxTokens - generated.length, tokenizer, limits.ignoreEos ?? false);
     generated.push(...accepted.tokens);

@@ -47,7 +47,7 @@ export class Speculation {
   /** The decoder for one request. `auto` uses every drafter available and lets the planner decide. */
   async decoder(mode: SpeculationMode, sampler: Sampler): Promise<Decoder> {
     const { target } = this.options;
-    if (mode === 'off' || target.sequences < 1) return new PlainDecoder(target, sampler);
+    if (mode === 'off') return new PlainDecoder(target, sampler);
     if (mode === 'draft' && !this.options.draft) throw new Error('speculation mode "draft" needs a draft model (--draft-model PATH)');
     const drafters = this.drafters(mode, sampler);
     const planner = await this.planner(mode, sampler);
