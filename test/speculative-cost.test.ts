@@ -10,6 +10,7 @@ import {
   observeVerification,
   planTree,
 } from '../src/speculative/cost-model.js';
+import { AdaptivePlanner } from '../src/speculative/planner.js';
 import { ROOT, TokenTree } from '../src/speculative/tree.js';
 
 const close = (a: number, b: number, tolerance = 1e-9): boolean => Math.abs(a - b) <= tolerance;
@@ -125,7 +126,9 @@ describe('AcceptanceStats', () => {
     for (let k = 0; k < 400; k++) stats.observe('ngram', 1, k % 10 < 9);
     // Effective window ~20 observations, ending on a failure: about 0.84.
     assert.ok(Math.abs(stats.rate('ngram', 1) - 0.9) < 0.08, `rate ${stats.rate('ngram', 1)}`);
-    assert.equal(stats.rate('ngram', 2), 0.5, 'depths are separate');
+    assert.equal(stats.rate('ngram', 2), stats.rate('ngram', 1), 'a depth without data inherits the rate above it');
+    for (let k = 0; k < 400; k++) stats.observe('ngram', 2, false);
+    assert.ok(stats.rate('ngram', 2) < 0.1 && stats.rate('ngram', 1) > 0.8, 'depths with data are separate');
     assert.equal(stats.rate('suffix', 1), 0.5, 'drafters are separate');
     for (let k = 0; k < 100; k++) stats.observe('ngram', 1, false);
     assert.ok(stats.rate('ngram', 1) < 0.1, 'old successes decay away (the prior alone keeps ~1/22)');
@@ -166,6 +169,46 @@ describe('AcceptanceStats', () => {
   });
 });
 
+describe('evidence', () => {
+  it('learns acceptance per evidence class: a long match is trusted, a short one with the same confidence is not', () => {
+    const stats = new AcceptanceStats();
+    for (let k = 0; k < 50; k++) {
+      const tree = new TokenTree(0);
+      const long = tree.addChild(ROOT, 1, 1, 'suffix', 40);
+      tree.addChild(ROOT, 2, 1, 'suffix', 2);
+      observeVerification(stats, tree, [long]);
+    }
+    const tree = new TokenTree(0);
+    const long = tree.addChild(ROOT, 1, 1, 'suffix', 40);
+    const short = tree.addChild(ROOT, 2, 1, 'suffix', 2);
+    const scores = calibratedScores(tree, stats);
+    assert.ok(scores[long] > 0.9, `long match ${scores[long]}`);
+    assert.ok(scores[short] < 0.1, `short match ${scores[short]}`);
+  });
+
+  it('an evidence class without data starts from its drafter and confidence rate', () => {
+    const stats = new AcceptanceStats();
+    for (let k = 0; k < 50; k++) {
+      const tree = new TokenTree(0);
+      observeVerification(stats, tree, [tree.addChild(ROOT, 1, 1, 'suffix', 10)]);
+    }
+    const tree = new TokenTree(0);
+    const unseen = tree.addChild(ROOT, 1, 1, 'suffix', 100);
+    assert.ok(calibratedScores(tree, stats)[unseen] > 0.9);
+  });
+
+  it('merging keeps the evidence of each source', () => {
+    const tree = new TokenTree(0);
+    const node = tree.addChild(ROOT, 1, 0.5, 'ngram', 3);
+    tree.addChild(ROOT, 1, 0.9, 'suffix', 12);
+    tree.addChild(ROOT, 1, 0.9, 'suffix', 8);
+    assert.equal(tree.evidence(node, 'ngram'), 3);
+    assert.equal(tree.evidence(node, 'suffix'), 12);
+    assert.equal(tree.evidence(node, 'draft'), 0);
+    assert.equal(tree.subtree([node]).evidence(1, 'suffix'), 12);
+  });
+});
+
 describe('planTree', () => {
   it('prunes to nothing when the drafters are never accepted, and keeps the tree when they always are', () => {
     const tree = chain(0.9, 20);
@@ -184,5 +227,50 @@ describe('planTree', () => {
     assert.equal(plan.tree.draftCount, 20);
     assert.ok(plan.speedup > 10);
     assert.ok(close(plan.expectedTokens, expectedTokens(plan.tree, plan.scores)));
+  });
+});
+
+/** A suffix-drafted chain of `length` sure tokens resting on a long match. */
+function sureChain(length: number): TokenTree {
+  const tree = new TokenTree(0);
+  let node = ROOT;
+  for (let k = 1; k <= length; k++) node = tree.addChild(node, k, 1, 'suffix', 20 + k);
+  return tree;
+}
+
+/** Plans and verifies `steps` sure chains; every drafted node is accepted. Returns the last plan's size. */
+function feed(planner: AdaptivePlanner, steps: number, onStep: (size: number) => void = () => {}): number {
+  let size = 0;
+  for (let step = 0; step < steps; step++) {
+    const plan = planner.plan(sureChain(16), 4);
+    planner.observe(plan, Array.from({ length: plan.draftCount }, (_, k) => k + 1));
+    size = plan.draftCount;
+    onStep(plan.size);
+  }
+  return size;
+}
+
+describe('AdaptivePlanner', () => {
+  it('learns that sure chains go on: it verifies deep chains, not one node at a time', () => {
+    const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    assert.ok(feed(planner, 40) >= 12, 'deep nodes inherit the rate of the depth above until they have data');
+  });
+
+  it('stops verifying trees when they cost far more in place than the curve says', () => {
+    const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    for (let k = 0; k < 16; k++) planner.observeVerifyTime(1, 1);
+    let verified = 0;
+    feed(planner, 60, (size) => {
+      planner.observeVerifyTime(size, size === 1 ? 1 : 10 * size);
+      verified = size;
+    });
+    assert.ok(verified <= 2, `at most a probe once the costs are known (last batch ${verified})`);
+  });
+
+  it('values an accepted token at a plain decode minus its marginal verify cost', () => {
+    const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.25) });
+    assert.equal(planner.acceptedTokenValueMs(), undefined);
+    for (let k = 0; k < 5; k++) planner.observeVerifyTime(1, 2);
+    assert.ok(close(planner.acceptedTokenValueMs()!, 1.5));
   });
 });

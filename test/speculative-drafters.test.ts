@@ -37,6 +37,17 @@ describe('NgramDrafter', () => {
     assert.equal(tree.source(1), 'ngram');
   });
 
+  it('tells the context length each proposal rests on (its evidence)', () => {
+    const drafter = new NgramDrafter({ kMax: 4 });
+    drafter.begin([...pattern, ...pattern, ...pattern.slice(0, 3)]);
+    const tree = drafter.propose(12, BUDGET);
+    assert.equal(tree.evidence(tree.children(ROOT)[0], 'ngram'), 4);
+    const fresh = new NgramDrafter({ kMax: 4 });
+    fresh.begin([5, 6, 99, 6]);
+    const short = fresh.propose(6, BUDGET);
+    assert.equal(short.evidence(short.children(ROOT)[0], 'ngram'), 1, 'only "6" was seen before');
+  });
+
   it('branches where the history branched, with count/total scores', () => {
     const drafter = new NgramDrafter({ kMin: 1, kMax: 2 });
     // After "1 2": 3 twice, 4 once.
@@ -147,6 +158,18 @@ describe('SuffixDrafter', () => {
     assert.deepEqual(drafter.findMatch(3)?.length, 3);
     // The prompt is followed by the output within the same document.
     assert.deepEqual(bestChain(drafter.propose(3, BUDGET)), [4, 6, 7, 8, 9, 0]);
+  });
+
+  it('tells the matched length each node rests on: the match, extended by the path to the node', () => {
+    const drafter = new SuffixDrafter();
+    drafter.begin([5, 1, 2, 3, 4, 6, 7, 8, 9]);
+    drafter.append([0, 1, 2, 3]);
+    const tree = drafter.propose(3, BUDGET);
+    let node = ROOT;
+    for (let depth = 1; depth <= 3; depth++) {
+      node = tree.children(node)[0];
+      assert.equal(tree.evidence(node, 'suffix'), 3 + depth - 1);
+    }
   });
 
   it('matches a previous request kept in history, but not its dropped prompt, and never across documents', () => {

@@ -14,9 +14,10 @@ import { Sampler, type SamplingOptions } from '../src/generate/sampling.js';
 import { SpeculativeDecoder } from '../src/speculative/decoder.js';
 import { DraftModelDrafter, checkSameVocabulary, createDraftContext } from '../src/speculative/draft-model.js';
 import { NgramDrafter } from '../src/speculative/ngram.js';
-import { FixedPlanner } from '../src/speculative/planner.js';
+import { AdaptivePlanner, FixedPlanner } from '../src/speculative/planner.js';
+import { CostCurve } from '../src/speculative/cost-model.js';
 import { SuffixDrafter } from '../src/speculative/suffix.js';
-import type { Drafter } from '../src/speculative/tree.js';
+import type { DraftBudget, Drafter, TokenTree } from '../src/speculative/tree.js';
 import { loadModel, testbedDraft, testbedPrompts, testbedTarget, tinyModelPath } from './helpers/models.js';
 
 const budget = { maxNodes: 24, maxDepth: 10, maxBranches: 3 };
@@ -118,6 +119,47 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     for (let i = 0; i < fresh.length; i++) worst = Math.max(worst, Math.abs(fresh[i] - continued[i]));
     assert.ok(worst < 2e-2, `largest logit difference ${worst}`);
     batch.dispose();
+  });
+
+  test('the adaptive planner is lossless too', async () => {
+    for (const text of [testbedPrompts.reasoning, testbedPrompts.story]) {
+      const prompt = testbed.target.model.tokenizer.tokenize(text);
+      const reference = await plain(testbed, prompt, {}, 300);
+      const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.5) });
+      const decoder = new SpeculativeDecoder(testbed.target, new Sampler({}), { drafters: drafters(['ngram', 'suffix'], testbed, {}), planner });
+      const result = await run(decoder, testbed.target.model, prompt, 300);
+      assert.deepEqual(result.tokens, reference.tokens);
+      assert.ok(result.stats.speculation!.verifiedNodes > 0, 'it verified drafts');
+    }
+  });
+
+  test('a costly drafter is asked only while its tokens can pay, and re-checked now and then', async () => {
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.story);
+    const reference = await plain(testbed, prompt, {}, 200);
+    const proposals = async (tokenValueMs: number): Promise<{ asked: number; steps: number }> => {
+      const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7 });
+      let asked = 0;
+      const counting: Drafter = {
+        name: drafter.name,
+        costly: true,
+        begin: (prompt) => drafter.begin(prompt),
+        append: (tokens) => drafter.append(tokens),
+        propose: (root: number, budget: DraftBudget): Promise<TokenTree> => {
+          asked++;
+          return drafter.propose(root, budget);
+        },
+        end: () => drafter.end(),
+      };
+      const planner = Object.assign(new FixedPlanner(budget), { acceptedTokenValueMs: () => tokenValueMs });
+      const decoder = new SpeculativeDecoder(testbed.target, new Sampler({}), { drafters: [counting], planner });
+      const result = await run(decoder, testbed.target.model, prompt, 200);
+      assert.deepEqual(result.tokens, reference.tokens);
+      return { asked, steps: result.stats.speculation!.steps };
+    };
+    const always = await proposals(Infinity);
+    assert.equal(always.asked, always.steps, 'a drafter that pays is asked every step');
+    const never = await proposals(0);
+    assert.ok(never.asked <= 1 + Math.ceil(never.steps / 64), `asked ${never.asked} times in ${never.steps} steps`);
   });
 
   test('the suffix history carries across requests', async () => {

@@ -32,8 +32,8 @@ function mergeInto(union: TokenTree, tree: TokenTree): void {
   for (let i = 1; i < tree.size; i++) {
     const parent = mapped[tree.parent(i)];
     // Primary source first, so it stays primary if this tree brings the max score.
-    const node = union.addChild(parent, tree.token(i), tree.score(i), tree.source(i));
-    for (const source of tree.sources(i)) union.addChild(parent, tree.token(i), tree.score(i), source);
+    const node = union.addChild(parent, tree.token(i), tree.score(i), tree.source(i), tree.evidence(i, tree.source(i)));
+    for (const source of tree.sources(i)) union.addChild(parent, tree.token(i), tree.score(i), source, tree.evidence(i, source));
     mapped[i] = node;
   }
   for (let i = 0; i < tree.size; i++) {

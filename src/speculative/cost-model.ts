@@ -130,12 +130,18 @@ export class AcceptanceStats {
     bucket.trials[d] = bucket.trials[d] * this.decay + 1;
   }
 
-  rate(source: string, depth: number): number {
+  /**
+   * Rate at `depth`. A depth without data of its own inherits the rate of the depth above it,
+   * down to depth 1, whose prior is `prior` (a coarser key's rate, for a sparse fine key). A
+   * fixed prior at every depth would never be corrected: the planner would never verify nodes
+   * that deep, so it would never learn that a walk which got there usually goes on.
+   */
+  rate(source: string, depth: number, prior = this.priorRate): number {
     const bucket = this.buckets.get(source);
-    const d = this.depthIndex(depth);
-    const accepted = bucket ? bucket.accepted[d] : 0;
-    const trials = bucket ? bucket.trials[d] : 0;
-    return (accepted + this.priorWeight * this.priorRate) / (trials + this.priorWeight);
+    if (!bucket) return prior;
+    let rate = prior;
+    for (let d = 1; d <= this.depthIndex(depth); d++) rate = (bucket.accepted[d] + this.priorWeight * rate) / (bucket.trials[d] + this.priorWeight);
+    return rate;
   }
 
   private bucketOf(source: string): { accepted: Float64Array; trials: Float64Array } {
@@ -164,11 +170,23 @@ function ownConditional(tree: TokenTree, child: number): number {
 }
 
 const CONFIDENCE_BUCKETS = [0.99, 0.9, 0.7, 0.4] as const;
+/** Matched-context lengths that separate evidence classes (measured: longer matches are accepted more). */
+const EVIDENCE_BUCKETS = [32, 16, 9, 6, 4, 3, 2] as const;
 
-export function acceptanceKey(source: string, ownProbability: number): string {
+function bucketIndex(value: number, thresholds: readonly number[]): number {
   // The tolerance keeps ratios of path products (0.9^k / 0.9^(k-1)) in their bucket.
-  const bucket = CONFIDENCE_BUCKETS.findIndex((threshold) => ownProbability >= threshold - 1e-9);
-  return `${source}#${bucket < 0 ? CONFIDENCE_BUCKETS.length : bucket}`;
+  const index = thresholds.findIndex((threshold) => value >= threshold - 1e-9);
+  return index < 0 ? thresholds.length : index;
+}
+
+/** The coarse key: drafter and own-confidence bucket. */
+export function acceptanceKey(source: string, ownProbability: number): string {
+  return `${source}#${bucketIndex(ownProbability, CONFIDENCE_BUCKETS)}`;
+}
+
+/** The fine key adds the evidence class; until it has data of its own, it starts from the coarse rate. */
+function evidenceKey(coarse: string, evidence: number): string {
+  return `${coarse}@${bucketIndex(evidence, EVIDENCE_BUCKETS)}`;
 }
 
 /** Feeds one verification outcome into `stats`: every child of every node the walk reached is a trial. */
@@ -178,9 +196,20 @@ export function observeVerification(stats: AcceptanceStats, tree: TokenTree, acc
     const next = k + 1 < path.length ? path[k + 1] : -1;
     for (const child of tree.children(path[k])) {
       const own = ownConditional(tree, child);
-      for (const source of tree.sources(child)) stats.observe(acceptanceKey(source, own), tree.depth(child), child === next);
+      for (const source of tree.sources(child)) {
+        const coarse = acceptanceKey(source, own);
+        stats.observe(coarse, tree.depth(child), child === next);
+        stats.observe(evidenceKey(coarse, tree.evidence(child, source)), tree.depth(child), child === next);
+      }
     }
   }
+}
+
+/** P(the walk moves into `child` | it reached the parent), as `source`'s record says. */
+function childRate(stats: AcceptanceStats, tree: TokenTree, child: number, source: string): number {
+  const coarse = acceptanceKey(source, ownConditional(tree, child));
+  const depth = tree.depth(child);
+  return stats.rate(evidenceKey(coarse, tree.evidence(child, source)), depth, stats.rate(coarse, depth));
 }
 
 /**
@@ -194,7 +223,7 @@ export function calibratedScores(tree: TokenTree, stats: AcceptanceStats): Float
   for (let node = 0; node < tree.size; node++) {
     const kids = tree.children(node);
     if (kids.length === 0) continue;
-    const cond = kids.map((child) => Math.max(...tree.sources(child).map((s) => stats.rate(acceptanceKey(s, ownConditional(tree, child)), tree.depth(child)))));
+    const cond = kids.map((child) => Math.max(...tree.sources(child).map((source) => childRate(stats, tree, child, source))));
     // The walk enters at most one child, so the conditionals must sum to at most 1. Capping in
     // order of confidence keeps the likeliest child's estimate whole and squeezes the long shots;
     // scaling all of them down would cut a sure chain because of a few unlikely siblings.

@@ -30,8 +30,14 @@ export interface TreePlanner {
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
   /** Called after each verification decode with the batch size and its duration. */
   observeVerifyTime?(batchSize: number, ms: number): void;
-  /** Called after each whole step (drafting, verification, acceptance) with what it produced. */
-  observeStep?(emitted: number, ms: number, speculative: boolean): void;
+  /** Called after each whole step (drafting, verification, acceptance) with its duration. */
+  observeStep?(ms: number, speculative: boolean): void;
+  /**
+   * Decode time one more accepted draft token saves: a plain decode minus what the token adds to
+   * a verify batch (ms; undefined until measured). A drafter whose tokens cost more to draft,
+   * per accepted token, than this cannot pay.
+   */
+  acceptedTokenValueMs?(): number | undefined;
 }
 
 export interface DrafterStats {
@@ -65,6 +71,9 @@ export interface SpeculativeDecoderOptions {
 /** A model-free chain this deep makes a draft model's proposal not worth its decodes this step. */
 const CHEAP_DRAFT_DEPTH_ENOUGH = 8;
 
+/** While costly drafters do not pay, they are asked once every this many steps, to re-measure. */
+const COSTLY_RECHECK_STEPS = 64;
+
 export class SpeculativeDecoder implements Decoder {
   readonly name: string;
   readonly timings = emptyTimings();
@@ -75,6 +84,9 @@ export class SpeculativeDecoder implements Decoder {
   private speculativeSteps = 0;
   private emitted = 0;
   private verifiedNodes = 0;
+  /** Drafting time per drafted node of each costly drafter (ms, running mean). */
+  private readonly costlyMsPerNode = new Map<string, number>();
+  private stepsSinceCostly = 0;
 
   constructor(
     private readonly context: Context,
@@ -130,7 +142,7 @@ export class SpeculativeDecoder implements Decoder {
     const emitted = [...result.acceptedTokens, result.bonus];
     this.emitted += emitted.length;
     await this.appendToDrafters(emitted);
-    this.options.planner.observeStep?.(emitted.length, performance.now() - stepStarted, tree.draftCount > 0);
+    this.options.planner.observeStep?.(performance.now() - stepStarted, tree.draftCount > 0);
     return emitted;
   }
 
@@ -163,12 +175,40 @@ export class SpeculativeDecoder implements Decoder {
     const trees: TokenTree[] = [];
     for (const drafter of this.options.drafters) if (!drafter.costly) trees.push(await drafter.propose(root, limited));
     if (!trees.some((tree) => tree.maxDepth() >= CHEAP_DRAFT_DEPTH_ENOUGH)) {
-      for (const drafter of this.options.drafters) if (drafter.costly) trees.push(await drafter.propose(root, limited));
+      for (const drafter of this.options.drafters) if (drafter.costly && this.costlyPays(drafter.name)) trees.push(await this.proposeCostly(drafter, root, limited));
     }
     if (trees.length === 0) return new TokenTree(root);
     const union = combineTrees(trees, limited.maxNodes, { maxLeaves: this.maxBranches });
     const tree = this.options.planner.plan(union, this.maxBranches);
     this.timings.draftMs += performance.now() - started;
+    return tree;
+  }
+
+  /**
+   * A costly drafter (a draft model) pays only if its drafting time per accepted token is below
+   * what an accepted token saves. On a tiny target on a CPU a draft decode costs about as much as
+   * the verify time a token saves, so it never does; with a large target it easily does.
+   */
+  private costlyPays(name: string): boolean {
+    const msPerNode = this.costlyMsPerNode.get(name);
+    const value = this.options.planner.acceptedTokenValueMs?.();
+    if (msPerNode === undefined || value === undefined) return true;
+    const { proposed, accepted } = this.drafterStats[name];
+    const acceptance = (accepted + 1) / (proposed + 1);
+    if (msPerNode < value * acceptance) return true;
+    if (++this.stepsSinceCostly < COSTLY_RECHECK_STEPS) return false;
+    this.stepsSinceCostly = 0;
+    return true;
+  }
+
+  private async proposeCostly(drafter: Drafter, root: number, budget: DraftBudget): Promise<TokenTree> {
+    const started = performance.now();
+    const tree = await drafter.propose(root, budget);
+    if (tree.draftCount > 0) {
+      const msPerNode = (performance.now() - started) / tree.draftCount;
+      const previous = this.costlyMsPerNode.get(drafter.name);
+      this.costlyMsPerNode.set(drafter.name, previous === undefined ? msPerNode : previous * 0.8 + msPerNode * 0.2);
+    }
     return tree;
   }
 

@@ -83,8 +83,8 @@ export class NgramDrafter implements Drafter {
    * most frequent first (ties: lower token id first).
    */
   continuations(context: readonly number[]): Continuation[] {
-    const node = this.longestContext(context);
-    return node ? topContinuations(node.counts, Infinity) : [];
+    const found = this.longestContext(context);
+    return found ? topContinuations(found.node.counts, Infinity) : [];
   }
 
   /**
@@ -97,7 +97,8 @@ export class NgramDrafter implements Drafter {
       const context = node === ROOT ? base : base.concat(tree.pathTo(node));
       const found = this.longestContext(context);
       if (!found) return [];
-      return topContinuations(found.counts, budget.maxBranches).map(({ token, count }) => ({ token, probability: count / found.total }));
+      const { node: best, length } = found;
+      return topContinuations(best.counts, budget.maxBranches).map(({ token, count }) => ({ token, probability: count / best.total, evidence: length }));
     };
     return growBestFirst(root, budget, this.name, childrenOf, this.minScore);
   }
@@ -122,15 +123,16 @@ export class NgramDrafter implements Drafter {
     seq.push(token);
   }
 
-  private longestContext(context: readonly number[]): ContextNode | undefined {
+  /** The longest stored context that ends `context`, with its length. */
+  private longestContext(context: readonly number[]): { node: ContextNode; length: number } | undefined {
     let node = this.table;
-    let best: ContextNode | undefined;
+    let best: { node: ContextNode; length: number } | undefined;
     const deepest = Math.min(this.kMax, context.length);
     for (let d = 1; d <= deepest; d++) {
       const next = node.longer.get(context[context.length - d]);
       if (!next) break;
       node = next;
-      if (d >= this.kMin && node.total > 0) best = node;
+      if (d >= this.kMin && node.total > 0) best = { node, length: d };
     }
     return best;
   }

@@ -41,8 +41,17 @@ export interface AdaptivePlannerOptions {
 
 const MAX_PROBE_INTERVAL = 32;
 
-const MIN_EXPECTED_SPEEDUP = 1.15;
-const MAX_MARGIN = 4;
+/**
+ * Expected speedup a plan must promise over plain decoding: costs are corrected online (below),
+ * so this margin only absorbs the noise of those estimates.
+ */
+const MIN_EXPECTED_SPEEDUP = 1.05;
+
+/** In-situ costs are medians of this many recent observations: one slow decode (a first graph allocation, a noisy neighbour) must not stop speculation for long. */
+const COST_WINDOW = 16;
+
+/** Batch growth over which the marginal verify cost of one token is averaged. */
+const MARGINAL_SPAN = 8;
 
 const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 
@@ -55,15 +64,18 @@ export class AdaptivePlanner implements TreePlanner {
   /** Tokens in the previous verify batch (1 = a plain step). */
   private lastBatch = 1;
   /**
-   * Decode times seen in this process, per batch size (running means, ms). The curve measured
-   * once per machine is the prior; what decodes cost now (other load, cache state) corrects it.
+   * In-situ costs (running means). The curve is measured once per machine, back to back; inside a
+   * generation a tree decode also pays for the graph rebuild and for pool threads that went idle
+   * while the drafters ran, and a speculative step spends time outside the decode (drafting,
+   * acceptance, KV bookkeeping). Plans are charged what steps really cost here, in plain-step units.
    */
-  private readonly observedMs = new Map<number, number>();
-  /** Realized tokens per millisecond of plain and of speculative steps (running means). */
-  private plainRate: number | undefined;
-  private speculativeRate: number | undefined;
-  /** Expected speedup a plan must promise; raised while speculative steps realize less than plain ones. */
-  private margin = MIN_EXPECTED_SPEEDUP;
+  private readonly singleDecodeMs = new RecentMedian(COST_WINDOW);
+  /** Decode time of tree batches beyond the curve's c(n), in plain-step units. */
+  private readonly decodeExcess = new RecentMedian(COST_WINDOW);
+  private lastDecodeMs = 0;
+  /** Time of a step outside its decode (ms), for plain and for speculative steps. */
+  private readonly plainOverheadMs = new RecentMedian(COST_WINDOW);
+  private readonly speculativeOverheadMs = new RecentMedian(COST_WINDOW);
   /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
   private idleSteps = 0;
   /** Steps between probes while backing off; a probe verifies one node, which is not free. */
@@ -92,11 +104,8 @@ export class AdaptivePlanner implements TreePlanner {
 
   private choose(tree: TokenTree, maxLeaves: number): TokenTree {
     if (tree.draftCount === 0) return tree;
-    // Drafting is already paid for when the plan is made: only verification costs count here.
-    const plan = planTree(tree, this.stats, this.curve, (n) => this.shapeChangeCost(n + 1) + this.observedExcess(n + 1), { maxLeaves });
-    // A margin over plain decoding: the curve is measured on chains, trees cost a little more,
-    // and a plan that barely wins on paper loses to noise in practice.
-    if (plan.size > 0 && plan.speedup >= this.margin) {
+    const plan = planTree(tree, this.stats, this.curve, (n) => this.extraCost(n + 1), { maxLeaves });
+    if (plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP) {
       this.idleSteps = 0;
       this.probeInterval = this.probeEvery;
       return plan.tree;
@@ -109,6 +118,16 @@ export class AdaptivePlanner implements TreePlanner {
     this.probeInterval = Math.min(this.probeInterval * 2, MAX_PROBE_INTERVAL);
     this.idleSteps = 2;
     return tree.prune(1, { maxLeaves });
+  }
+
+  /** What a step verifying `batchSize` tokens costs beyond c(batchSize), in plain-step units. */
+  private extraCost(batchSize: number): number {
+    const decode = Math.max(this.shapeChangeCost(batchSize), this.decodeExcess.value ?? 0);
+    const single = this.singleDecodeMs.value;
+    const plainOutside = this.plainOverheadMs.value;
+    const speculativeOutside = this.speculativeOverheadMs.value;
+    if (single === undefined || plainOutside === undefined || speculativeOutside === undefined) return decode;
+    return decode + Math.max(0, speculativeOutside - plainOutside) / single;
   }
 
   /**
@@ -124,32 +143,48 @@ export class AdaptivePlanner implements TreePlanner {
     observeVerification(this.stats, tree, acceptedNodes);
   }
 
-  /**
-   * The safety net of the cost model: if speculative steps have been producing fewer tokens per
-   * millisecond than plain steps, whatever the model predicted, plans must promise more.
-   */
-  observeStep(emitted: number, ms: number, speculative: boolean): void {
-    if (ms <= 0) return;
-    const rate = emitted / ms;
-    if (speculative) this.speculativeRate = this.speculativeRate === undefined ? rate : this.speculativeRate * 0.9 + rate * 0.1;
-    else this.plainRate = this.plainRate === undefined ? rate : this.plainRate * 0.9 + rate * 0.1;
-    // Judged once per speculative step (plain steps only refresh the baseline).
-    if (!speculative || this.plainRate === undefined || this.speculativeRate === undefined) return;
-    const losing = this.speculativeRate < this.plainRate;
-    this.margin = losing ? Math.min(this.margin * 1.05, MAX_MARGIN) : Math.max(this.margin / 1.02, MIN_EXPECTED_SPEEDUP);
-  }
-
   observeVerifyTime(batchSize: number, ms: number): void {
-    const previous = this.observedMs.get(batchSize);
-    this.observedMs.set(batchSize, previous === undefined ? ms : previous * 0.9 + ms * 0.1);
+    this.lastDecodeMs = ms;
+    const single = this.singleDecodeMs.value;
+    if (batchSize === 1) this.singleDecodeMs.add(ms);
+    else if (single !== undefined) this.decodeExcess.add(Math.max(0, ms / single - this.curve.cost(batchSize)));
   }
 
-  /** How much more than the measured curve a batch of this size has been costing (plain-step units). */
-  private observedExcess(batchSize: number): number {
-    const single = this.observedMs.get(1);
-    const observed = this.observedMs.get(batchSize);
-    if (single === undefined || observed === undefined) return 0;
-    return Math.max(0, observed / single - this.curve.cost(batchSize));
+  acceptedTokenValueMs(): number | undefined {
+    const single = this.singleDecodeMs.value;
+    if (single === undefined) return undefined;
+    const marginal = (this.curve.cost(MARGINAL_SPAN + 1) - this.curve.cost(1)) / MARGINAL_SPAN;
+    return single * Math.max(0, 1 - marginal);
   }
 
+  observeStep(ms: number, speculative: boolean): void {
+    const outside = Math.max(0, ms - this.lastDecodeMs);
+    (speculative ? this.speculativeOverheadMs : this.plainOverheadMs).add(outside);
+  }
+}
+
+/** Median of the last `size` values added (undefined before the first). */
+class RecentMedian {
+  private readonly values: number[] = [];
+  private next = 0;
+  private cached: number | undefined;
+
+  constructor(private readonly size: number) {}
+
+  add(value: number): void {
+    if (this.values.length < this.size) this.values.push(value);
+    else this.values[this.next] = value;
+    this.next = (this.next + 1) % this.size;
+    this.cached = undefined;
+  }
+
+  get value(): number | undefined {
+    if (this.values.length === 0) return undefined;
+    if (this.cached === undefined) {
+      const sorted = [...this.values].sort((a, b) => a - b);
+      const middle = sorted.length >> 1;
+      this.cached = sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+    }
+    return this.cached;
+  }
 }

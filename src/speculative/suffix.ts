@@ -134,7 +134,9 @@ export class SuffixDrafter implements Drafter {
     const childrenOf = (tree: TokenTree, node: number): ProposedChild[] => {
       const here = node === ROOT ? counts : trieOf.get(tree.parent(node))!.children.get(tree.token(node))!;
       trieOf.set(node, here);
-      return [...here.children].map(([token, child]) => ({ token, probability: child.count / here.count }));
+      // The path below the root extends the match: a node at depth d rests on length + d - 1 tokens.
+      const evidence = match.length + tree.depth(node);
+      return [...here.children].map(([token, child]) => ({ token, probability: child.count / here.count, evidence }));
     };
     return growBestFirst(root, budget, this.name, childrenOf);
   }

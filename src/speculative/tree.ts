@@ -92,6 +92,8 @@ export class TokenTree {
   private readonly scores: number[] = [];
   private readonly primarySources: string[] = [];
   private readonly sourceLists: string[][] = [];
+  /** Per node, the evidence of each source (same order as sourceLists). */
+  private readonly evidenceLists: number[][] = [];
   private readonly childLists: number[][] = [];
   private readonly drafts: (DraftSampling | undefined)[] = [];
 
@@ -140,6 +142,15 @@ export class TokenTree {
     return this.sourceLists[i];
   }
 
+  /**
+   * How much context `source`'s proposal of node i rests on (suffix: matched length; n-gram:
+   * context length); 0 when the drafter does not say. Acceptance is learnt per evidence class.
+   */
+  evidence(i: number, source: string): number {
+    const k = this.sourceLists[i].indexOf(source);
+    return k < 0 ? 0 : this.evidenceLists[i][k];
+  }
+
   children(i: number): readonly number[] {
     return this.childLists[i];
   }
@@ -163,12 +174,18 @@ export class TokenTree {
    * Adds (or merges into) the child of `parent` with `token`. A merged node keeps the max score
    * and records every source. Scores are clamped to [0, score(parent)] (see file comment).
    */
-  addChild(parent: number, token: number, score: number, source: string): number {
+  addChild(parent: number, token: number, score: number, source: string, evidence = 0): number {
     this.checkNode(parent);
     const clamped = Math.min(Math.max(score, 0), this.scores[parent]);
     const existing = this.childWithToken(parent, token);
-    if (existing < 0) return this.pushNode(token, parent, this.depths[parent] + 1, clamped, source);
-    if (!this.sourceLists[existing].includes(source)) this.sourceLists[existing].push(source);
+    if (existing < 0) return this.pushNode(token, parent, this.depths[parent] + 1, clamped, source, evidence);
+    const k = this.sourceLists[existing].indexOf(source);
+    if (k < 0) {
+      this.sourceLists[existing].push(source);
+      this.evidenceLists[existing].push(evidence);
+    } else {
+      this.evidenceLists[existing][k] = Math.max(this.evidenceLists[existing][k], evidence);
+    }
     if (clamped > this.scores[existing]) {
       this.scores[existing] = clamped;
       this.primarySources[existing] = source;
@@ -314,6 +331,7 @@ export class TokenTree {
   private copyNodeFrom(other: TokenTree, old: number, parent: number): number {
     const created = this.pushNode(other.tokens[old], parent, other.depths[old], other.scores[old], other.primarySources[old]);
     this.sourceLists[created] = other.sourceLists[old].slice();
+    this.evidenceLists[created] = other.evidenceLists[old].slice();
     return created;
   }
 
@@ -356,7 +374,7 @@ export class TokenTree {
     return count;
   }
 
-  private pushNode(token: number, parent: number, depth: number, score: number, source: string): number {
+  private pushNode(token: number, parent: number, depth: number, score: number, source: string, evidence = 0): number {
     if (!Number.isInteger(token)) throw new RangeError(`token ${token} is not an integer`);
     const index = this.tokens.length;
     this.tokens.push(token);
@@ -365,6 +383,7 @@ export class TokenTree {
     this.scores.push(score);
     this.primarySources.push(source);
     this.sourceLists.push([source]);
+    this.evidenceLists.push([evidence]);
     this.childLists.push([]);
     this.drafts.push(undefined);
     if (parent >= 0) this.childLists[parent].push(index);
@@ -380,6 +399,8 @@ export class TokenTree {
 export interface ProposedChild {
   token: number;
   probability: number;
+  /** See TokenTree.evidence. */
+  evidence?: number;
 }
 
 /**
@@ -407,13 +428,13 @@ export function growBestFirst(
       .slice(0, budget.maxBranches);
     for (const { child } of ranked) {
       const score = tree.score(node) * child.probability;
-      if (score > 0 && score >= minScore) frontier.push({ parent: node, token: child.token, score, order: proposed++ });
+      if (score > 0 && score >= minScore) frontier.push({ parent: node, token: child.token, score, evidence: child.evidence ?? 0, order: proposed++ });
     }
   };
   expand(ROOT);
   while (frontier.length > 0 && tree.draftCount < budget.maxNodes) {
     const best = takeBest(frontier);
-    expand(tree.addChild(best.parent, best.token, best.score, source));
+    expand(tree.addChild(best.parent, best.token, best.score, source, best.evidence));
   }
   return tree;
 }
@@ -422,6 +443,7 @@ interface FrontierEntry {
   parent: number;
   token: number;
   score: number;
+  evidence: number;
   order: number;
 }
 
