@@ -15,7 +15,7 @@ import { SpeculativeDecoder } from '../src/speculative/decoder.js';
 import { DraftModelDrafter, checkSameVocabulary, createDraftContext } from '../src/speculative/draft-model.js';
 import { NgramDrafter } from '../src/speculative/ngram.js';
 import { AdaptivePlanner, FixedPlanner } from '../src/speculative/planner.js';
-import { CostCurve } from '../src/speculative/cost-model.js';
+import { acceptanceKey, CostCurve } from '../src/speculative/cost-model.js';
 import { SuffixDrafter } from '../src/speculative/suffix.js';
 import type { DraftBudget, Drafter, TokenTree } from '../src/speculative/tree.js';
 import { loadModel, testbedDraft, testbedPrompts, testbedTarget, tinyModelPath } from './helpers/models.js';
@@ -125,11 +125,16 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     for (const text of [testbedPrompts.reasoning, testbedPrompts.story]) {
       const prompt = testbed.target.model.tokenizer.tokenize(text);
       const reference = await plain(testbed, prompt, {}, 300);
+      // Whether a tree is worth verifying depends on this machine's timings; losslessness must not.
       const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.5) });
-      const decoder = new SpeculativeDecoder(testbed.target, new Sampler({}), { drafters: drafters(['ngram', 'suffix'], testbed, {}), planner });
-      const result = await run(decoder, testbed.target.model, prompt, 300);
-      assert.deepEqual(result.tokens, reference.tokens);
-      assert.ok(result.stats.speculation!.verifiedNodes > 0, 'it verified drafts');
+      const suffix = new SuffixDrafter();
+      for (const round of [1, 2]) {
+        const decoder = new SpeculativeDecoder(testbed.target, new Sampler({}), { drafters: [new NgramDrafter(), suffix], planner });
+        const result = await run(decoder, testbed.target.model, prompt, 300);
+        assert.deepEqual(result.tokens, reference.tokens, `round ${round}`);
+        const learnt = planner.stats.rate(acceptanceKey('suffix', 1), 1);
+        assert.notEqual(learnt, 0.5, `round ${round}: drafts were judged (verified, or followed in the shadow of plain steps)`);
+      }
     }
   });
 

@@ -30,8 +30,11 @@ export interface TreePlanner {
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
   /** Called after each verification decode with the batch size and its duration. */
   observeVerifyTime?(batchSize: number, ms: number): void;
-  /** Called after each whole step (drafting, verification, acceptance) with its duration. */
-  observeStep?(ms: number, speculative: boolean): void;
+  /**
+   * Called after each whole step (drafting, verification, acceptance) with the tokens it emitted,
+   * its duration and whether the drafters were asked (a step that drafted and verified nothing still paid).
+   */
+  observeStep?(emitted: number, ms: number, drafted: boolean): void;
   /**
    * Decode time one more accepted draft token saves: a plain decode minus what the token adds to
    * a verify batch (ms; undefined until measured). A drafter whose tokens cost more to draft,
@@ -71,6 +74,9 @@ export interface SpeculativeDecoderOptions {
 /** A model-free chain this deep makes a draft model's proposal not worth its decodes this step. */
 const CHEAP_DRAFT_DEPTH_ENOUGH = 8;
 
+/** Marks a step whose drafters were not asked. */
+const NOTHING_DRAFTED = new TokenTree(-1);
+
 /** While costly drafters do not pay, they are asked once every this many steps, to re-measure. */
 const COSTLY_RECHECK_STEPS = 64;
 
@@ -87,6 +93,12 @@ export class SpeculativeDecoder implements Decoder {
   /** Drafting time per drafted node of each costly drafter (ms, running mean). */
   private readonly costlyMsPerNode = new Map<string, number>();
   private stepsSinceCostly = 0;
+  /**
+   * Drafts the planner chose not to verify, followed against the tokens plain decoding emits
+   * (greedy and sample-and-match accept a node exactly when it matches what is emitted), so
+   * acceptance keeps being learnt without paying for verification.
+   */
+  private shadow: { tree: TokenTree; node: number; accepted: number[] } | undefined;
 
   constructor(
     private readonly context: Context,
@@ -115,10 +127,34 @@ export class SpeculativeDecoder implements Decoder {
     const stepStarted = performance.now();
     const root = sequence[sequence.length - 1];
     const position = sequence.length - 1;
-    const tree = await this.draft(root, kvRoom(this.context, sequence.length) - 1);
-    const assignment = tree.branchIds();
+    const { tree, candidates } = await this.draft(root, kvRoom(this.context, sequence.length) - 1);
     this.steps++;
-    if (tree.draftCount > 0) this.speculativeSteps++;
+    const emitted = tree.draftCount === 0 ? await this.plainStep(root, position, sequence) : await this.verifyTree(tree, position, sequence);
+    this.emitted += emitted.length;
+    this.followShadow(emitted);
+    if (tree.draftCount === 0 && candidates.draftCount > 0 && !this.shadow) {
+      this.shadow = { tree: candidates, node: ROOT, accepted: [] };
+      this.followShadow(emitted);
+    }
+    await this.appendToDrafters(emitted);
+    this.options.planner.observeStep?.(emitted.length, performance.now() - stepStarted, candidates !== NOTHING_DRAFTED);
+    return emitted;
+  }
+
+  /** Nothing to verify: exactly PlainDecoder's step, without the tree bookkeeping. */
+  private async plainStep(root: number, position: number, sequence: readonly number[]): Promise<number[]> {
+    const started = performance.now();
+    this.batch.clear().add(root, position, 0, true);
+    await this.context.decode(this.batch);
+    const decoded = performance.now();
+    this.options.planner.observeVerifyTime?.(1, decoded - started);
+    this.timings.verifyMs += decoded - started;
+    return [this.timed('samplingMs', () => this.sampler.next(this.context.logits(0), sequence))];
+  }
+
+  private async verifyTree(tree: TokenTree, position: number, sequence: readonly number[]): Promise<number[]> {
+    const assignment = tree.branchIds();
+    this.speculativeSteps++;
     this.verifiedNodes += tree.draftCount;
 
     const verifyStarted = performance.now();
@@ -138,12 +174,7 @@ export class SpeculativeDecoder implements Decoder {
     this.keepBranch(assignment.firstBranch[lastAccepted], position + tree.depth(lastAccepted), assignment.branchCount);
     this.options.planner.observe(tree, result.acceptedNodes);
     this.countDrafters(tree, result.acceptedNodes);
-
-    const emitted = [...result.acceptedTokens, result.bonus];
-    this.emitted += emitted.length;
-    await this.appendToDrafters(emitted);
-    this.options.planner.observeStep?.(performance.now() - stepStarted, tree.draftCount > 0);
-    return emitted;
+    return [...result.acceptedTokens, result.bonus];
   }
 
   room(sequenceLength: number): number {
@@ -167,21 +198,40 @@ export class SpeculativeDecoder implements Decoder {
   }
 
   /** Asks every drafter, merges their trees and cuts the union to what the planner says pays. */
-  private async draft(root: number, room: number): Promise<TokenTree> {
+  /** The tree to verify, and the candidates it was cut from (NOTHING_DRAFTED when no drafter was asked). */
+  private async draft(root: number, room: number): Promise<{ tree: TokenTree; candidates: TokenTree }> {
     const started = performance.now();
     const budget = this.options.planner.budget();
     const limited: DraftBudget = { ...budget, maxNodes: Math.max(0, Math.min(budget.maxNodes, room, this.batch.capacity - 1)) };
-    if (limited.maxNodes === 0) return new TokenTree(root);
+    if (limited.maxNodes === 0) return { tree: new TokenTree(root), candidates: NOTHING_DRAFTED };
     const trees: TokenTree[] = [];
     for (const drafter of this.options.drafters) if (!drafter.costly) trees.push(await drafter.propose(root, limited));
     if (!trees.some((tree) => tree.maxDepth() >= CHEAP_DRAFT_DEPTH_ENOUGH)) {
       for (const drafter of this.options.drafters) if (drafter.costly && this.costlyPays(drafter.name)) trees.push(await this.proposeCostly(drafter, root, limited));
     }
-    if (trees.length === 0) return new TokenTree(root);
+    if (trees.length === 0) return { tree: new TokenTree(root), candidates: NOTHING_DRAFTED };
     const union = combineTrees(trees, limited.maxNodes, { maxLeaves: this.maxBranches });
     const tree = this.options.planner.plan(union, this.maxBranches);
     this.timings.draftMs += performance.now() - started;
-    return tree;
+    return { tree, candidates: union };
+  }
+
+  /** Walks the shadow tree along emitted tokens; reports it once the walk leaves the tree. */
+  private followShadow(tokens: readonly number[]): void {
+    const shadow = this.shadow;
+    if (!shadow) return;
+    for (const token of tokens) {
+      const next = shadow.tree.childWithToken(shadow.node, token);
+      if (next >= 0) {
+        shadow.accepted.push(next);
+        shadow.node = next;
+      }
+      if (next < 0 || shadow.tree.children(next).length === 0) {
+        this.options.planner.observe(shadow.tree, shadow.accepted);
+        this.shadow = undefined;
+        return;
+      }
+    }
   }
 
   /**

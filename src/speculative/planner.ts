@@ -50,6 +50,9 @@ const MIN_EXPECTED_SPEEDUP = 1.05;
 /** In-situ costs are medians of this many recent observations: one slow decode (a first graph allocation, a noisy neighbour) must not stop speculation for long. */
 const COST_WINDOW = 16;
 
+/** Plain steps after which a realized/promised verdict is replaced by a neutral one. */
+const VERDICT_LIFETIME_STEPS = 64;
+
 /** Batch growth over which the marginal verify cost of one token is averaged. */
 const MARGINAL_SPAN = 8;
 
@@ -70,12 +73,30 @@ export class AdaptivePlanner implements TreePlanner {
    * acceptance, KV bookkeeping). Plans are charged what steps really cost here, in plain-step units.
    */
   private readonly singleDecodeMs = new RecentMedian(COST_WINDOW);
-  /** Decode time of tree batches beyond the curve's c(n), in plain-step units. */
-  private readonly decodeExcess = new RecentMedian(COST_WINDOW);
+  /**
+   * In-situ decode time of tree batches over the curve's c(n) (a ratio: pool threads that fell
+   * asleep while the drafters ran, or a curve measured at another context length, scale the
+   * whole batch, not a constant part of it).
+   */
+  private readonly decodeScale = new RecentMedian(COST_WINDOW);
   private lastDecodeMs = 0;
-  /** Time of a step outside its decode (ms), for plain and for speculative steps. */
+  /**
+   * Time of a step outside its decode (ms), for plain steps and for steps that drafted. A plan is
+   * charged the drafting too: sunk for this step, but speculating step after step means drafting
+   * step after step, so a plan that cannot pay for its drafting is not worth continuing.
+   */
   private readonly plainOverheadMs = new RecentMedian(COST_WINDOW);
-  private readonly speculativeOverheadMs = new RecentMedian(COST_WINDOW);
+  private readonly draftingOverheadMs = new RecentMedian(COST_WINDOW);
+  /** Whole plain steps (ms): the unit in which a speculative step's realized speedup is judged. */
+  private readonly plainStepMs = new RecentMedian(COST_WINDOW);
+  /** Speedup the cost model promised for the plan being verified (undefined: plain step or probe). */
+  private promised: number | undefined;
+  /**
+   * Realized / promised speedup of recent speculative steps. Whatever the cost model misses (an
+   * acceptance estimate that is too kind, a cost not measured), plans must promise that much more.
+   */
+  private readonly realizedShare = new RecentMedian(COST_WINDOW);
+  private stepsSinceVerdict = 0;
   /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
   private idleSteps = 0;
   /** Steps between probes while backing off; a probe verifies one node, which is not free. */
@@ -103,9 +124,11 @@ export class AdaptivePlanner implements TreePlanner {
   }
 
   private choose(tree: TokenTree, maxLeaves: number): TokenTree {
-    if (tree.draftCount === 0) return tree;
+    // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
     const plan = planTree(tree, this.stats, this.curve, (n) => this.extraCost(n + 1), { maxLeaves });
-    if (plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP) {
+    this.promised = undefined;
+    if (plan.size > 0 && plan.speedup * Math.min(1, this.realizedShare.value ?? 1) >= MIN_EXPECTED_SPEEDUP) {
+      this.promised = plan.speedup;
       this.idleSteps = 0;
       this.probeInterval = this.probeEvery;
       return plan.tree;
@@ -117,17 +140,21 @@ export class AdaptivePlanner implements TreePlanner {
     }
     this.probeInterval = Math.min(this.probeInterval * 2, MAX_PROBE_INTERVAL);
     this.idleSteps = 2;
-    return tree.prune(1, { maxLeaves });
+    // The probe's drafts are not verified: the decoder follows them against the tokens that plain
+    // decoding emits next (shadow verification) and reports the outcome through observe().
+    return tree.prune(0);
   }
 
-  /** What a step verifying `batchSize` tokens costs beyond c(batchSize), in plain-step units. */
+  /** What a step verifying `batchSize` tokens costs beyond c(batchSize), in plain-step units (may be negative when the curve overestimates). */
   private extraCost(batchSize: number): number {
-    const decode = Math.max(this.shapeChangeCost(batchSize), this.decodeExcess.value ?? 0);
+    // A measured scale already includes the graph rebuild that a change of batch size costs.
+    const scale = this.decodeScale.value;
+    const decode = scale === undefined ? this.shapeChangeCost(batchSize) : this.curve.cost(batchSize) * (scale - 1);
     const single = this.singleDecodeMs.value;
     const plainOutside = this.plainOverheadMs.value;
-    const speculativeOutside = this.speculativeOverheadMs.value;
-    if (single === undefined || plainOutside === undefined || speculativeOutside === undefined) return decode;
-    return decode + Math.max(0, speculativeOutside - plainOutside) / single;
+    const draftingOutside = this.draftingOverheadMs.value;
+    if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return decode;
+    return decode + Math.max(0, draftingOutside - plainOutside) / single;
   }
 
   /**
@@ -147,7 +174,7 @@ export class AdaptivePlanner implements TreePlanner {
     this.lastDecodeMs = ms;
     const single = this.singleDecodeMs.value;
     if (batchSize === 1) this.singleDecodeMs.add(ms);
-    else if (single !== undefined) this.decodeExcess.add(Math.max(0, ms / single - this.curve.cost(batchSize)));
+    else if (single !== undefined) this.decodeScale.add(ms / single / this.curve.cost(batchSize));
   }
 
   acceptedTokenValueMs(): number | undefined {
@@ -157,9 +184,18 @@ export class AdaptivePlanner implements TreePlanner {
     return single * Math.max(0, 1 - marginal);
   }
 
-  observeStep(ms: number, speculative: boolean): void {
+  observeStep(emitted: number, ms: number, drafted: boolean): void {
     const outside = Math.max(0, ms - this.lastDecodeMs);
-    (speculative ? this.speculativeOverheadMs : this.plainOverheadMs).add(outside);
+    (drafted ? this.draftingOverheadMs : this.plainOverheadMs).add(outside);
+    if (!drafted) this.plainStepMs.add(ms);
+    // Old verdicts expire: while nothing is verified, the window drifts back to "as promised".
+    if (!drafted && ++this.stepsSinceVerdict % VERDICT_LIFETIME_STEPS === 0) this.realizedShare.add(1);
+    const plainStep = this.plainStepMs.value;
+    if (this.promised !== undefined && plainStep !== undefined && ms > 0) {
+      this.realizedShare.add(emitted / (ms / plainStep) / this.promised);
+      this.stepsSinceVerdict = 0;
+    }
+    this.promised = undefined;
   }
 }
 
