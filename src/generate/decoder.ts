@@ -60,6 +60,17 @@ export async function evaluatePrompt(context: Context, batch: TokenBatch, tokens
   return index;
 }
 
+/**
+ * Decodes the pending last token of `sequence` alone into sequence 0 (its logits at batch index 0)
+ * and returns how long the decode took (ms).
+ */
+export async function decodePending(context: Context, batch: TokenBatch, sequence: readonly number[]): Promise<number> {
+  const started = performance.now();
+  batch.clear().add(sequence[sequence.length - 1], sequence.length - 1, 0, true);
+  await context.decode(batch);
+  return performance.now() - started;
+}
+
 export function checkPromptFits(context: Context, promptLength: number): void {
   if (promptLength === 0) throw new PromptTooLongError('the prompt is empty');
   if (promptLength >= context.contextSize) {
@@ -95,10 +106,7 @@ export class PlainDecoder implements Decoder {
   }
 
   async step(sequence: readonly number[]): Promise<readonly number[]> {
-    const started = performance.now();
-    this.batch.clear().add(sequence[sequence.length - 1], sequence.length - 1, 0, true);
-    await this.context.decode(this.batch);
-    this.timings.verifyMs += performance.now() - started;
+    this.timings.verifyMs += await decodePending(this.context, this.batch, sequence);
     return [this.sample(0, sequence)];
   }
 

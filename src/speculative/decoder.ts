@@ -11,7 +11,7 @@
  */
 import { TokenBatch } from '../llama/batch.js';
 import type { Context } from '../llama/context.js';
-import { checkPromptFits, emptyTimings, evaluatePrompt, kvRoom, type Decoder } from '../generate/decoder.js';
+import { checkPromptFits, decodePending, emptyTimings, evaluatePrompt, kvRoom, type Decoder } from '../generate/decoder.js';
 import type { Sampler } from '../generate/sampling.js';
 import { acceptTree } from './accept.js';
 import { combineTrees } from './combine.js';
@@ -129,7 +129,7 @@ export class SpeculativeDecoder implements Decoder {
     const position = sequence.length - 1;
     const { tree, candidates } = await this.draft(root, kvRoom(this.context, sequence.length) - 1);
     this.steps++;
-    const emitted = tree.draftCount === 0 ? await this.plainStep(root, position, sequence) : await this.verifyTree(tree, position, sequence);
+    const emitted = tree.draftCount === 0 ? await this.plainStep(sequence) : await this.verifyTree(tree, position, sequence);
     this.emitted += emitted.length;
     this.followShadow(emitted);
     if (tree.draftCount === 0 && candidates.draftCount > 0 && !this.shadow) {
@@ -142,13 +142,10 @@ export class SpeculativeDecoder implements Decoder {
   }
 
   /** Nothing to verify: exactly PlainDecoder's step, without the tree bookkeeping. */
-  private async plainStep(root: number, position: number, sequence: readonly number[]): Promise<number[]> {
-    const started = performance.now();
-    this.batch.clear().add(root, position, 0, true);
-    await this.context.decode(this.batch);
-    const decoded = performance.now();
-    this.options.planner.observeVerifyTime?.(1, decoded - started);
-    this.timings.verifyMs += decoded - started;
+  private async plainStep(sequence: readonly number[]): Promise<number[]> {
+    const ms = await decodePending(this.context, this.batch, sequence);
+    this.options.planner.observeVerifyTime?.(1, ms);
+    this.timings.verifyMs += ms;
     return [this.timed('samplingMs', () => this.sampler.next(this.context.logits(0), sequence))];
   }
 
@@ -197,8 +194,10 @@ export class SpeculativeDecoder implements Decoder {
     for (const drafter of this.options.drafters) drafter.end();
   }
 
-  /** Asks every drafter, merges their trees and cuts the union to what the planner says pays. */
-  /** The tree to verify, and the candidates it was cut from (NOTHING_DRAFTED when no drafter was asked). */
+  /**
+   * Asks every drafter, merges their trees and cuts the union to what the planner says pays.
+   * Returns the tree to verify and the candidates it was cut from (NOTHING_DRAFTED when no drafter was asked).
+   */
   private async draft(root: number, room: number): Promise<{ tree: TokenTree; candidates: TokenTree }> {
     const started = performance.now();
     const budget = this.options.planner.budget();

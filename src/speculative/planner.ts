@@ -2,10 +2,11 @@
  * Tree planners: which part of the drafted tree is worth verifying this step.
  *
  * The adaptive planner follows the cost model (cost-model.ts): node scores are calibrated by the
- * running acceptance rate per drafter and depth, and the tree is cut at the size that maximizes
- * expected tokens per unit of time, E[tokens](n) / (c(n+1) + draft cost), using this model's
- * measured verify cost curve on this machine. When nothing beats plain decoding it verifies the
- * root alone, but it still probes one node now and then so it notices when drafts start to pay.
+ * running acceptance rate per drafter, confidence, evidence and depth, and the tree is cut at the
+ * size that maximizes expected tokens per unit of time, E[tokens](n) / (c(n+1) + extra cost), using
+ * this model's measured verify cost curve on this machine, corrected by what steps cost in place.
+ * When nothing beats plain decoding it verifies the root alone, and drafts now and then without
+ * verifying, so it notices (through shadow verification) when drafts start to pay.
  */
 import type { TreePlanner } from './decoder.js';
 import { AcceptanceStats, observeVerification, planTree, type CostCurve } from './cost-model.js';
@@ -67,7 +68,7 @@ export class AdaptivePlanner implements TreePlanner {
   /** Tokens in the previous verify batch (1 = a plain step). */
   private lastBatch = 1;
   /**
-   * In-situ costs (running means). The curve is measured once per machine, back to back; inside a
+   * In-situ costs (medians of recent observations). The curve is measured once per machine, back to back; inside a
    * generation a tree decode also pays for the graph rebuild and for pool threads that went idle
    * while the drafters ran, and a speculative step spends time outside the decode (drafting,
    * acceptance, KV bookkeeping). Plans are charged what steps really cost here, in plain-step units.
@@ -99,7 +100,7 @@ export class AdaptivePlanner implements TreePlanner {
   private stepsSinceVerdict = 0;
   /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
   private idleSteps = 0;
-  /** Steps between probes while backing off; a probe verifies one node, which is not free. */
+  /** Steps between probes while backing off; a probe drafts, which is not free. */
   private probeInterval: number;
 
   constructor(options: AdaptivePlannerOptions) {
@@ -112,7 +113,7 @@ export class AdaptivePlanner implements TreePlanner {
 
   budget(): DraftBudget {
     if (this.idleSteps < 2) return this.maxBudget;
-    // Backing off: draft once every probeEvery steps, and verify at least one node then, so the
+    // Backing off: draft once every probeInterval steps (drafts judged in the shadow of plain decoding), so the
     // acceptance statistics keep learning when the text becomes predictable again.
     return ++this.idleSteps % this.probeInterval === 0 ? this.maxBudget : NO_DRAFT;
   }
