@@ -11,6 +11,7 @@ import {
   planTree,
 } from '../src/speculative/cost-model.js';
 import { AdaptivePlanner } from '../src/speculative/planner.js';
+import { RealizedJudge } from '../src/speculative/realized.js';
 import { ROOT, TokenTree } from '../src/speculative/tree.js';
 
 const close = (a: number, b: number, tolerance = 1e-9): boolean => Math.abs(a - b) <= tolerance;
@@ -272,5 +273,71 @@ describe('AdaptivePlanner', () => {
     assert.equal(planner.acceptedTokenValueMs(), undefined);
     for (let k = 0; k < 5; k++) planner.observeVerifyTime(1, 2);
     assert.ok(close(planner.acceptedTokenValueMs()!, 1.5));
+  });
+});
+
+/**
+ * Runs `epochs` judged rounds: speculating steps emit `tokensPerSpeculativeStep` in `speculativeMs`;
+ * the forced plain steps emit one token in `plainMs`. Returns the bar after each judged round.
+ */
+function judgeRounds(judge: RealizedJudge, epochs: number, speculativeMs: number, tokensPerSpeculativeStep: number, plainMs: number): number[] {
+  const bars: number[] = [];
+  for (let epoch = 0; epoch < epochs; epoch++) {
+    while (!judge.forcePlain) judge.observeStep(tokensPerSpeculativeStep, speculativeMs, true);
+    while (judge.forcePlain) judge.observeStep(1, plainMs, false);
+    bars.push(judge.bar);
+  }
+  return bars;
+}
+
+describe('RealizedJudge', () => {
+  it('raises the bar while speculating epochs are slower than the plain epochs after them, and lowers it when they win', () => {
+    const judge = new RealizedJudge();
+    const losing = judgeRounds(judge, 4, 3, 2, 1);
+    assert.ok(close(judge.lastVerdict!, 2 / 3), `verdict ${judge.lastVerdict}`);
+    assert.ok(losing.every((bar, i) => bar > (losing[i - 1] ?? 1)), `bars ${losing}`);
+    const winning = judgeRounds(judge, 4, 1, 2, 1);
+    assert.ok(close(judge.lastVerdict!, 2));
+    assert.ok(winning.at(-1)! < losing.at(-1)!, `bars ${winning}`);
+  });
+
+  it('does not judge epochs without speculation, and a raised bar decays while nothing is speculated', () => {
+    const judge = new RealizedJudge();
+    judgeRounds(judge, 3, 3, 2, 1);
+    const raised = judge.bar;
+    for (let step = 0; step < 128 * 4; step++) judge.observeStep(1, 1, false);
+    assert.equal(judge.forcePlain, false, 'no plain epoch without speculation to judge');
+    assert.ok(judge.bar < raised && judge.bar >= 1);
+  });
+
+  it('leaves out the first steps of a plain epoch, which still pay for the trees before them', () => {
+    const judge = new RealizedJudge();
+    while (!judge.forcePlain) judge.observeStep(2, 1, true);
+    for (let step = 0; judge.forcePlain; step++) judge.observeStep(1, step < 6 ? 100 : 1, false);
+    assert.ok(close(judge.lastVerdict!, 2), `verdict ${judge.lastVerdict}`);
+  });
+});
+
+describe('AdaptivePlanner with realized speed', () => {
+  it('stops verifying trees whose steps are slow end to end, though their decodes look cheap', () => {
+    const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    let lastSize = 0;
+    for (let step = 0; step < 2000; step++) {
+      const budget = planner.budget();
+      if (budget.maxNodes === 0) {
+        planner.observeVerifyTime(1, 1);
+        planner.observeStep(1, 1, false);
+        continue;
+      }
+      const plan = planner.plan(sureChain(16), 4);
+      const accepted = Array.from({ length: plan.draftCount }, (_, k) => k + 1);
+      planner.observe(plan, accepted);
+      planner.observeVerifyTime(plan.size, 1 + 0.3 * (plan.size - 1));
+      // What the decode does not show: the step as a whole costs 40 plain steps.
+      planner.observeStep(plan.draftCount + 1, plan.draftCount > 0 ? 40 : 1, true);
+      lastSize = plan.draftCount;
+    }
+    assert.ok(planner.judge.bar > 1, `bar ${planner.judge.bar}`);
+    assert.equal(lastSize, 0, 'the last plans verify nothing');
   });
 });

@@ -155,11 +155,17 @@ async function warmUp(engine: Engine, tasks: Map<string, { prompts: PromptItem[]
 async function benchTask(engine: Engine, task: string, prompts: PromptItem[], skipped: number, options: SpecBenchOptions, progress: (line: string) => void): Promise<TaskSummary> {
   const plainRuns: RunRecord[] = [];
   const configRuns = new Map<string, RunRecord[]>(options.configs.map((c) => [c, []]));
+  const modes: SpeculationMode[] = ['off', ...options.configs];
   for (const [index, prompt] of prompts.entries()) {
-    const plain = await engine.complete(prompt.tokens, { maxTokens: options.maxTokens, speculation: 'off' });
+    // The order rotates from prompt to prompt, so no configuration always runs first (or last)
+    // on a prompt: a machine whose speed drifts favours none of them.
+    const order = modes.map((_, k) => modes[(k + index) % modes.length]);
+    const results = new Map<SpeculationMode, GenerationResult>();
+    for (const mode of order) results.set(mode, await engine.complete(prompt.tokens, { maxTokens: options.maxTokens, speculation: mode }));
+    const plain = results.get('off')!;
     plainRuns.push(record(prompt.id, plain, true));
     for (const config of options.configs) {
-      const result = await engine.complete(prompt.tokens, { maxTokens: options.maxTokens, speculation: config });
+      const result = results.get(config)!;
       const run = record(prompt.id, result, sameTokens(result.tokens, plain.tokens));
       if (!run.identical) run.mismatch = await mismatchGap(engine, prompt.tokens, plain.tokens, result.tokens);
       configRuns.get(config)!.push(run);

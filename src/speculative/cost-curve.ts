@@ -19,32 +19,34 @@ export const COST_CURVE_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64] as co
 export interface MeasuredCostCurve {
   /** Median seconds per decode for each batch size. */
   points: CostPoint[];
-  /**
-   * Extra time, in single-decode units, of a decode whose batch shape differs from the previous
-   * one: llama.cpp reuses the compute graph only for an identical shape.
-   */
-  switchCost: number;
   curve: CostCurve;
 }
 
 interface CachedCurve {
   key: string;
   points: CostPoint[];
-  switchSeconds: number;
 }
 
+/** Single-token decodes before each timed batch (measured: about six to settle after a 64-token batch). */
+const SETTLE_DECODES = 6;
+
 /**
- * Decodes batches of each size after a prefix of realistic length (attention over a few hundred
- * cells costs more than over a handful), each size `repeats` times back to back after one
- * unmeasured warm-up (graph allocation); medians.
+ * Times each batch size the way speculation meets it: a tree decode in the middle of plain
+ * decoding, after a prefix of realistic length (attention over a few hundred cells costs more than
+ * over a handful). So the curve includes what leaving single-token decoding costs (llama.cpp
+ * rebuilds its graph for a new batch shape). Before each timed batch, single-token decodes run
+ * until settled (on a CPU a decode after a big batch takes several to get back to speed), and the
+ * last is the single-token time of that batch's ratio. Sizes are measured round-robin, `rounds`
+ * times: a machine whose speed drifts during the measurement (a noisy neighbour, a frequency
+ * change) then moves both sides of a ratio alike, instead of bending the curve wherever the drift
+ * fell. Each size's time is its median ratio times the median single-token time.
  */
-export async function measureCostCurve(context: Context, repeats = 7, sizes: readonly number[] = COST_CURVE_SIZES): Promise<{ points: CostPoint[]; switchSeconds: number }> {
+export async function measureCostCurve(context: Context, rounds = 5, sizes: readonly number[] = COST_CURVE_SIZES): Promise<CostPoint[]> {
   const prefix = Math.min(384, Math.floor(context.contextSize / 2));
-  const usable = sizes.filter((n) => n <= context.batchSize && prefix + n < context.contextSize);
-  const batch = new TokenBatch(Math.max(...usable, Math.min(prefix, context.batchSize)), 1);
+  const batchSizes = sizes.filter((n) => n > 1 && n <= context.batchSize && prefix + n < context.contextSize);
+  const batch = new TokenBatch(Math.max(1, ...batchSizes, Math.min(prefix, context.batchSize)), 1);
   const vocabulary = context.vocabularySize;
   const token = (i: number) => 1 + ((i * 7919) % (vocabulary - 1));
-  const points: CostPoint[] = [];
   const timeDecode = async (n: number): Promise<number> => {
     batch.clear();
     for (let i = 0; i < n; i++) batch.add(token(prefix + i), prefix + i, 0, true);
@@ -54,32 +56,35 @@ export async function measureCostCurve(context: Context, repeats = 7, sizes: rea
     context.seqRemove(0, prefix, -1);
     return seconds;
   };
-  let switchSeconds = 0;
   try {
     context.seqRemove(-1);
     await evaluatePrompt(context, batch, Array.from({ length: prefix }, (_, i) => token(i)));
-    for (const n of usable) {
-      await timeDecode(n);
-      const samples: number[] = [];
-      for (let round = 0; round < repeats; round++) samples.push(await timeDecode(n));
-      points.push({ n, seconds: median(samples) });
+    for (const n of batchSizes) await timeDecode(n); // graph allocation for every size, untimed
+    const singles: number[] = [];
+    const ratios = batchSizes.map((): number[] => []);
+    for (let round = 0; round < rounds; round++) {
+      for (const [i, n] of batchSizes.entries()) {
+        let single = 0;
+        for (let k = 0; k < SETTLE_DECODES; k++) single = await timeDecode(1);
+        singles.push(single);
+        ratios[i].push((await timeDecode(n)) / single);
+      }
     }
-    // Alternating 1 and 4 tokens rebuilds the graph every time; back to back it is reused.
-    const alternating: number[] = [];
-    for (let round = 0; round < repeats; round++) alternating.push((await timeDecode(1)) + (await timeDecode(4)));
-    const steady = (points.find((p) => p.n === 1)?.seconds ?? 0) + (points.find((p) => p.n === 4)?.seconds ?? 0);
-    switchSeconds = Math.max(0, (median(alternating) - steady) / 2);
+    const single = median(singles);
+    return [{ n: 1, seconds: single }, ...batchSizes.map((n, i) => ({ n, seconds: median(ratios[i]) * single }))];
   } finally {
     context.seqRemove(-1);
     batch.dispose();
   }
-  return { points, switchSeconds };
 }
+
+/** Part of the cache key: a change of how the curve is measured invalidates curves measured the old way. */
+const CURVE_FORMAT = 'in-situ-1';
 
 async function cacheKey(context: Context, threads: number): Promise<string> {
   const info = await stat(context.model.path);
   const cpu = cpus()[0]?.model ?? 'cpu';
-  const parts = [context.model.path, info.size, info.mtimeMs, context.model.library.backend, threads, cpu, context.batchSize];
+  const parts = [CURVE_FORMAT, context.model.path, info.size, info.mtimeMs, context.model.library.backend, threads, cpu, context.batchSize];
   return createHash('sha256').update(parts.join('|')).digest('hex').slice(0, 24);
 }
 
@@ -87,31 +92,28 @@ async function cacheKey(context: Context, threads: number): Promise<string> {
 export async function costCurveFor(context: Context, threads: number, onMeasure?: () => void): Promise<MeasuredCostCurve> {
   const key = await cacheKey(context, threads);
   const file = join(cacheDir, 'cost-curves', `${key}.json`);
-  let measured = await readCached(file, key);
-  if (!measured) {
+  let points = await readCached(file, key);
+  if (!points) {
     onMeasure?.();
-    measured = await measureCostCurve(context);
+    points = await measureCostCurve(context);
     await mkdir(dirname(file), { recursive: true });
     const temporary = `${file}.${process.pid}.tmp`;
-    await writeFile(temporary, JSON.stringify({ key, ...measured } satisfies CachedCurve));
+    await writeFile(temporary, JSON.stringify({ key, points } satisfies CachedCurve));
     await rename(temporary, file);
   }
-  const { points, switchSeconds } = measured;
-  return { points, switchCost: switchSeconds / points[0].seconds, curve: new CostCurve(points) };
+  return { points, curve: new CostCurve(points) };
 }
 
 /** A corrupt or foreign cache file is a miss, never an error. */
-async function readCached(file: string, key: string): Promise<{ points: CostPoint[]; switchSeconds: number } | undefined> {
+async function readCached(file: string, key: string): Promise<CostPoint[] | undefined> {
   try {
     const cached = JSON.parse(await readFile(file, 'utf8')) as CachedCurve;
     const valid =
       cached.key === key &&
       Array.isArray(cached.points) &&
       cached.points.length > 0 &&
-      cached.points.every((p) => p.n >= 1 && p.seconds > 0) &&
-      Number.isFinite(cached.switchSeconds) &&
-      cached.switchSeconds >= 0;
-    return valid ? { points: cached.points, switchSeconds: cached.switchSeconds } : undefined;
+      cached.points.every((p) => p.n >= 1 && p.seconds > 0);
+    return valid ? cached.points : undefined;
   } catch {
     return undefined;
   }

@@ -76,6 +76,7 @@ const CHEAP_DRAFT_DEPTH_ENOUGH = 8;
 
 /** Marks a step whose drafters were not asked. */
 const NOTHING_DRAFTED = new TokenTree(-1);
+const NOT_DRAFTING = { tree: NOTHING_DRAFTED, candidates: NOTHING_DRAFTED } as const;
 
 /** While costly drafters do not pay, they are asked once every this many steps, to re-measure. */
 const COSTLY_RECHECK_STEPS = 64;
@@ -199,16 +200,18 @@ export class SpeculativeDecoder implements Decoder {
    * Returns the tree to verify and the candidates it was cut from (NOTHING_DRAFTED when no drafter was asked).
    */
   private async draft(root: number, room: number): Promise<{ tree: TokenTree; candidates: TokenTree }> {
-    const started = performance.now();
     const budget = this.options.planner.budget();
-    const limited: DraftBudget = { ...budget, maxNodes: Math.max(0, Math.min(budget.maxNodes, room, this.batch.capacity - 1)) };
-    if (limited.maxNodes === 0) return { tree: new TokenTree(root), candidates: NOTHING_DRAFTED };
+    const maxNodes = Math.max(0, Math.min(budget.maxNodes, room, this.batch.capacity - 1));
+    // Most steps of a generation where drafts do not pay end here: nothing allocated, nothing timed.
+    if (maxNodes === 0) return NOT_DRAFTING;
+    const started = performance.now();
+    const limited: DraftBudget = { ...budget, maxNodes };
     const trees: TokenTree[] = [];
     for (const drafter of this.options.drafters) if (!drafter.costly) trees.push(await drafter.propose(root, limited));
     if (!trees.some((tree) => tree.maxDepth() >= CHEAP_DRAFT_DEPTH_ENOUGH)) {
       for (const drafter of this.options.drafters) if (drafter.costly && this.costlyPays(drafter.name)) trees.push(await this.proposeCostly(drafter, root, limited));
     }
-    if (trees.length === 0) return { tree: new TokenTree(root), candidates: NOTHING_DRAFTED };
+    if (trees.length === 0) return NOT_DRAFTING;
     const union = combineTrees(trees, limited.maxNodes, { maxLeaves: this.maxBranches });
     const tree = this.options.planner.plan(union, this.maxBranches);
     this.timings.draftMs += performance.now() - started;
@@ -289,7 +292,11 @@ export class SpeculativeDecoder implements Decoder {
 
   private async appendToDrafters(tokens: readonly number[]): Promise<void> {
     const started = performance.now();
-    for (const drafter of this.options.drafters) await drafter.append(tokens);
+    for (const drafter of this.options.drafters) {
+      // Most drafters append synchronously; awaiting their undefined would still cost a tick per step.
+      const pending = drafter.append(tokens);
+      if (pending) await pending;
+    }
     this.timings.draftMs += performance.now() - started;
   }
 

@@ -10,6 +10,7 @@
  */
 import type { TreePlanner } from './decoder.js';
 import { AcceptanceStats, observeVerification, planTree, type CostCurve } from './cost-model.js';
+import { RealizedJudge } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
 
 /** Verifies whatever the drafters propose within a fixed budget (tests and ablations). */
@@ -29,8 +30,6 @@ export class FixedPlanner implements TreePlanner {
 
 export interface AdaptivePlannerOptions {
   curve: CostCurve;
-  /** Extra cost (in plain steps) of a decode whose batch size differs from the previous one. */
-  switchCost?: number;
   /** Largest budget drafters may fill; the plan cuts it down. */
   budget?: DraftBudget;
   /**
@@ -40,7 +39,11 @@ export interface AdaptivePlannerOptions {
   probeEvery?: number;
 }
 
-const MAX_PROBE_INTERVAL = 32;
+/**
+ * A probe costs a drafting step outside any decode (about one decode of the small testbed model on
+ * a CPU, and the decode after it runs colder): one every 64 steps keeps that near 1-2%.
+ */
+const MAX_PROBE_INTERVAL = 64;
 
 /**
  * Expected speedup a plan must promise over plain decoding: costs are corrected online (below),
@@ -51,9 +54,6 @@ const MIN_EXPECTED_SPEEDUP = 1.05;
 /** In-situ costs are medians of this many recent observations: one slow decode (a first graph allocation, a noisy neighbour) must not stop speculation for long. */
 const COST_WINDOW = 16;
 
-/** Plain steps after which a realized/promised verdict is replaced by a neutral one. */
-const VERDICT_LIFETIME_STEPS = 64;
-
 /** Batch growth over which the marginal verify cost of one token is averaged. */
 const MARGINAL_SPAN = 8;
 
@@ -62,24 +62,21 @@ const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 export class AdaptivePlanner implements TreePlanner {
   readonly stats = new AcceptanceStats();
   private readonly curve: CostCurve;
-  private readonly switchCost: number;
   private readonly maxBudget: DraftBudget;
   private readonly probeEvery: number;
-  /** Tokens in the previous verify batch (1 = a plain step). */
-  private lastBatch = 1;
   /**
-   * In-situ costs (medians of recent observations). The curve is measured once per machine, back to back; inside a
-   * generation a tree decode also pays for the graph rebuild and for pool threads that went idle
-   * while the drafters ran, and a speculative step spends time outside the decode (drafting,
-   * acceptance, KV bookkeeping). Plans are charged what steps really cost here, in plain-step units.
+   * In-situ costs (medians of recent observations). The curve is measured once per machine, with
+   * nothing between decodes; inside a generation a tree decode also follows the drafters' JS work,
+   * and a speculative step spends time outside the decode (drafting, acceptance, KV bookkeeping).
+   * Plans are charged what steps really cost here, in plain-step units.
    */
   private readonly singleDecodeMs = new RecentMedian(COST_WINDOW);
   /**
-   * In-situ decode time of tree batches over the curve's c(n) (a ratio: pool threads that fell
-   * asleep while the drafters ran, or a curve measured at another context length, scale the
-   * whole batch, not a constant part of it).
+   * What a tree decode costs in place beyond c(n) single decodes (in single-decode units). On a
+   * loaded CPU a decode that follows the drafters' JS work pays a roughly constant penalty (caches
+   * gone cold), not a share of its size: long, likely chains amortize it.
    */
-  private readonly decodeScale = new RecentMedian(COST_WINDOW);
+  private readonly decodeExtra = new RecentMedian(COST_WINDOW);
   private lastDecodeMs = 0;
   /**
    * Time of a step outside its decode (ms), for plain steps and for steps that drafted. A plan is
@@ -88,16 +85,10 @@ export class AdaptivePlanner implements TreePlanner {
    */
   private readonly plainOverheadMs = new RecentMedian(COST_WINDOW);
   private readonly draftingOverheadMs = new RecentMedian(COST_WINDOW);
-  /** Whole plain steps (ms): the unit in which a speculative step's realized speedup is judged. */
-  private readonly plainStepMs = new RecentMedian(COST_WINDOW);
-  /** Speedup the cost model promised for the plan being verified (undefined: plain step or probe). */
-  private promised: number | undefined;
-  /**
-   * Realized / promised speedup of recent speculative steps. Whatever the cost model misses (an
-   * acceptance estimate that is too kind, a cost not measured), plans must promise that much more.
-   */
-  private readonly realizedShare = new RecentMedian(COST_WINDOW);
-  private stepsSinceVerdict = 0;
+  /** Whether the step being run verifies a plan (not a plain step or a probe). */
+  private speculating = false;
+  /** Whatever the cost model misses, realized speed decides: see realized.ts. */
+  readonly judge = new RealizedJudge();
   /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
   private idleSteps = 0;
   /** Steps between probes while backing off; a probe drafts, which is not free. */
@@ -105,13 +96,13 @@ export class AdaptivePlanner implements TreePlanner {
 
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
-    this.switchCost = options.switchCost ?? 0;
     this.maxBudget = options.budget ?? { maxNodes: 64, maxDepth: 24, maxBranches: 4 };
     this.probeEvery = options.probeEvery ?? 8;
     this.probeInterval = this.probeEvery;
   }
 
   budget(): DraftBudget {
+    if (this.judge.forcePlain) return NO_DRAFT;
     if (this.idleSteps < 2) return this.maxBudget;
     // Backing off: draft once every probeInterval steps (drafts judged in the shadow of plain decoding), so the
     // acceptance statistics keep learning when the text becomes predictable again.
@@ -119,17 +110,10 @@ export class AdaptivePlanner implements TreePlanner {
   }
 
   plan(tree: TokenTree, maxLeaves: number): TokenTree {
-    const chosen = this.choose(tree, maxLeaves);
-    this.lastBatch = chosen.size;
-    return chosen;
-  }
-
-  private choose(tree: TokenTree, maxLeaves: number): TokenTree {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
     const plan = planTree(tree, this.stats, this.curve, (n) => this.extraCost(n + 1), { maxLeaves });
-    this.promised = undefined;
-    if (plan.size > 0 && plan.speedup * Math.min(1, this.realizedShare.value ?? 1) >= MIN_EXPECTED_SPEEDUP) {
-      this.promised = plan.speedup;
+    this.speculating = plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
+    if (this.speculating) {
       this.idleSteps = 0;
       this.probeInterval = this.probeEvery;
       return plan.tree;
@@ -148,23 +132,12 @@ export class AdaptivePlanner implements TreePlanner {
 
   /** What a step verifying `batchSize` tokens costs beyond c(batchSize), in plain-step units (may be negative when the curve overestimates). */
   private extraCost(batchSize: number): number {
-    // A measured scale already includes the graph rebuild that a change of batch size costs.
-    const scale = this.decodeScale.value;
-    const decode = scale === undefined ? this.shapeChangeCost(batchSize) : this.curve.cost(batchSize) * (scale - 1);
+    const decode = this.decodeExtra.value ?? 0;
     const single = this.singleDecodeMs.value;
     const plainOutside = this.plainOverheadMs.value;
     const draftingOutside = this.draftingOverheadMs.value;
     if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return decode;
     return decode + Math.max(0, draftingOutside - plainOutside) / single;
-  }
-
-  /**
-   * A batch of another size than the last one rebuilds llama.cpp's graph; leaving plain decoding
-   * for one step pays that twice (into the tree, and back to single tokens).
-   */
-  private shapeChangeCost(batchSize: number): number {
-    if (batchSize === this.lastBatch) return 0;
-    return this.lastBatch === 1 ? 2 * this.switchCost : this.switchCost;
   }
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
@@ -173,9 +146,12 @@ export class AdaptivePlanner implements TreePlanner {
 
   observeVerifyTime(batchSize: number, ms: number): void {
     this.lastDecodeMs = ms;
+    if (batchSize === 1) {
+      this.singleDecodeMs.add(ms);
+      return;
+    }
     const single = this.singleDecodeMs.value;
-    if (batchSize === 1) this.singleDecodeMs.add(ms);
-    else if (single !== undefined) this.decodeScale.add(ms / single / this.curve.cost(batchSize));
+    if (single !== undefined) this.decodeExtra.add(ms / single - this.curve.cost(batchSize));
   }
 
   acceptedTokenValueMs(): number | undefined {
@@ -188,15 +164,8 @@ export class AdaptivePlanner implements TreePlanner {
   observeStep(emitted: number, ms: number, drafted: boolean): void {
     const outside = Math.max(0, ms - this.lastDecodeMs);
     (drafted ? this.draftingOverheadMs : this.plainOverheadMs).add(outside);
-    if (!drafted) this.plainStepMs.add(ms);
-    // Old verdicts expire: while nothing is verified, the window drifts back to "as promised".
-    if (!drafted && ++this.stepsSinceVerdict % VERDICT_LIFETIME_STEPS === 0) this.realizedShare.add(1);
-    const plainStep = this.plainStepMs.value;
-    if (this.promised !== undefined && plainStep !== undefined && ms > 0) {
-      this.realizedShare.add(emitted / (ms / plainStep) / this.promised);
-      this.stepsSinceVerdict = 0;
-    }
-    this.promised = undefined;
+    this.judge.observeStep(emitted, ms, this.speculating);
+    this.speculating = false;
   }
 }
 

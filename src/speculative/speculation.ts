@@ -84,8 +84,8 @@ export class Speculation {
     const key = `${mode}:${sampler.options.temperature > 0 ? 'sampled' : 'greedy'}`;
     let planner = this.planners.get(key);
     if (!planner) {
-      const { curve, switchCost } = await this.measuredCostCurve();
-      planner = new AdaptivePlanner({ curve, switchCost });
+      const { curve } = await this.measuredCostCurve();
+      planner = new AdaptivePlanner({ curve });
       this.planners.set(key, planner);
     }
     return planner;

@@ -1,0 +1,96 @@
+/**
+ * Judges speculation by what it realizes end to end. The cost model predicts a step's cost from
+ * the decode it verifies, but on a loaded CPU a tree step also slows the plain decodes after it
+ * (caches and pool threads go cold and take several decodes to warm up), and its estimates are
+ * noisy. So generation alternates: epochs where the planner may speculate, then a short epoch of
+ * forced plain decoding, and compares their tokens per millisecond. Adjacent epochs see the same
+ * machine load, so their ratio is a fair verdict; while speculating epochs lose, the planner must
+ * be promised more before it verifies a tree.
+ */
+
+/** Steps of an epoch in which the planner may speculate. */
+const SPECULATING_EPOCH_STEPS = 128;
+/** Steps of the plain epoch that follows one that speculated. */
+const PLAIN_EPOCH_STEPS = 32;
+/** First steps of a plain epoch left out of its rate: they still pay for the trees before them. */
+const PLAIN_EPOCH_SETTLE_STEPS = 6;
+/** An epoch with fewer speculative steps than this says little about speculation. */
+const MIN_SPECULATIVE_STEPS = 8;
+/** Verdicts: a losing epoch raises the bar by this factor, a winning one lowers it by the same. */
+const BAR_STEP = 1.15;
+const MAX_BAR = 4;
+/** Realized speedup below which an epoch counts as lost, and above which as won. */
+const LOSS_BELOW = 1;
+const WIN_ABOVE = 1.05;
+/** Epochs without speculation after which a raised bar is lowered one step, to test again. */
+const IDLE_EPOCHS_BEFORE_RETEST = 4;
+
+interface Tally {
+  steps: number;
+  tokens: number;
+  ms: number;
+  speculative: number;
+}
+
+const emptyTally = (): Tally => ({ steps: 0, tokens: 0, ms: 0, speculative: 0 });
+
+export class RealizedJudge {
+  /** Factor (≥ 1) by which a plan must beat the planner's own margin. */
+  private barFactor = 1;
+  private plainPhase = false;
+  private current = emptyTally();
+  /** Tokens per ms of the last speculating epoch, waiting for the plain epoch that judges it. */
+  private speculatingRate: number | undefined;
+  private idleEpochs = 0;
+  /** Realized speedup of the last judged epoch over the plain epoch after it. */
+  lastVerdict: number | undefined;
+
+  /** How much more than usual a plan must promise now. */
+  get bar(): number {
+    return this.barFactor;
+  }
+
+  /** In a plain epoch nothing is drafted or verified. */
+  get forcePlain(): boolean {
+    return this.plainPhase;
+  }
+
+  /** One whole step: tokens it emitted, its duration, whether it verified drafted nodes. */
+  observeStep(emitted: number, ms: number, speculative: boolean): void {
+    const tally = this.current;
+    tally.steps++;
+    if (!this.plainPhase || tally.steps > PLAIN_EPOCH_SETTLE_STEPS) {
+      tally.tokens += emitted;
+      tally.ms += ms;
+    }
+    if (speculative) tally.speculative++;
+    if (this.plainPhase ? tally.steps >= PLAIN_EPOCH_STEPS : tally.steps >= SPECULATING_EPOCH_STEPS) this.endEpoch();
+  }
+
+  private endEpoch(): void {
+    const { tokens, ms, speculative } = this.current;
+    const rate = ms > 0 ? tokens / ms : undefined;
+    this.current = emptyTally();
+    if (this.plainPhase) {
+      this.plainPhase = false;
+      if (rate !== undefined && this.speculatingRate !== undefined) this.judge(this.speculatingRate / rate);
+      this.speculatingRate = undefined;
+      return;
+    }
+    if (speculative >= MIN_SPECULATIVE_STEPS && rate !== undefined) {
+      this.speculatingRate = rate;
+      this.plainPhase = true;
+      this.idleEpochs = 0;
+    } else if (++this.idleEpochs >= IDLE_EPOCHS_BEFORE_RETEST) {
+      // Old verdicts expire: the text, or the machine's load, may have changed since.
+      this.idleEpochs = 0;
+      this.barFactor = Math.max(1, this.barFactor / BAR_STEP);
+    }
+  }
+
+  private judge(speedup: number): void {
+    this.lastVerdict = speedup;
+    if (speedup < LOSS_BELOW) this.barFactor = Math.min(MAX_BAR, this.barFactor * BAR_STEP);
+    else if (speedup > WIN_ABOVE) this.barFactor = Math.max(1, this.barFactor / BAR_STEP);
+  }
+}
