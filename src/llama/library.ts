@@ -123,7 +123,7 @@ function loadVariant(backend: Backend, binDir: string): LlamaLibrary {
 
 const GGML_BACKEND_DEVICE_TYPE_CPU = 0;
 /** Polling level of pool threads between graphs (llama.cpp's own default): low latency per token. */
-const THREADPOOL_POLL = Number(process.env.POLL ?? 50);
+const THREADPOOL_POLL = 50;
 
 function createThreadpool(api: LlamaApi, threads: number): Pointer | null {
   const cpu = api.backendDevByType(GGML_BACKEND_DEVICE_TYPE_CPU);
