@@ -22,7 +22,10 @@ export function unionTrees(trees: readonly TokenTree[]): TokenTree {
 
 /** Union of `trees`, pruned to `maxNodes` drafted nodes (and options.maxLeaves leaves). */
 export function combineTrees(trees: readonly TokenTree[], maxNodes: number, options: SelectOptions = {}): TokenTree {
-  return unionTrees(trees).prune(maxNodes, options);
+  // Often only one drafter found something: the union would be a copy of its tree.
+  const drafted = trees.filter((tree) => tree.draftCount > 0);
+  const union = drafted.length === 1 && drafted[0].rootToken === trees[0]?.rootToken ? drafted[0] : unionTrees(trees);
+  return union.prune(maxNodes, options);
 }
 
 function mergeInto(union: TokenTree, tree: TokenTree): void {

@@ -83,7 +83,7 @@ export class NgramDrafter implements Drafter {
    * most frequent first (ties: lower token id first).
    */
   continuations(context: readonly number[]): Continuation[] {
-    const found = this.longestContext(context);
+    const found = this.longestContext((d) => context[context.length - d], context.length);
     return found ? topContinuations(found.node.counts, Infinity) : [];
   }
 
@@ -93,9 +93,15 @@ export class NgramDrafter implements Drafter {
    */
   propose(root: number, budget: DraftBudget): TokenTree {
     const base = this.contextTail(root);
+    // The context of a node is base + its path, read backwards without building it.
+    const tokenBack = (tree: TokenTree, node: number, d: number): number | undefined => {
+      let at = node;
+      for (let k = 1; k < d && at !== ROOT; k++) at = tree.parent(at);
+      if (at !== ROOT) return tree.token(at);
+      return base[base.length - (d - tree.depth(node))];
+    };
     const childrenOf = (tree: TokenTree, node: number): ProposedChild[] => {
-      const context = node === ROOT ? base : base.concat(tree.pathTo(node));
-      const found = this.longestContext(context);
+      const found = this.longestContext((d) => tokenBack(tree, node, d), base.length + tree.depth(node));
       if (!found) return [];
       const { node: best, length } = found;
       return topContinuations(best.counts, budget.maxBranches).map(({ token, count }) => ({ token, probability: count / best.total, evidence: length }));
@@ -123,13 +129,16 @@ export class NgramDrafter implements Drafter {
     seq.push(token);
   }
 
-  /** The longest stored context that ends `context`, with its length. */
-  private longestContext(context: readonly number[]): { node: ContextNode; length: number } | undefined {
+  /**
+   * The longest stored context that ends a context of `length` tokens, whose d-th token from
+   * the end is `back(d)`, with its length.
+   */
+  private longestContext(back: (d: number) => number | undefined, length: number): { node: ContextNode; length: number } | undefined {
     let node = this.table;
     let best: { node: ContextNode; length: number } | undefined;
-    const deepest = Math.min(this.kMax, context.length);
+    const deepest = Math.min(this.kMax, length);
     for (let d = 1; d <= deepest; d++) {
-      const next = node.longer.get(context[context.length - d]);
+      const next = node.longer.get(back(d)!);
       if (!next) break;
       node = next;
       if (d >= this.kMin && node.total > 0) best = { node, length: d };
