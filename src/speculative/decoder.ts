@@ -95,6 +95,12 @@ export class SpeculativeDecoder implements Decoder {
   private readonly costlyMsPerNode = new Map<string, number>();
   private stepsSinceCostly = 0;
   /**
+   * Tokens emitted since the drafters were last asked. Drafters need them only to propose, so
+   * while drafting backs off they are handed over in one batch: a call per step into cold
+   * drafter code costs several times the work itself.
+   */
+  private readonly unappended: number[] = [];
+  /**
    * Drafts the planner chose not to verify, followed against the tokens plain decoding emits
    * (greedy and sample-and-match accept a node exactly when it matches what is emitted), so
    * acceptance keeps being learnt without paying for verification.
@@ -120,7 +126,7 @@ export class SpeculativeDecoder implements Decoder {
     for (const drafter of this.options.drafters) await drafter.begin(prompt);
     this.timings.prefillMs += performance.now() - started;
     const first = this.timed('samplingMs', () => this.sampler.next(this.context.logits(last), prompt));
-    await this.appendToDrafters([first]);
+    this.unappended.push(first);
     return first;
   }
 
@@ -128,7 +134,9 @@ export class SpeculativeDecoder implements Decoder {
     const stepStarted = performance.now();
     const root = sequence[sequence.length - 1];
     const position = sequence.length - 1;
-    const { tree, candidates } = await this.draft(root, kvRoom(this.context, sequence.length) - 1);
+    // Most steps of a generation where drafts do not pay skip drafting here: nothing allocated, nothing awaited.
+    const budget = this.draftBudget(kvRoom(this.context, sequence.length) - 1);
+    const { tree, candidates } = budget ? await this.draft(root, budget) : NOT_DRAFTING;
     this.steps++;
     const emitted = tree.draftCount === 0 ? await this.plainStep(sequence) : await this.verifyTree(tree, position, sequence);
     this.emitted += emitted.length;
@@ -137,7 +145,7 @@ export class SpeculativeDecoder implements Decoder {
       this.shadow = { tree: candidates, node: ROOT, accepted: [] };
       this.followShadow(emitted);
     }
-    await this.appendToDrafters(emitted);
+    for (const token of emitted) this.unappended.push(token);
     this.options.planner.observeStep?.(emitted.length, performance.now() - stepStarted, candidates !== NOTHING_DRAFTED);
     return emitted;
   }
@@ -192,20 +200,24 @@ export class SpeculativeDecoder implements Decoder {
 
   dispose(): void {
     this.batch.dispose();
+    this.flushToDrafters();
     for (const drafter of this.options.drafters) drafter.end();
+  }
+
+  /** The planner's budget for this step, within the KV room and the batch; undefined: no drafting. */
+  private draftBudget(room: number): DraftBudget | undefined {
+    const budget = this.options.planner.budget();
+    const maxNodes = Math.max(0, Math.min(budget.maxNodes, room, this.batch.capacity - 1));
+    return maxNodes > 0 ? { ...budget, maxNodes } : undefined;
   }
 
   /**
    * Asks every drafter, merges their trees and cuts the union to what the planner says pays.
    * Returns the tree to verify and the candidates it was cut from (NOTHING_DRAFTED when no drafter was asked).
    */
-  private async draft(root: number, room: number): Promise<{ tree: TokenTree; candidates: TokenTree }> {
-    const budget = this.options.planner.budget();
-    const maxNodes = Math.max(0, Math.min(budget.maxNodes, room, this.batch.capacity - 1));
-    // Most steps of a generation where drafts do not pay end here: nothing allocated, nothing timed.
-    if (maxNodes === 0) return NOT_DRAFTING;
+  private async draft(root: number, limited: DraftBudget): Promise<{ tree: TokenTree; candidates: TokenTree }> {
     const started = performance.now();
-    const limited: DraftBudget = { ...budget, maxNodes };
+    this.flushToDrafters();
     const trees: TokenTree[] = [];
     for (const drafter of this.options.drafters) if (!drafter.costly) trees.push(await drafter.propose(root, limited));
     if (!trees.some((tree) => tree.maxDepth() >= CHEAP_DRAFT_DEPTH_ENOUGH)) {
@@ -290,14 +302,11 @@ export class SpeculativeDecoder implements Decoder {
     }
   }
 
-  private async appendToDrafters(tokens: readonly number[]): Promise<void> {
-    const started = performance.now();
-    for (const drafter of this.options.drafters) {
-      // Most drafters append synchronously; awaiting their undefined would still cost a tick per step.
-      const pending = drafter.append(tokens);
-      if (pending) await pending;
-    }
-    this.timings.draftMs += performance.now() - started;
+  /** Hands the drafters the tokens emitted since they were last asked (callers time it). */
+  private flushToDrafters(): void {
+    if (this.unappended.length === 0) return;
+    for (const drafter of this.options.drafters) drafter.append(this.unappended);
+    this.unappended.length = 0;
   }
 
   private timed<T>(bucket: 'samplingMs', work: () => T): T {

@@ -63,6 +63,7 @@ export class AdaptivePlanner implements TreePlanner {
   readonly stats = new AcceptanceStats();
   private readonly curve: CostCurve;
   private readonly maxBudget: DraftBudget;
+  private readonly probeBudget: DraftBudget;
   private readonly probeEvery: number;
   /**
    * In-situ costs (medians of recent observations). The curve is measured once per machine, with
@@ -97,6 +98,9 @@ export class AdaptivePlanner implements TreePlanner {
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
     this.maxBudget = options.budget ?? { maxNodes: 64, maxDepth: 24, maxBranches: 4 };
+    // Probes draft a quarter of the budget: enough to see whether drafts pay again, at a quarter of the cost.
+    const { maxNodes, maxDepth, maxBranches } = this.maxBudget;
+    this.probeBudget = { maxNodes: Math.ceil(maxNodes / 4), maxDepth: Math.min(maxDepth, Math.ceil(maxNodes / 4)), maxBranches: Math.min(maxBranches, 2) };
     this.probeEvery = options.probeEvery ?? 8;
     this.probeInterval = this.probeEvery;
   }
@@ -106,7 +110,7 @@ export class AdaptivePlanner implements TreePlanner {
     if (this.idleSteps < 2) return this.maxBudget;
     // Backing off: draft once every probeInterval steps (drafts judged in the shadow of plain decoding), so the
     // acceptance statistics keep learning when the text becomes predictable again.
-    return ++this.idleSteps % this.probeInterval === 0 ? this.maxBudget : NO_DRAFT;
+    return ++this.idleSteps % this.probeInterval === 0 ? this.probeBudget : NO_DRAFT;
   }
 
   plan(tree: TokenTree, maxLeaves: number): TokenTree {

@@ -30,8 +30,11 @@ export interface Drafter {
   readonly costly?: boolean;
   /** Called once per request with the prompt tokens. */
   begin(prompt: readonly number[]): void | Promise<void>;
-  /** Tokens appended to the sequence (accepted drafts + bonus token), in order. */
-  append(tokens: readonly number[]): void | Promise<void>;
+  /**
+   * Tokens appended to the sequence (accepted drafts + bonus token), in order; handed over
+   * before each proposal and at the end of a request, not necessarily every step.
+   */
+  append(tokens: readonly number[]): void;
   /** Propose continuations of the current sequence, whose last token is `root` (pending). */
   propose(root: number, budget: DraftBudget): TokenTree | Promise<TokenTree>;
   /** Request finished: keep what should survive across requests (suffix history). */
