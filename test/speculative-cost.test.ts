@@ -301,6 +301,29 @@ describe('RealizedJudge', () => {
     assert.ok(winning.at(-1)! < losing.at(-1)!, `bars ${winning}`);
   });
 
+  it('lengthens speculating epochs while they win, and shortens them again after a loss', () => {
+    const judge = new RealizedJudge();
+    const epochLength = (): number => {
+      let steps = 0;
+      while (!judge.forcePlain) {
+        judge.observeStep(2, 1, true);
+        steps++;
+      }
+      while (judge.forcePlain) judge.observeStep(1, 1, false);
+      return steps;
+    };
+    const winning = [epochLength(), epochLength(), epochLength()];
+    assert.deepEqual(winning, [128, 256, 512]);
+    let steps = 0;
+    while (!judge.forcePlain) {
+      judge.observeStep(1, 3, true);
+      steps++;
+    }
+    while (judge.forcePlain) judge.observeStep(1, 1, false);
+    assert.equal(steps, 1024);
+    assert.equal(epochLength(), 128, 'after the loss');
+  });
+
   it('does not judge epochs without speculation, and a raised bar decays while nothing is speculated', () => {
     const judge = new RealizedJudge();
     judgeRounds(judge, 3, 3, 2, 1);

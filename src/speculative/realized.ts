@@ -8,8 +8,12 @@
  * be promised more before it verifies a tree.
  */
 
-/** Steps of an epoch in which the planner may speculate. */
+/**
+ * Steps of an epoch in which the planner may speculate; after each won verdict the next is twice
+ * as long (up to the maximum), so a plain epoch costs little while speculation keeps winning.
+ */
 const SPECULATING_EPOCH_STEPS = 128;
+const MAX_SPECULATING_EPOCH_STEPS = 1024;
 /** Steps of the plain epoch that follows one that speculated. */
 const PLAIN_EPOCH_STEPS = 32;
 /** First steps of a plain epoch left out of its rate: they still pay for the trees before them. */
@@ -42,6 +46,7 @@ export class RealizedJudge {
   /** Tokens per ms of the last speculating epoch, waiting for the plain epoch that judges it. */
   private speculatingRate: number | undefined;
   private idleEpochs = 0;
+  private speculatingEpochSteps = SPECULATING_EPOCH_STEPS;
   /** Realized speedup of the last judged epoch over the plain epoch after it. */
   lastVerdict: number | undefined;
 
@@ -64,7 +69,7 @@ export class RealizedJudge {
       tally.ms += ms;
     }
     if (speculative) tally.speculative++;
-    if (this.plainPhase ? tally.steps >= PLAIN_EPOCH_STEPS : tally.steps >= SPECULATING_EPOCH_STEPS) this.endEpoch();
+    if (this.plainPhase ? tally.steps >= PLAIN_EPOCH_STEPS : tally.steps >= this.speculatingEpochSteps) this.endEpoch();
   }
 
   private endEpoch(): void {
@@ -90,7 +95,12 @@ export class RealizedJudge {
 
   private judge(speedup: number): void {
     this.lastVerdict = speedup;
-    if (speedup < LOSS_BELOW) this.barFactor = Math.min(MAX_BAR, this.barFactor * BAR_STEP);
-    else if (speedup > WIN_ABOVE) this.barFactor = Math.max(1, this.barFactor / BAR_STEP);
+    if (speedup < LOSS_BELOW) {
+      this.barFactor = Math.min(MAX_BAR, this.barFactor * BAR_STEP);
+      this.speculatingEpochSteps = SPECULATING_EPOCH_STEPS;
+    } else if (speedup > WIN_ABOVE) {
+      this.barFactor = Math.max(1, this.barFactor / BAR_STEP);
+      this.speculatingEpochSteps = Math.min(MAX_SPECULATING_EPOCH_STEPS, this.speculatingEpochSteps * 2);
+    }
   }
 }
