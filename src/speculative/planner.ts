@@ -90,8 +90,9 @@ export class AdaptivePlanner implements TreePlanner {
   private speculating = false;
   /** Whatever the cost model misses, realized speed decides: see realized.ts. */
   readonly judge = new RealizedJudge();
-  /** Consecutive steps whose plan verified nothing; drafting backs off once it reaches 2. */
-  private idleSteps = 0;
+  /** Set when a plan did not pay: drafting is then asked only at probes, until one pays again. */
+  private backingOff = false;
+  private stepsSinceProbe = 0;
   /** Steps between probes while backing off; a probe drafts, which is not free. */
   private probeInterval: number;
 
@@ -107,10 +108,10 @@ export class AdaptivePlanner implements TreePlanner {
 
   budget(): DraftBudget {
     if (this.judge.forcePlain) return NO_DRAFT;
-    if (this.idleSteps < 2) return this.maxBudget;
+    if (!this.backingOff) return this.maxBudget;
     // Backing off: draft once every probeInterval steps (drafts judged in the shadow of plain decoding), so the
     // acceptance statistics keep learning when the text becomes predictable again.
-    return ++this.idleSteps % this.probeInterval === 0 ? this.probeBudget : NO_DRAFT;
+    return ++this.stepsSinceProbe % this.probeInterval === 0 ? this.probeBudget : NO_DRAFT;
   }
 
   plan(tree: TokenTree, maxLeaves: number): TokenTree {
@@ -118,19 +119,16 @@ export class AdaptivePlanner implements TreePlanner {
     const plan = planTree(tree, this.stats, this.curve, (n) => this.extraCost(n + 1), { maxLeaves });
     this.speculating = plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
     if (this.speculating) {
-      this.idleSteps = 0;
+      this.backingOff = false;
       this.probeInterval = this.probeEvery;
       return plan.tree;
     }
-    const probing = this.idleSteps >= 2;
-    if (!probing) {
-      this.idleSteps = Math.max(this.idleSteps, 1) + 1;
-      return plan.tree;
-    }
-    this.probeInterval = Math.min(this.probeInterval * 2, MAX_PROBE_INTERVAL);
-    this.idleSteps = 2;
-    // The probe's drafts are not verified: the decoder follows them against the tokens that plain
-    // decoding emits next (shadow verification) and reports the outcome through observe().
+    // Drafting backs off at once; a probe that finds nothing worth verifying doubles the interval.
+    if (this.backingOff) this.probeInterval = Math.min(this.probeInterval * 2, MAX_PROBE_INTERVAL);
+    this.backingOff = true;
+    this.stepsSinceProbe = 0;
+    // Drafts that do not pay are not verified: the decoder follows them against the tokens that
+    // plain decoding emits next (shadow verification) and reports the outcome through observe().
     return tree.prune(0);
   }
 
