@@ -93,6 +93,9 @@ export class AdaptivePlanner implements TreePlanner {
   /** Set when a plan did not pay: drafting is then asked only at probes, until one pays again. */
   private backingOff = false;
   private stepsSinceProbe = 0;
+  /** Sizes of the last verified plans (ring buffer), which bound the drafting budget. */
+  private readonly recentPlanSizes = new Array<number>(16).fill(0);
+  private plans = 0;
   /** Steps between probes while backing off; a probe drafts, which is not free. */
   private probeInterval: number;
 
@@ -108,10 +111,21 @@ export class AdaptivePlanner implements TreePlanner {
 
   budget(): DraftBudget {
     if (this.judge.forcePlain) return NO_DRAFT;
-    if (!this.backingOff) return this.maxBudget;
+    if (!this.backingOff) return this.speculatingBudget();
     // Backing off: draft once every probeInterval steps (drafts judged in the shadow of plain decoding), so the
     // acceptance statistics keep learning when the text becomes predictable again.
     return ++this.stepsSinceProbe % this.probeInterval === 0 ? this.probeBudget : NO_DRAFT;
+  }
+
+  /**
+   * Drafting time grows with the nodes drafted, and most of a 64-node tree is cut when the plans
+   * verify 20: drafters may fill half again the largest recent plan (at least a probe's budget),
+   * so plans can still grow step by step.
+   */
+  private speculatingBudget(): DraftBudget {
+    const largest = Math.max(0, ...this.recentPlanSizes);
+    const maxNodes = Math.min(this.maxBudget.maxNodes, Math.max(this.probeBudget.maxNodes, Math.ceil(largest * 1.5)));
+    return maxNodes === this.maxBudget.maxNodes ? this.maxBudget : { ...this.maxBudget, maxNodes };
   }
 
   plan(tree: TokenTree, maxLeaves: number): TokenTree {
@@ -119,6 +133,7 @@ export class AdaptivePlanner implements TreePlanner {
     const plan = planTree(tree, this.stats, this.curve, (n) => this.extraCost(n + 1), { maxLeaves });
     this.speculating = plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
     if (this.speculating) {
+      this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;
       this.backingOff = false;
       this.probeInterval = this.probeEvery;
       return plan.tree;
