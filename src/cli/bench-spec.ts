@@ -71,12 +71,13 @@ export function registerBenchSpec(bench: Command): void {
 }
 
 function formatSpecTable(result: SpecBenchResult): string {
-  const rows = [['task', 'configuration', 'tokens/s', 'speedup', 'τ', 'identical']];
+  const rows = [['task', 'configuration', 'tokens/s', 'after prompt', 'speedup', 'τ', 'identical']];
   for (const [task, summary] of Object.entries(result.tasks)) {
-    rows.push([task, 'plain', String(summary.plain_tps ?? '-'), '1', '', '']);
+    rows.push([task, 'plain', String(summary.plain_tps ?? '-'), String(summary.plain_decode_tps ?? '-'), '1', '', '']);
     for (const [config, c] of Object.entries(summary.configs)) {
-      rows.push([task, config, String(c.median_tps ?? '-'), `${c.speedup ?? '-'}`, String(c.tau ?? '-'), `${(c.identical_rate * 100).toFixed(0)}%`]);
+      rows.push([task, config, String(c.median_tps ?? '-'), String(c.median_decode_tps ?? '-'), `${c.speedup ?? '-'}`, String(c.tau ?? '-'), `${(c.identical_rate * 100).toFixed(0)}%`]);
     }
+    if (summary.vs_best_peer != null) rows.push([task, 'vs best llama.cpp', '', `${summary.vs_best_peer}×`, '', '', '']);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
   const lines = rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  '));
