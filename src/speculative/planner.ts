@@ -102,9 +102,10 @@ export class AdaptivePlanner implements TreePlanner {
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
     this.maxBudget = options.budget ?? { maxNodes: 64, maxDepth: 24, maxBranches: 4 };
-    // Probes draft a quarter of the budget: enough to see whether drafts pay again, at a quarter of the cost.
-    const { maxNodes, maxDepth, maxBranches } = this.maxBudget;
-    this.probeBudget = { maxNodes: Math.ceil(maxNodes / 4), maxDepth: Math.min(maxDepth, Math.ceil(maxNodes / 4)), maxBranches: Math.min(maxBranches, 2) };
+    // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
+    // verification is dear, and a probe must be able to see one; branches would only add cost.
+    const { maxNodes, maxDepth } = this.maxBudget;
+    this.probeBudget = { maxNodes: Math.min(maxNodes, maxDepth), maxDepth, maxBranches: 1 };
     this.probeEvery = options.probeEvery ?? 8;
     this.probeInterval = this.probeEvery;
   }
@@ -119,10 +120,11 @@ export class AdaptivePlanner implements TreePlanner {
 
   /**
    * Drafting time grows with the nodes drafted, and most of a 64-node tree is cut when the plans
-   * verify 20: drafters may fill half again the largest recent plan (at least a probe's budget),
-   * so plans can still grow step by step.
+   * verify 20: once plans have been verified, drafters may fill half again the largest recent one
+   * (at least a probe's budget), so plans can still grow step by step.
    */
   private speculatingBudget(): DraftBudget {
+    if (this.plans === 0) return this.maxBudget;
     const largest = Math.max(0, ...this.recentPlanSizes);
     const maxNodes = Math.min(this.maxBudget.maxNodes, Math.max(this.probeBudget.maxNodes, Math.ceil(largest * 1.5)));
     return maxNodes === this.maxBudget.maxNodes ? this.maxBudget : { ...this.maxBudget, maxNodes };
