@@ -268,6 +268,20 @@ describe('AdaptivePlanner', () => {
     assert.ok(verified <= 2, `at most a probe once the costs are known (last batch ${verified})`);
   });
 
+  it('charges plans for the slow single-token decode that follows a tree, and keeps it out of the single-decode time', () => {
+    const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    for (let k = 0; k < 16; k++) planner.observeVerifyTime(1, 1);
+    let verified = 0;
+    feed(planner, 60, (size) => {
+      // Trees cost exactly what the curve says, but the decode after each one costs 30 plain decodes.
+      planner.observeVerifyTime(size, size === 1 ? 1 : 1 + 0.3 * (size - 1));
+      if (size > 1) planner.observeVerifyTime(1, 30);
+      verified = size;
+    });
+    assert.ok(verified <= 2, `at most a probe once the cost of coming back is known (last batch ${verified})`);
+    assert.ok(close(planner.acceptedTokenValueMs()!, 1 - 0.3), 'the single-decode time stays that of settled decodes');
+  });
+
   it('values an accepted token at a plain decode minus its marginal verify cost', () => {
     const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.25) });
     assert.equal(planner.acceptedTokenValueMs(), undefined);

@@ -78,6 +78,14 @@ export class AdaptivePlanner implements TreePlanner {
    * gone cold), not a share of its size: long, likely chains amortize it.
    */
   private readonly decodeExtra = new RecentMedian(COST_WINDOW);
+  /**
+   * What the first single-token decode after a tree costs beyond a settled one (single-decode
+   * units): llama.cpp rebuilds the one-token graph, and caches the tree decode displaced refill.
+   * The curve measures going into a tree, not coming back; plans pay for both. Those decodes are
+   * kept out of the single-decode median, which they would inflate.
+   */
+  private readonly returnExtra = new RecentMedian(COST_WINDOW);
+  private afterTree = false;
   private lastDecodeMs = 0;
   /**
    * Time of a step outside its decode (ms), for plain steps and for steps that drafted. A plan is
@@ -151,7 +159,7 @@ export class AdaptivePlanner implements TreePlanner {
 
   /** What a step verifying `batchSize` tokens costs beyond c(batchSize), in plain-step units (may be negative when the curve overestimates). */
   private extraCost(batchSize: number): number {
-    const decode = this.decodeExtra.value ?? 0;
+    const decode = (this.decodeExtra.value ?? 0) + Math.max(0, this.returnExtra.value ?? 0);
     const single = this.singleDecodeMs.value;
     const plainOutside = this.plainOverheadMs.value;
     const draftingOutside = this.draftingOverheadMs.value;
@@ -165,12 +173,16 @@ export class AdaptivePlanner implements TreePlanner {
 
   observeVerifyTime(batchSize: number, ms: number): void {
     this.lastDecodeMs = ms;
-    if (batchSize === 1) {
-      this.singleDecodeMs.add(ms);
-      return;
-    }
     const single = this.singleDecodeMs.value;
-    if (single !== undefined) this.decodeExtra.add(ms / single - this.curve.cost(batchSize));
+    const afterTree = this.afterTree;
+    this.afterTree = batchSize > 1;
+    if (batchSize > 1) {
+      if (single !== undefined) this.decodeExtra.add(ms / single - this.curve.cost(batchSize));
+    } else if (afterTree) {
+      if (single !== undefined) this.returnExtra.add(ms / single - 1);
+    } else {
+      this.singleDecodeMs.add(ms);
+    }
   }
 
   acceptedTokenValueMs(): number | undefined {
