@@ -347,6 +347,16 @@ describe('RealizedJudge', () => {
     assert.ok(judge.bar < raised && judge.bar >= 1);
   });
 
+  it('judges only epochs where speculative steps emitted a real share of the tokens', () => {
+    const judge = new RealizedJudge();
+    // One speculative step in eight, emitting 2 tokens: 2 of 9 tokens per eight steps (22%).
+    for (let step = 0; step < 128; step++) judge.observeStep(step % 8 === 0 ? 2 : 1, 1, step % 8 === 0);
+    assert.equal(judge.forcePlain, false);
+    // One in four: 2 of 5 tokens (40%).
+    for (let step = 0; step < 128; step++) judge.observeStep(step % 4 === 0 ? 2 : 1, 1, step % 4 === 0);
+    assert.equal(judge.forcePlain, true);
+  });
+
   it('leaves out the first steps of a plain epoch, which still pay for the trees before them', () => {
     const judge = new RealizedJudge();
     while (!judge.forcePlain) judge.observeStep(2, 1, true);

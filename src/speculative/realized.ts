@@ -18,14 +18,17 @@ const MAX_SPECULATING_EPOCH_STEPS = 1024;
 const PLAIN_EPOCH_STEPS = 32;
 /** First steps of a plain epoch left out of its rate: they still pay for the trees before them. */
 const PLAIN_EPOCH_SETTLE_STEPS = 6;
-/** An epoch with fewer speculative steps than this says little about speculation. */
-const MIN_SPECULATIVE_STEPS = 8;
+/**
+ * An epoch says little about speculation unless speculative steps emitted at least this share of
+ * its tokens: otherwise its verdict would mostly be timing noise of plain steps.
+ */
+const MIN_SPECULATIVE_SHARE = 0.25;
 /** Verdicts: a losing epoch raises the bar by this factor, a winning one lowers it by the same. */
 const BAR_STEP = 1.15;
 const MAX_BAR = 4;
-/** Realized speedup below which an epoch counts as lost, and above which as won. */
-const LOSS_BELOW = 1;
-const WIN_ABOVE = 1.05;
+/** Realized speedup below which an epoch counts as lost, and above which as won (a band around 1 for noise). */
+const LOSS_BELOW = 0.97;
+const WIN_ABOVE = 1.03;
 /** Epochs without speculation after which a raised bar is lowered one step, to test again. */
 const IDLE_EPOCHS_BEFORE_RETEST = 4;
 
@@ -33,10 +36,11 @@ interface Tally {
   steps: number;
   tokens: number;
   ms: number;
-  speculative: number;
+  /** Tokens emitted by speculative steps. */
+  speculativeTokens: number;
 }
 
-const emptyTally = (): Tally => ({ steps: 0, tokens: 0, ms: 0, speculative: 0 });
+const emptyTally = (): Tally => ({ steps: 0, tokens: 0, ms: 0, speculativeTokens: 0 });
 
 export class RealizedJudge {
   /** Factor (≥ 1) by which a plan must beat the planner's own margin. */
@@ -68,12 +72,12 @@ export class RealizedJudge {
       tally.tokens += emitted;
       tally.ms += ms;
     }
-    if (speculative) tally.speculative++;
+    if (speculative) tally.speculativeTokens += emitted;
     if (this.plainPhase ? tally.steps >= PLAIN_EPOCH_STEPS : tally.steps >= this.speculatingEpochSteps) this.endEpoch();
   }
 
   private endEpoch(): void {
-    const { tokens, ms, speculative } = this.current;
+    const { tokens, ms, speculativeTokens } = this.current;
     const rate = ms > 0 ? tokens / ms : undefined;
     this.current = emptyTally();
     if (this.plainPhase) {
@@ -82,7 +86,7 @@ export class RealizedJudge {
       this.speculatingRate = undefined;
       return;
     }
-    if (speculative >= MIN_SPECULATIVE_STEPS && rate !== undefined) {
+    if (rate !== undefined && speculativeTokens >= tokens * MIN_SPECULATIVE_SHARE) {
       this.speculatingRate = rate;
       this.plainPhase = true;
       this.idleEpochs = 0;
