@@ -1,8 +1,7 @@
 /**
  * Judges speculation by what it realizes end to end. The cost model predicts a step's cost from
- * the decode it verifies, but on a loaded CPU a tree step also slows the plain decodes after it
- * (caches and pool threads go cold and take several decodes to warm up), and its estimates are
- * noisy. So generation alternates: epochs where the planner may speculate, then a short epoch of
+ * the decodes it measures, but its estimates are noisy on a loaded machine, and whatever it does
+ * not model (a slowdown that outlasts the decode after a tree, say) would go unnoticed. So generation alternates: epochs where the planner may speculate, then a short epoch of
  * forced plain decoding, and compares their tokens per millisecond. Adjacent epochs see the same
  * machine load, so their ratio is a fair verdict; while speculating epochs lose, the planner must
  * be promised more before it verifies a tree.
@@ -29,7 +28,7 @@ const MAX_BAR = 4;
 /** Realized speedup below which an epoch counts as lost, and above which as won (a band around 1 for noise). */
 const LOSS_BELOW = 0.97;
 const WIN_ABOVE = 1.03;
-/** Epochs without speculation after which a raised bar is lowered one step, to test again. */
+/** Speculating epochs too quiet to be judged after which a raised bar is lowered one step, to test again. */
 const IDLE_EPOCHS_BEFORE_RETEST = 4;
 
 interface Tally {
