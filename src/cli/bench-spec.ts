@@ -1,9 +1,10 @@
 /** `tachyon bench spec`: plain vs speculative decoding on the held-out prompt sets, in one process. */
 import { resolve } from 'node:path';
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { DEFAULT_TASKS, runSpecBench, type SpecBenchResult } from '../bench/spec.js';
 import type { GpuChoice } from '../llama/library.js';
 import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
+import { backendOption } from './engine-options.js';
 import { integer } from './options.js';
 
 const CONFIGS = ['ngram', 'suffix', 'draft', 'auto'] as const;
@@ -34,7 +35,7 @@ export function registerBenchSpec(bench: Command): void {
     .option('-m, --model <path>', 'target GGUF model', defaultModelPath)
     .option('--draft-model <path>', 'draft GGUF (default: the embedded draft when --model is the embedded target)')
     .option('--no-draft', 'run without a draft model')
-    .addOption(new Option('--gpu <backend>', 'llama.cpp backend').choices(['auto', 'cpu', 'cuda', 'vulkan', 'metal']).default('cpu'))
+    .addOption(backendOption('--gpu <backend>', 'llama.cpp backend', 'cpu'))
     .option('-t, --threads <n>', 'CPU threads (default: all cores)', integer(1, 512))
     .option('--tasks <list>', 'prompt sets from bench/prompts/', DEFAULT_TASKS.join(','))
     .option('--prompts <file>', 'a JSONL file of {"prompt": …} lines instead of --tasks')

@@ -10,9 +10,8 @@ import type { GpuChoice } from '../llama/library.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 import { registerBenchSpec } from './bench-spec.js';
+import { backendOption } from './engine-options.js';
 import { decimal, integer } from './options.js';
-
-const GPU_CHOICES = ['auto', 'cpu', 'cuda', 'vulkan', 'metal'];
 
 interface DecodeFlags {
   model: string;
@@ -54,7 +53,7 @@ export function registerBench(program: Command): void {
     .command('decode')
     .description(`prefill and decode tokens/s of Tachyon vs ${PEER_NAME} (same llama.cpp binaries, model, threads and prompt)`)
     .option('-m, --model <path>', 'GGUF model file', defaultModelPath)
-    .addOption(new Option('--gpu <backend>', 'llama.cpp backend of both sides').choices(GPU_CHOICES).default('cpu'))
+    .addOption(backendOption('--gpu <backend>', 'llama.cpp backend of both sides', 'cpu'))
     .option('-t, --threads <n>', 'CPU threads of both sides (default: all cores here)', integer(1, 512), availableParallelism())
     .option('--runs <n>', 'measured runs per side (alternating; medians are reported)', integer(1, 1000), 5)
     .option('--prompt-tokens <n>', 'prompt length in tokens', integer(1, 65536), 128)
@@ -92,8 +91,8 @@ export function registerBench(program: Command): void {
     .command('agreement')
     .description('greedy token agreement of one llama.cpp backend with another (default: with the CPU)')
     .option('-m, --model <path>', 'GGUF model file', defaultModelPath)
-    .addOption(new Option('--gpu <backend>', 'backend to check').choices(GPU_CHOICES).default('auto'))
-    .addOption(new Option('--reference <backend>', 'backend to compare with').choices(GPU_CHOICES).default('cpu'))
+    .addOption(backendOption('--gpu <backend>', 'backend to check', 'auto'))
+    .addOption(backendOption('--reference <backend>', 'backend to compare with', 'cpu'))
     .option('--prompts <file>', 'JSONL prompts ("prompt" field; chat template applied when the model has one)', join(packageRoot, 'bench', 'prompts', 'reasoning.jsonl'))
     .option('--count <n>', 'how many prompts (from the start of the file)', integer(1), 10)
     .option('--tokens <n>', 'greedy tokens per prompt (end-of-generation ignored)', integer(1, 65536), 128)

@@ -3,7 +3,7 @@ import { Option, type Command } from 'commander';
 import type { EngineOptions } from '../engine.js';
 import type { GpuChoice } from '../llama/library.js';
 import { defaultModelPath } from '../paths.js';
-import { integer, oneOf } from './options.js';
+import { integer } from './options.js';
 import { progressBar } from './progress.js';
 
 export interface ModelFlags {
@@ -16,7 +16,7 @@ export interface ModelFlags {
 export function addModelFlags(command: Command): Command {
   return command
     .option('-m, --model <path>', 'GGUF model file', defaultModelPath)
-    .addOption(new Option('--gpu <backend>', 'llama.cpp backend').choices(['auto', 'cpu', 'cuda', 'vulkan', 'metal']).default('auto'))
+    .addOption(backendOption('--gpu <backend>', 'llama.cpp backend', 'auto'))
     .option('-t, --threads <n>', 'CPU threads (default: all cores)', integer(1, 512))
     .option('-c, --ctx-size <n>', "context size in tokens (default: the model's, at most 4096)", integer(16));
 }
@@ -37,4 +37,9 @@ export function engineOptions(flags: ModelFlags): EngineOptions & { model: strin
   };
 }
 
-export const gpuChoice = oneOf<GpuChoice>(['auto', 'cpu', 'cuda', 'vulkan', 'metal']);
+const BACKEND_CHOICES: readonly GpuChoice[] = ['auto', 'cpu', 'cuda', 'vulkan', 'metal'];
+
+/** A flag naming a llama.cpp backend (--gpu, and the benchmarks' --reference). */
+export function backendOption(flags: string, description: string, fallback: GpuChoice): Option {
+  return new Option(flags, description).choices(BACKEND_CHOICES).default(fallback);
+}

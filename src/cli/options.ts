@@ -16,10 +16,3 @@ export function decimal(min: number, max = Number.POSITIVE_INFINITY) {
     return parsed;
   };
 }
-
-export function oneOf<T extends string>(choices: readonly T[]) {
-  return (value: string): T => {
-    if (!(choices as readonly string[]).includes(value)) throw new InvalidArgumentError(`expected one of ${choices.join(', ')}`);
-    return value as T;
-  };
-}
