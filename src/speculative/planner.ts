@@ -140,7 +140,7 @@ export class AdaptivePlanner implements TreePlanner {
 
   plan(tree: TokenTree, maxLeaves: number): TokenTree {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
-    const plan = planTree(tree, this.stats, this.curve, (n) => this.extraCost(n + 1), { maxLeaves });
+    const plan = planTree(tree, this.stats, this.curve, this.extraCost(), { maxLeaves });
     this.speculating = plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
     if (this.speculating) {
       this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;
@@ -157,8 +157,12 @@ export class AdaptivePlanner implements TreePlanner {
     return tree.prune(0);
   }
 
-  /** What a step verifying `batchSize` tokens costs beyond c(batchSize), in plain-step units (may be negative when the curve overestimates). */
-  private extraCost(batchSize: number): number {
+  /**
+   * What a speculative step costs beyond c(n) of its verify batch, in plain-step units, whatever
+   * its size (the in-place penalties are roughly constant); may be negative when the curve
+   * overestimates.
+   */
+  private extraCost(): number {
     const decode = (this.decodeExtra.value ?? 0) + Math.max(0, this.returnExtra.value ?? 0);
     const single = this.singleDecodeMs.value;
     const plainOutside = this.plainOverheadMs.value;
@@ -173,16 +177,17 @@ export class AdaptivePlanner implements TreePlanner {
 
   observeVerifyTime(batchSize: number, ms: number): void {
     this.lastDecodeMs = ms;
-    const single = this.singleDecodeMs.value;
     const afterTree = this.afterTree;
     this.afterTree = batchSize > 1;
-    if (batchSize > 1) {
-      if (single !== undefined) this.decodeExtra.add(ms / single - this.curve.cost(batchSize));
-    } else if (afterTree) {
-      if (single !== undefined) this.returnExtra.add(ms / single - 1);
-    } else {
+    // The common case, a settled single-token decode, only feeds the median it is measured against.
+    if (batchSize === 1 && !afterTree) {
       this.singleDecodeMs.add(ms);
+      return;
     }
+    const single = this.singleDecodeMs.value;
+    if (single === undefined) return;
+    if (batchSize > 1) this.decodeExtra.add(ms / single - this.curve.cost(batchSize));
+    else this.returnExtra.add(ms / single - 1);
   }
 
   acceptedTokenValueMs(): number | undefined {
