@@ -44,7 +44,7 @@ interface RunRecord {
   id: string;
   tokens: number;
   tokensPerSecond: number;
-  /** Generated tokens over the time after the prompt was evaluated (as llama-server's predicted_per_second). */
+  /** Tokens/s after the first token (the generation stats' own; llama-server's predicted_per_second likewise leaves the prompt out). */
   decodeTokensPerSecond: number;
   tau: number | null;
   identical: boolean;
@@ -202,7 +202,7 @@ function record(id: string, result: GenerationResult, identical: boolean): RunRe
     tokens: result.tokens.length,
     // End to end, prefill included: a drafter's own prompt work is part of its cost.
     tokensPerSecond: stats.totalMs > 0 ? (result.tokens.length / stats.totalMs) * 1000 : 0,
-    decodeTokensPerSecond: stats.totalMs > stats.timings.prefillMs ? (result.tokens.length / (stats.totalMs - stats.timings.prefillMs)) * 1000 : 0,
+    decodeTokensPerSecond: stats.decodeTokensPerSecond,
     tau: stats.speculation?.tau ?? null,
     identical,
     draftMs: stats.timings.draftMs,
@@ -238,31 +238,31 @@ async function mismatchGap(engine: Engine, prompt: number[], plain: readonly num
   let at = 0;
   while (at < plain.length && at < other.length && plain[at] === other[at]) at++;
   const competing = [plain[at], other[at]].filter((token) => token !== undefined);
-  const batch = new TokenBatch(Math.min(engine.context.batchSize, 512), 1);
+  const { context } = engine;
+  const batch = new TokenBatch(Math.min(context.batchSize, 512), 1);
   try {
+    // The prompt is evaluated once, as plain decoding does; each chunking re-evaluates the output after it.
+    context.seqRemove(-1);
+    const promptLast = await evaluatePrompt(context, batch, prompt);
     const prefix = plain.slice(0, at);
-    const single = await logitsAfter(engine, batch, prompt, prefix, 1);
+    const logitsAfterPrefix = async (chunk: number): Promise<Float32Array> => {
+      context.seqRemove(0, prompt.length, -1);
+      let last = promptLast;
+      for (let start = 0; start < prefix.length; start += chunk) {
+        last = await evaluatePrompt(context, batch, prefix.slice(start, start + chunk), prompt.length + start);
+      }
+      return Float32Array.from(context.logits(last));
+    };
+    const single = await logitsAfterPrefix(1);
     let kernelDrift = 0;
     for (const chunk of BATCHED_CHUNKINGS) {
-      const batched = await logitsAfter(engine, batch, prompt, prefix, chunk);
+      const batched = await logitsAfterPrefix(chunk);
       for (const token of competing) kernelDrift = Math.max(kernelDrift, Math.abs(single[token] - batched[token]));
     }
     return { at, top2Gap: top2Gap(single), kernelDrift };
   } finally {
     batch.dispose();
   }
-}
-
-/** Logits after prompt + output, the prompt evaluated as plain decoding does and the output `chunk` tokens per decode. */
-async function logitsAfter(engine: Engine, batch: TokenBatch, prompt: readonly number[], output: readonly number[], chunk: number): Promise<Float32Array> {
-  const { context } = engine;
-  context.seqRemove(-1);
-  let last = await evaluatePrompt(context, batch, prompt);
-  for (let start = 0; start < output.length; start += chunk) {
-    const part = output.slice(start, start + chunk);
-    last = await evaluatePrompt(context, batch, part, prompt.length + start);
-  }
-  return Float32Array.from(context.logits(last));
 }
 
 function summarizeConfig(runs: RunRecord[], plainRuns: RunRecord[]): ConfigSummary {
