@@ -36,6 +36,11 @@ async function rig(targetPath: string, draftPath: string): Promise<Rig> {
   return { target, draft: createDraftContext(draftModel, target) };
 }
 
+function disposeRig(rig: Rig): void {
+  rig.draft.dispose();
+  rig.target.dispose();
+}
+
 function drafters(kinds: readonly DrafterKind[], rig: Rig, sampling: SamplingOptions, suffix = new SuffixDrafter()): Drafter[] {
   return kinds.map((kind) => (kind === 'ngram' ? new NgramDrafter() : kind === 'suffix' ? suffix : new DraftModelDrafter(rig.draft, sampling, { seed: 7 })));
 }
@@ -65,10 +70,7 @@ const configurations: DrafterKind[][] = [['ngram'], ['suffix'], ['draft'], ['ngr
 describe('greedy speculative decoding is token-identical to plain decoding (testbed)', () => {
   let testbed: Rig;
   before(async () => (testbed = await rig(testbedTarget, testbedDraft)));
-  after(() => {
-    testbed.draft.dispose();
-    testbed.target.dispose();
-  });
+  after(() => disposeRig(testbed));
 
   for (const kinds of configurations) {
     test(`drafters: ${kinds.join(' + ')}`, async () => {
@@ -205,10 +207,7 @@ describe('sampled speculative decoding follows the plain sampling distribution',
   // be seen often.
   let pair: Rig;
   before(async () => (pair = await rig(testbedTarget, testbedDraft)));
-  after(() => {
-    pair.draft.dispose();
-    pair.target.dispose();
-  });
+  after(() => disposeRig(pair));
 
   const sampling = (seed: number, temperature: number): SamplingOptions => ({ temperature, topK: 3, topP: 1, minP: 0, seed });
   const runs = 400;
@@ -258,7 +257,6 @@ describe('greedy speculative decoding on a seeded random-weight model', () => {
       const result = await speculative(random, kinds, prompt, {}, 100);
       assert.deepEqual(result.tokens, reference.tokens, kinds.join('+'));
     }
-    random.draft.dispose();
-    random.target.dispose();
+    disposeRig(random);
   });
 });

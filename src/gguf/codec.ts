@@ -91,19 +91,12 @@ export function quantizeQ8_0(values: Float32Array): Buffer {
   return out;
 }
 
-function encodeF16(values: Float32Array): Buffer {
+/** 16-bit formats (F16, BF16): each f32's bits narrowed by `narrow`, little-endian. */
+function encodeHalfWidth(values: Float32Array, narrow: (f32Bits: number) => number): Buffer {
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   const out = Buffer.allocUnsafe(values.length * 2);
   const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  for (let i = 0; i < values.length; i++) view.setUint16(i * 2, f32BitsToF16Bits(bits[i]), true);
-  return out;
-}
-
-function encodeBf16(values: Float32Array): Buffer {
-  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-  const out = Buffer.allocUnsafe(values.length * 2);
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
-  for (let i = 0; i < values.length; i++) view.setUint16(i * 2, f32BitsToBf16Bits(bits[i]), true);
+  for (let i = 0; i < values.length; i++) view.setUint16(i * 2, narrow(bits[i]), true);
   return out;
 }
 
@@ -127,9 +120,9 @@ export function encodeTensorValues(type: WritableTensorType, values: Float32Arra
     case GgmlType.F32:
       return encodeF32(values);
     case GgmlType.F16:
-      return encodeF16(values);
+      return encodeHalfWidth(values, f32BitsToF16Bits);
     case GgmlType.BF16:
-      return encodeBf16(values);
+      return encodeHalfWidth(values, f32BitsToBf16Bits);
     case GgmlType.Q8_0:
       return quantizeQ8_0(values);
   }

@@ -40,10 +40,6 @@ export class Speculation {
 
   constructor(private readonly options: SpeculationOptions) {}
 
-  get hasDraftModel(): boolean {
-    return this.options.draft !== undefined;
-  }
-
   /** The decoder for one request. `auto` uses every drafter available and lets the planner decide. */
   async decoder(mode: SpeculationMode, sampler: Sampler): Promise<Decoder> {
     const { target } = this.options;
