@@ -2,11 +2,11 @@
  * `bench agreement`: greedy generations on two llama.cpp backends (e.g. CUDA and CPU), each in its
  * own process (one variant per process), compared token by token.
  */
-import { readFile } from 'node:fs/promises';
 import type { GpuChoice } from '../llama/library.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import { runJob, type GreedyResult } from './child.js';
-import { median, round } from './stats.js';
+import { readJsonLines } from './jsonl.js';
+import { commonPrefixLength, median, round } from './stats.js';
 
 export interface AgreementOptions {
   model: string;
@@ -46,18 +46,11 @@ export interface AgreementReport {
 
 /** Prompts from a JSONL file (`prompt` or `text` field of each line), the first `count` of them. */
 export async function readPrompts(path: string, count: number): Promise<string[]> {
-  const lines = (await readFile(path, 'utf8')).split('\n').filter((line) => line.trim().length > 0);
   const prompts: string[] = [];
-  for (const [index, line] of lines.entries()) {
+  for (const { line, row } of await readJsonLines(path)) {
     if (prompts.length >= count) break;
-    let row: { prompt?: unknown; text?: unknown };
-    try {
-      row = JSON.parse(line) as typeof row;
-    } catch {
-      throw new Error(`${path}:${index + 1}: not JSON`);
-    }
     const text = typeof row.prompt === 'string' ? row.prompt : typeof row.text === 'string' ? row.text : undefined;
-    if (text === undefined) throw new Error(`${path}:${index + 1}: no "prompt" or "text" field`);
+    if (text === undefined) throw new Error(`${path}:${line}: no "prompt" or "text" field`);
     prompts.push(text);
   }
   if (prompts.length === 0) throw new Error(`${path}: no prompts`);
@@ -74,8 +67,7 @@ export async function runAgreement(options: AgreementOptions): Promise<Agreement
   const prompts = options.prompts.map((prompt, i) => {
     const a = tested.outputs[i];
     const b = reference.outputs[i];
-    let prefix = 0;
-    while (prefix < a.length && prefix < b.length && a[prefix] === b[prefix]) prefix++;
+    const prefix = commonPrefixLength(a, b);
     let identical = 0;
     for (let k = 0; k < Math.min(a.length, b.length); k++) if (a[k] === b[k]) identical++;
     return { prompt, matching_prefix: prefix, identical, of: Math.max(a.length, b.length) };

@@ -13,7 +13,8 @@ import type { GenerationResult } from '../generate/generate.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import { packageRoot } from '../paths.js';
 import { barChartSvg, type BarGroup } from './chart.js';
-import { median, round, top2Gap } from './stats.js';
+import { readJsonLines } from './jsonl.js';
+import { commonPrefixLength, median, round, top2Gap } from './stats.js';
 
 export const DEFAULT_TASKS = ['rewrite', 'longgen', 'reasoning'] as const;
 
@@ -130,25 +131,23 @@ async function loadTasks(engine: Engine, options: SpecBenchOptions): Promise<Map
   const files = options.promptsFile ? [options.promptsFile] : options.tasks.map((task) => join(packageRoot, 'bench', 'prompts', `${task}.jsonl`));
   const tasks = new Map<string, { prompts: PromptItem[]; skipped: number }>();
   for (const file of files) {
-    const lines = (await readFile(file, 'utf8')).split('\n').filter((line) => line.trim());
     const prompts: PromptItem[] = [];
     let skipped = 0;
-    for (const [index, line] of lines.entries()) {
+    for (const { line, row } of await readJsonLines(file)) {
       if (prompts.length >= options.n) break;
-      const item = JSON.parse(line) as { id?: string; prompt?: string; chat_prompt?: string };
-      const tokens = promptTokens(engine, item, file, index);
+      const tokens = promptTokens(engine, row, file, line);
       // Prompt + generation must fit the context, or the comparison would end early for both.
       if (tokens.length + options.maxTokens + 1 > engine.context.contextSize) skipped++;
-      else prompts.push({ id: item.id ?? `${basename(file)}:${index + 1}`, tokens });
+      else prompts.push({ id: row.id != null ? String(row.id) : `${basename(file)}:${line}`, tokens });
     }
     tasks.set(basename(file).replace(/\.jsonl$/, ''), { prompts, skipped });
   }
   return tasks;
 }
 
-function promptTokens(engine: Engine, item: { prompt?: string; chat_prompt?: string }, file: string, index: number): number[] {
-  if (item.chat_prompt) return engine.tokenize(item.chat_prompt);
-  if (typeof item.prompt !== 'string') throw new Error(`${file}:${index + 1}: each line needs a "prompt" string`);
+function promptTokens(engine: Engine, item: Record<string, unknown>, file: string, line: number): number[] {
+  if (typeof item.chat_prompt === 'string' && item.chat_prompt) return engine.tokenize(item.chat_prompt);
+  if (typeof item.prompt !== 'string') throw new Error(`${file}:${line}: each line needs a "prompt" string`);
   return engine.model.metadata.chatTemplate ? engine.chatPrompt([{ role: 'user', content: item.prompt }]) : engine.tokenize(item.prompt);
 }
 
@@ -213,7 +212,7 @@ function record(id: string, result: GenerationResult, identical: boolean): RunRe
 }
 
 function sameTokens(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((token, i) => token === b[i]);
+  return a.length === b.length && commonPrefixLength(a, b) === a.length;
 }
 
 interface Mismatch {
@@ -235,8 +234,7 @@ const BATCHED_CHUNKINGS = [4, 16, Infinity];
 
 /** Where two outputs diverge, how close plain decoding's top-2 logits were there, and how much batching moves them. */
 async function mismatchGap(engine: Engine, prompt: number[], plain: readonly number[], other: readonly number[]): Promise<Mismatch> {
-  let at = 0;
-  while (at < plain.length && at < other.length && plain[at] === other[at]) at++;
+  const at = commonPrefixLength(plain, other);
   const competing = [plain[at], other[at]].filter((token) => token !== undefined);
   const { context } = engine;
   const batch = new TokenBatch(Math.min(context.batchSize, 512), 1);

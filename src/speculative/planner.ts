@@ -10,6 +10,7 @@
  */
 import type { TreePlanner } from './decoder.js';
 import { AcceptanceStats, observeVerification, planTree, type CostCurve } from './cost-model.js';
+import { median } from '../bench/stats.js';
 import { RealizedJudge } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
 
@@ -222,11 +223,7 @@ class RecentMedian {
 
   get value(): number | undefined {
     if (this.values.length === 0) return undefined;
-    if (this.cached === undefined) {
-      const sorted = [...this.values].sort((a, b) => a - b);
-      const middle = sorted.length >> 1;
-      this.cached = sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-    }
+    this.cached ??= median(this.values);
     return this.cached;
   }
 }
