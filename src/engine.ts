@@ -80,6 +80,11 @@ export class Engine {
     return this.model.tokenizer.tokenize(text, { addSpecial: !this.chatFormatter.startsWithBos(text) });
   }
 
+  /** One user message: through the model's chat template when it has one, else the text as it is. */
+  userPrompt(text: string): number[] {
+    return this.model.metadata.chatTemplate ? this.chatPrompt([{ role: 'user', content: text }]) : this.tokenize(text);
+  }
+
   /** Streams a generation. One generation at a time per engine (they share the KV cache). */
   async *generate(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult, void> {
     if (this.busy) throw new Error('this engine is already generating; wait for it or use another engine');

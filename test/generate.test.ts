@@ -76,6 +76,7 @@ describe('engine on the embedded model', () => {
     assert.equal(text, '<|user|>\nBe brief.\n\nWhat is 47 + 85?<|end|>\n<|assistant|>\n');
     const prompt = engine.chatPrompt([{ role: 'user', content: 'What is 47 + 85?' }]);
     assert.deepEqual(prompt, engine.tokenize(testbedPrompts.reasoning));
+    assert.deepEqual(engine.userPrompt('What is 47 + 85?'), prompt, 'a user prompt goes through the template when the model has one');
   });
 
   test('one generation at a time per engine', async () => {

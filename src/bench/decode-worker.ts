@@ -148,10 +148,8 @@ async function greedy(job: GreedyJob): Promise<GreedyResult> {
   const engine = await Engine.load({ model: job.model, gpu: job.gpu, threads: job.threads, onNotice: () => {} });
   const outputs: number[][] = [];
   const decodeTps: number[] = [];
-  const chat = engine.model.metadata.chatTemplate !== undefined;
   for (const text of job.prompts) {
-    const prompt = chat ? engine.chatPrompt([{ role: 'user', content: text }]) : engine.tokenize(text);
-    const result = await engine.complete(prompt, { temperature: 0, maxTokens: job.tokens, ignoreEos: true, speculation: job.speculation });
+    const result = await engine.complete(engine.userPrompt(text), { temperature: 0, maxTokens: job.tokens, ignoreEos: true, speculation: job.speculation });
     outputs.push(result.tokens);
     decodeTps.push(result.stats.decodeTokensPerSecond);
   }

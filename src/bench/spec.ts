@@ -148,7 +148,7 @@ async function loadTasks(engine: Engine, options: SpecBenchOptions): Promise<Map
 function promptTokens(engine: Engine, item: Record<string, unknown>, file: string, line: number): number[] {
   if (typeof item.chat_prompt === 'string' && item.chat_prompt) return engine.tokenize(item.chat_prompt);
   if (typeof item.prompt !== 'string') throw new Error(`${file}:${line}: each line needs a "prompt" string`);
-  return engine.model.metadata.chatTemplate ? engine.chatPrompt([{ role: 'user', content: item.prompt }]) : engine.tokenize(item.prompt);
+  return engine.userPrompt(item.prompt);
 }
 
 /** Builds every graph size and measures the cost curve before anything is timed. */
