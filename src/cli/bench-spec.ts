@@ -3,11 +3,12 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_TASKS, runSpecBench, type SpecBenchResult } from '../bench/spec.js';
 import type { GpuChoice } from '../llama/library.js';
+import type { SpeculationMode } from '../speculative/speculation.js';
 import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
 import { backendOption } from './engine-options.js';
 import { integer } from './options.js';
 
-const CONFIGS = ['ngram', 'suffix', 'draft', 'auto'] as const;
+const CONFIGS = ['ngram', 'suffix', 'draft', 'auto'] as const satisfies readonly Exclude<SpeculationMode, 'off'>[];
 type Config = (typeof CONFIGS)[number];
 
 interface SpecFlags {
