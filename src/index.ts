@@ -1,5 +1,5 @@
 /** Tachyon's public API. */
-export { Engine, type EngineOptions, type GenerateOptions, type Prompt } from './engine.js';
+export { Engine, type EngineOptions, type EngineStatus, type EngineChunk, type GenerateOptions, type Prompt } from './engine.js';
 export { Model, ModelLoadError, type LoadModelOptions, type ModelMetadata, type SpecialTokens } from './llama/model.js';
 export { Context, DecodeError, type ContextOptions, type KvType, type FlashAttention } from './llama/context.js';
 export { TokenBatch } from './llama/batch.js';
@@ -13,3 +13,4 @@ export { ChatFormatter, ChatTemplateError, type ChatMessage, type ChatRole } fro
 export { readGgufHeader, describeModel, GgufError } from './gguf/reader.js';
 export { makeModel, type ModelPresetName, type ModelQuant } from './gguf/make-model.js';
 export { defaultModelPath, defaultDraftModelPath } from './paths.js';
+export { QueueFullError } from './engine/errors.js';

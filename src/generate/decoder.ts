@@ -38,6 +38,14 @@ export interface Decoder {
 
 export class PromptTooLongError extends Error {
   override name = 'PromptTooLongError';
+
+  constructor(
+    message: string,
+    readonly promptTokens: number,
+    readonly contextSize: number,
+  ) {
+    super(message);
+  }
 }
 
 export function emptyTimings(): DecoderTimings {
@@ -72,9 +80,9 @@ export async function decodePending(context: Context, batch: TokenBatch, sequenc
 }
 
 export function checkPromptFits(context: Context, promptLength: number): void {
-  if (promptLength === 0) throw new PromptTooLongError('the prompt is empty');
+  if (promptLength === 0) throw new PromptTooLongError('the prompt is empty', 0, context.contextSize);
   if (promptLength >= context.contextSize) {
-    throw new PromptTooLongError(`prompt of ${promptLength} tokens does not fit the context of ${context.contextSize} tokens (it needs room for at least one more)`);
+    throw new PromptTooLongError(`prompt of ${promptLength} tokens does not fit the context of ${context.contextSize} tokens (it needs room for at least one more)`, promptLength, context.contextSize);
   }
 }
 
