@@ -183,14 +183,18 @@ async function* withDrafters(
   decoder: Decoder,
 ): AsyncGenerator<EngineChunk, GenerationResult, void> {
   let before = acceptedByDrafter(decoder);
-  for (;;) {
-    const step = await stream.next();
-    if (step.done) return step.value;
-    const after = acceptedByDrafter(decoder);
-    const grown = [...after].map(([name, accepted]) => ({ name, count: accepted - (before.get(name) ?? 0) }));
-    before = after;
-    const draftedBy = step.value.tokens.map((_, i) => grown.find(({ count }) => count > i)?.name ?? null);
-    yield { ...step.value, draftedBy };
+  try {
+    for (;;) {
+      const step = await stream.next();
+      if (step.done) return step.value;
+      const after = acceptedByDrafter(decoder);
+      const grown = [...after].map(([name, accepted]) => ({ name, count: accepted - (before.get(name) ?? 0) }));
+      before = after;
+      const draftedBy = step.value.tokens.map((_, i) => grown.find(({ count }) => count > i)?.name ?? null);
+      yield { ...step.value, draftedBy };
+    }
+  } finally {
+    await stream.return(undefined as never);
   }
 }
 
