@@ -48,6 +48,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     modelId,
     apiKey: flags.apiKey,
     cors: flags.cors,
+    parallel: flags.parallel,
     maxQueued: flags.maxQueued,
     requestTimeoutMs: flags.timeout * 1000,
   });

@@ -37,7 +37,8 @@ export interface ServerOptions {
   apiKey?: string;
   /** Allowed browser origin(s) for CORS: true = any. */
   cors?: string | boolean;
-  /** Requests that may wait for a turn: /health answers 503 while the queue is full. */
+  /** Requests generating at once and requests that may wait: /health answers 503 while both are full. */
+  parallel: number;
   maxQueued: number;
   /** Largest request body in bytes; default 1 MiB. */
   bodyLimit?: number;
@@ -90,8 +91,8 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
 
   app.get('/', (_request, reply) => reply.type('text/html; charset=utf-8').send(playground));
   app.get('/health', (_request, reply) => {
-    const { waiting } = engine.status();
-    const ready = !stopping.signal.aborted && waiting < options.maxQueued;
+    const { running, waiting } = engine.status();
+    const ready = !stopping.signal.aborted && (running < options.parallel || waiting < options.maxQueued);
     void reply.code(ready ? 200 : 503).send({ status: ready ? 'ok' : stopping.signal.aborted ? 'shutting_down' : 'busy' });
   });
   app.get('/metrics', async (_request, reply) => reply.type(metrics.contentType).send(await metrics.text()));
