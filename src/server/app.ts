@@ -198,8 +198,8 @@ class TimedStream {
     }
     const now = performance.now();
     if (step.done) {
-      if (step.value.stats.stopReason === 'abort') throw abortError(signal);
       metrics.observeFinished(step.value.stats, step.value.stats.stopReason, (now - started) / 1000);
+      if (step.value.stats.stopReason === 'abort') throw abortError(signal);
     } else if (step.value.tokens.length > 0) {
       if (this.previous === undefined) metrics.observeFirstToken((now - started) / 1000);
       else metrics.observeTokens(step.value.tokens.length, (now - this.previous) / 1000);

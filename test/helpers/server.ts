@@ -1,6 +1,10 @@
 /** A Tachyon server on the testbed model, on a free loopback port, for tests that speak HTTP to it. */
 import { Engine, type EngineOptions } from '../../src/engine.js';
 import { createServer, type ServerOptions, type TachyonServer } from '../../src/server/app.js';
+import { SpeculativeDecoder } from '../../src/speculative/decoder.js';
+import { NgramDrafter } from '../../src/speculative/ngram.js';
+import { FixedPlanner } from '../../src/speculative/planner.js';
+import { SuffixDrafter } from '../../src/speculative/suffix.js';
 import { testbedTarget } from './models.js';
 
 export const MODEL_ID = 'testbed';
@@ -35,4 +39,18 @@ export function sseData(body: string): string[] {
     .split('\n\n')
     .filter((event) => event.startsWith('data: '))
     .map((event) => event.slice('data: '.length));
+}
+
+/**
+ * Makes the engine verify every draft of the n-gram and suffix drafters (a fixed budget instead of
+ * the adaptive planner, which on a CPU finds that drafting the tiny testbed never pays), so tests
+ * see accepted drafts. The drafters, decoder and verification are the real ones.
+ */
+export function verifyEveryDraft(engine: Engine): void {
+  const suffix = new SuffixDrafter();
+  engine.speculation.decoder = async (_mode, sampler) =>
+    new SpeculativeDecoder(engine.context, sampler, {
+      drafters: [new NgramDrafter(), suffix],
+      planner: new FixedPlanner({ maxNodes: 16, maxDepth: 8, maxBranches: 2 }),
+    });
 }
