@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { timingSafeEqual } from 'node:crypto';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import cors from '@fastify/cors';
-import type { Engine, Prompt } from '../engine.js';
+import type { Engine, EngineChunk, Prompt } from '../engine.js';
+import type { GenerationResult } from '../generate/generate.js';
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { packageRoot } from '../paths.js';
 import { ApiError, toApiError } from './errors.js';
@@ -27,7 +28,6 @@ import {
 } from './openai.js';
 import { ChatCompletionRequest, CompletionRequest, type GenerationRequest } from './schemas.js';
 import { SseStream } from './sse.js';
-import { splitThinking, type SplitChunk, type SplitResult } from './thinking-shim.js';
 
 export interface ServerOptions {
   engine: Engine;
@@ -106,7 +106,7 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     checkModel(body.model, options.modelId, 'model');
     const signal = requestSignal(reply, stopping.signal, requestTimeoutMs);
     const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId };
-    const stream = splitThinking(engine.generate(prompt(), generationOptions(body, engine.context.contextSize, signal)));
+    const stream = engine.generate(prompt(), generationOptions(body, engine.context.contextSize, signal));
     return body.stream ? streamResponse(generation, stream, reply) : wholeResponse(generation, stream);
   };
   app.post<{ Body: ChatCompletionRequest }>('/v1/chat/completions', { schema: { body: ChatCompletionRequest } }, (request, reply) =>
@@ -177,7 +177,7 @@ interface Generation {
   modelId: string;
 }
 
-type SplitStream = AsyncGenerator<SplitChunk, SplitResult, void>;
+type EngineStream = AsyncGenerator<EngineChunk, GenerationResult, void>;
 
 /** Pulls one chunk, timing it for the metrics; an aborted engine wait becomes the abort's reason. */
 class TimedStream {
@@ -185,12 +185,12 @@ class TimedStream {
 
   constructor(
     private readonly generation: Generation,
-    private readonly stream: SplitStream,
+    private readonly stream: EngineStream,
   ) {}
 
-  async next(): Promise<IteratorResult<SplitChunk, SplitResult>> {
+  async next(): Promise<IteratorResult<EngineChunk, GenerationResult>> {
     const { signal, metrics, started } = this.generation;
-    let step: IteratorResult<SplitChunk, SplitResult>;
+    let step: IteratorResult<EngineChunk, GenerationResult>;
     try {
       step = await this.stream.next();
     } catch (error) {
@@ -214,7 +214,7 @@ class TimedStream {
   }
 }
 
-async function wholeResponse(generation: Generation, stream: SplitStream) {
+async function wholeResponse(generation: Generation, stream: EngineStream) {
   const timed = new TimedStream(generation, stream);
   try {
     let step = await timed.next();
@@ -237,7 +237,7 @@ async function wholeResponse(generation: Generation, stream: SplitStream) {
  * The first chunk is awaited before the 200 goes out, so errors found on the way in (prompt too
  * long, queue full) still get their own status; later errors become an error event, then [DONE].
  */
-async function streamResponse(generation: Generation, stream: SplitStream, reply: FastifyReply): Promise<void> {
+async function streamResponse(generation: Generation, stream: EngineStream, reply: FastifyReply): Promise<void> {
   const timed = new TimedStream(generation, stream);
   try {
     let step = await timed.next();
@@ -273,6 +273,6 @@ async function streamResponse(generation: Generation, stream: SplitStream, reply
   }
 }
 
-function draftedTokens(chunk: SplitChunk, tokenizer: Tokenizer) {
+function draftedTokens(chunk: EngineChunk, tokenizer: Tokenizer) {
   return chunk.tokens.map((token, i) => ({ text: tokenizer.detokenize([token]), drafter: chunk.draftedBy[i] }));
 }

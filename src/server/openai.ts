@@ -3,13 +3,12 @@
  * library's), and engine chunks/results → chat.completion / text_completion objects.
  */
 import { randomInt, randomUUID } from 'node:crypto';
-import type { GenerateOptions } from '../engine.js';
+import type { EngineChunk, GenerateOptions } from '../engine.js';
 import type { ChatMessage } from '../generate/chat.js';
-import type { StopReason } from '../generate/generate.js';
+import type { GenerationResult, StopReason } from '../generate/generate.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { invalidRequest } from './errors.js';
 import { UNSUPPORTED_FIELDS, type ChatCompletionRequest, type GenerationRequest } from './schemas.js';
-import type { SplitChunk, SplitResult } from './thinking-shim.js';
 
 /** Refuses fields we do not implement, by name (checked before the schema, which would only say "unknown"). */
 export function refuseUnsupported(body: unknown): void {
@@ -66,7 +65,7 @@ export interface Usage {
   completion_tokens_details: { reasoning_tokens: number };
 }
 
-export function usageOf(result: SplitResult): Usage {
+export function usageOf(result: GenerationResult): Usage {
   const { promptTokens, generatedTokens, thinkingTokens } = result.stats;
   return {
     prompt_tokens: promptTokens,
@@ -88,7 +87,7 @@ export interface TachyonSummary {
   decode_tokens_per_second: number;
 }
 
-export function summaryOf(result: SplitResult): TachyonSummary {
+export function summaryOf(result: GenerationResult): TachyonSummary {
   const { stats } = result;
   return {
     tau: stats.speculation?.tau ?? 1,
@@ -114,11 +113,11 @@ export interface ResponseFormat {
   /** The choice fields of a stream's first chunk, sent before any text. */
   opening?: Record<string, unknown>;
   /** The choice fields of a chunk of text; undefined when the chunk adds none (nothing to send). */
-  delta(chunk: SplitChunk): Record<string, unknown> | undefined;
+  delta(chunk: EngineChunk): Record<string, unknown> | undefined;
   /** The choice fields of the last chunk, the one with the finish reason. */
   closing: Record<string, unknown>;
   /** The choice fields of a whole response. */
-  whole(result: SplitResult): Record<string, unknown>;
+  whole(result: GenerationResult): Record<string, unknown>;
 }
 
 export const chatFormat: ResponseFormat = {
