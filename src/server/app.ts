@@ -71,6 +71,8 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     // Refuse instead of quietly dropping unknown fields or turning "1" into 1.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false } },
   });
+  // The API takes JSON only: a text/plain body is a 415, not a string that fails the schema.
+  app.removeContentTypeParser('text/plain');
   const metrics = new ServerMetrics(() => engine.status());
   const stopping = new AbortController();
   const requestTimeoutMs = options.requestTimeoutMs ?? 600_000;
@@ -198,8 +200,9 @@ class TimedStream {
     }
     const now = performance.now();
     if (step.done) {
-      metrics.observeFinished(step.value.stats, step.value.stats.stopReason, (now - started) / 1000);
-      if (step.value.stats.stopReason === 'abort') throw abortError(signal);
+      const aborted = step.value.stats.stopReason === 'abort';
+      metrics.observeFinished(step.value.stats, aborted ? 'abort' : finishReason(step.value.stats.stopReason), (now - started) / 1000);
+      if (aborted) throw abortError(signal);
     } else if (step.value.tokens.length > 0) {
       if (this.previous === undefined) metrics.observeFirstToken((now - started) / 1000);
       else metrics.observeTokens(step.value.tokens.length, (now - this.previous) / 1000);

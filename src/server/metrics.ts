@@ -4,7 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineStatus } from '../engine.js';
-import type { GenerationStats, StopReason } from '../generate/generate.js';
+import type { GenerationStats } from '../generate/generate.js';
 
 /** Latency buckets in seconds (vLLM's time-to-first-token buckets, widened for CPUs). */
 const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
@@ -41,11 +41,11 @@ export class ServerMetrics {
     this.ttft.observe(seconds);
   }
 
-  /** A finished request: its token counts, latency and speculation. */
-  observeFinished(stats: GenerationStats, finishReason: StopReason, seconds: number): void {
+  /** A finished request (`stop`, `length` or `abort`, as vLLM labels them): its token counts, latency and speculation. */
+  observeFinished(stats: GenerationStats, finishedReason: 'stop' | 'length' | 'abort', seconds: number): void {
     this.promptTokens.inc(stats.promptTokens);
     this.generationTokens.inc(stats.generatedTokens);
-    this.requestSuccess.inc({ finished_reason: finishReason });
+    this.requestSuccess.inc({ finished_reason: finishedReason });
     this.e2e.observe(seconds);
     const spec = stats.speculation;
     if (!spec) return;
