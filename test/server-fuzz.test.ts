@@ -144,6 +144,11 @@ const KINDS: Record<string, () => RawRequest> = {
     return { headers: jsonHeaders, body: [full.subarray(0, Math.floor(full.length / 2))], contentLength: full.length, vanish: true };
   },
   vanishingReader: () => ({ headers: jsonHeaders, body: json({ ...base(), max_tokens: 200, stream: random() < 0.5 }), vanish: true }),
+  tokenIdPrompt: () => ({
+    path: '/v1/completions',
+    headers: jsonHeaders,
+    body: json({ model: MODEL, max_tokens: 2, prompt: Array.from({ length: 1 + Math.floor(random() * 8) }, () => pick([0, 1, 5, 1023, 1024, 99_999, 2 ** 31, -1, 1.5])) }),
+  }),
   validButOdd: () => ({ headers: jsonHeaders, body: json({ ...base(), stream: true, stream_options: { include_usage: true }, seed: Math.floor(random() * 1e9), temperature: random() * 2, stop: ['\n'] }) }),
 };
 
@@ -161,7 +166,7 @@ async function pool<T>(jobs: (() => Promise<T>)[], width: number): Promise<T[]> 
   return results;
 }
 
-test('1,100 hostile requests of 16 kinds and a flood past the queue: no crash, no 5xx, healthy after', async () => {
+test('1,100 hostile requests of 17 kinds and a flood past the queue: no crash, no 5xx, healthy after', async () => {
   const kinds = Object.keys(KINDS);
   const drawn = Array.from({ length: 1100 }, (_, i) => kinds[i % kinds.length]);
   const outcomes = await pool(

@@ -153,6 +153,32 @@ describe('metrics, CORS and health', () => {
   });
 });
 
+describe('timeouts', () => {
+  test('a request over the time limit is a 408, mid-stream an error event then [DONE]; the engine is free after', async () => {
+    const hurried = await startServer({}, { requestTimeoutMs: 50 });
+    try {
+      const story = { model: MODEL_ID, messages: [{ role: 'user', content: 'Write a long bedtime story about a shy crow called Otto.' }], temperature: 0, max_tokens: 1000 };
+      const post = (body: object) => fetch(`${hurried.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const whole = await post(story);
+      assert.equal(whole.status, 408);
+      assert.equal(((await whole.json()) as { error: { code: string } }).error.code, 'request_timeout');
+      // The first token comes within a few ms, so the limit strikes mid-stream (before it, the answer is a 408).
+      const streamed = await post({ ...story, stream: true });
+      const text = await streamed.text();
+      if (streamed.status === 200) {
+        const events = sseData(text);
+        assert.equal(events.at(-1), '[DONE]');
+        assert.match(events.at(-2)!, /request_timeout/);
+      } else {
+        assert.equal(streamed.status, 408);
+      }
+      assert.equal(hurried.engine.status().running, 0);
+    } finally {
+      await hurried.close();
+    }
+  });
+});
+
 describe('tachyon serve', () => {
   test('prints its URL, serves, and on SIGTERM lets the in-flight stream finish, then exits 0', async () => {
     const child = spawn(process.execPath, [join(projectRoot, 'bin', 'tachyon.js'), 'serve', '--port', '0', '--threads', '1', '--gpu', 'cpu', '--alias', 'tb'], {

@@ -12,7 +12,7 @@ import type { Engine, EngineChunk, Prompt } from '../engine.js';
 import type { GenerationResult } from '../generate/generate.js';
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { packageRoot } from '../paths.js';
-import { ApiError, toApiError } from './errors.js';
+import { ApiError, invalidRequest, toApiError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import {
   chatFormat,
@@ -115,7 +115,7 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     serve(reply, request.body, chatFormat, () => engine.chatPrompt(chatMessages(request.body))),
   );
   app.post<{ Body: CompletionRequest }>('/v1/completions', { schema: { body: CompletionRequest } }, (request, reply) =>
-    serve(reply, request.body, completionFormat, () => completionPrompt(request.body.prompt)),
+    serve(reply, request.body, completionFormat, () => completionPrompt(request.body.prompt, engine.tokenizer.vocabularySize)),
   );
 
   return {
@@ -137,8 +137,15 @@ function checkModel(requested: string, served: string, param: string): void {
   if (requested !== served) throw new ApiError(404, `the model '${requested}' does not exist; this server serves '${served}'`, 'invalid_request_error', param, 'model_not_found');
 }
 
-function completionPrompt(prompt: CompletionRequest['prompt']): Prompt {
-  return typeof prompt === 'string' ? prompt : typeof prompt[0] === 'string' ? (prompt[0] as string) : (prompt as number[]);
+/** The prompt as the engine takes it: text, or token ids that must exist in the vocabulary. */
+function completionPrompt(prompt: CompletionRequest['prompt'], vocabularySize: number): Prompt {
+  if (typeof prompt === 'string') return prompt;
+  const [first] = prompt;
+  if (typeof first === 'string') return first;
+  const tokens = prompt as number[];
+  const outside = tokens.findIndex((token) => token >= vocabularySize);
+  if (outside >= 0) throw invalidRequest(`prompt[${outside}] = ${tokens[outside]} is not a token id of this model (0..${vocabularySize - 1})`, 'prompt', 'invalid_value');
+  return tokens;
 }
 
 function requireApiKey(apiKey: string) {
