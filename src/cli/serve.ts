@@ -1,10 +1,11 @@
 /** `tachyon serve`: the OpenAI-compatible HTTP server over one engine. */
 import { basename } from 'node:path';
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { Engine } from '../engine.js';
 import { createServer } from '../server/app.js';
 import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';
 import { integer } from './options.js';
+import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 
 interface ServeFlags extends ModelFlags {
   draftModel?: string;
@@ -17,6 +18,7 @@ interface ServeFlags extends ModelFlags {
   cors?: string | boolean;
   timeout: number;
   grace: number;
+  spec: SpeculationMode;
 }
 
 export function registerServe(program: Command): void {
@@ -31,6 +33,7 @@ export function registerServe(program: Command): void {
     .option('--alias <name>', 'model id clients use (default: the model file name without .gguf)')
     .option('--cors [origin]', 'allow browser clients from this origin (default with the flag: any)')
     .option('--timeout <seconds>', 'longest a request may take, waiting included', integer(1), 600)
+    .addOption(new Option('--spec <mode>', 'speculative decoding of every request (lossless)').choices([...SPECULATION_MODES]).default('auto'))
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, how long in-flight requests may finish before they are cancelled', integer(0), 30)
     .action(async (flags: ServeFlags) => serveCommand(flags));
 }
@@ -51,6 +54,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     parallel: flags.parallel,
     maxQueued: flags.maxQueued,
     requestTimeoutMs: flags.timeout * 1000,
+    speculation: flags.spec,
   });
   const address = await server.app.listen({ host: flags.host, port: flags.port });
   process.stdout.write(`tachyon: serving ${modelId} at ${address} (OpenAI API under ${address}/v1, playground at ${address}/)\n`);

@@ -12,6 +12,7 @@ import type { Engine, EngineChunk, Prompt } from '../engine.js';
 import type { GenerationResult } from '../generate/generate.js';
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { packageRoot } from '../paths.js';
+import type { SpeculationMode } from '../speculative/speculation.js';
 import { ApiError, invalidRequest, toApiError } from './errors.js';
 import { ServerMetrics } from './metrics.js';
 import {
@@ -50,6 +51,8 @@ export interface ServerOptions {
   receiveTimeoutMs?: number;
   /** Idle keep-alive connections close after this; default 5 s. */
   idleTimeoutMs?: number;
+  /** Speculative decoding of every request; default `auto`. */
+  speculation?: SpeculationMode;
 }
 
 export interface TachyonServer {
@@ -108,7 +111,7 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     checkModel(body.model, options.modelId, 'model');
     const signal = requestSignal(reply, stopping.signal, requestTimeoutMs);
     const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId };
-    const stream = engine.generate(prompt(), generationOptions(body, engine.context.contextSize, signal));
+    const stream = engine.generate(prompt(), { ...generationOptions(body, engine.context.contextSize, signal), speculation: options.speculation ?? 'auto' });
     return body.stream ? streamResponse(generation, stream, reply) : wholeResponse(generation, stream);
   };
   app.post<{ Body: ChatCompletionRequest }>('/v1/chat/completions', { schema: { body: ChatCompletionRequest } }, (request, reply) =>
