@@ -6,9 +6,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
+import { writeFileAtomic } from '../src/bench/files.js';
 import { startServer, verifyEveryDraft, type RunningServer } from './helpers/server.js';
 import { projectRoot } from './helpers/models.js';
 
@@ -28,18 +28,6 @@ after(async () => {
   await browser?.close();
   await running.close();
 });
-
-async function writeAtomically(path: string, bytes: Buffer): Promise<void> {
-  const temporary = `${path}.${process.pid}.tmp`;
-  const file = await open(temporary, 'w');
-  try {
-    await file.writeFile(bytes);
-    await file.sync();
-  } finally {
-    await file.close();
-  }
-  await rename(temporary, path);
-}
 
 test('the playground streams a reply with thinking apart, drafter-coloured tokens, τ and tokens/s', { skip: !existsSync(CHROMIUM) && `${CHROMIUM} is not installed (.ci/run installs it)` }, async () => {
   const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
@@ -73,5 +61,5 @@ test('the playground streams a reply with thinking apart, drafter-coloured token
   assert.ok(Number(await page.locator('#tokens').innerText()) > 100);
   assert.deepEqual(problems, []);
 
-  await writeAtomically(join(projectRoot, 'reports', 'playground.png'), await page.screenshot({ fullPage: true }));
+  await writeFileAtomic(join(projectRoot, 'reports', 'playground.png'), await page.screenshot({ fullPage: true }));
 });
