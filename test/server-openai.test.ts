@@ -188,8 +188,9 @@ describe('models and errors', () => {
 
 describe('queue, key and failures', () => {
   let busy: RunningServer;
+  const serverErrors: unknown[] = [];
   before(async () => {
-    busy = await startServer({ maxQueued: 0 }, { apiKey: 'sesame' });
+    busy = await startServer({ maxQueued: 0 }, { apiKey: 'sesame', onServerError: (error) => serverErrors.push(error) });
   });
   after(() => busy.close());
   const authorized = () => new OpenAI({ baseURL: `${busy.url}/v1`, apiKey: 'sesame', maxRetries: 0 });
@@ -244,6 +245,11 @@ describe('queue, key and failures', () => {
       const error = JSON.parse(events.at(-2)!) as { error: { type: string; message: string } };
       assert.equal(error.error.type, 'server_error');
       assert.equal(events.filter((event) => event.includes('"error"')).length, 1);
+      assert.deepEqual(
+        serverErrors.map((error) => (error as Error).message),
+        ['injected engine failure'],
+        'the operator is told what the client only hears as a server error',
+      );
     } finally {
       engine.generate = generate;
     }

@@ -55,6 +55,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     maxQueued: flags.maxQueued,
     requestTimeoutMs: flags.timeout * 1000,
     speculation: flags.spec,
+    onServerError: (error, request) => process.stderr.write(`tachyon: ${request.method} ${request.url} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`),
   });
   const address = await server.app.listen({ host: flags.host, port: flags.port });
   process.stdout.write(`tachyon: serving ${modelId} at ${address} (OpenAI API under ${address}/v1, playground at ${address}/)\n`);

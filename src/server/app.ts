@@ -53,6 +53,8 @@ export interface ServerOptions {
   idleTimeoutMs?: number;
   /** Speculative decoding of every request; default `auto`. */
   speculation?: SpeculationMode;
+  /** Told about failures that became a 5xx (the client only hears "internal server error"). */
+  onServerError?: (error: unknown, request: { method: string; url: string }) => void;
 }
 
 export interface TachyonServer {
@@ -84,7 +86,7 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
 
   app.setErrorHandler((error, request, reply) => {
     const apiError = toApiError(error, request.url.startsWith('/v1/chat/') ? 'messages' : 'prompt');
-    if (apiError.status >= 500) request.log.error(error);
+    if (apiError.status >= 500) options.onServerError?.(error, request);
     void reply.code(apiError.status).headers(apiError.headers).send(apiError.body);
   });
   app.setNotFoundHandler((request, reply) => {
@@ -107,18 +109,19 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     return modelCard(options.modelId);
   });
 
-  const serve = (reply: FastifyReply, body: GenerationRequest, format: ResponseFormat, prompt: () => Prompt) => {
+  const serve = (request: FastifyRequest, reply: FastifyReply, body: GenerationRequest, format: ResponseFormat, prompt: () => Prompt) => {
     checkModel(body.model, options.modelId, 'model');
     const signal = requestSignal(reply, stopping.signal, requestTimeoutMs);
-    const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId };
+    const reportServerError = (error: unknown) => options.onServerError?.(error, request);
+    const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId, reportServerError };
     const stream = engine.generate(prompt(), { ...generationOptions(body, engine.context.contextSize, signal), speculation: options.speculation ?? 'auto' });
     return body.stream ? streamResponse(generation, stream, reply) : wholeResponse(generation, stream);
   };
   app.post<{ Body: ChatCompletionRequest }>('/v1/chat/completions', { schema: { body: ChatCompletionRequest } }, (request, reply) =>
-    serve(reply, request.body, chatFormat, () => engine.chatPrompt(chatMessages(request.body))),
+    serve(request, reply, request.body, chatFormat, () => engine.chatPrompt(chatMessages(request.body))),
   );
   app.post<{ Body: CompletionRequest }>('/v1/completions', { schema: { body: CompletionRequest } }, (request, reply) =>
-    serve(reply, request.body, completionFormat, () => completionPrompt(request.body.prompt, engine.tokenizer.vocabularySize)),
+    serve(request, reply, request.body, completionFormat, () => completionPrompt(request.body.prompt, engine.tokenizer.vocabularySize)),
   );
 
   return {
@@ -187,6 +190,8 @@ interface Generation {
   signal: AbortSignal;
   drainTimeoutMs: number;
   modelId: string;
+  /** A failure after the 200 went out: the client gets an error event, the operator the error. */
+  reportServerError(error: unknown): void;
 }
 
 type EngineStream = AsyncGenerator<EngineChunk, GenerationResult, void>;
@@ -277,7 +282,9 @@ async function streamResponse(generation: Generation, stream: EngineStream, repl
       await sse.send(chunk({ ...generation.format.closing, finish_reason: finishReason(result.stats.stopReason) }, { tachyon: summaryOf(result) }));
       if (generation.body.stream_options?.include_usage) await sse.send({ ...chunk({}), choices: [], usage: usageOf(result) });
     } catch (error) {
-      await sse.send(toApiError(error).body).catch(() => undefined);
+      const apiError = toApiError(error);
+      if (apiError.status >= 500) generation.reportServerError(error);
+      await sse.send(apiError.body).catch(() => undefined);
     }
     await sse.send('[DONE]').catch(() => undefined);
     sse.end();

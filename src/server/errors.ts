@@ -55,6 +55,9 @@ export function toApiError(error: unknown, promptParam: 'messages' | 'prompt' = 
   if (error instanceof ChatTemplateError) return invalidRequest(error.message, 'messages');
   const framework = error as Partial<FastifyError>;
   if (framework.validation) return schemaError(framework.validation, framework.validationContext ?? 'body');
+  if (framework.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+    return new ApiError(415, 'the body must be JSON (content-type: application/json)', 'invalid_request_error', null, 'unsupported_media_type');
+  }
   if (typeof framework.statusCode === 'number' && framework.statusCode >= 400 && framework.statusCode < 500) {
     return new ApiError(framework.statusCode, framework.message ?? 'bad request', 'invalid_request_error', null, framework.code ?? null);
   }
