@@ -142,6 +142,7 @@ describe('models and errors', () => {
       [{ response_format: { type: 'json_object' } }, 'response_format'],
       [{ logit_bias: { 1: 5 } }, 'logit_bias'],
       [{ surprise: true }, 'surprise'],
+      [{ stream_options: { include_usage: true } }, 'stream_options'],
     ];
     for (const [fields, param] of cases) {
       await assert.rejects(

@@ -24,6 +24,7 @@ export function refuseUnsupported(body: unknown): void {
 
 /** Engine options for a request; unset fields take OpenAI's defaults (temperature 1, top_p 1, a random seed). */
 export function generationOptions(body: GenerationRequest, contextSize: number, signal: AbortSignal): GenerateOptions {
+  if (body.stream_options && !body.stream) throw invalidRequest("'stream_options' is only allowed with 'stream': true", 'stream_options', 'invalid_value');
   const maxTokensField = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? contextSize;
   if (maxTokens > contextSize) {
