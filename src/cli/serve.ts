@@ -27,7 +27,7 @@ export function registerServe(program: Command): void {
     .option('--draft-model <path>', 'draft GGUF with the same vocabulary, for draft-model speculation')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0 = any free port)', integer(0, 65535), 8080)
-    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on everything but /health (default: $TACHYON_API_KEY)', process.env.TACHYON_API_KEY)
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on everything but /health and the playground page (default: $TACHYON_API_KEY)')
     .option('--parallel <n>', 'requests generating at once (--ctx-size is per request)', integer(1, 256), 8)
     .option('--max-queued <n>', 'requests that may wait for a turn; more get 429', integer(0), 64)
     .option('--alias <name>', 'model id clients use (default: the model file name without .gguf)')
@@ -49,7 +49,8 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
   const server = await createServer({
     engine,
     modelId,
-    apiKey: flags.apiKey,
+    // Read here, not as the flag's default, so --help never prints the key.
+    apiKey: flags.apiKey ?? process.env.TACHYON_API_KEY,
     cors: flags.cors,
     parallel: flags.parallel,
     maxQueued: flags.maxQueued,
