@@ -1,6 +1,6 @@
 /** Tachyon's public API. */
-export { Engine, type EngineOptions, type GenerateOptions, type Prompt } from './engine/engine.js';
-export { EngineLoop, type EngineLoopOptions, type EngineStatus } from './engine/loop.js';
+export { Engine, type EngineOptions, type EngineStatus, type GenerateOptions, type Prompt } from './engine/engine.js';
+export { EngineLoop, type EngineLoopOptions } from './engine/loop.js';
 export { QueueFullError, EngineDisposedError } from './engine/errors.js';
 export type { EngineInfo } from './engine/protocol.js';
 export { Model, ModelLoadError, type LoadModelOptions, type ModelMetadata, type SpecialTokens } from './llama/model.js';

@@ -32,10 +32,14 @@ test('admission is first come, first served, within running slots and KV room', 
   assert.equal(small.state, 'waiting');
 });
 
-test('a queue beyond maxQueued is refused', () => {
+test('a queue beyond the free running slots plus maxQueued is refused', () => {
   const scheduler = new Scheduler(limits, new SequenceIdPool(8));
-  for (let i = 0; i < 3; i++) scheduler.enqueue(request(i, 4));
+  for (let i = 0; i < 5; i++) scheduler.enqueue(request(i, 4));
   assert.throws(() => scheduler.enqueue(request(9, 4)), QueueFullError);
+  assert.equal(scheduler.admit().length, 2);
+  assert.throws(() => scheduler.enqueue(request(10, 4)), QueueFullError, 'two running, three waiting: no slot and no queue place is free');
+  scheduler.remove(scheduler.running[0]);
+  scheduler.enqueue(request(11, 4));
 });
 
 test('when KV room runs out the newest running request is preempted back to the front of the queue, keeping its id', () => {

@@ -14,6 +14,9 @@ import { ModelLoadError } from '../llama/model.js';
 import { defaultModelPath } from '../paths.js';
 import { deserializeError, EngineDisposedError, type SerializedError } from './errors.js';
 import type { EngineLoopOptions, EngineStatus } from './loop.js';
+import type { DraftBudget } from '../speculative/tree.js';
+
+export type { EngineStatus };
 import { STATUS_FIELDS, type Command, type EngineInfo, type PromptInput, type Query, type WireEvent, type WorkerMessage, type WorkerOptions } from './protocol.js';
 import type { RequestOptions } from './request.js';
 
@@ -28,6 +31,11 @@ export interface EngineOptions extends LoadModelOptions, Omit<ContextOptions, 'c
   kvCells?: number;
   /** Called before the one-time measurement of the verify cost curve. */
   onMeasure?: () => void;
+  /**
+   * Verify every draft within this budget instead of letting the adaptive planner decide what
+   * pays (ablations, and tests that need drafts verified on a model where they never pay).
+   */
+  draftBudget?: DraftBudget;
 }
 
 export interface GenerateOptions extends RequestOptions {

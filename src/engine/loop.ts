@@ -93,7 +93,7 @@ export class EngineLoop {
     if (this.disposed) throw new EngineDisposedError();
     checkPromptFits(this.sequenceLength, prompt.length);
     this.decoders.check(options.speculation ?? 'auto');
-    const output = new GenerationOutput(this.tokenizer, prompt.length, options, performance.now());
+    const output = new GenerationOutput(this.tokenizer, prompt, options, performance.now());
     const request = new Request(id, prompt, options, output, sink);
     if (!output.wantsTokens) return request.finish('length');
     this.scheduler.enqueue(request);
@@ -253,7 +253,7 @@ export class EngineLoop {
         const accepted = decoder.accept(placed.tree, (node) => this.context.logits(firstIndex + node), request.sequence);
         keepAcceptedPath(this.context, placed, accepted.lastNode);
         request.cached = placed.position + placed.tree.depth(accepted.lastNode) + 1;
-        this.emit(request, accepted.tokens);
+        this.emit(request, accepted.tokens, accepted.draftedBy);
       } catch (error) {
         this.endWithError(request, error);
       }
@@ -275,17 +275,17 @@ export class EngineLoop {
   /** The prompt is in: its last logits give the first token. */
   private async startDecoding(request: Request, lastIndex: number): Promise<void> {
     try {
-      this.emit(request, [await request.decoder!.start(request.prompt, this.context.logits(lastIndex))]);
+      this.emit(request, [await request.decoder!.start(request.prompt, this.context.logits(lastIndex))], [null]);
     } catch (error) {
       this.endWithError(request, error);
     }
   }
 
   /** Appends emitted tokens, streams them, and ends the request when its output says so or its room runs out. */
-  private emit(request: Request, tokens: readonly number[]): void {
+  private emit(request: Request, tokens: readonly number[], draftedBy: readonly (string | null)[]): void {
     if (request.state === 'finished') return;
     request.sequence.push(...tokens);
-    const { chunk, stopReason } = request.output.push(tokens);
+    const { chunk, stopReason } = request.output.push(tokens, draftedBy);
     if (chunk) request.emit(chunk);
     if (stopReason) return this.end(request, stopReason);
     if (this.sequenceLength - (request.sequence.length - 1) <= 0) this.end(request, 'context');

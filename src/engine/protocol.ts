@@ -8,6 +8,7 @@ import type { GenerationChunk, GenerationResult } from '../generate/generate.js'
 import type { SerializedError } from './errors.js';
 import type { EngineLoopOptions } from './loop.js';
 import type { RequestOptions } from './request.js';
+import type { DraftBudget } from '../speculative/tree.js';
 
 /** What the worker needs to load (the EngineOptions without callbacks). */
 export interface WorkerOptions extends ContextOptions, EngineLoopOptions {
@@ -18,6 +19,7 @@ export interface WorkerOptions extends ContextOptions, EngineLoopOptions {
   /** Positions one request may use (the context holds `kvCells` cells for all of them). */
   contextSize?: number;
   kvCells?: number;
+  draftBudget?: DraftBudget;
   reportProgress: boolean;
 }
 

@@ -11,7 +11,7 @@ import type { SequenceIdPool } from './sequence-ids.js';
 export interface SchedulerLimits {
   /** Requests decoding or prefilling at once. */
   maxSequences: number;
-  /** Requests waiting for admission; more are refused. */
+  /** Requests waiting for admission beyond the free running slots; more are refused. */
   maxQueued: number;
   /** KV cells of the context. */
   kvCells: number;
@@ -29,8 +29,10 @@ export class Scheduler {
     private readonly ids: SequenceIdPool,
   ) {}
 
+  /** Queues a request; refused when every free running slot and every queue place is taken. */
   enqueue(request: Request): void {
-    if (this.waiting.length >= this.limits.maxQueued) throw new QueueFullError(this.limits.maxQueued);
+    const freeSlots = Math.max(0, this.limits.maxSequences - this.running.length);
+    if (this.waiting.length >= this.limits.maxQueued + freeSlots) throw new QueueFullError(this.limits.maxQueued);
     this.waiting.push(request);
   }
 

@@ -53,7 +53,7 @@ async function load(): Promise<Loaded> {
       owned.push(draftModel);
       draft = { model: draftModel, context: createDraftContext(draftModel, context, threads) };
     }
-    const speculation = new Speculation({ target: context, threads, draft: draft?.context, onMeasure: () => post({ type: 'measuring' }) });
+    const speculation = new Speculation({ target: context, threads, draft: draft?.context, fixedBudget: options.draftBudget, onMeasure: () => post({ type: 'measuring' }) });
     const loop = new EngineLoop(context, model.tokenizer, speculation, { ...options, sequenceLength: contextSize });
     return { model, context, draft, loop, chat: model.metadata.chatTemplate ? ChatFormatter.forModel(model) : undefined };
   } catch (error) {

@@ -41,6 +41,8 @@ export type NodeLogits = (node: number) => Float32Array;
 export interface Accepted {
   /** Emitted tokens, at least one: accepted drafts then the bonus token. */
   tokens: number[];
+  /** For each emitted token, the drafter whose node it was (null: the target's own). */
+  draftedBy: (string | null)[];
   /** The tree node of the last accepted draft (the root when none was accepted). */
   lastNode: number;
 }
@@ -104,7 +106,7 @@ export class PlainDecoder implements SequenceDecoder {
   }
 
   accept(_tree: TokenTree, logitsOf: NodeLogits, sequence: readonly number[]): Accepted {
-    return { tokens: [this.sample(logitsOf(0), sequence)], lastNode: 0 };
+    return { tokens: [this.sample(logitsOf(0), sequence)], draftedBy: [null], lastNode: 0 };
   }
 
   dispose(): void {}

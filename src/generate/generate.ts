@@ -7,6 +7,7 @@ import { TextStreamDecoder } from '../llama/tokenizer.js';
 import type { DecoderTimings, SequenceDecoder } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
+import { ThinkingSegments, thinkingTagTokens, type ThinkingEnd, type ThinkingTags } from '../reasoning/segments.js';
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'abort' | 'context';
 
@@ -18,6 +19,10 @@ export interface GenerationLimits {
   /** Keep going past end-of-generation tokens. */
   ignoreEos?: boolean;
   signal?: AbortSignal;
+  /** Tags of the model's thinking section; default `<think>`/`</think>` when the model has them as tokens. */
+  thinkingTags?: ThinkingTags;
+  /** Chunks also carry each token's text (`pieces`), e.g. to colour tokens by drafter. */
+  tokenPieces?: boolean;
 }
 
 export interface GenerationChunk {
@@ -25,6 +30,14 @@ export interface GenerationChunk {
   tokens: readonly number[];
   /** Text that became final with these tokens (may be empty while a UTF-8 character or stop string is pending). */
   text: string;
+  /** The part of `text` that is thinking, tags excluded. */
+  reasoning: string;
+  /** The part of `text` that is the answer, tags excluded. */
+  content: string;
+  /** For each token, the drafter that proposed it (null: the target's own token, e.g. a bonus token). */
+  draftedBy: readonly (string | null)[];
+  /** Each token's own text, when the request asked for `tokenPieces`. */
+  pieces?: readonly string[];
 }
 
 export interface GenerationStats {
@@ -43,10 +56,16 @@ export interface GenerationStats {
   /** Present when a speculative decoder ran: τ, per-drafter acceptance. */
   speculation?: SpeculationStats;
   stopReason: StopReason;
+  /** Tokens generated inside thinking sections, tags excluded. */
+  thinkingTokens: number;
+  /** How the thinking ended; absent when the generation had no thinking. */
+  thinkingEnd?: ThinkingEnd;
 }
 
 export interface GenerationResult {
   text: string;
+  reasoning: string;
+  content: string;
   tokens: number[];
   stats: GenerationStats;
 }
@@ -58,23 +77,27 @@ export interface GenerationResult {
  */
 export class GenerationOutput {
   private readonly maxTokens: number;
+  private readonly promptTokens: number;
   private readonly stopMatcher: StopMatcher;
   private readonly textDecoder: TextStreamDecoder;
+  private readonly segments: ThinkingSegments;
   private readonly generated: number[] = [];
-  private text = '';
+  private readonly output = { text: '', reasoning: '', content: '' };
   private steps = 0;
   private firstTokenAt: number | undefined;
 
   constructor(
     private readonly tokenizer: Tokenizer,
-    private readonly promptTokens: number,
+    prompt: readonly number[],
     private readonly limits: GenerationLimits,
     /** When the request arrived (its time to first token includes waiting for admission). */
     private readonly started: number,
   ) {
     this.maxTokens = limits.maxTokens ?? 256;
+    this.promptTokens = prompt.length;
     this.stopMatcher = new StopMatcher(limits.stop ?? []);
     this.textDecoder = new TextStreamDecoder(tokenizer);
+    this.segments = new ThinkingSegments(thinkingTagTokens(tokenizer, limits.thinkingTags), prompt);
   }
 
   get tokenCount(): number {
@@ -90,14 +113,22 @@ export class GenerationOutput {
    * Takes the tokens a step emitted (the first token counts as the prompt's step). Returns the
    * chunk to stream, if any, and why generation ends when it does.
    */
-  push(tokens: readonly number[]): { chunk?: GenerationChunk; stopReason?: StopReason } {
+  push(tokens: readonly number[], draftedBy: readonly (string | null)[]): { chunk?: GenerationChunk; stopReason?: StopReason } {
     if (this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
     else this.steps++;
     const accepted = acceptTokens(tokens, this.maxTokens - this.generated.length, this.tokenizer, this.limits.ignoreEos ?? false);
     this.generated.push(...accepted.tokens);
-    const piece = this.stopMatcher.push(this.textDecoder.push(accepted.tokens));
-    this.text += piece.text;
-    const chunk = accepted.tokens.length > 0 || piece.text ? { tokens: accepted.tokens, text: piece.text } : undefined;
+    let raw = '';
+    for (const token of accepted.tokens) {
+      const tokenText = this.textDecoder.push([token]);
+      this.segments.push(token, tokenText);
+      raw += tokenText;
+    }
+    const piece = this.stopMatcher.push(raw);
+    const chunk =
+      accepted.tokens.length > 0 || piece.text
+        ? this.chunk(piece.text, accepted.tokens, draftedBy.slice(0, accepted.tokens.length))
+        : undefined;
     if (piece.stopped) return { chunk, stopReason: 'stop' };
     if (accepted.endOfGeneration) return { chunk, stopReason: 'eos' };
     if (this.generated.length >= this.maxTokens) return { chunk, stopReason: 'length' };
@@ -108,12 +139,24 @@ export class GenerationOutput {
   finish(stopReason: StopReason, decoder: Pick<SequenceDecoder, 'timings' | 'speculation'>): { tail?: GenerationChunk; result: GenerationResult } {
     let tail: GenerationChunk | undefined;
     if (stopReason !== 'stop') {
-      const text = this.stopMatcher.push(this.textDecoder.flush()).text + this.stopMatcher.flush();
-      this.text += text;
-      if (text) tail = { tokens: [], text };
+      const released = this.textDecoder.flush();
+      this.segments.pushText(released);
+      const text = this.stopMatcher.push(released).text + this.stopMatcher.flush();
+      if (text) tail = this.chunk(text, [], []);
     }
     const stats = this.stats(decoder, stopReason);
-    return { tail, result: { text: this.text, tokens: this.generated, stats } };
+    return { tail, result: { ...this.output, tokens: this.generated, stats } };
+  }
+
+  /** A chunk of final text, split into thinking and answer, and added to the result's text. */
+  private chunk(text: string, tokens: readonly number[], draftedBy: readonly (string | null)[]): GenerationChunk {
+    const split = this.segments.take(text);
+    this.output.text += text;
+    this.output.reasoning += split.reasoning;
+    this.output.content += split.content;
+    const chunk: GenerationChunk = { tokens, text, ...split, draftedBy };
+    if (this.limits.tokenPieces) chunk.pieces = tokens.map((token) => this.tokenizer.detokenize([token]));
+    return chunk;
   }
 
   private stats(decoder: Pick<SequenceDecoder, 'timings' | 'speculation'>, stopReason: StopReason): GenerationStats {
@@ -122,6 +165,7 @@ export class GenerationOutput {
     const prefillMs = decoder.timings.prefillMs;
     const decodeMs = now - firstTokenAt;
     const generatedTokens = this.generated.length;
+    const thinkingEnd = this.segments.thinkingEnd;
     return {
       promptTokens: this.promptTokens,
       generatedTokens,
@@ -135,6 +179,8 @@ export class GenerationOutput {
       timings: { ...decoder.timings },
       speculation: decoder.speculation,
       stopReason,
+      thinkingTokens: this.segments.thinkingTokens,
+      ...(thinkingEnd ? { thinkingEnd } : {}),
     };
   }
 }

@@ -162,7 +162,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
   }
 
   private plainAccept(logitsOf: NodeLogits, sequence: readonly number[]): Accepted {
-    return { tokens: [this.timed('samplingMs', () => this.sampler.next(logitsOf(ROOT), sequence))], lastNode: ROOT };
+    return { tokens: [this.timed('samplingMs', () => this.sampler.next(logitsOf(ROOT), sequence))], draftedBy: [null], lastNode: ROOT };
   }
 
   private treeAccept(tree: TokenTree, logitsOf: NodeLogits, sequence: readonly number[]): Accepted {
@@ -173,7 +173,8 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const result = this.timed('samplingMs', () => acceptTree(tree, logitsOf, history, this.sampler.options, this.sampler.rng));
     this.options.planner.observe(tree, result.acceptedNodes);
     this.countDrafters(tree, result.acceptedNodes);
-    return { tokens: [...result.acceptedTokens, result.bonus], lastNode: result.acceptedNodes.at(-1) ?? ROOT };
+    const draftedBy = [...result.acceptedNodes.map((node) => tree.source(node)), null];
+    return { tokens: [...result.acceptedTokens, result.bonus], draftedBy, lastNode: result.acceptedNodes.at(-1) ?? ROOT };
   }
 
   get speculation(): SpeculationStats {

@@ -10,9 +10,10 @@ import { costCurveFor, type MeasuredCostCurve } from './cost-curve.js';
 import { SpeculativeDecoder } from './decoder.js';
 import { DraftModelDrafter } from './draft-model.js';
 import { NgramDrafter } from './ngram.js';
-import { AdaptivePlanner } from './planner.js';
+import { AdaptivePlanner, FixedPlanner } from './planner.js';
+import type { TreePlanner } from './decoder.js';
 import { SuffixDrafter } from './suffix.js';
-import type { Drafter } from './tree.js';
+import type { DraftBudget, Drafter } from './tree.js';
 
 export const SPECULATION_MODES = ['auto', 'ngram', 'suffix', 'draft', 'off'] as const;
 export type SpeculationMode = (typeof SPECULATION_MODES)[number];
@@ -26,6 +27,8 @@ export interface SpeculationOptions {
   draft?: Context;
   /** Called before the one-time cost-curve measurement (it takes a few seconds). */
   onMeasure?: () => void;
+  /** Verify every draft within this budget (FixedPlanner) instead of the adaptive planner. */
+  fixedBudget?: DraftBudget;
 }
 
 export class Speculation {
@@ -93,7 +96,8 @@ export class Speculation {
   }
 
   /** Acceptance statistics are kept per mode and sampling regime across requests. */
-  private async planner(mode: SpeculationMode, sampler: Sampler, seq: number): Promise<AdaptivePlanner> {
+  private async planner(mode: SpeculationMode, sampler: Sampler, seq: number): Promise<TreePlanner> {
+    if (this.options.fixedBudget) return new FixedPlanner(this.options.fixedBudget);
     const key = `${mode}:${sampler.options.temperature > 0 ? 'sampled' : 'greedy'}`;
     let planner = this.planners.get(key);
     if (!planner) {
