@@ -4,6 +4,7 @@
  * dimmed; Ctrl-C cancels the answer being generated, not the session.
  */
 import { createInterface, type Interface } from 'node:readline';
+import { Writable } from 'node:stream';
 import type { Command } from 'commander';
 import type { Engine, GenerateOptions } from '../engine.js';
 import type { ChatMessage } from '../generate/chat.js';
@@ -48,11 +49,33 @@ function styles(stream: NodeJS.WriteStream) {
   };
 }
 
+/**
+ * The line editor's view of the terminal. While an answer streams, the editor's echo of keys typed
+ * ahead is held back (it would land inside the answer); the next prompt shows the typed line.
+ */
+class EditorOutput extends Writable {
+  muted = false;
+
+  constructor(private readonly terminal: NodeJS.WriteStream) {
+    super();
+  }
+
+  get columns(): number | undefined {
+    return this.terminal.columns;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    if (this.muted) done();
+    else this.terminal.write(chunk, done);
+  }
+}
+
 /** One conversation: the history is re-rendered with the chat template for every turn. */
 class ChatSession {
   private readonly history: ChatMessage[] = [];
   private showStats: boolean;
   private readonly lines: Interface;
+  private readonly editorOutput = new EditorOutput(process.stdout);
   /** Cancels the answer being generated; undefined at the prompt. */
   private answering: AbortController | undefined;
   private readonly out = process.stdout;
@@ -65,7 +88,7 @@ class ChatSession {
   ) {
     this.showStats = flags.verbose ?? false;
     this.startConversation();
-    this.lines = createInterface({ input: process.stdin, output: process.stdout, prompt: '>>> ' });
+    this.lines = createInterface({ input: process.stdin, output: this.editorOutput, terminal: process.stdin.isTTY === true, prompt: '>>> ' });
     // On a terminal Ctrl-C arrives as a key, not a signal: it cancels the answer, or clears the line.
     this.lines.on('SIGINT', () => {
       if (this.answering) this.answering.abort();
@@ -112,6 +135,7 @@ class ChatSession {
   private async answer(message: string): Promise<void> {
     this.history.push({ role: 'user', content: message });
     this.answering = new AbortController();
+    this.editorOutput.muted = true;
     const printer = new AnswerPrinter(this.out, this.style.dim);
     try {
       const iterator = this.engine.chat(this.history, { ...this.options, signal: this.answering.signal });
@@ -129,6 +153,7 @@ class ChatSession {
       this.out.write(`tachyon: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}\n`);
     } finally {
       this.answering = undefined;
+      this.editorOutput.muted = false;
     }
   }
 
