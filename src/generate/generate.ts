@@ -7,6 +7,7 @@ import { TextStreamDecoder } from '../llama/tokenizer.js';
 import type { Decoder, DecoderTimings } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
+import { ThinkingSegments, thinkingTagTokens, type ThinkingEnd, type ThinkingTags } from '../reasoning/segments.js';
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'abort' | 'context';
 
@@ -18,6 +19,8 @@ export interface GenerationLimits {
   /** Keep going past end-of-generation tokens. */
   ignoreEos?: boolean;
   signal?: AbortSignal;
+  /** Tags of the model's thinking section; default `<think>`/`</think>` when the model has them as tokens. */
+  thinkingTags?: ThinkingTags;
 }
 
 export interface GenerationChunk {
@@ -25,6 +28,10 @@ export interface GenerationChunk {
   tokens: readonly number[];
   /** Text that became final with these tokens (may be empty while a UTF-8 character or stop string is pending). */
   text: string;
+  /** The part of `text` that is thinking, tags excluded. */
+  reasoning: string;
+  /** The part of `text` that is the answer, tags excluded. */
+  content: string;
 }
 
 export interface GenerationStats {
@@ -43,10 +50,16 @@ export interface GenerationStats {
   /** Present when a speculative decoder ran: τ, per-drafter acceptance. */
   speculation?: SpeculationStats;
   stopReason: StopReason;
+  /** Tokens generated inside thinking sections, tags excluded. */
+  thinkingTokens: number;
+  /** How the thinking ended; absent when the generation had no thinking. */
+  thinkingEnd?: ThinkingEnd;
 }
 
 export interface GenerationResult {
   text: string;
+  reasoning: string;
+  content: string;
   tokens: number[];
   stats: GenerationStats;
 }
@@ -60,9 +73,10 @@ export async function* generate(
   const maxTokens = limits.maxTokens ?? 256;
   const stopMatcher = new StopMatcher(limits.stop ?? []);
   const textDecoder = new TextStreamDecoder(tokenizer);
+  const segments = new ThinkingSegments(thinkingTagTokens(tokenizer, limits.thinkingTags), prompt);
   const sequence = [...prompt];
   const generated: number[] = [];
-  let text = '';
+  const output = { text: '', reasoning: '', content: '' };
   const started = performance.now();
   let steps = 0;
   let stopReason: StopReason = 'length';
@@ -73,9 +87,16 @@ export async function* generate(
     const accepted = acceptTokens(next, maxTokens - generated.length, tokenizer, limits.ignoreEos ?? false);
     generated.push(...accepted.tokens);
     sequence.push(...accepted.tokens);
-    const piece = stopMatcher.push(textDecoder.push(accepted.tokens));
-    text += piece.text;
-    if (accepted.tokens.length > 0 || piece.text) yield { tokens: accepted.tokens, text: piece.text };
+    let raw = '';
+    for (const token of accepted.tokens) {
+      const tokenText = textDecoder.push([token]);
+      segments.push(token, tokenText);
+      raw += tokenText;
+    }
+    const piece = stopMatcher.push(raw);
+    const chunk = { tokens: accepted.tokens, text: piece.text, ...segments.take(piece.text) };
+    appendChunk(output, chunk);
+    if (accepted.tokens.length > 0 || piece.text) yield chunk;
     if (piece.stopped) {
       stopReason = 'stop';
       break;
@@ -97,11 +118,26 @@ export async function* generate(
     steps++;
   }
   if (stopReason !== 'stop') {
-    const tail = stopMatcher.push(textDecoder.flush()).text + stopMatcher.flush();
-    text += tail;
-    if (tail) yield { tokens: [], text: tail };
+    const released = textDecoder.flush();
+    segments.pushText(released);
+    const tail = stopMatcher.push(released).text + stopMatcher.flush();
+    const chunk = { tokens: [], text: tail, ...segments.take(tail) };
+    appendChunk(output, chunk);
+    if (tail) yield chunk;
   }
-  return { text, tokens: generated, stats: collectStats(decoder, prompt.length, generated.length, steps, started, firstTokenAt, stopReason) };
+  const stats = collectStats(decoder, prompt.length, generated.length, steps, started, firstTokenAt, stopReason);
+  return { ...output, tokens: generated, stats: { ...stats, thinkingTokens: segments.thinkingTokens, ...thinkingEndField(segments.thinkingEnd) } };
+}
+
+function appendChunk(output: { text: string; reasoning: string; content: string }, chunk: GenerationChunk): void {
+  output.text += chunk.text;
+  output.reasoning += chunk.reasoning;
+  output.content += chunk.content;
+}
+
+/** The optional stats field, left out (not undefined) when there was no thinking. */
+function thinkingEndField(end: ThinkingEnd | undefined): { thinkingEnd?: ThinkingEnd } {
+  return end ? { thinkingEnd: end } : {};
 }
 
 /** Takes tokens up to the limit and up to (excluding) an end-of-generation token. */
@@ -123,7 +159,7 @@ function collectStats(
   started: number,
   firstTokenAt: number,
   stopReason: StopReason,
-): GenerationStats {
+): Omit<GenerationStats, 'thinkingTokens' | 'thinkingEnd'> {
   const now = performance.now();
   const prefillMs = decoder.timings.prefillMs;
   const decodeMs = now - firstTokenAt;
