@@ -197,7 +197,7 @@ class LlamaServerPeer {
     const { path } = servers.locateLlamaServer({ server: options.llamaServer, log: progress });
     const help = servers.serverHelp(path);
     const flags = ['-m', options.model, '-c', String(contextSize), '-t', String(options.threads), '-tb', String(options.threads), '--cont-batching'];
-    if (options.gpu === 'cpu') flags.push('-ngl', '0');
+    flags.push('-ngl', options.gpu === 'cpu' ? '0' : '999');
     // One KV buffer for all slots, as Tachyon's engine has: any request may use any cell.
     if (servers.helpHasFlag(help, '--kv-unified')) flags.push('--kv-unified');
     if (servers.helpHasFlag(help, '--no-webui')) flags.push('--no-webui');

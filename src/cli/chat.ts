@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import type { Engine, GenerateOptions } from '../engine.js';
 import type { ChatMessage } from '../generate/chat.js';
 import type { GenerationChunk, GenerationResult } from '../generate/generate.js';
+import { UsageError } from './errors.js';
 import { addGenerationFlags, formatStats, loadEngine, samplingFrom, type GenerationFlags } from './generation.js';
 
 export interface ChatFlags extends GenerationFlags {
@@ -27,6 +28,7 @@ export function registerChat(program: Command): void {
 export async function chatCommand(flags: ChatFlags): Promise<void> {
   const engine = await loadEngine(flags);
   try {
+    if (!engine.model.metadata.chatTemplate) throw new UsageError(`${engine.model.path} has no chat template to hold a conversation; use tachyon run --no-chat PROMPT`);
     await new ChatSession(engine, samplingFrom(flags), flags).run();
   } finally {
     engine.dispose();
@@ -41,12 +43,10 @@ const HELP = [
   'Ctrl-C        stop the answer being generated',
 ].join('\n');
 
-/** ANSI styles, only when the output is a terminal that wants colour. */
-function styles(stream: NodeJS.WriteStream) {
+/** Dims text with ANSI codes, only when the output is a terminal that wants colour. */
+function dimmer(stream: NodeJS.WriteStream): (text: string) => string {
   const on = stream.isTTY === true && !process.env.NO_COLOR;
-  return {
-    dim: (text: string) => (on ? `\x1b[2m${text}\x1b[22m` : text),
-  };
+  return (text) => (on ? `\x1b[2m${text}\x1b[22m` : text);
 }
 
 /**
@@ -79,7 +79,7 @@ class ChatSession {
   /** Cancels the answer being generated; undefined at the prompt. */
   private answering: AbortController | undefined;
   private readonly out = process.stdout;
-  private readonly style = styles(process.stdout);
+  private readonly dim = dimmer(process.stdout);
 
   constructor(
     private readonly engine: Engine,
@@ -93,7 +93,7 @@ class ChatSession {
     this.lines.on('SIGINT', () => {
       if (this.answering) this.answering.abort();
       else {
-        this.out.write(`\n${this.style.dim('(/exit or Ctrl-D to leave)')}\n`);
+        this.out.write(`\n${this.dim('(/exit or Ctrl-D to leave)')}\n`);
         this.lines.write(null, { ctrl: true, name: 'u' });
         this.lines.prompt();
       }
@@ -106,7 +106,7 @@ class ChatSession {
   }
 
   async run(): Promise<void> {
-    this.out.write(this.style.dim('Type a message; /help for commands, /exit to leave.\n'));
+    this.out.write(this.dim('Type a message; /help for commands, /exit to leave.\n'));
     this.lines.prompt();
     for await (const line of this.lines) {
       const input = line.trim();
@@ -121,10 +121,10 @@ class ChatSession {
   private command(input: string): void {
     if (input === '/stats') {
       this.showStats = !this.showStats;
-      this.out.write(this.style.dim(`statistics ${this.showStats ? 'on' : 'off'}\n`));
+      this.out.write(this.dim(`statistics ${this.showStats ? 'on' : 'off'}\n`));
     } else if (input === '/clear') {
       this.startConversation();
-      this.out.write(this.style.dim('conversation cleared\n'));
+      this.out.write(this.dim('conversation cleared\n'));
     } else if (input === '/help' || input === '/?') {
       this.out.write(`${HELP}\n`);
     } else {
@@ -136,7 +136,7 @@ class ChatSession {
     this.history.push({ role: 'user', content: message });
     this.answering = new AbortController();
     this.editorOutput.muted = true;
-    const printer = new AnswerPrinter(this.out, this.style.dim);
+    const printer = new AnswerPrinter(this.out, this.dim);
     try {
       const iterator = this.engine.chat(this.history, { ...this.options, signal: this.answering.signal });
       let step = await iterator.next();
@@ -160,13 +160,13 @@ class ChatSession {
   /** The answer joins the history without its thinking, as chat templates of reasoning models expect. */
   private remember(result: GenerationResult): void {
     const { stopReason } = result.stats;
-    if (stopReason === 'abort') this.out.write(this.style.dim('(stopped)\n'));
-    if (stopReason === 'context') this.out.write(this.style.dim('(the context is full: /clear starts a new conversation)\n'));
+    if (stopReason === 'abort') this.out.write(this.dim('(stopped)\n'));
+    if (stopReason === 'context') this.out.write(this.dim('(the context is full: /clear starts a new conversation)\n'));
     const answer = result.content.trim();
     if (answer) this.history.push({ role: 'assistant', content: answer });
     // An answer cancelled before any of it was said: the question is withdrawn with it.
     else if (stopReason === 'abort') this.history.pop();
-    if (this.showStats) process.stderr.write(`${this.style.dim(formatStats(result.stats))}\n`);
+    if (this.showStats) process.stderr.write(`${this.dim(formatStats(result.stats))}\n`);
   }
 }
 
