@@ -78,6 +78,22 @@ test('Ctrl-C stops the answer being generated, not the session', async () => {
   assert.equal(await chat.exitStatus(), 0);
 });
 
+test('a conversation that outgrows the context says so and the session goes on', async () => {
+  // llama.cpp rounds the context up to 256 cells: the story fills it.
+  const chat = terminal(chatCommand('--ctx-size', '256', '--max-tokens', '1000'));
+  await chat.waitFor(PROMPT);
+  chat.type('Write a long bedtime story about a shy crow called Otto.');
+  await chat.waitFor(/\(the context is full: \/clear starts a new conversation\)\n>>> /);
+  // The story stays in the history, so the next question no longer fits: that turn is refused, not the session.
+  chat.type('What is 47 + 85?');
+  await chat.waitFor(/tachyon: prompt of \d+ tokens does not fit the context of 256 tokens.*\n>>> /);
+  chat.type('/clear');
+  chat.type('What is 47 + 85?');
+  await chat.waitFor(/The answer is 132\./);
+  chat.type('/exit');
+  assert.equal(await chat.exitStatus(), 0);
+});
+
 test('tachyon run without a prompt on a terminal is a chat', async () => {
   const chat = terminal([process.execPath, cli, 'run', '--gpu', 'cpu', '--threads', '1']);
   await chat.waitFor(PROMPT);

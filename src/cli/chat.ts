@@ -164,8 +164,8 @@ class ChatSession {
     if (stopReason === 'context') this.out.write(this.dim('(the context is full: /clear starts a new conversation)\n'));
     const answer = result.content.trim();
     if (answer) this.history.push({ role: 'assistant', content: answer });
-    // An answer cancelled before any of it was said: the question is withdrawn with it.
-    else if (stopReason === 'abort') this.history.pop();
+    // No answer (stopped or out of room while thinking): the question is withdrawn with it.
+    else this.history.pop();
     if (this.showStats) process.stderr.write(`${this.dim(formatStats(result.stats))}\n`);
   }
 }
