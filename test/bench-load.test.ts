@@ -4,7 +4,7 @@
  * client on a server that streams as llama-server does, and a smoke run of the command itself.
  */
 import { createServer, type Server } from 'node:http';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { OpenAiCompletionsTarget, runLoad, summarizeLoad, type Arrival, type LoadRequest, type LoadRun, type LoadTarget, type RequestTiming } from '../src/bench/load.js';
 import { median, percentile } from '../src/bench/stats.js';
 import { tachyon } from './helpers/cli.js';
-import { scratchDir } from './helpers/models.js';
+import { projectRoot, scratchDir } from './helpers/models.js';
 
 test('percentiles interpolate between the nearest ranks and ignore non-finite values', () => {
   const values = Array.from({ length: 101 }, (_, i) => 100 - i); // 0…100, unsorted
@@ -175,6 +175,35 @@ test('bench batch runs every concurrency and mode on the testbed and writes its 
   for (const file of ['batch-report.md', 'batch-report.json', 'batch-throughput.svg', 'batch-itl-p99.svg']) assert.ok(existsSync(join(dir, file)), file);
   assert.match(readFileSync(join(dir, 'batch-throughput.svg'), 'utf8'), /<svg[\s\S]*2 concurrent/);
   assert.match(readFileSync(join(dir, 'batch-report.md'), 'utf8'), /\| 2 \| tachyon spec auto \|/);
+});
+
+/** A llama-server already built by bench/peers/build-llama-cpp.sh (building one takes half an hour: never here). */
+function builtLlamaServer(): string | undefined {
+  if (process.env.TACHYON_LLAMA_SERVER) return process.env.TACHYON_LLAMA_SERVER;
+  const cache = join(projectRoot, '.cache', 'llama.cpp');
+  const builds = existsSync(cache) ? readdirSync(cache).map((commit) => join(cache, commit, 'build', 'bin', 'llama-server')) : [];
+  return builds.find((path) => existsSync(path));
+}
+
+const llamaServer = builtLlamaServer();
+
+test('bench batch drives llama-server --parallel N over HTTP with the same requests', { skip: llamaServer ? false : 'no llama-server built (bench/peers/build-llama-cpp.sh)' }, async () => {
+  const result = await tachyon('bench', 'batch', '--concurrency', '1,2', '--n', '2', '--max-tokens', '8', '--threads', '1', '--spec', 'off', '--llama-server', llamaServer!, '--json');
+  assert.equal(result.code, 0, result.stderr);
+  const report = JSON.parse(result.stdout) as {
+    single_stream_vs_llama_server: number;
+    settings: { peer: { flags: string[] } };
+    concurrency: Record<string, { peer_tps: number; runs: Record<string, { requests: number; failed: number; tokens: number }> }>;
+  };
+  assert.ok(report.single_stream_vs_llama_server > 0);
+  assert.ok(report.settings.peer.flags.includes('--cont-batching'));
+  for (const level of Object.values(report.concurrency)) {
+    assert.ok(level.peer_tps > 0);
+    const { tachyon: ours, 'llama-server': peer } = level.runs;
+    assert.deepEqual([peer.requests, peer.failed], [2, 0]);
+    // The same greedy requests on the same model: as many tokens either way.
+    assert.equal(peer.tokens, ours.tokens);
+  }
 });
 
 test('bench batch refuses a bad concurrency or mode with one clear line', async () => {
