@@ -47,7 +47,7 @@ test('a chat streams answers with the thinking dimmed and keeps the conversation
   chat.type('/stats');
   await chat.waitFor(/statistics on/);
   chat.type('What is 59 + 29?');
-  const screen = await chat.waitFor(/The answer is 88\.\n.*tokens \(eos\) · prompt \d+ tok.*\n>>> /);
+  const screen = await chat.waitFor(/The answer is 88\.\n.*tokens \(eos\), \d+ thinking \(natural\) · prompt \d+ tok.*\n>>> /);
   // The second turn's prompt is the whole conversation: both questions and the first answer (its thinking left out).
   const shown = Number(/prompt (\d+) tok/.exec(screen)![1]);
   const history: ChatMessage[] = [

@@ -62,7 +62,7 @@ export function samplingFrom(flags: GenerationFlags): GenerateOptions {
 export function formatStats(stats: GenerationStats): string {
   const lines = [
     [
-      `${stats.generatedTokens} tokens (${stats.stopReason})`,
+      `${stats.generatedTokens} tokens (${stats.stopReason})${stats.thinkingEnd ? `, ${stats.thinkingTokens} thinking (${stats.thinkingEnd})` : ''}`,
       `prompt ${stats.promptTokens} tok at ${stats.prefillTokensPerSecond.toFixed(0)} tok/s`,
       `decode ${stats.decodeTokensPerSecond.toFixed(1)} tok/s`,
       `first token ${stats.timeToFirstTokenMs.toFixed(1)} ms`,
