@@ -34,8 +34,8 @@ export interface BatchBenchOptions {
   /** Requests per run (each concurrency × target), drawn round-robin from the prompt sets. */
   n: number;
   maxTokens: number;
-  /** Total KV cells of each engine; default: the largest concurrency × the longest request. */
-  contextSize?: number;
+  /** KV cells of each engine in all; default: the largest concurrency × the longest request. */
+  kvCells?: number;
   /** Run llama-server as the peer. */
   peer: boolean;
   /** A llama-server binary (default: built once by bench/peers/build-llama-cpp.sh). */
@@ -72,7 +72,7 @@ export interface BatchBenchResult {
     draft_model: string | null;
     threads: number;
     gpu: GpuChoice;
-    context_size: number;
+    kv_cells: number;
     n: number;
     max_tokens: number;
     prompts: string[];
@@ -85,9 +85,9 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
   const progress = options.onProgress ?? (() => {});
   const maxConcurrency = Math.max(...options.concurrency);
   const requests = await loadRequests(options);
-  const contextSize = options.contextSize ?? roundUp(maxConcurrency * Math.max(...requests.map((r) => r.promptTokens + r.maxTokens)), 256);
-  const engine = await Engine.load({ model: options.model, draftModel: options.draftModel, gpu: options.gpu, threads: options.threads, contextSize, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
-  const peer = options.peer ? await LlamaServerPeer.locate(options, contextSize, progress) : undefined;
+  const kvCells = options.kvCells ?? roundUp(maxConcurrency * Math.max(...requests.map((r) => r.promptTokens + r.maxTokens)), 256);
+  const engine = await Engine.load({ model: options.model, draftModel: options.draftModel, gpu: options.gpu, threads: options.threads, contextSize: kvCells, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
+  const peer = options.peer ? await LlamaServerPeer.locate(options, kvCells, progress) : undefined;
   try {
     const concurrency: Record<string, ConcurrencySummary> = {};
     for (const [index, c] of options.concurrency.entries()) {
@@ -112,7 +112,7 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
         draft_model: options.draftModel ?? null,
         threads: options.threads,
         gpu: options.gpu,
-        context_size: contextSize,
+        kv_cells: kvCells,
         n: requests.length,
         max_tokens: options.maxTokens,
         prompts: promptSetFiles(options.tasks, options.promptsFile).map((file) => basename(file)),
@@ -191,12 +191,12 @@ class LlamaServerPeer {
     private readonly flags: string[],
   ) {}
 
-  static async locate(options: BatchBenchOptions, contextSize: number, progress: (line: string) => void): Promise<LlamaServerPeer> {
+  static async locate(options: BatchBenchOptions, kvCells: number, progress: (line: string) => void): Promise<LlamaServerPeer> {
     // A plain script shared with bench/peers/llama-spec.mjs, so it is loaded from the package, not compiled.
     const servers = (await import(pathToFileURL(join(packageRoot, 'bench', 'peers', 'llama-server.mjs')).href)) as typeof LlamaServerModule;
     const { path } = servers.locateLlamaServer({ server: options.llamaServer, log: progress });
     const help = servers.serverHelp(path);
-    const flags = ['-m', options.model, '-c', String(contextSize), '-t', String(options.threads), '-tb', String(options.threads), '--cont-batching'];
+    const flags = ['-m', options.model, '-c', String(kvCells), '-t', String(options.threads), '-tb', String(options.threads), '--cont-batching'];
     flags.push('-ngl', options.gpu === 'cpu' ? '0' : '999');
     // One KV buffer for all slots, as Tachyon's engine has: any request may use any cell.
     if (servers.helpHasFlag(help, '--kv-unified')) flags.push('--kv-unified');
@@ -248,7 +248,7 @@ const SPEC_COLOR = '#e07b24';
 
 async function writeBatchReport(dir: string, result: BatchBenchResult): Promise<void> {
   await mkdir(dir, { recursive: true });
-  const subtitle = `${basename(result.model)} · ${plural(result.settings.threads, 'thread')} · ${result.settings.n} requests of up to ${result.settings.max_tokens} tokens per run · KV ${result.settings.context_size} cells`;
+  const subtitle = `${basename(result.model)} · ${plural(result.settings.threads, 'thread')} · ${result.settings.n} requests of up to ${result.settings.max_tokens} tokens per run · KV ${result.settings.kv_cells} cells`;
   const groups = (metric: 'tokens_per_second' | 'itl_p99_ms', unit: string): BarGroup[] =>
     Object.entries(result.concurrency).map(([c, summary]) => ({
       title: `${c} concurrent`,
@@ -267,7 +267,7 @@ function markdownReport(result: BatchBenchResult): string {
   const lines = [
     '# Concurrent requests on one engine',
     '',
-    `Model \`${basename(result.model)}\`${settings.draft_model ? `, draft \`${basename(settings.draft_model)}\`` : ''}; ${plural(settings.threads, 'thread')} (${settings.gpu}); ${settings.n} greedy requests of up to ${settings.max_tokens} new tokens per run, from ${settings.prompts.join(', ')}; every engine holds ${settings.context_size} KV cells in all. One client (src/bench/load.ts) drives every target with the same requests, keeping the given number in flight.`,
+    `Model \`${basename(result.model)}\`${settings.draft_model ? `, draft \`${basename(settings.draft_model)}\`` : ''}; ${plural(settings.threads, 'thread')} (${settings.gpu}); ${settings.n} greedy requests of up to ${settings.max_tokens} new tokens per run, from ${settings.prompts.join(', ')}; every engine holds ${settings.kv_cells} KV cells in all. One client (src/bench/load.ts) drives every target with the same requests, keeping the given number in flight.`,
     '',
     `Single-stream plain decoding: ${result.ms_per_decode ?? '-'} ms per token; vs llama-server ${result.single_stream_vs_llama_server ?? '-'}×.`,
     '',
