@@ -1,10 +1,10 @@
 /** Thinking/answer split from the model's tokens, on the testbed (which thinks in `<think>` … `</think>`). */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Engine } from '../src/engine.js';
+import { Engine } from '../src/engine/engine.js';
 import { ThinkingSegments, thinkingTagTokens, type ThinkingTagTokens } from '../src/reasoning/segments.js';
 import type { GenerationChunk, GenerationResult } from '../src/generate/generate.js';
-import { loadModel, testbedPrompts, tinyModelPath } from './helpers/models.js';
+import { loadModel, testbedPrompts, testbedTarget, tinyModelPath } from './helpers/models.js';
 
 test('emitted text that lags the tokens is split by its offset in the raw text, tags excluded', () => {
   const tags: ThinkingTagTokens = { open: 6, close: 7 };
@@ -42,7 +42,13 @@ test('a model without the tag tokens has no thinking; tags asked for explicitly 
 
 describe('thinking segments on the testbed', () => {
   let engine: Engine;
-  before(async () => (engine = await Engine.load({ gpu: 'cpu' })));
+  let tokenizer: Awaited<ReturnType<typeof loadModel>>['tokenizer'];
+  before(async () => {
+    // The engine's model lives in its worker; the tokenizer is read here from the same file, loaded
+    // first: llama.cpp's log callback is process-wide, and the worker's must be the last one set.
+    tokenizer = (await loadModel(testbedTarget)).tokenizer;
+    engine = await Engine.load({ gpu: 'cpu' });
+  });
   after(() => engine.dispose());
 
   async function streamed(prompt: string, options: Parameters<Engine['generate']>[1]): Promise<{ chunks: GenerationChunk[]; result: GenerationResult }> {
@@ -55,10 +61,10 @@ describe('thinking segments on the testbed', () => {
   }
 
   test('the tags are looked up by their text', () => {
-    const tags = thinkingTagTokens(engine.tokenizer);
+    const tags = thinkingTagTokens(tokenizer);
     assert.ok(tags);
-    assert.equal(engine.tokenizer.detokenize([tags.open]), '<think>');
-    assert.equal(engine.tokenizer.detokenize([tags.close]), '</think>');
+    assert.equal(tokenizer.detokenize([tags.open]), '<think>');
+    assert.equal(tokenizer.detokenize([tags.close]), '</think>');
   });
 
   test('chunks and the result split thinking from the answer; thinking tokens are counted', async () => {
@@ -68,7 +74,7 @@ describe('thinking segments on the testbed', () => {
     assert.equal(result.content, '\nThe answer is 132.');
     assert.equal(chunks.map((c) => c.reasoning).join(''), result.reasoning);
     assert.equal(chunks.map((c) => c.content).join(''), result.content);
-    const tags = thinkingTagTokens(engine.tokenizer)!;
+    const tags = thinkingTagTokens(tokenizer)!;
     assert.equal(result.stats.thinkingTokens, result.tokens.indexOf(tags.close) - result.tokens.indexOf(tags.open) - 1);
     assert.equal(result.stats.thinkingEnd, 'natural');
   });

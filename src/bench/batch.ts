@@ -7,9 +7,9 @@
 import { mkdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Engine } from '../engine.js';
+import { Engine } from '../engine/engine.js';
 import { ChatFormatter } from '../generate/chat.js';
-import type { GpuChoice } from '../llama/library.js';
+import { detachLlamaLogger, type GpuChoice } from '../llama/library.js';
 import { Model } from '../llama/model.js';
 import { packageRoot } from '../paths.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
@@ -86,7 +86,7 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
   const maxConcurrency = Math.max(...options.concurrency);
   const requests = await loadRequests(options);
   const kvCells = options.kvCells ?? roundUp(maxConcurrency * Math.max(...requests.map((r) => r.promptTokens + r.maxTokens)), 256);
-  const engine = await Engine.load({ model: options.model, draftModel: options.draftModel, gpu: options.gpu, threads: options.threads, contextSize: kvCells, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
+  const engine = await Engine.load({ model: options.model, draftModel: options.draftModel, gpu: options.gpu, threads: options.threads, kvCells, maxSequences: maxConcurrency, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
   const peer = options.peer ? await LlamaServerPeer.locate(options, kvCells, progress) : undefined;
   try {
     const concurrency: Record<string, ConcurrencySummary> = {};
@@ -123,7 +123,7 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
     if (options.reportDir) await writeBatchReport(options.reportDir, result);
     return result;
   } finally {
-    engine.dispose();
+    await engine.dispose();
   }
 }
 
@@ -160,6 +160,9 @@ async function loadRequests(options: BatchBenchOptions): Promise<BenchRequest[]>
     return requests;
   } finally {
     model.dispose();
+    // llama.cpp's log callback is process-wide: this thread's must not outlive its model, or the
+    // engine worker's llama.cpp would call into this thread's JavaScript.
+    detachLlamaLogger();
   }
 }
 

@@ -6,7 +6,7 @@
  * two runs is the target alone.
  */
 import { EventSourceParserStream } from 'eventsource-parser/stream';
-import type { Engine } from '../engine.js';
+import type { Engine } from '../engine/engine.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import { percentile } from './stats.js';
 
@@ -163,28 +163,12 @@ export class EngineTarget implements LoadTarget {
   }
 
   async *stream(request: LoadRequest, signal: AbortSignal): AsyncGenerator<Arrival, number, void> {
-    const release = await this.turn();
-    try {
-      const generation = this.engine.generate(this.engine.tokenize(request.prompt), { maxTokens: request.maxTokens, temperature: 0, speculation: this.speculation, signal });
-      for (;;) {
-        const step = await generation.next();
-        if (step.done) return step.value.tokens.length;
-        if (step.value.tokens.length > 0) yield { tokens: step.value.tokens.length };
-      }
-    } finally {
-      release();
+    const generation = this.engine.generate(request.prompt, { maxTokens: request.maxTokens, temperature: 0, speculation: this.speculation, signal });
+    for (;;) {
+      const step = await generation.next();
+      if (step.done) return step.value.tokens.length;
+      if (step.value.tokens.length > 0) yield { tokens: step.value.tokens.length };
     }
-  }
-
-  // TEMPORARY, REMOVE when the engine loop (issue 8) lands on main: today's Engine runs one
-  // generation at a time ("already generating"), so concurrent requests queue here, in the client.
-  private queue: Promise<void> = Promise.resolve();
-  private async turn(): Promise<() => void> {
-    const previous = this.queue;
-    let release!: () => void;
-    this.queue = new Promise((resolve) => (release = resolve));
-    await previous;
-    return release;
   }
 }
 

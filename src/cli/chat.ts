@@ -6,7 +6,7 @@
 import { createInterface, type Interface } from 'node:readline';
 import { Writable } from 'node:stream';
 import type { Command } from 'commander';
-import type { Engine, GenerateOptions } from '../engine.js';
+import type { Engine, GenerateOptions } from '../engine/engine.js';
 import type { ChatMessage } from '../generate/chat.js';
 import type { GenerationChunk, GenerationResult } from '../generate/generate.js';
 import { UsageError } from './errors.js';
@@ -28,10 +28,10 @@ export function registerChat(program: Command): void {
 export async function chatCommand(flags: ChatFlags): Promise<void> {
   const engine = await loadEngine(flags);
   try {
-    if (!engine.model.metadata.chatTemplate) throw new UsageError(`${engine.model.path} has no chat template to hold a conversation; use tachyon run --no-chat PROMPT`);
+    if (!engine.info.model.chatTemplate) throw new UsageError(`${engine.info.modelPath} has no chat template to hold a conversation; use tachyon run --no-chat PROMPT`);
     await new ChatSession(engine, samplingFrom(flags), flags).run();
   } finally {
-    engine.dispose();
+    await engine.dispose();
   }
 }
 

@@ -1,6 +1,6 @@
 /** What every generating command (`run`, `chat`) shares: its flags, the engine they describe, the statistics lines. */
 import { Option, type Command } from 'commander';
-import { Engine, type GenerateOptions } from '../engine.js';
+import { Engine, type GenerateOptions } from '../engine/engine.js';
 import type { GenerationStats } from '../generate/generate.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';

@@ -38,9 +38,9 @@ function readPrompt(prompt: string | undefined): string {
 async function runCommand(promptText: string, flags: RunFlags): Promise<void> {
   const engine = await loadEngine(flags);
   try {
-    const useChat = flags.chat ?? engine.model.metadata.chatTemplate !== undefined;
-    const prompt = useChat ? engine.chatPrompt([{ role: 'user', content: promptText }]) : engine.tokenize(promptText);
-    const iterator = engine.generate(prompt, samplingFrom(flags));
+    const useChat = flags.chat ?? engine.info.model.chatTemplate !== undefined;
+    const options = samplingFrom(flags);
+    const iterator = useChat ? engine.chat([{ role: 'user', content: promptText }], options) : engine.generate(promptText, options);
     let step = await iterator.next();
     while (!step.done) {
       if (!flags.json) process.stdout.write(step.value.text);
@@ -48,7 +48,7 @@ async function runCommand(promptText: string, flags: RunFlags): Promise<void> {
     }
     printResult(step.value, flags.json ?? false);
   } finally {
-    engine.dispose();
+    await engine.dispose();
   }
 }
 
