@@ -52,6 +52,7 @@ test('a run is summarized from its successful requests: aggregate tokens/s over 
   assert.equal(summary.itl_p50_ms, 2); // 1 1 1 1 2 2 2 2 10: the failed request's 50 is left out
   assert.equal(summary.itl_p99_ms, 2 + 8 * (0.99 * 8 - 7));
   assert.equal(summary.e2e_p50_ms, (14 + 48) / 2);
+  assert.equal(summary.first_error, 'HTTP 500');
 });
 
 /** A scripted target: pieces of the given sizes, a pause before each; counts requests in flight. */

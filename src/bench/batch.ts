@@ -283,6 +283,8 @@ function markdownReport(result: BatchBenchResult): string {
       lines.push(`| ${c} | ${name} | ${run.tokens_per_second ?? '-'} | ${run.ttft_p50_ms ?? '-'} | ${run.ttft_p99_ms ?? '-'} | ${run.itl_p50_ms ?? '-'} | ${run.itl_p99_ms ?? '-'} | ${run.failed} |`);
     }
   }
+  const failures = Object.entries(result.concurrency).flatMap(([c, summary]) => Object.entries(summary.runs).filter(([, run]) => run.first_error).map(([name, run]) => `- ${c} concurrent, ${name}: ${run.failed} failed; the first: ${run.first_error}`));
+  if (failures.length > 0) lines.push('', 'Failed requests (left out of the numbers above):', '', ...failures);
   lines.push('', 'Tokens/s: all requests\' tokens over the run\'s wall time. TTFT: from sending a request to its first token. ITL: gaps between tokens; a piece of k tokens (a speculative step) counts as k gaps of a k-th of its wait.');
   return `${lines.join('\n')}\n`;
 }

@@ -123,6 +123,8 @@ export interface LoadSummary {
   itl_p50_ms: number;
   itl_p99_ms: number;
   e2e_p50_ms: number;
+  /** The first failure's message, when a request failed. */
+  first_error?: string;
 }
 
 export function summarizeLoad(run: LoadRun): LoadSummary {
@@ -143,6 +145,7 @@ export function summarizeLoad(run: LoadRun): LoadSummary {
     itl_p50_ms: percentile(itl, 50),
     itl_p99_ms: percentile(itl, 99),
     e2e_p50_ms: percentile(e2e, 50),
+    ...(done.length < run.requests.length ? { first_error: run.requests.find((timing) => timing.error !== undefined)!.error } : {}),
   };
 }
 
