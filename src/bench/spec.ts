@@ -9,9 +9,8 @@ import { basename, join } from 'node:path';
 import { Engine } from '../engine/engine.js';
 import type { GenerationResult } from '../generate/generate.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
-import { packageRoot } from '../paths.js';
 import { barChartSvg, type BarGroup } from './chart.js';
-import { readJsonLines } from './jsonl.js';
+import { promptSetFiles, readJsonLines } from './jsonl.js';
 import { commonPrefixLength, median, round, top2Gap } from './stats.js';
 
 export const DEFAULT_TASKS = ['rewrite', 'longgen', 'reasoning'] as const;
@@ -126,7 +125,7 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
 }
 
 async function loadTasks(engine: Engine, options: SpecBenchOptions): Promise<Map<string, { prompts: PromptItem[]; skipped: number }>> {
-  const files = options.promptsFile ? [options.promptsFile] : options.tasks.map((task) => join(packageRoot, 'bench', 'prompts', `${task}.jsonl`));
+  const files = promptSetFiles(options.tasks, options.promptsFile);
   const tasks = new Map<string, { prompts: PromptItem[]; skipped: number }>();
   for (const file of files) {
     const prompts: PromptItem[] = [];
