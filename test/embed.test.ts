@@ -8,10 +8,10 @@
  * build and run in seconds. The CLI's `m` shape (≈0.7 GB at F16) follows the same code path.
  */
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { checkEmbeddable, embedModel, EMBED_SHAPES, type ModelShape, querySlots } from '../src/gguf/embed.js';
+import { checkEmbeddable, embedModel, EMBED_SHAPES, EMBED_VERSION, ensureEmbeddedModel, type ModelShape, querySlots } from '../src/gguf/embed.js';
 import { describeModel, GgufError, readGgufHeader, readTensorData } from '../src/gguf/reader.js';
 import { TokenBatch } from '../src/llama/batch.js';
 import { Context } from '../src/llama/context.js';
@@ -147,6 +147,16 @@ describe('embedding a model in a larger shape', () => {
       });
     });
   }
+
+  test('embedded models are cached under .cache/models, keyed by the source hash and the embedder version', async () => {
+    const path = await ensureEmbeddedModel({ source: testbedDraft, shape: 's', quant: 'q8_0' });
+    // The testbed MANIFEST's SHA-256 of draft.gguf.
+    assert.match(path, new RegExp(`/\\.cache/models/embed-s-q8_0-7c266d177e2ceb46-v${EMBED_VERSION}\\.gguf$`));
+    const built = await stat(path);
+    assert.equal(await ensureEmbeddedModel({ source: testbedDraft, shape: 's', quant: 'q8_0' }), path);
+    assert.equal((await stat(path)).mtimeMs, built.mtimeMs, 'not rebuilt');
+    assert.equal(describeModel(await readGgufHeader(path)).embeddingLength, EMBED_SHAPES.s.embeddingLength);
+  });
 
   test('CLI: make-model --embed; a shape too small and a missing --shape are one-line errors', async () => {
     const out = join(scratch, 'draft-s.gguf');
