@@ -58,6 +58,9 @@ const COST_WINDOW = 16;
 /** Batch growth over which the marginal verify cost of one token is averaged. */
 const MARGINAL_SPAN = 8;
 
+/** The most drafters are ever asked to fill (plans cut it down). */
+export const MAX_DRAFT_BUDGET: DraftBudget = Object.freeze({ maxNodes: 64, maxDepth: 24, maxBranches: 4 });
+
 const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 
 export class AdaptivePlanner implements TreePlanner {
@@ -110,7 +113,7 @@ export class AdaptivePlanner implements TreePlanner {
 
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
-    this.maxBudget = options.budget ?? { maxNodes: 64, maxDepth: 24, maxBranches: 4 };
+    this.maxBudget = options.budget ?? MAX_DRAFT_BUDGET;
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
     // verification is dear, and a probe must be able to see one; branches would only add cost.
     const { maxNodes, maxDepth } = this.maxBudget;
