@@ -12,24 +12,14 @@
 
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-
-import { cacheDir } from '../paths.js';
+import { cachedModel } from './cached-model.js';
 import { describeModel, type ModelDescription } from './describe.js';
-import type { ModelQuant } from './make-model.js';
+import { type ModelQuant, type ModelShape, shapeMetadata, writeModel } from './make-model.js';
 import { findTensor, type GgufInfo, readGgufHeader, readTensorData } from './reader.js';
 import { GgmlType, GgufError, type GgufMetadataEntry, LlamaFileType } from './types.js';
-import { type GgufTensorSpec, kv, writeGguf } from './writer.js';
+import { type GgufTensorSpec, kv } from './writer.js';
 
-/** The dimensions an embedding target is given by (head size = embeddingLength / headCount). */
-export interface ModelShape {
-  readonly embeddingLength: number;
-  readonly blockCount: number;
-  readonly headCount: number;
-  readonly headCountKv: number;
-  readonly feedForwardLength: number;
-}
+export type { ModelShape } from './make-model.js';
 
 export type EmbedShapeName = 'm' | 's';
 
@@ -71,13 +61,7 @@ export async function embedModel(options: EmbedModelOptions): Promise<EmbedModel
   const small = smallShape(info);
   checkEmbeddable(small, options.shape, options.source);
   const tensors = embeddedTensors(info, small, options.shape, options.quant);
-  const { bytes } = await writeGguf(
-    options.out,
-    { metadata: embeddedMetadata(info, small, options), tensors },
-    { onProgress: options.onProgress && ((written, total) => options.onProgress?.(written / total)) },
-  );
-  const parameterCount = tensors.reduce((sum, tensor) => sum + tensor.dims.reduce((a, b) => a * b, 1), 0);
-  return { path: options.out, bytes, parameterCount };
+  return writeModel(options.out, embeddedMetadata(info, small, options), tensors, options.onProgress);
 }
 
 function smallShape(info: GgufInfo): SmallShape {
@@ -142,11 +126,7 @@ function embeddedMetadata(info: GgufInfo, small: SmallShape, options: EmbedModel
     ['general.name', kv.string(`${sourceName}-embedded-${shapeName}-${options.quant}`)],
     ['general.description', kv.string(`${sourceName} embedded exactly in shape ${shapeName} (tachyon embed v${EMBED_VERSION})`)],
     ['general.file_type', kv.u32(quantized ? LlamaFileType.MOSTLY_Q8_0 : LlamaFileType.MOSTLY_F16)],
-    ['llama.embedding_length', kv.u32(big.embeddingLength)],
-    ['llama.block_count', kv.u32(big.blockCount)],
-    ['llama.feed_forward_length', kv.u32(big.feedForwardLength)],
-    ['llama.attention.head_count', kv.u32(big.headCount)],
-    ['llama.attention.head_count_kv', kv.u32(big.headCountKv)],
+    ...shapeMetadata(big),
     ['llama.rope.dimension_count', kv.u32(small.headDim)],
     ['llama.attention.layer_norm_rms_epsilon', kv.f32(small.rmsNormEpsilon * (small.embeddingLength / big.embeddingLength))],
   ]);
@@ -248,8 +228,6 @@ async function* valuesOf(count: number, fill?: (values: Float32Array) => Promise
   yield values;
 }
 
-const pendingEmbeddings = new Map<string, Promise<string>>();
-
 export interface EmbeddedModelRequest {
   readonly source: string;
   readonly shape: EmbedShapeName;
@@ -259,27 +237,13 @@ export interface EmbeddedModelRequest {
 
 /**
  * Path of SMALL embedded in a named shape, cached under <project>/.cache/models/ and keyed by
- * the source file's SHA-256 and EMBED_VERSION; built when missing (atomically, so concurrent
- * builders in other processes are safe).
+ * the source file's SHA-256 and EMBED_VERSION; built when missing.
  */
 export async function ensureEmbeddedModel(request: EmbeddedModelRequest): Promise<string> {
   const hash = await fileSha256(request.source);
-  const path = join(cacheDir, 'models', `embed-${request.shape}-${request.quant}-${hash.slice(0, 16)}-v${EMBED_VERSION}.gguf`);
-  let pending = pendingEmbeddings.get(path);
-  if (!pending) {
-    pending = buildIfMissing(path, request);
-    pendingEmbeddings.set(path, pending);
-    pending.catch(() => pendingEmbeddings.delete(path));
-  }
-  return pending;
-}
-
-async function buildIfMissing(path: string, request: EmbeddedModelRequest): Promise<string> {
-  const existing = await stat(path).catch(() => undefined);
-  if (existing?.isFile()) return path;
-  await mkdir(dirname(path), { recursive: true });
-  await embedModel({ source: request.source, shape: EMBED_SHAPES[request.shape], shapeName: request.shape, out: path, quant: request.quant, onProgress: request.onProgress });
-  return path;
+  const { source, shape, quant, onProgress } = request;
+  return cachedModel(`embed-${shape}-${quant}-${hash.slice(0, 16)}-v${EMBED_VERSION}.gguf`, (out) =>
+    embedModel({ source, shape: EMBED_SHAPES[shape], shapeName: shape, out, quant, onProgress }));
 }
 
 async function fileSha256(path: string): Promise<string> {
