@@ -102,6 +102,16 @@ export class AdaptivePlanner implements TreePlanner {
   private speculating = false;
   /** Whatever the cost model misses, realized speed decides: see realized.ts. */
   readonly judge = new RealizedJudge();
+  /**
+   * A plan that does not pay is no reason to stop drafting while the drafting spent since the last
+   * verified plan (plain-step units) stays below what that plan was expected to save: a streak of
+   * misses that ends in one paying plan then still breaks even. On a large target drafting costs
+   * little next to a decode and the plans save several, so drafting goes on through short
+   * unpredictable stretches instead of forgoing the long plans after them; on a tiny target
+   * drafting costs about a decode and plans save a fraction of one, so a miss backs off at once.
+   */
+  private lastPlanSaving = 0;
+  private draftingSinceLastPlan = 0;
   /** Set when a plan did not pay: drafting is then asked only at probes, until one pays again. */
   private backingOff = false;
   private stepsSinceProbe = 0;
@@ -150,8 +160,12 @@ export class AdaptivePlanner implements TreePlanner {
       this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;
       this.backingOff = false;
       this.probeInterval = this.probeEvery;
+      this.lastPlanSaving = plan.expectedTokens * (1 - 1 / plan.speedup);
+      this.draftingSinceLastPlan = 0;
       return plan.tree;
     }
+    this.draftingSinceLastPlan += this.draftingCost() ?? Infinity;
+    if (!this.backingOff && this.draftingSinceLastPlan < this.lastPlanSaving) return tree.prune(0);
     // Drafting backs off at once; a probe that finds nothing worth verifying doubles the interval.
     if (this.backingOff) this.probeInterval = Math.min(this.probeInterval * 2, MAX_PROBE_INTERVAL);
     this.backingOff = true;
@@ -168,11 +182,16 @@ export class AdaptivePlanner implements TreePlanner {
    */
   private extraCost(): number {
     const decode = (this.decodeExtra.value ?? 0) + Math.max(0, this.returnExtra.value ?? 0);
+    return decode + (this.draftingCost() ?? 0);
+  }
+
+  /** What drafting adds to a step, in plain-step units (undefined until measured). */
+  private draftingCost(): number | undefined {
     const single = this.singleDecodeMs.value;
     const plainOutside = this.plainOverheadMs.value;
     const draftingOutside = this.draftingOverheadMs.value;
-    if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return decode;
-    return decode + Math.max(0, draftingOutside - plainOutside) / single;
+    if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return undefined;
+    return Math.max(0, draftingOutside - plainOutside) / single;
   }
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
