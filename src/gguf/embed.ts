@@ -83,7 +83,13 @@ function smallShape(info: GgufInfo): SmallShape {
   };
   const unknown = info.tensors.find((tensor) => tensorRole(tensor.name, shape.blockCount) === undefined);
   if (unknown) throw fail(`tensor '${unknown.name}' is not part of a plain llama model`);
-  return { ...shape, headDim: shape.embeddingLength / shape.headCount };
+  const headDim = shape.embeddingLength / shape.headCount;
+  // The big shape's head size is its width over its heads, so a source must have that layout too.
+  for (const key of ['llama.attention.key_length', 'llama.attention.value_length']) {
+    const length = info.metadata.get(key)?.value;
+    if (length !== undefined && Number(length) !== headDim) throw fail(`${key} ${String(length)} differs from width / heads = ${headDim}`);
+  }
+  return { ...shape, headDim };
 }
 
 /** Throws a one-line GgufError naming the first dimension of `big` that cannot hold `small`. */
@@ -127,7 +133,6 @@ function embeddedMetadata(info: GgufInfo, small: SmallShape, options: EmbedModel
     ['general.description', kv.string(`${sourceName} embedded exactly in shape ${shapeName} (tachyon embed v${EMBED_VERSION})`)],
     ['general.file_type', kv.u32(quantized ? LlamaFileType.MOSTLY_Q8_0 : LlamaFileType.MOSTLY_F16)],
     ...shapeMetadata(big),
-    ['llama.rope.dimension_count', kv.u32(small.headDim)],
     ['llama.attention.layer_norm_rms_epsilon', kv.f32(small.rmsNormEpsilon * (small.embeddingLength / big.embeddingLength))],
   ]);
   const metadata: [string, GgufMetadataEntry][] = [];
