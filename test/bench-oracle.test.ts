@@ -8,10 +8,9 @@ import { after, before, describe, test } from 'node:test';
 import { OracleDrafting, oracleSchedule, type OracleStep } from '../src/bench/oracle.js';
 import { Context } from '../src/llama/context.js';
 import { PlainDecoder } from '../src/generate/decoder.js';
-import { generate, generateAll } from '../src/generate/generate.js';
-import { Sampler } from '../src/generate/sampling.js';
 import { CostCurve } from '../src/speculative/cost-model.js';
 import { createDraftContext } from '../src/speculative/draft-model.js';
+import { runSolo } from './helpers/loop.js';
 import { loadModel, testbedDraft, testbedPrompts, testbedTarget } from './helpers/models.js';
 
 const step = (acceptedDepth: number, extra: Partial<OracleStep> = {}): OracleStep => ({
@@ -58,10 +57,8 @@ describe('oracle drafting on the testbed pair', () => {
   test('accepted paths follow the plain output, and the draft model reaches deep on reasoning', async () => {
     const model = target.model;
     const prompt = model.tokenizer.tokenize(testbedPrompts.reasoning);
-    const decoder = new PlainDecoder(target, new Sampler({ temperature: 0 }));
-    const output = (await generateAll(generate(decoder, model.tokenizer, prompt, { maxTokens: 64 }))).tokens;
-    decoder.dispose();
-    const steps = await new OracleDrafting(draft, 8).steps(prompt, output);
+    const output = (await runSolo(target, (sampler) => new PlainDecoder(sampler), prompt, { temperature: 0, maxTokens: 64 })).tokens;
+    const steps = await new OracleDrafting(draft).steps(prompt, output);
     assert.equal(steps.length, output.length - 1);
     for (const [i, { acceptedDepth }] of steps.entries()) assert.ok(acceptedDepth <= output.length - 1 - i);
     // The testbed draft agrees with the target on 94% of reasoning tokens: most positions accept

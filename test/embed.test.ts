@@ -17,10 +17,9 @@ import { TokenBatch } from '../src/llama/batch.js';
 import { Context } from '../src/llama/context.js';
 import type { Model } from '../src/llama/model.js';
 import { PlainDecoder } from '../src/generate/decoder.js';
-import { generate, generateAll } from '../src/generate/generate.js';
-import { Sampler } from '../src/generate/sampling.js';
 import { readJsonLines } from '../src/bench/jsonl.js';
 import { tachyon } from './helpers/cli.js';
+import { runSolo } from './helpers/loop.js';
 import { argmax, loadModel, projectRoot, scratchDir, testbedDraft, testbedTarget } from './helpers/models.js';
 
 const WIDER: ModelShape = { embeddingLength: 512, blockCount: 8, headCount: 8, headCountKv: 4, feedForwardLength: 1024 };
@@ -51,11 +50,9 @@ async function benchPrompts(model: Model): Promise<number[][]> {
 
 async function greedy(model: Model, prompt: number[]): Promise<number[]> {
   const context = Context.create(model, { contextSize: 1024 });
-  const decoder = new PlainDecoder(context, new Sampler({ temperature: 0 }));
   try {
-    return (await generateAll(generate(decoder, model.tokenizer, prompt, { maxTokens: NEW_TOKENS }))).tokens;
+    return (await runSolo(context, (sampler) => new PlainDecoder(sampler), prompt, { temperature: 0, maxTokens: NEW_TOKENS })).tokens;
   } finally {
-    decoder.dispose();
     context.dispose();
   }
 }

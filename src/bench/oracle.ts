@@ -73,10 +73,8 @@ export function oracleSchedule(steps: readonly OracleStep[], curve: CostCurve, s
 export class OracleDrafting {
   private readonly suffix = new SuffixDrafter();
 
-  constructor(
-    private readonly draftContext: Context | undefined,
-    private readonly maxLeaves: number,
-  ) {}
+  /** Without a draft model's context, only the cheap drafters are asked. */
+  constructor(private readonly draftContext?: Context) {}
 
   /** One OracleStep per output token but the last. */
   async steps(prompt: readonly number[], output: readonly number[]): Promise<OracleStep[]> {
@@ -95,7 +93,8 @@ export class OracleDrafting {
         const costlyTree = costly && (await costly.propose(output[i], MAX_DRAFT_BUDGET));
         const costlyMs = performance.now() - cheapDone;
         if (costlyTree) trees.push(costlyTree);
-        const union = combineTrees(trees, MAX_DRAFT_BUDGET.maxNodes, { maxLeaves: this.maxLeaves });
+        // A lone request's tree may have as many branches as nodes (the engine lends it spare sequence ids).
+        const union = combineTrees(trees, MAX_DRAFT_BUDGET.maxNodes);
         steps.push({ ...acceptedPath(union, output, i + 1, costly?.name), cheapMs: cheapDone - started, costlyMs, costlyDepth: Math.max(1, costlyTree?.maxDepth() ?? 1) });
       }
     } finally {

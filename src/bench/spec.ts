@@ -6,13 +6,11 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { Engine } from '../engine.js';
-import { TokenBatch } from '../llama/batch.js';
-import { evaluatePrompt } from '../generate/decoder.js';
+import { Engine } from '../engine/engine.js';
 import type { GenerationResult } from '../generate/generate.js';
 import { type EmbedPairName, EMBED_PAIRS, ensureEmbeddedModel } from '../gguf/embed.js';
-import type { Context } from '../llama/context.js';
-import type { Model } from '../llama/model.js';
+import { Context } from '../llama/context.js';
+import { Model } from '../llama/model.js';
 import { measureCostCurve } from '../speculative/cost-curve.js';
 import { CostCurve } from '../speculative/cost-model.js';
 import { createDraftContext, DraftModelDrafter } from '../speculative/draft-model.js';
@@ -134,18 +132,31 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
   const progress = options.onProgress ?? (() => {});
   const models = options.shape ? await embeddedModels(options.shape, options, progress) : options;
   const engine = await Engine.load({ model: models.model, draftModel: models.draftModel, gpu: options.gpu, threads: options.threads, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
-  const oracleDraft = models.draftModel ? await openOracleDraft(models.draftModel, engine, options.threads) : undefined;
+  const measured = new Map<string, TaskRuns>();
+  let randomWeights = false;
+  let contextSize = 0;
   try {
+    ({ contextSize } = engine.info);
+    randomWeights = engine.info.model.name.startsWith('tachyon-random');
     const taskPrompts = await loadTasks(engine, options);
     await warmUp(engine, taskPrompts, options);
+    for (const [task, { prompts, skipped }] of taskPrompts) measured.set(task, await benchTask(engine, task, prompts, skipped, options, progress));
+  } finally {
+    await engine.dispose();
+  }
+  // The engine's worker has exited: llama.cpp's log callback belongs to one thread at a time, so
+  // only now may this thread load the models, to time the regime and draft for the oracle.
+  const side = await openSideModels(models, options, contextSize);
+  try {
     progress('measuring the regime: ms per decode and c(n), n = 1…64');
-    const regime = await measureCostCurve(engine.context, 3);
+    const regime = await measureCostCurve(side.target.context, 3);
     const curve = new CostCurve(regime);
-    const oracle = new OracleDrafting(oracleDraft?.context, engine.context.sequences);
+    const oracle = new OracleDrafting(side.draft?.context);
     const peers = options.peersFile ? (JSON.parse(await readFile(options.peersFile, 'utf8')) as PeerFile) : undefined;
     const tasks: Record<string, TaskSummary> = {};
-    for (const [task, { prompts, skipped }] of taskPrompts) {
-      tasks[task] = await benchTask(engine, { task, prompts, skipped, oracle, curve }, options, progress);
+    for (const [task, runs] of measured) {
+      progress(`oracle bound: drafting along the ${task} plain trajectories`);
+      tasks[task] = withOracle(runs, await oracleRuns(oracle, runs, curve));
       if (peers) attachPeers(tasks[task], task, peers);
     }
     const result: SpecBenchResult = {
@@ -155,7 +166,7 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
       source_models: options.shape ? { model: options.model, draft_model: options.draftModel ?? null } : null,
       ms_per_decode: round(regime[0].seconds * 1000, 2) ?? 0,
       cost_curve: Object.fromEntries(REGIME_SIZES.map((n) => [String(n), round(curve.cost(n), 2) ?? 0])),
-      random_weights: engine.model.metadata.name.startsWith('tachyon-random'),
+      random_weights: randomWeights,
       max_tokens: options.maxTokens,
       threads: options.threads ?? null,
       tasks,
@@ -163,9 +174,7 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
     if (options.reportDir) await writeReport(options.reportDir, result);
     return result;
   } finally {
-    oracleDraft?.context.dispose();
-    oracleDraft?.model.dispose();
-    engine.dispose();
+    side.dispose();
   }
 }
 
@@ -188,13 +197,35 @@ async function embeddedModels(shape: EmbedPairName, options: SpecBenchOptions, p
   return { model, draftModel: options.draftModel && (await build('draft', options.draftModel)) };
 }
 
-/** The oracle drafts with its own copy of the draft model, so the engine's draft KV stays as its runs left it. */
-async function openOracleDraft(path: string, engine: Engine, threads: number | undefined): Promise<{ model: Model; context: Context }> {
-  const model = await DraftModelDrafter.loadModel(path, engine.model);
+interface SideModels {
+  /** The target again, for the regime's timings. */
+  target: { model: Model; context: Context };
+  /** The draft model, for the oracle's drafting. */
+  draft?: { model: Model; context: Context };
+  dispose(): void;
+}
+
+/** The regime is timed and the oracle drafts on this thread, after the engine's worker has exited. */
+async function openSideModels(models: { model: string; draftModel?: string }, options: SpecBenchOptions, contextSize: number): Promise<SideModels> {
+  const owned: { dispose(): void }[] = [];
+  const dispose = () => {
+    for (const resource of owned.reverse()) resource.dispose();
+  };
   try {
-    return { model, context: createDraftContext(model, engine.context, threads) };
+    const model = await Model.load(models.model, { gpu: options.gpu });
+    owned.push(model);
+    const context = Context.create(model, { contextSize, threads: options.threads });
+    owned.push(context);
+    let draft: SideModels['draft'];
+    if (models.draftModel) {
+      const draftModel = await DraftModelDrafter.loadModel(models.draftModel, model);
+      owned.push(draftModel);
+      draft = { model: draftModel, context: createDraftContext(draftModel, context, options.threads) };
+      owned.push(draft.context);
+    }
+    return { target: { model, context }, draft, dispose };
   } catch (error) {
-    model.dispose();
+    dispose();
     throw error;
   }
 }
@@ -207,9 +238,9 @@ async function loadTasks(engine: Engine, options: SpecBenchOptions): Promise<Map
     let skipped = 0;
     for (const { line, row } of await readJsonLines(file)) {
       if (prompts.length >= options.n) break;
-      const tokens = promptTokens(engine, row, file, line);
+      const tokens = await promptTokens(engine, row, file, line);
       // Prompt + generation must fit the context, or the comparison would end early for both.
-      if (tokens.length + options.maxTokens + 1 > engine.context.contextSize) skipped++;
+      if (tokens.length + options.maxTokens + 1 > engine.info.contextSize) skipped++;
       else prompts.push({ id: row.id != null ? String(row.id) : `${basename(file)}:${line}`, tokens });
     }
     tasks.set(basename(file).replace(/\.jsonl$/, ''), { prompts, skipped });
@@ -217,7 +248,7 @@ async function loadTasks(engine: Engine, options: SpecBenchOptions): Promise<Map
   return tasks;
 }
 
-function promptTokens(engine: Engine, item: Record<string, unknown>, file: string, line: number): number[] {
+function promptTokens(engine: Engine, item: Record<string, unknown>, file: string, line: number): Promise<number[]> {
   if (typeof item.chat_prompt === 'string' && item.chat_prompt) return engine.tokenize(item.chat_prompt);
   if (typeof item.prompt !== 'string') throw new Error(`${file}:${line}: each line needs a "prompt" string`);
   return engine.userPrompt(item.prompt);
@@ -231,18 +262,15 @@ async function warmUp(engine: Engine, tasks: Map<string, { prompts: PromptItem[]
   for (const config of options.configs) await engine.complete(first.tokens, { maxTokens: 32, speculation: config });
 }
 
-interface TaskInput {
-  task: string;
-  prompts: PromptItem[];
-  skipped: number;
-  oracle: OracleDrafting;
-  /** This run's regime. */
-  curve: CostCurve;
+/** A task's summary before the oracle bound, and the plain runs the bound is computed along. */
+interface TaskRuns {
+  summary: Omit<TaskSummary, 'oracle_speedup' | 'oracle_tau' | 'realized_vs_oracle'>;
+  plain: { prompt: readonly number[]; result: GenerationResult }[];
 }
 
-async function benchTask(engine: Engine, { task, prompts, skipped, oracle, curve }: TaskInput, options: SpecBenchOptions, progress: (line: string) => void): Promise<TaskSummary> {
+async function benchTask(engine: Engine, task: string, prompts: PromptItem[], skipped: number, options: SpecBenchOptions, progress: (line: string) => void): Promise<TaskRuns> {
   const plainRuns: RunRecord[] = [];
-  const oracleRuns: { speedup: number; tau: number }[] = [];
+  const plainResults: TaskRuns['plain'] = [];
   const configRuns = new Map<string, RunRecord[]>(options.configs.map((c) => [c, []]));
   const modes: SpeculationMode[] = ['off', ...options.configs];
   for (const [index, prompt] of prompts.entries()) {
@@ -259,25 +287,39 @@ async function benchTask(engine: Engine, { task, prompts, skipped, oracle, curve
       if (!run.identical) run.mismatch = await mismatchGap(engine, prompt.tokens, plain.tokens, result.tokens);
       configRuns.get(config)!.push(run);
     }
-    oracleRuns.push(await oracleBound(oracle, prompt.tokens, plain, curve));
+    plainResults.push({ prompt: prompt.tokens, result: plain });
     progress(`${task} ${index + 1}/${prompts.length}`);
   }
   const configs: Record<string, ConfigSummary> = {};
   for (const [config, runs] of configRuns) configs[config] = summarizeConfig(runs, plainRuns);
   const headline = configs.auto ?? Object.values(configs)[0];
-  const oracleSpeedup = round(median(oracleRuns.map((r) => r.speedup)));
-  const speedup = headline?.speedup ?? null;
-  return {
+  const summary = {
     prompts: prompts.length,
     skipped,
     plain_tps: round(median(plainRuns.map((r) => r.tokensPerSecond)), 1),
     plain_decode_tps: round(median(plainRuns.map((r) => r.decodeTokensPerSecond)), 1),
-    speedup,
+    speedup: headline?.speedup ?? null,
     identical_rate: headline?.identical_rate ?? 1,
     tau: headline?.tau ?? null,
+    configs,
+  };
+  return { summary, plain: plainResults };
+}
+
+async function oracleRuns(oracle: OracleDrafting, runs: TaskRuns, curve: CostCurve): Promise<{ speedup: number; tau: number }[]> {
+  const bounds: { speedup: number; tau: number }[] = [];
+  for (const { prompt, result } of runs.plain) bounds.push(await oracleBound(oracle, prompt, result, curve));
+  return bounds;
+}
+
+function withOracle({ summary }: TaskRuns, bounds: readonly { speedup: number; tau: number }[]): TaskSummary {
+  const oracleSpeedup = round(median(bounds.map((b) => b.speedup)));
+  const { configs, ...head } = summary;
+  return {
+    ...head,
     oracle_speedup: oracleSpeedup,
-    oracle_tau: round(median(oracleRuns.map((r) => r.tau)), 2),
-    realized_vs_oracle: speedup !== null && oracleSpeedup ? round(speedup / oracleSpeedup) : null,
+    oracle_tau: round(median(bounds.map((b) => b.tau)), 2),
+    realized_vs_oracle: summary.speedup !== null && oracleSpeedup ? round(summary.speedup / oracleSpeedup) : null,
     configs,
   };
 }
@@ -337,31 +379,15 @@ const BATCHED_CHUNKINGS = [4, 16, Infinity];
 async function mismatchGap(engine: Engine, prompt: number[], plain: readonly number[], other: readonly number[]): Promise<Mismatch> {
   const at = commonPrefixLength(plain, other);
   const competing = [plain[at], other[at]].filter((token) => token !== undefined);
-  const { context } = engine;
-  const batch = new TokenBatch(Math.min(context.batchSize, 512), 1);
-  try {
-    // The prompt is evaluated once, as plain decoding does; each chunking re-evaluates the output after it.
-    context.seqRemove(-1);
-    const promptLast = await evaluatePrompt(context, batch, prompt);
-    const prefix = plain.slice(0, at);
-    const logitsAfterPrefix = async (chunk: number): Promise<Float32Array> => {
-      context.seqRemove(0, prompt.length, -1);
-      let last = promptLast;
-      for (let start = 0; start < prefix.length; start += chunk) {
-        last = await evaluatePrompt(context, batch, prefix.slice(start, start + chunk), prompt.length + start);
-      }
-      return Float32Array.from(context.logits(last));
-    };
-    const single = await logitsAfterPrefix(1);
-    let kernelDrift = 0;
-    for (const chunk of BATCHED_CHUNKINGS) {
-      const batched = await logitsAfterPrefix(chunk);
-      for (const token of competing) kernelDrift = Math.max(kernelDrift, Math.abs(single[token] - batched[token]));
-    }
-    return { at, top2Gap: top2Gap(single), kernelDrift };
-  } finally {
-    batch.dispose();
+  const prefix = plain.slice(0, at);
+  // Plain decoding evaluated the output one token at a time; verification writes it in batches.
+  const single = await engine.logitsAfter(prompt, prefix, 1);
+  let kernelDrift = 0;
+  for (const chunk of BATCHED_CHUNKINGS) {
+    const batched = await engine.logitsAfter(prompt, prefix, chunk);
+    for (const token of competing) kernelDrift = Math.max(kernelDrift, Math.abs(single[token] - batched[token]));
   }
+  return { at, top2Gap: top2Gap(single), kernelDrift };
 }
 
 function summarizeConfig(runs: RunRecord[], plainRuns: RunRecord[]): ConfigSummary {

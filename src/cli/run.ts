@@ -1,7 +1,7 @@
 /** `tachyon run`: stream a generation from the model and print its statistics. */
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
-import { Engine, type GenerateOptions } from '../engine.js';
+import { Engine, type GenerateOptions } from '../engine/engine.js';
 import type { GenerationResult, GenerationStats } from '../generate/generate.js';
 import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';
 import { UsageError } from './errors.js';
@@ -74,9 +74,9 @@ async function runCommand(promptArgument: string | undefined, flags: RunFlags): 
   if (flags.spec === 'draft' && !flags.draftModel) throw new UsageError('--spec draft needs --draft-model PATH');
   const engine = await Engine.load({ ...engineOptions(flags), draftModel: flags.draftModel });
   try {
-    const useChat = flags.chat ?? engine.model.metadata.chatTemplate !== undefined;
-    const prompt = useChat ? engine.chatPrompt([{ role: 'user', content: promptText }]) : engine.tokenize(promptText);
-    const iterator = engine.generate(prompt, samplingFrom(flags));
+    const useChat = flags.chat ?? engine.info.model.chatTemplate !== undefined;
+    const options = samplingFrom(flags);
+    const iterator = useChat ? engine.chat([{ role: 'user', content: promptText }], options) : engine.generate(promptText, options);
     let step = await iterator.next();
     while (!step.done) {
       if (!flags.json) process.stdout.write(step.value.text);
@@ -84,7 +84,7 @@ async function runCommand(promptArgument: string | undefined, flags: RunFlags): 
     }
     printResult(step.value, flags.json ?? false);
   } finally {
-    engine.dispose();
+    await engine.dispose();
   }
 }
 

@@ -1,10 +1,10 @@
 /**
- * The generation loop: an async iterator of tokens and text over any Decoder, with stop strings,
- * end-of-generation tokens, a token limit, an AbortSignal and per-request statistics.
+ * What a generation streams and returns: chunks of tokens and text, stop strings, end-of-generation
+ * tokens, a token limit and per-request statistics.
  */
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { TextStreamDecoder } from '../llama/tokenizer.js';
-import type { Decoder, DecoderTimings } from './decoder.js';
+import type { DecoderTimings, SequenceDecoder } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
 
@@ -30,7 +30,7 @@ export interface GenerationChunk {
 export interface GenerationStats {
   promptTokens: number;
   generatedTokens: number;
-  /** Decoder steps after the first token (each one target decode). */
+  /** Engine steps after the first token (each one target decode). */
   steps: number;
   timeToFirstTokenMs: number;
   prefillMs: number;
@@ -51,57 +51,92 @@ export interface GenerationResult {
   stats: GenerationStats;
 }
 
-export async function* generate(
-  decoder: Decoder,
-  tokenizer: Tokenizer,
-  prompt: readonly number[],
-  limits: GenerationLimits = {},
-): AsyncGenerator<GenerationChunk, GenerationResult, void> {
-  const maxTokens = limits.maxTokens ?? 256;
-  const stopMatcher = new StopMatcher(limits.stop ?? []);
-  const textDecoder = new TextStreamDecoder(tokenizer);
-  const sequence = [...prompt];
-  const generated: number[] = [];
-  let text = '';
-  const started = performance.now();
-  let steps = 0;
-  let stopReason: StopReason = 'length';
+/**
+ * One request's output as the engine loop emits tokens for it: the token limit, end-of-generation
+ * tokens, stop strings, streamed text (UTF-8 characters and possible stop strings held back until
+ * final) and the statistics of the result.
+ */
+export class GenerationOutput {
+  private readonly maxTokens: number;
+  private readonly stopMatcher: StopMatcher;
+  private readonly textDecoder: TextStreamDecoder;
+  private readonly generated: number[] = [];
+  private text = '';
+  private steps = 0;
+  private firstTokenAt: number | undefined;
 
-  let next: readonly number[] = maxTokens > 0 ? [await decoder.prefill(prompt)] : [];
-  const firstTokenAt = performance.now();
-  while (next.length > 0) {
-    const accepted = acceptTokens(next, maxTokens - generated.length, tokenizer, limits.ignoreEos ?? false);
-    generated.push(...accepted.tokens);
-    sequence.push(...accepted.tokens);
-    const piece = stopMatcher.push(textDecoder.push(accepted.tokens));
-    text += piece.text;
-    if (accepted.tokens.length > 0 || piece.text) yield { tokens: accepted.tokens, text: piece.text };
-    if (piece.stopped) {
-      stopReason = 'stop';
-      break;
-    }
-    if (accepted.endOfGeneration) {
-      stopReason = 'eos';
-      break;
-    }
-    if (generated.length >= maxTokens) break;
-    if (limits.signal?.aborted) {
-      stopReason = 'abort';
-      break;
-    }
-    if (decoder.room(sequence.length) <= 0) {
-      stopReason = 'context';
-      break;
-    }
-    next = await decoder.step(sequence);
-    steps++;
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    private readonly promptTokens: number,
+    private readonly limits: GenerationLimits,
+    /** When the request arrived (its time to first token includes waiting for admission). */
+    private readonly started: number,
+  ) {
+    this.maxTokens = limits.maxTokens ?? 256;
+    this.stopMatcher = new StopMatcher(limits.stop ?? []);
+    this.textDecoder = new TextStreamDecoder(tokenizer);
   }
-  if (stopReason !== 'stop') {
-    const tail = stopMatcher.push(textDecoder.flush()).text + stopMatcher.flush();
-    text += tail;
-    if (tail) yield { tokens: [], text: tail };
+
+  get tokenCount(): number {
+    return this.generated.length;
   }
-  return { text, tokens: generated, stats: collectStats(decoder, prompt.length, generated.length, steps, started, firstTokenAt, stopReason) };
+
+  /** Whether the request wants any token at all (maxTokens 0 ends before the prompt is evaluated). */
+  get wantsTokens(): boolean {
+    return this.maxTokens > 0;
+  }
+
+  /**
+   * Takes the tokens a step emitted (the first token counts as the prompt's step). Returns the
+   * chunk to stream, if any, and why generation ends when it does.
+   */
+  push(tokens: readonly number[]): { chunk?: GenerationChunk; stopReason?: StopReason } {
+    if (this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
+    else this.steps++;
+    const accepted = acceptTokens(tokens, this.maxTokens - this.generated.length, this.tokenizer, this.limits.ignoreEos ?? false);
+    this.generated.push(...accepted.tokens);
+    const piece = this.stopMatcher.push(this.textDecoder.push(accepted.tokens));
+    this.text += piece.text;
+    const chunk = accepted.tokens.length > 0 || piece.text ? { tokens: accepted.tokens, text: piece.text } : undefined;
+    if (piece.stopped) return { chunk, stopReason: 'stop' };
+    if (accepted.endOfGeneration) return { chunk, stopReason: 'eos' };
+    if (this.generated.length >= this.maxTokens) return { chunk, stopReason: 'length' };
+    return { chunk };
+  }
+
+  /** Ends the generation: text still held back, and the result. */
+  finish(stopReason: StopReason, decoder: Pick<SequenceDecoder, 'timings' | 'speculation'>): { tail?: GenerationChunk; result: GenerationResult } {
+    let tail: GenerationChunk | undefined;
+    if (stopReason !== 'stop') {
+      const text = this.stopMatcher.push(this.textDecoder.flush()).text + this.stopMatcher.flush();
+      this.text += text;
+      if (text) tail = { tokens: [], text };
+    }
+    const stats = this.stats(decoder, stopReason);
+    return { tail, result: { text: this.text, tokens: this.generated, stats } };
+  }
+
+  private stats(decoder: Pick<SequenceDecoder, 'timings' | 'speculation'>, stopReason: StopReason): GenerationStats {
+    const now = performance.now();
+    const firstTokenAt = this.firstTokenAt ?? now;
+    const prefillMs = decoder.timings.prefillMs;
+    const decodeMs = now - firstTokenAt;
+    const generatedTokens = this.generated.length;
+    return {
+      promptTokens: this.promptTokens,
+      generatedTokens,
+      steps: this.steps,
+      timeToFirstTokenMs: firstTokenAt - this.started,
+      prefillMs,
+      prefillTokensPerSecond: prefillMs > 0 ? (this.promptTokens / prefillMs) * 1000 : 0,
+      decodeMs,
+      decodeTokensPerSecond: decodeMs > 0 && generatedTokens > 1 ? ((generatedTokens - 1) / decodeMs) * 1000 : 0,
+      totalMs: now - this.started,
+      timings: { ...decoder.timings },
+      speculation: decoder.speculation,
+      stopReason,
+    };
+  }
 }
 
 /** Takes tokens up to the limit and up to (excluding) an end-of-generation token. */
@@ -113,34 +148,6 @@ function acceptTokens(tokens: readonly number[], limit: number, tokenizer: Token
     taken.push(token);
   }
   return { tokens: taken, endOfGeneration: false };
-}
-
-function collectStats(
-  decoder: Decoder,
-  promptTokens: number,
-  generatedTokens: number,
-  steps: number,
-  started: number,
-  firstTokenAt: number,
-  stopReason: StopReason,
-): GenerationStats {
-  const now = performance.now();
-  const prefillMs = decoder.timings.prefillMs;
-  const decodeMs = now - firstTokenAt;
-  return {
-    promptTokens,
-    generatedTokens,
-    steps,
-    timeToFirstTokenMs: firstTokenAt - started,
-    prefillMs,
-    prefillTokensPerSecond: prefillMs > 0 ? (promptTokens / prefillMs) * 1000 : 0,
-    decodeMs,
-    decodeTokensPerSecond: decodeMs > 0 && generatedTokens > 1 ? ((generatedTokens - 1) / decodeMs) * 1000 : 0,
-    totalMs: now - started,
-    timings: { ...decoder.timings },
-    speculation: decoder.speculation,
-    stopReason,
-  };
 }
 
 /** Runs a generation to the end and returns its result. */
