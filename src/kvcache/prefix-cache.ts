@@ -161,6 +161,11 @@ export class PrefixCache {
     return queued;
   }
 
+  /** Hex keys of the complete blocks of `tokens` (the names entries have in every tier). */
+  keysFor(tokens: readonly number[], salt = ''): string[] {
+    return blockKeys(this.rootFor(salt), tokens, this.blockSize).map((key) => key.toString('hex'));
+  }
+
   /** Resolves once every queued store is written. */
   flush(): Promise<void> {
     return this.store.flush();
