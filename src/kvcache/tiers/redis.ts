@@ -34,6 +34,8 @@ export class RedisTier implements CacheTier {
   private readonly prefix: string;
   private downUntil = 0;
   private down = false;
+  private lastFailure = '';
+  private socketError = '';
 
   private constructor(private readonly options: RedisTierOptions) {
     const timeout = options.timeoutMs ?? 500;
@@ -47,8 +49,9 @@ export class RedisTier implements CacheTier {
       connectTimeout: timeout,
       retryStrategy: (attempt) => Math.min(attempt * 200, options.retryAfterMs ?? 5000),
     });
-    // Errors surface through commands; without a listener ioredis would print each reconnect failure.
-    this.client.on('error', () => undefined);
+    // Errors surface through commands (which only say "Connection is closed"); the socket's own
+    // error (ECONNREFUSED, auth) is kept to explain them. Without a listener ioredis would print it.
+    this.client.on('error', (error: Error) => (this.socketError = error.message));
   }
 
   /** Connects (waiting at most the timeout); a server that is down now only means the tier starts skipped. */
@@ -113,7 +116,7 @@ export class RedisTier implements CacheTier {
 
   /** Runs one command unless the tier is resting after a failure; a failure starts a rest. */
   private async command<T>(run: () => Promise<T>): Promise<T> {
-    if (Date.now() < this.downUntil) throw new TierUnavailableError(`redis at ${this.safeUrl()} is unavailable`);
+    if (Date.now() < this.downUntil) throw new TierUnavailableError(`redis at ${this.safeUrl()} is unavailable (${this.lastFailure})`);
     if (this.client.status === 'end') this.client.connect().catch(() => undefined);
     try {
       const result = await run();
@@ -122,7 +125,7 @@ export class RedisTier implements CacheTier {
       return result;
     } catch (error) {
       this.rest(error as Error);
-      throw new TierUnavailableError((error as Error).message);
+      throw new TierUnavailableError(`redis at ${this.safeUrl()} is unavailable (${this.lastFailure})`);
     }
   }
 
@@ -130,6 +133,7 @@ export class RedisTier implements CacheTier {
   private rest(error: Error): void {
     const retryAfterMs = this.options.retryAfterMs ?? 5000;
     this.downUntil = Date.now() + retryAfterMs;
+    this.lastFailure = this.socketError && this.socketError !== error.message ? `${error.message} ${this.socketError}` : error.message;
     if (!this.down) {
       this.options.onWarning?.(`redis cache tier at ${this.safeUrl()} unavailable (${error.message}); skipping it, retrying every ${retryAfterMs / 1000} s`);
     }
