@@ -11,6 +11,7 @@ import { DiskTier } from '../src/kvcache/tiers/disk.js';
 import { RamTier } from '../src/kvcache/tiers/ram.js';
 import { RedisTier } from '../src/kvcache/tiers/redis.js';
 import { TierUnavailableError } from '../src/kvcache/tiers/tier.js';
+import { TieredStore } from '../src/kvcache/tiered-store.js';
 import { scratchDir } from './helpers/models.js';
 import { RedisServer } from './helpers/redis.js';
 import { randomEntry, sharedBlock } from './helpers/kv-writer.js';
@@ -163,5 +164,53 @@ describe('Redis tier', () => {
     assert.equal(warnings.filter((line) => line.includes('unavailable')).length, 2, warnings.join('\n'));
     assert.equal(warnings.filter((line) => line.includes('is back')).length, 2);
     await redis.close();
+  });
+});
+
+describe('tiered store', () => {
+  const accept = (bytes: Uint8Array): Uint8Array => decodeEntry(bytes).state;
+
+  test('looks tiers up in order, promotes a hit, drops a bad entry and counts it', async () => {
+    const ram = new RamTier(1 << 20);
+    const disk = await DiskTier.open(join(scratchDir(), 'kv'), 1 << 20);
+    const store = new TieredStore([ram, disk], 1 << 20);
+    assert.equal(store.enqueue(keyOf(0), () => randomEntry(0, 1000), 1000), true);
+    await store.flush();
+    await ram.clear();
+    assert.equal((await store.load(keyOf(0), accept))?.source, 'disk');
+    await store.flush();
+    assert.equal((await store.load(keyOf(0), accept))?.source, 'ram', 'promoted');
+    const flipped = randomEntry(1, 1000);
+    flipped[100] ^= 1;
+    await disk.put(keyOf(1), flipped);
+    assert.equal(await store.load(keyOf(1), accept), undefined);
+    assert.equal(await disk.get(keyOf(1)), undefined, 'the bad entry is gone');
+    const stats = store.stats();
+    assert.deepEqual(stats.rejected, { checksum: 1 });
+    assert.equal(stats.tiers.disk?.hits, 1);
+    assert.equal(stats.tiers.ram?.hits, 1);
+    assert.equal(stats.tiers.disk?.rejected, 1);
+    assert.ok((stats.tiers.disk?.bytesLoaded ?? 0) > 2000);
+    await store.close();
+  });
+
+  test('a Redis that is down costs a skipped lookup and a failed store, never an error', async () => {
+    const redis = await RedisTier.open({ url: 'redis://127.0.0.1:1', timeoutMs: 100, retryAfterMs: 60_000 });
+    const store = new TieredStore([new RamTier(1 << 20), redis], 1 << 20);
+    assert.equal(await store.load(keyOf(0), accept), undefined);
+    store.enqueue(keyOf(0), () => randomEntry(0, 1000), 1000);
+    await store.flush();
+    assert.equal((await store.load(keyOf(0), accept))?.source, 'ram');
+    const stats = store.stats();
+    assert.equal(stats.tiers.redis?.unavailable, 1);
+    assert.equal(stats.tiers.redis?.failedStores, 1);
+    await store.close();
+  });
+
+  test('a full queue drops new stores and counts them', () => {
+    const store = new TieredStore([new RamTier(1 << 20)], 1500);
+    assert.equal(store.enqueue(keyOf(0), () => randomEntry(0, 1000), 1000), true);
+    assert.equal(store.enqueue(keyOf(1), () => randomEntry(1, 1000), 1000), false);
+    assert.equal(store.stats().droppedStores, 1);
   });
 });

@@ -85,7 +85,7 @@ export class TieredStore {
       } catch (error) {
         if (!(error instanceof EntryRejected)) throw error;
         this.reject(error.reason, this.statsOf(tier));
-        tier.delete(key).catch(() => undefined);
+        await tier.delete(key).catch(() => undefined);
       }
     }
     return undefined;
