@@ -57,6 +57,15 @@ describe('tachyon cache', () => {
     assert.match(result.stderr.trim(), /^tachyon: redis at redis:\/\/127\.0\.0\.1:1 is unavailable \(.*ECONNREFUSED.*\)$/);
   });
 
+  test('bench kvcache smoke run: every tier restores the cold run\'s first token', async () => {
+    const result = await tachyon('bench', 'kvcache', '--prefix', '64', '--question', '8', '--runs', '1', '--block-size', '16', '--tiers', 'ram,disk,redis', '--redis', server.url, '--json');
+    assert.equal(result.code, 0, result.stderr);
+    const report = JSON.parse(result.stdout) as { prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; identical: boolean }> };
+    const row = report.prefix['64'];
+    assert.equal(row.identical, true);
+    for (const value of [row.cold_ttft_ms, row.ram_ttft_ms, row.disk_ttft_ms, row.redis_ttft_ms]) assert.ok(value > 0);
+  });
+
   test('the default folder is under the user cache folder', () => {
     assert.equal(defaultCacheFolder({ XDG_CACHE_HOME: '/x/cache' }), '/x/cache/tachyon/kv');
     assert.match(defaultCacheFolder({}), /\.cache\/tachyon\/kv$/);

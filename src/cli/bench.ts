@@ -9,6 +9,7 @@ import { formatDecodeReport, PEER_NAME, plural, runDecodeBench, type DecodeBench
 import type { GpuChoice } from '../llama/library.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
+import { registerBenchKvCache } from './bench-kvcache.js';
 import { registerBenchSpec } from './bench-spec.js';
 import { backendOption } from './engine-options.js';
 import { decimal, integer } from './options.js';
@@ -116,6 +117,7 @@ export function registerBench(program: Command): void {
     });
 
   registerBenchSpec(bench);
+  registerBenchKvCache(bench);
 }
 
 /** Plain decoding by default: the peer decodes plainly, so that is the like-for-like comparison. */
