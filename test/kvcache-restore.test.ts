@@ -47,7 +47,6 @@ for (const testCase of cases) {
     let model: Model;
     let prompt: number[];
     const folder = scratchDir();
-    const fingerprintFolder = join(folder, 'fingerprints');
     before(async () => {
       model = await loadModel(await testCase.modelPath());
       prompt = testCase.prompt(model);
@@ -57,7 +56,7 @@ for (const testCase of cases) {
     test('a restored prefix decodes the same greedy tokens as a full recompute, from RAM and from disk in a new context', async () => {
       const first = Context.create(model, { contextSize: 512, sequences: 2 });
       const disk = await DiskTier.open(join(folder, 'kv'), 64 * MB);
-      const cache = await PrefixCache.create(first, SCRATCH, { tiers: [new RamTier(64 * MB), disk], blockSize: testCase.blockSize, fingerprintFolder });
+      const cache = await PrefixCache.create(first, SCRATCH, { tiers: [new RamTier(64 * MB), disk], blockSize: testCase.blockSize });
       const reference = await continueGreedy(first, DEST, prompt, 0, testCase.steps);
       const blocks = Math.floor((prompt.length + testCase.steps) / testCase.blockSize);
       assert.equal(cache.storeBlocks(DEST, [...prompt, ...reference.tokens], '', SCRATCH), blocks);
@@ -82,7 +81,6 @@ for (const testCase of cases) {
       const reopened = await PrefixCache.create(second, SCRATCH, {
         tiers: [new RamTier(64 * MB), await DiskTier.open(join(folder, 'kv'), 64 * MB)],
         blockSize: testCase.blockSize,
-        fingerprintFolder,
       });
       const fromDisk = await reopened.match(prompt);
       assert.ok(fromDisk.blocks.length > 0 && fromDisk.blocks.every((block) => block.source === 'disk'));
@@ -104,7 +102,7 @@ describe('prefix cache bookkeeping on the testbed target', () => {
   before(async () => {
     model = await loadModel(testbedTarget);
     context = Context.create(model, { contextSize: 512, sequences: 3 });
-    cache = await PrefixCache.create(context, SCRATCH, { tiers: [new RamTier(64 * MB)], blockSize: 16, fingerprintFolder: join(scratchDir(), 'fp') });
+    cache = await PrefixCache.create(context, SCRATCH, { tiers: [new RamTier(64 * MB)], blockSize: 16 });
   });
   after(() => context.dispose());
 
@@ -121,6 +119,8 @@ describe('prefix cache bookkeeping on the testbed target', () => {
     assert.equal((await cache.match(prompt, 'tenant-b')).tokens, 0, 'another salt sees nothing');
     assert.equal((await cache.match(prompt)).tokens, 0, 'no salt sees nothing');
     context.seqRemove(DEST);
+    const stats = cache.stats();
+    assert.deepEqual([stats.lookups, stats.hitBlocks, stats.missBlocks, stats.queuedHits, stats.storedBlocks], [3, 2, 2, 2, 2]);
   });
 
   test('restoring skips blocks the destination already holds and never touches other sequences', async () => {
