@@ -10,7 +10,7 @@ import { decodeEntry } from '../src/kvcache/entry.js';
 import { DiskTier } from '../src/kvcache/tiers/disk.js';
 import { RamTier } from '../src/kvcache/tiers/ram.js';
 import { RedisTier } from '../src/kvcache/tiers/redis.js';
-import { TierUnavailableError } from '../src/kvcache/tiers/tier.js';
+import { TierUnavailableError, type CacheTier, type TierName } from '../src/kvcache/tiers/tier.js';
 import { TieredStore } from '../src/kvcache/tiered-store.js';
 import { scratchDir } from './helpers/models.js';
 import { RedisServer } from './helpers/redis.js';
@@ -167,6 +167,27 @@ describe('Redis tier', () => {
   });
 });
 
+/** A real tier whose reads take `delayMs` longer, like a distant or overloaded one. */
+class SlowTier implements CacheTier {
+  readonly name: TierName;
+  constructor(
+    private readonly inner: CacheTier,
+    private readonly delayMs: number,
+  ) {
+    this.name = inner.name;
+  }
+  async get(key: string): Promise<Uint8Array | undefined> {
+    await sleep(this.delayMs);
+    return this.inner.get(key);
+  }
+  put = (key: string, bytes: Uint8Array) => this.inner.put(key, bytes);
+  delete = (key: string) => this.inner.delete(key);
+  keys = () => this.inner.keys();
+  usage = () => this.inner.usage();
+  clear = () => this.inner.clear();
+  close = () => this.inner.close();
+}
+
 describe('tiered store', () => {
   const accept = (bytes: Uint8Array): Uint8Array => decodeEntry(bytes).state;
 
@@ -205,6 +226,18 @@ describe('tiered store', () => {
     assert.equal(stats.tiers.redis?.unavailable, 1);
     assert.equal(stats.tiers.redis?.failedStores, 1);
     await store.close();
+  });
+
+  test('a tier whose hits take longer than recomputing is skipped, and probed once in 16 lookups', async () => {
+    const store = new TieredStore([new SlowTier(await DiskTier.open(join(scratchDir(), 'kv'), 1 << 20), 30)], 1 << 20);
+    store.enqueue(keyOf(0), () => randomEntry(0, 1000), 1000);
+    await store.flush();
+    assert.equal((await store.load(keyOf(0), accept, 5))?.source, 'disk', 'measured on its first hit');
+    const sources = [];
+    for (let i = 0; i < 16; i++) sources.push((await store.load(keyOf(0), accept, 5))?.source);
+    assert.deepEqual(sources.filter((source) => source === 'disk').length, 1, 'one probe in 16 lookups');
+    assert.equal(store.stats().tiers.disk?.skippedSlow, 15);
+    assert.equal((await store.load(keyOf(0), accept, 1000))?.source, 'disk', 'used when recomputing costs more');
   });
 
   test('a full queue drops new stores and counts them', () => {

@@ -28,6 +28,11 @@ export interface PrefixCacheOptions {
   readonly blockSize?: number;
   /** Most bytes of stores waiting to be written before new ones are dropped; default 256 MiB. */
   readonly maxQueuedBytes?: number;
+  /**
+   * What prefilling one token costs here, ms (the engine measures it; `setRecomputeCost` updates
+   * it). A tier whose hits take longer than recomputing a block is skipped. Default: never skip.
+   */
+  readonly recomputeMsPerToken?: number;
   /** Where model fingerprints are remembered; default <package>/.cache/fingerprints. */
   readonly fingerprintFolder?: string;
 }
@@ -64,6 +69,7 @@ export class PrefixCache {
     readonly context: Context,
     readonly namespace: CacheNamespace,
     private readonly store: TieredStore,
+    private recomputeMsPerToken: number,
   ) {}
 
   /**
@@ -80,11 +86,18 @@ export class PrefixCache {
       layout: await probeStateLayout(context, scratchSeq),
       blockSize,
     };
-    return new PrefixCache(context, namespace, new TieredStore(options.tiers, options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES));
+    const store = new TieredStore(options.tiers, options.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES);
+    return new PrefixCache(context, namespace, store, options.recomputeMsPerToken ?? Infinity);
   }
 
   get blockSize(): number {
     return this.namespace.blockSize;
+  }
+
+  /** The engine's latest measure of prefill time per token, ms (see PrefixCacheOptions). */
+  setRecomputeCost(msPerToken: number): void {
+    if (!(msPerToken > 0)) throw new RangeError(`recompute cost must be positive, got ${msPerToken}`);
+    this.recomputeMsPerToken = msPerToken;
   }
 
   /** The longest run of leading blocks of `tokens` that some tier holds, fetched and checked. */
@@ -97,11 +110,12 @@ export class PrefixCache {
       const hex = key.toString('hex');
       const span = { first: index * this.blockSize, end: (index + 1) * this.blockSize };
       const expected = { root, key, firstPosition: span.first, tokens: tokens.slice(span.first, span.end), layout: this.namespace.layout };
-      const found = await this.store.load(hex, (bytes) => {
+      const accept = (bytes: Uint8Array): Uint8Array => {
         const entry = decodeEntry(bytes);
         checkEntry(entry, expected);
         return entry.state;
-      });
+      };
+      const found = await this.store.load(hex, accept, this.recomputeMsPerToken * this.blockSize);
       if (!found) {
         this.counters.missBlocks++;
         // Evicted everywhere (or never written): let the next storeBlocks write it again.

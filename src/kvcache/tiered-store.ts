@@ -19,6 +19,10 @@ export interface TierStats {
   stores: number;
   /** Stores that failed (tier down, disk full): the entry is simply not in that tier. */
   failedStores: number;
+  /** Lookups skipped because the tier's hits took longer than recomputing the block. */
+  skippedSlow: number;
+  /** Recent time of one hit (moving average), ms; 0 before the first hit. */
+  hitMs: number;
   /** Total milliseconds spent in loads (hits and misses) and in stores. */
   loadMs: number;
   storeMs: number;
@@ -45,8 +49,15 @@ interface PendingStore {
   readonly targets: readonly CacheTier[];
 }
 
+/** Weight of the newest hit in a tier's moving-average hit time. */
+const HIT_TIME_WEIGHT = 0.2;
+/** A tier too slow to pay is still tried once in this many lookups. */
+const PROBE_EVERY = 16;
+
 export class TieredStore {
   private readonly tierStats = new Map<CacheTier, TierStats>();
+  /** Lookups that met each tier while it was too slow (probes included). */
+  private readonly slowLookups = new Map<CacheTier, number>();
   private readonly rejected: Partial<Record<RejectReason, number>> = {};
   private readonly queue: PendingStore[] = [];
   private readonly queuedByKey = new Map<string, PendingStore>();
@@ -67,7 +78,7 @@ export class TieredStore {
    * The first entry under `key` that `accept` takes (it throws EntryRejected otherwise), looked up
    * tier by tier; undefined when no tier has a good one.
    */
-  async load<T>(key: string, accept: (bytes: Uint8Array) => T): Promise<{ value: T; source: EntrySource } | undefined> {
+  async load<T>(key: string, accept: (bytes: Uint8Array) => T, budgetMs = Infinity): Promise<{ value: T; source: EntrySource } | undefined> {
     const queued = this.queuedByKey.get(key);
     if (queued) {
       this.queuedHits++;
@@ -75,11 +86,16 @@ export class TieredStore {
     }
 
     for (const [index, tier] of this.tiers.entries()) {
+      if (this.tooSlow(tier, budgetMs)) continue;
+      const started = performance.now();
       const bytes = await this.get(tier, key);
       if (!bytes) continue;
       try {
         const value = accept(bytes);
-        this.statsOf(tier).hits++;
+        const stats = this.statsOf(tier);
+        stats.hits++;
+        const elapsed = performance.now() - started;
+        stats.hitMs = stats.hitMs === 0 ? elapsed : stats.hitMs + HIT_TIME_WEIGHT * (elapsed - stats.hitMs);
         this.promote(key, bytes, this.tiers.slice(0, index));
         return { value, source: tier.name };
       } catch (error) {
@@ -116,6 +132,20 @@ export class TieredStore {
   async close(): Promise<void> {
     await this.flush();
     for (const tier of this.tiers) await tier.close();
+  }
+
+  /**
+   * A tier whose hits take longer than `budgetMs` (recomputing the block) is skipped, except for
+   * one lookup in PROBE_EVERY, which keeps its time measured (a slow phase may pass).
+   */
+  private tooSlow(tier: CacheTier, budgetMs: number): boolean {
+    const stats = this.statsOf(tier);
+    if (stats.hitMs <= budgetMs) return false;
+    const lookups = (this.slowLookups.get(tier) ?? 0) + 1;
+    this.slowLookups.set(tier, lookups);
+    if (lookups % PROBE_EVERY === 0) return false;
+    stats.skippedSlow++;
+    return true;
   }
 
   private async get(tier: CacheTier, key: string): Promise<Uint8Array | undefined> {
@@ -198,5 +228,5 @@ function memoize(encode: () => Uint8Array): () => Uint8Array {
 }
 
 function emptyTierStats(): TierStats {
-  return { hits: 0, misses: 0, rejected: 0, unavailable: 0, bytesLoaded: 0, bytesStored: 0, stores: 0, failedStores: 0, loadMs: 0, storeMs: 0 };
+  return { hits: 0, misses: 0, rejected: 0, unavailable: 0, bytesLoaded: 0, bytesStored: 0, stores: 0, failedStores: 0, skippedSlow: 0, hitMs: 0, loadMs: 0, storeMs: 0 };
 }
