@@ -8,8 +8,10 @@ import { ensureTestModel } from '../src/gguf/make-model.js';
 import { PrefixCache } from '../src/kvcache/prefix-cache.js';
 import { DiskTier } from '../src/kvcache/tiers/disk.js';
 import { RamTier } from '../src/kvcache/tiers/ram.js';
+import { RedisTier } from '../src/kvcache/tiers/redis.js';
 import { assertSameGreedy, continueGreedy } from './helpers/greedy.js';
 import { loadModel, scratchDir, testbedPrompts, testbedTarget } from './helpers/models.js';
+import { RedisServer } from './helpers/redis.js';
 
 const DEST = 0;
 const SCRATCH = 1;
@@ -138,5 +140,35 @@ describe('prefix cache bookkeeping on the testbed target', () => {
     assert.equal(context.seqPosMax(other), 19, 'the other sequence is untouched');
     context.seqRemove(DEST);
     context.seqRemove(other);
+  });
+});
+
+describe('prefix cache shared through Redis on the testbed target', () => {
+  let server: RedisServer;
+  before(async () => {
+    server = await RedisServer.start();
+  });
+  after(() => server.stop());
+
+  test('a second cache on another context restores what the first stored, losslessly', async () => {
+    const model = await loadModel(testbedTarget);
+    const prompt = model.tokenizer.tokenize(testbedPrompts.story + ' Otto looked at the moon.'.repeat(4));
+    const writer = Context.create(model, { contextSize: 256, sequences: 2 });
+    const first = await PrefixCache.create(writer, SCRATCH, { tiers: [await RedisTier.open({ url: server.url })], blockSize: 32 });
+    const reference = await continueGreedy(writer, DEST, prompt, 0, 16);
+    first.storeBlocks(DEST, prompt, 'tenant', SCRATCH);
+    await first.close();
+    writer.dispose();
+
+    const reader = Context.create(model, { contextSize: 256, sequences: 2 });
+    const second = await PrefixCache.create(reader, SCRATCH, { tiers: [new RamTier(64 * MB), await RedisTier.open({ url: server.url })], blockSize: 32 });
+    const match = await second.match(prompt, 'tenant');
+    assert.equal(match.tokens, Math.floor(prompt.length / 32) * 32);
+    assert.ok(match.blocks.every((block) => block.source === 'redis'));
+    const restored = second.restorePrefix(match, SCRATCH, DEST, prompt.length - 1);
+    assertSameGreedy(await continueGreedy(reader, DEST, prompt, restored, 16), reference);
+    assert.ok((second.stats().tiers.redis?.bytesLoaded ?? 0) > 0);
+    await second.close();
+    reader.dispose();
   });
 });
