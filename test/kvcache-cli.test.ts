@@ -1,7 +1,7 @@
 /** `tachyon cache stats|verify|clear` on a disk folder and a Redis server with good and bad entries. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DiskTier } from '../src/kvcache/tiers/disk.js';
 import { RedisTier } from '../src/kvcache/tiers/redis.js';
@@ -57,13 +57,22 @@ describe('tachyon cache', () => {
     assert.match(result.stderr.trim(), /^tachyon: redis at redis:\/\/127\.0\.0\.1:1 is unavailable \(.*ECONNREFUSED.*\)$/);
   });
 
-  test('bench kvcache smoke run: every tier restores the cold run\'s first token', async () => {
-    const result = await tachyon('bench', 'kvcache', '--prefix', '64', '--question', '8', '--runs', '1', '--block-size', '16', '--tiers', 'ram,disk,redis', '--redis', server.url, '--json');
+  test('bench kvcache smoke run: every tier restores the cold run\'s first token, the cached chat says the same', async () => {
+    const report = join(scratchDir(), 'report');
+    const result = await tachyon(
+      'bench', 'kvcache', '--prefix', '64', '--question', '8', '--runs', '1', '--block-size', '16', '--tiers', 'ram,disk,redis', '--redis', server.url,
+      '--chat-turns', '2', '--user-tokens', '16', '--new-tokens', '8', '--json', '--report', report,
+    );
     assert.equal(result.code, 0, result.stderr);
-    const report = JSON.parse(result.stdout) as { prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; identical: boolean }> };
-    const row = report.prefix['64'];
+    const output = JSON.parse(result.stdout) as {
+      prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; identical: boolean }>;
+      chat10: { turns: number; identical: boolean; cached_tier: string };
+    };
+    const row = output.prefix['64'];
     assert.equal(row.identical, true);
     for (const value of [row.cold_ttft_ms, row.ram_ttft_ms, row.disk_ttft_ms, row.redis_ttft_ms]) assert.ok(value > 0);
+    assert.deepEqual(output.chat10 && [output.chat10.turns, output.chat10.identical, output.chat10.cached_tier], [2, true, 'ram']);
+    assert.match(await readFile(join(report, 'bench-kvcache.svg'), 'utf8'), /^<svg[\s\S]*64-token prefix[\s\S]*2-turn chat/);
   });
 
   test('the default folder is under the user cache folder', () => {

@@ -24,6 +24,8 @@ export interface KvCacheBenchOptions {
   readonly redisUrl?: string;
   readonly runs: number;
   readonly blockSize?: number;
+  /** The multi-turn chat: turns (0: skipped), user tokens per turn, generated tokens per turn. */
+  readonly chat: { readonly turns: number; readonly userTokens: number; readonly newTokens: number };
   readonly onProgress?: (line: string) => void;
 }
 
@@ -35,10 +37,20 @@ export interface PrefixResult {
   identical: boolean;
 }
 
+export interface ChatResult {
+  turns: number;
+  /** Total latency of all turns without a cache, and with the first measured tier. */
+  cold_ms: number;
+  cached_ms: number;
+  cached_tier: TierName;
+  identical: boolean;
+}
+
 export interface KvCacheBenchReport {
   readonly model: string;
   readonly runs: number;
   readonly prefix: Record<string, PrefixResult>;
+  readonly chat10?: ChatResult;
 }
 
 const DEST = 0;
@@ -47,7 +59,8 @@ const FILLER = 'The committee reviewed the quarterly figures, the travel policy 
 
 export async function runKvCacheBench(options: KvCacheBenchOptions): Promise<KvCacheBenchReport> {
   const model = await Model.load(options.model);
-  const largest = Math.max(...options.prefixSizes) + options.questionTokens + 16;
+  const chatLength = options.chat.turns * (options.chat.userTokens + options.chat.newTokens);
+  const largest = Math.max(...options.prefixSizes, chatLength) + options.questionTokens + 16;
   const context = Context.create(model, { contextSize: largest, sequences: 2 });
   const folder = await mkdtemp(join(tmpdir(), 'tachyon-bench-kv-'));
   try {
@@ -61,8 +74,11 @@ export async function runKvCacheBench(options: KvCacheBenchOptions): Promise<KvC
       const prompt = [...fillerTokens(model, size, 0), ...fillerTokens(model, options.questionTokens, 1)];
       prefix[String(size)] = await measurePrefix(context, prompt, caches, options);
     }
+    const [firstTier] = options.tiers;
+    const firstCache = caches.get(firstTier);
+    const chat10 = options.chat.turns > 0 && firstCache ? await measureChat(context, firstCache, firstTier, options) : undefined;
     for (const cache of caches.values()) await cache.close();
-    return { model: options.model, runs: options.runs, prefix };
+    return { model: options.model, runs: options.runs, prefix, ...(chat10 ? { chat10 } : {}) };
   } finally {
     context.dispose();
     model.dispose();
@@ -77,7 +93,7 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
   for (let run = -1; run < options.runs; run++) {
     context.seqRemove(DEST);
     const started = performance.now();
-    firstToken = await prefillAndSample(context, prompt, 0);
+    [firstToken] = await greedyContinue(context, prompt, 0, 1);
     if (run >= 0) cold.push(performance.now() - started);
   }
   options.onProgress?.(`${prompt.length - options.questionTokens}-token prefix: cold ${median(cold).toFixed(1)} ms`);
@@ -91,7 +107,7 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
       const started = performance.now();
       const match = await cache.match(prompt);
       const held = cache.restorePrefix(match, SCRATCH, DEST, prompt.length - 1);
-      const token = await prefillAndSample(context, prompt, held);
+      const [token] = await greedyContinue(context, prompt, held, 1);
       if (run >= 0) times.push(performance.now() - started);
       result.identical &&= token === firstToken;
     }
@@ -102,23 +118,62 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
   return result;
 }
 
-/** Prefills `prompt` from `from` in batch-size chunks and returns the greedy first token. */
-async function prefillAndSample(context: Context, prompt: readonly number[], from: number): Promise<number> {
+/**
+ * A conversation of `turns` user messages, each answered with `newTokens` greedy tokens; the
+ * context forgets it between turns (as the engine frees a finished request's cells), so every
+ * turn recomputes it (cold) or restores it from the cache.
+ */
+async function measureChat(context: Context, cache: PrefixCache, tier: TierName, options: KvCacheBenchOptions): Promise<ChatResult> {
+  const run = async (withCache: boolean): Promise<{ ms: number; tokens: number[] }> => {
+    const conversation = fillerTokens(context.model, 1, 0);
+    let ms = 0;
+    for (let turn = 0; turn < options.chat.turns; turn++) {
+      conversation.push(...fillerTokens(context.model, options.chat.userTokens, turn + 1));
+      context.seqRemove(DEST);
+      const started = performance.now();
+      const held = withCache ? cache.restorePrefix(await cache.match(conversation), SCRATCH, DEST, conversation.length - 1) : 0;
+      conversation.push(...(await greedyContinue(context, conversation, held, options.chat.newTokens)));
+      if (withCache) cache.storeBlocks(DEST, conversation, '', SCRATCH);
+      ms += performance.now() - started;
+    }
+    return { ms, tokens: conversation };
+  };
+  const cold = await run(false);
+  options.onProgress?.(`${options.chat.turns}-turn chat: cold ${cold.ms.toFixed(0)} ms`);
+  const cached = await run(true);
+  options.onProgress?.(`  with the ${tier} cache: ${cached.ms.toFixed(0)} ms`);
+  context.seqRemove(DEST);
+  const identical = cold.tokens.length === cached.tokens.length && cold.tokens.every((token, i) => cached.tokens[i] === token);
+  return { turns: options.chat.turns, cold_ms: round(cold.ms, 1) ?? 0, cached_ms: round(cached.ms, 1) ?? 0, cached_tier: tier, identical };
+}
+
+/** Prefills `prompt` from `from` in batch-size chunks, then decodes `steps` greedy tokens. */
+async function greedyContinue(context: Context, prompt: readonly number[], from: number, steps: number): Promise<number[]> {
   const batch = new TokenBatch(context.batchSize, 1);
   try {
     for (let start = from; start < prompt.length; start += context.batchSize) {
       batch.clear().addSequence(prompt.slice(start, Math.min(prompt.length, start + context.batchSize)), start, DEST);
       await context.decode(batch);
     }
-    return greedyToken(context.logits(batch.size - 1), prompt, { temperature: 0 });
+    const history = [...prompt];
+    const generated: number[] = [];
+    for (let step = 0; step < steps; step++) {
+      const token = greedyToken(context.logits(batch.size - 1), history, { temperature: 0 });
+      generated.push(token);
+      history.push(token);
+      if (step + 1 === steps) break;
+      batch.clear().add(token, history.length - 1, DEST, true);
+      await context.decode(batch);
+    }
+    return generated;
   } finally {
     batch.dispose();
   }
 }
 
-/** `count` tokens of ordinary text; `variant` changes the text so the question differs from the prefix. */
+/** `count` tokens of ordinary text (from BOS when `variant` is 0); other variants are questions that differ from each other. */
 function fillerTokens(model: Model, count: number, variant: number): number[] {
-  const text = variant === 0 ? FILLER : 'Which of these items should be discussed first next week, and why? ';
+  const text = variant === 0 ? FILLER : `Question ${variant}: which of these items should be discussed first next week, and why? `;
   const once = model.tokenizer.tokenize(text, { addSpecial: false });
   const tokens = variant === 0 ? model.tokenizer.tokenize('', { addSpecial: true }) : [];
   while (tokens.length < count) tokens.push(...once);
