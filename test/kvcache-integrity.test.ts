@@ -145,4 +145,24 @@ describe('planted bad cache entries on the testbed target', () => {
     context.seqRemove(DEST);
     await assertPlantedMiss(encodeEntry({ ...ours, state: secondBlockState }), 'layout');
   });
+
+  test('a restore llama.cpp refuses (no free cells) is a counted miss and poisons nothing', async () => {
+    const crowded = Context.create(model, { contextSize: 256, sequences: 3 });
+    const crowdedCache = await PrefixCache.create(crowded, SCRATCH, { tiers: [disk], blockSize: BLOCK, fingerprintFolder });
+    const match = await crowdedCache.match(prompt);
+    assert.equal(match.tokens, 2 * BLOCK);
+    const filler = model.tokenizer.tokenize(testbedPrompts.story.repeat(12)).slice(0, crowded.contextSize - BLOCK / 2);
+    const crowd = 2;
+    await continueGreedy(crowded, crowd, filler, 0, 0);
+    assert.equal(crowdedCache.restorePrefix(match, SCRATCH, DEST, prompt.length - 1), 0);
+    assert.equal(crowdedCache.stats().rejected.restore, 1);
+    assert.equal(crowded.seqPosMax(DEST), -1);
+    assert.equal(crowded.seqPosMax(SCRATCH), -1);
+    assert.equal(crowded.seqPosMax(crowd), filler.length - 1, 'the crowding sequence is intact');
+    crowded.seqRemove(crowd);
+    const restored = crowdedCache.restorePrefix(await crowdedCache.match(prompt), SCRATCH, DEST, prompt.length - 1);
+    assert.equal(restored, 2 * BLOCK, 'the entry is still there and restores once there is room');
+    assertSameGreedy(await continueGreedy(crowded, DEST, prompt, restored, STEPS), reference);
+    crowded.dispose();
+  });
 });

@@ -132,7 +132,7 @@ export class PrefixCache {
    * Restores the matched blocks that `destSeq` does not hold yet, block by block through
    * `scratchSeq`, and keeps at most `limit` tokens (pass the prompt length − 1 when the whole
    * prompt matched: its last token must be decoded again for its logits). Stops at the first
-   * block llama.cpp refuses (that entry is dropped from every tier). Returns how many leading
+   * block llama.cpp refuses (no room in the context), counted as a miss. Returns how many leading
    * tokens `destSeq` now holds; the caller prefills from there.
    */
   restorePrefix(match: PrefixMatch, scratchSeq: number, destSeq: number, limit = match.tokens): number {
@@ -142,7 +142,9 @@ export class PrefixCache {
       if (block.span.end <= held) continue;
       if (block.span.first !== held) break;
       if (!restoreBlockState(this.context, block.state, scratchSeq, destSeq, block.span)) {
-        this.store.discard(block.key, 'restore');
+        // The entry passed every check, so the likely cause is the context (no free cells), not
+        // the entry: it stays in the tiers for the next request.
+        this.store.countRejected('restore');
         break;
       }
       this.counters.restoredTokens += block.span.end - block.span.first;

@@ -107,10 +107,9 @@ export class TieredStore {
     return undefined;
   }
 
-  /** Counts an entry that passed the checks but that llama.cpp refused, and drops it everywhere. */
-  discard(key: string, reason: RejectReason): void {
+  /** Counts an entry rejected after it left the store (e.g. llama.cpp refused to restore it). */
+  countRejected(reason: RejectReason): void {
     this.reject(reason);
-    for (const tier of this.tiers) tier.delete(key).catch(() => undefined);
   }
 
   /** Queues an entry for every tier; returns false (dropped) when the queue is full. */
