@@ -5,14 +5,14 @@
  * on disk or network.
  */
 import { EntryRejected, type RejectReason } from './entry.js';
-import { TierUnavailableError, type CacheTier, type TierName } from './tiers/tier.js';
+import type { CacheTier, TierName } from './tiers/tier.js';
 
 export interface TierStats {
   hits: number;
   misses: number;
   /** Entries found but rejected (corrupt, foreign, stale format…): also counted as misses. */
   rejected: number;
-  /** Lookups and stores skipped because the tier was down or slow. */
+  /** Lookups that failed because the tier was down, slow or had an I/O error. */
   unavailable: number;
   bytesLoaded: number;
   bytesStored: number;
@@ -155,8 +155,8 @@ export class TieredStore {
       if (bytes) stats.bytesLoaded += bytes.length;
       else stats.misses++;
       return bytes;
-    } catch (error) {
-      if (!(error instanceof TierUnavailableError)) throw error;
+    } catch {
+      // Down, slow, or an I/O error: this lookup goes on without the tier; the request never fails.
       stats.unavailable++;
       return undefined;
     } finally {
