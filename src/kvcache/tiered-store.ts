@@ -176,8 +176,17 @@ export class TieredStore {
     this.queue.push(store);
     if (store.targets === this.tiers) this.queuedByKey.set(store.key, store);
     this.queuedBytes += store.sizeHint;
-    this.draining ??= this.drain().finally(() => (this.draining = null));
+    this.startDraining();
     return true;
+  }
+
+  private startDraining(): void {
+    if (this.draining) return;
+    this.draining = this.drain().finally(() => {
+      this.draining = null;
+      // A store pushed after the drain's last look at the queue, before it settled.
+      if (this.queue.length > 0) this.startDraining();
+    });
   }
 
   private async drain(): Promise<void> {
