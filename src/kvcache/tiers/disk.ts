@@ -4,7 +4,7 @@
  * mid-write leaves only a temp file, swept at the next start. The index of sizes and recency is
  * rebuilt from the folder at start, so nothing the eviction needs lives only in memory.
  */
-import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isTempFile, sweepTempFiles, writeFileAtomic } from '../atomic-file.js';
 import { isEntryKey, type CacheTier, type TierUsage } from './tier.js';
@@ -37,8 +37,8 @@ export class DiskTier implements CacheTier {
 
   async get(key: string): Promise<Uint8Array | undefined> {
     try {
-      const bytes = await readFile(this.pathOf(key));
-      this.remember(key, bytes.length);
+      const bytes = await this.readBounded(this.pathOf(key));
+      if (bytes) this.remember(key, bytes.length);
       return bytes;
     } catch (error) {
       // Absent, or evicted by another process between its listing and our read: a miss.
@@ -82,6 +82,17 @@ export class DiskTier implements CacheTier {
   private pathOf(key: string): string {
     if (!isEntryKey(key)) throw new RangeError(`not a cache key: ${key}`);
     return join(this.folder, `${key}${SUFFIX}`);
+  }
+
+  /** A file larger than the whole tier was not written by it: not read into memory at all. */
+  private async readBounded(path: string): Promise<Uint8Array | undefined> {
+    const handle = await open(path, 'r');
+    try {
+      const { size } = await handle.stat();
+      return size > this.maxBytes ? undefined : await handle.readFile();
+    } finally {
+      await handle.close();
+    }
   }
 
   private remember(key: string, size: number): void {
