@@ -23,13 +23,14 @@ export class RedisServer {
   /** Starts the server (again, on the same port) and waits until it answers. */
   async restart(): Promise<void> {
     const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--enable-debug-command', 'local'], { stdio: 'ignore' });
-    child.on('error', () => undefined);
+    let spawnError: Error | undefined;
+    child.on('error', (error) => (spawnError = error));
     this.process = child;
     const client = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
     client.on('error', () => undefined);
     try {
       for (let attempt = 0; attempt < 100; attempt++) {
-        if (child.exitCode !== null) throw new Error('redis-server exited at start (is it installed? apt-get install redis-server)');
+        if (child.exitCode !== null || spawnError) throw new Error(`redis-server did not run (${spawnError?.message ?? `exit ${child.exitCode}`}); install it: apt-get install redis-server`);
         if (await client.connect().then(() => true, () => false)) return;
         await sleep(50);
       }
