@@ -135,8 +135,11 @@ describe('prefix cache bookkeeping on the testbed target', () => {
     context.seqRemove(DEST, 16, -1);
     const match = await cache.match(prompt);
     assert.equal(match.tokens, 48);
+    const before = cache.stats();
     assert.equal(cache.restorePrefix(match, SCRATCH, DEST), 48);
     assert.equal(context.seqPosMin(DEST), 0);
+    assert.equal(cache.stats().residentTokens - before.residentTokens, 16, 'the resident block is reported apart');
+    assert.equal(cache.stats().restoredTokens - before.restoredTokens, 32);
     assert.equal(context.seqPosMax(other), 19, 'the other sequence is untouched');
     context.seqRemove(DEST);
     context.seqRemove(other);

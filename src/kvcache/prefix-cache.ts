@@ -57,13 +57,15 @@ export interface PrefixCacheStats extends StoreStats {
   readonly hitBlocks: number;
   readonly missBlocks: number;
   readonly restoredTokens: number;
+  /** Matched tokens the destination already held (resident in the context, nothing loaded). */
+  readonly residentTokens: number;
   readonly storedBlocks: number;
 }
 
 export class PrefixCache {
   private readonly roots = new Map<string, Buffer>();
   private readonly stored = new Set<string>();
-  private readonly counters = { lookups: 0, hitBlocks: 0, missBlocks: 0, restoredTokens: 0, storedBlocks: 0 };
+  private readonly counters = { lookups: 0, hitBlocks: 0, missBlocks: 0, restoredTokens: 0, residentTokens: 0, storedBlocks: 0 };
 
   private constructor(
     readonly context: Context,
@@ -139,7 +141,10 @@ export class PrefixCache {
     let held = this.context.seqPosMax(destSeq) + 1;
     for (const block of match.blocks) {
       if (held >= limit) break;
-      if (block.span.end <= held) continue;
+      if (block.span.end <= held) {
+        this.counters.residentTokens += block.span.end - block.span.first;
+        continue;
+      }
       if (block.span.first !== held) break;
       if (!restoreBlockState(this.context, block.state, scratchSeq, destSeq, block.span)) {
         // The entry passed every check, so the likely cause is the context (no free cells), not
