@@ -61,16 +61,19 @@ describe('tachyon cache', () => {
     const report = join(scratchDir(), 'report');
     const result = await tachyon(
       'bench', 'kvcache', '--prefix', '64', '--question', '8', '--runs', '1', '--block-size', '16', '--tiers', 'ram,disk,redis', '--redis', server.url,
-      '--chat-turns', '2', '--user-tokens', '16', '--new-tokens', '8', '--json', '--report', report,
+      '--chat-turns', '2', '--user-tokens', '16', '--new-tokens', '8', '--shared-redis', '--json', '--report', report,
     );
     assert.equal(result.code, 0, result.stderr);
     const output = JSON.parse(result.stdout) as {
-      prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; identical: boolean }>;
+      prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; restored_tokens: number; identical: boolean }>;
       chat10: { turns: number; identical: boolean; cached_tier: string };
+      shared_redis: { prefix_tokens: number; restored_tokens: number; identical: boolean };
     };
     const row = output.prefix['64'];
     assert.equal(row.identical, true);
     for (const value of [row.cold_ttft_ms, row.ram_ttft_ms, row.disk_ttft_ms, row.redis_ttft_ms]) assert.ok(value > 0);
+    assert.equal(row.restored_tokens, 64, 'every tier restored the whole prefix');
+    assert.deepEqual(output.shared_redis, { ...output.shared_redis, prefix_tokens: 64, restored_tokens: 64, identical: true }, 'a second process restores what the first stored');
     assert.deepEqual(output.chat10 && [output.chat10.turns, output.chat10.identical, output.chat10.cached_tier], [2, true, 'ram']);
     assert.match(await readFile(join(report, 'bench-kvcache.svg'), 'utf8'), /^<svg[\s\S]*64-token prefix[\s\S]*2-turn chat/);
   });

@@ -4,14 +4,17 @@
  * hook yet, so this drives a bare context the way the loop will: match, restore, prefill the rest,
  * sample the first token. First tokens are compared with the cold run's (identity).
  */
+import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { TokenBatch } from '../llama/batch.js';
 import { Context } from '../llama/context.js';
 import { Model } from '../llama/model.js';
 import { greedyToken } from '../generate/sampling.js';
-import { PrefixCache } from '../kvcache/prefix-cache.js';
+import { DEFAULT_BLOCK_SIZE, PrefixCache } from '../kvcache/prefix-cache.js';
+import { packageRoot } from '../paths.js';
 import { openTiers } from '../kvcache/tiers/open.js';
 import type { TierName } from '../kvcache/tiers/tier.js';
 import { median, round } from './stats.js';
@@ -26,6 +29,10 @@ export interface KvCacheBenchOptions {
   readonly blockSize?: number;
   /** The multi-turn chat: turns (0: skipped), user tokens per turn, generated tokens per turn. */
   readonly chat: { readonly turns: number; readonly userTokens: number; readonly newTokens: number };
+  /** Measure hits on entries other processes stored: this process stores nothing. */
+  readonly readOnly?: boolean;
+  /** After measuring, a second process reads the largest prefix from Redis (which this one filled). */
+  readonly sharedRedis?: boolean;
   readonly onProgress?: (line: string) => void;
 }
 
@@ -34,6 +41,17 @@ export interface PrefixResult {
   ram_ttft_ms?: number;
   disk_ttft_ms?: number;
   redis_ttft_ms?: number;
+  /** Fewest tokens a tier restored (the rest was prefilled). */
+  restored_tokens: number;
+  identical: boolean;
+}
+
+export interface SharedRedisResult {
+  prefix_tokens: number;
+  /** Measured in the second process: recomputed, and restored from what the first stored. */
+  cold_ttft_ms: number;
+  hit_ttft_ms: number | null;
+  restored_tokens: number;
   identical: boolean;
 }
 
@@ -51,6 +69,7 @@ export interface KvCacheBenchReport {
   readonly runs: number;
   readonly prefix: Record<string, PrefixResult>;
   readonly chat10?: ChatResult;
+  readonly shared_redis?: SharedRedisResult;
 }
 
 const DEST = 0;
@@ -78,7 +97,8 @@ export async function runKvCacheBench(options: KvCacheBenchOptions): Promise<KvC
     const firstCache = caches.get(firstTier);
     const chat10 = options.chat.turns > 0 && firstCache ? await measureChat(context, firstCache, firstTier, options) : undefined;
     for (const cache of caches.values()) await cache.close();
-    return { model: options.model, runs: options.runs, prefix, ...(chat10 ? { chat10 } : {}) };
+    const shared = options.sharedRedis ? await measureSharedRedis(options, Math.max(...options.prefixSizes)) : undefined;
+    return { model: options.model, runs: options.runs, prefix, ...(chat10 ? { chat10 } : {}), ...(shared ? { shared_redis: shared } : {}) };
   } finally {
     context.dispose();
     model.dispose();
@@ -97,9 +117,9 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
     if (run >= 0) cold.push(performance.now() - started);
   }
   options.onProgress?.(`${prompt.length - options.questionTokens}-token prefix: cold ${median(cold).toFixed(1)} ms`);
-  const result: PrefixResult = { cold_ttft_ms: round(median(cold), 2) ?? 0, identical: true };
+  const result: PrefixResult = { cold_ttft_ms: round(median(cold), 2) ?? 0, restored_tokens: caches.size > 0 ? prompt.length : 0, identical: true };
   for (const [tier, cache] of caches) {
-    cache.storeBlocks(DEST, prompt, '', SCRATCH);
+    if (!options.readOnly) cache.storeBlocks(DEST, prompt, '', SCRATCH);
     await cache.flush();
     const times: number[] = [];
     for (let run = -1; run < options.runs; run++) {
@@ -108,6 +128,7 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
       const match = await cache.match(prompt);
       const held = cache.restorePrefix(match, SCRATCH, DEST, prompt.length - 1);
       const [token] = await greedyContinue(context, prompt, held, 1);
+      result.restored_tokens = Math.min(result.restored_tokens, held);
       if (run >= 0) times.push(performance.now() - started);
       result.identical &&= token === firstToken;
     }
@@ -145,6 +166,18 @@ async function measureChat(context: Context, cache: PrefixCache, tier: TierName,
   context.seqRemove(DEST);
   const identical = cold.tokens.length === cached.tokens.length && cold.tokens.every((token, i) => cached.tokens[i] === token);
   return { turns: options.chat.turns, cold_ms: round(cold.ms, 1) ?? 0, cached_ms: round(cached.ms, 1) ?? 0, cached_tier: tier, identical };
+}
+
+/** Runs this benchmark again in a second process, reading only what this one stored in Redis. */
+async function measureSharedRedis(options: KvCacheBenchOptions, size: number): Promise<SharedRedisResult> {
+  if (!options.redisUrl || !options.tiers.includes('redis')) throw new RangeError('the shared Redis measurement needs the redis tier and --redis');
+  const args = ['bench', 'kvcache', '--model', options.model, '--tiers', 'redis', '--redis', options.redisUrl, '--prefix', String(size)];
+  args.push('--question', String(options.questionTokens), '--runs', String(options.runs), '--block-size', String(options.blockSize ?? DEFAULT_BLOCK_SIZE));
+  args.push('--chat-turns', '0', '--read-only', '--json');
+  options.onProgress?.(`second process reading the ${size}-token prefix from Redis`);
+  const { stdout } = await promisify(execFile)(process.execPath, [join(packageRoot, 'bin', 'tachyon.js'), ...args], { maxBuffer: 1 << 24 });
+  const row = (JSON.parse(stdout) as KvCacheBenchReport).prefix[String(size)];
+  return { prefix_tokens: size, cold_ttft_ms: row.cold_ttft_ms, hit_ttft_ms: row.redis_ttft_ms ?? null, restored_tokens: row.restored_tokens, identical: row.identical };
 }
 
 /** Prefills `prompt` from `from` in batch-size chunks, then decodes `steps` greedy tokens. */

@@ -19,6 +19,8 @@ interface KvCacheFlags {
   chatTurns: number;
   userTokens: number;
   newTokens: number;
+  readOnly?: boolean;
+  sharedRedis?: boolean;
   json?: boolean;
   report?: string;
 }
@@ -37,6 +39,8 @@ export function registerBenchKvCache(bench: Command): void {
     .option('--chat-turns <n>', 'turns of the multi-turn chat, cached by the first tier (0: skip it)', integer(0, 100), 10)
     .option('--user-tokens <n>', 'user tokens per chat turn', integer(1, 4096), 64)
     .option('--new-tokens <n>', 'generated tokens per chat turn', integer(1, 4096), 128)
+    .option('--shared-redis', 'then a second process reads the largest prefix from Redis, as stored by this one')
+    .option('--read-only', 'store nothing: measure hits on entries other processes stored')
     .option('--json', 'print one JSON object')
     .option('--report <dir>', 'also write bench-kvcache.json and a bench-kvcache.svg chart into this folder')
     .action(async (flags: KvCacheFlags) => {
@@ -49,6 +53,8 @@ export function registerBenchKvCache(bench: Command): void {
         blockSize: flags.blockSize,
         redisUrl: flags.redis,
         chat: { turns: flags.chatTurns, userTokens: flags.userTokens, newTokens: flags.newTokens },
+        readOnly: flags.readOnly,
+        sharedRedis: flags.sharedRedis,
         onProgress: (line) => process.stderr.write(`bench: ${line}\n`),
       });
       if (flags.report) await writeReport(flags.report, report);
@@ -91,6 +97,10 @@ function formatReport(report: KvCacheBenchReport): string {
   const cell = (value: number | undefined) => (value === undefined ? '-' : value.toFixed(1)).padStart(7);
   for (const [size, result] of Object.entries(report.prefix)) {
     lines.push(`${size.padStart(6)} ${cell(result.cold_ttft_ms)} ${cell(result.ram_ttft_ms)} ${cell(result.disk_ttft_ms)} ${cell(result.redis_ttft_ms)}  ${result.identical}`);
+  }
+  if (report.shared_redis) {
+    const shared = report.shared_redis;
+    lines.push(`second process, ${shared.prefix_tokens}-token prefix: cold ${shared.cold_ttft_ms.toFixed(1)} ms, from the first's Redis entries ${shared.hit_ttft_ms?.toFixed(1) ?? '-'} ms (${shared.restored_tokens} tokens restored), identical ${shared.identical}`);
   }
   if (report.chat10) {
     const { chat10 } = report;
