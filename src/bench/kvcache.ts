@@ -17,7 +17,7 @@ import { DEFAULT_BLOCK_SIZE, PrefixCache } from '../kvcache/prefix-cache.js';
 import { packageRoot } from '../paths.js';
 import { openTiers } from '../kvcache/tiers/open.js';
 import type { TierName } from '../kvcache/tiers/tier.js';
-import { median, round } from './stats.js';
+import { commonPrefixLength, median, round, top2Gap } from './stats.js';
 
 export interface KvCacheBenchOptions {
   readonly model: string;
@@ -62,6 +62,8 @@ export interface ChatResult {
   cached_ms: number;
   cached_tier: TierName;
   identical: boolean;
+  /** Where the outputs first differ (conversation position) and plain decoding's top-2 logit gap there. */
+  mismatch?: { position: number; cold_top2_gap: number };
 }
 
 export interface KvCacheBenchReport {
@@ -113,7 +115,7 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
   for (let run = -1; run < options.runs; run++) {
     context.seqRemove(DEST);
     const started = performance.now();
-    [firstToken] = await greedyContinue(context, prompt, 0, 1);
+    [firstToken] = (await greedyContinue(context, prompt, 0, 1)).tokens;
     if (run >= 0) cold.push(performance.now() - started);
   }
   options.onProgress?.(`${prompt.length - options.questionTokens}-token prefix: cold ${median(cold).toFixed(1)} ms`);
@@ -127,7 +129,7 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
       const started = performance.now();
       const match = await cache.match(prompt);
       const held = cache.restorePrefix(match, SCRATCH, DEST, prompt.length - 1);
-      const [token] = await greedyContinue(context, prompt, held, 1);
+      const [token] = (await greedyContinue(context, prompt, held, 1)).tokens;
       result.restored_tokens = Math.min(result.restored_tokens, held);
       if (run >= 0) times.push(performance.now() - started);
       result.identical &&= token === firstToken;
@@ -145,27 +147,33 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
  * turn recomputes it (cold) or restores it from the cache.
  */
 async function measureChat(context: Context, cache: PrefixCache, tier: TierName, options: KvCacheBenchOptions): Promise<ChatResult> {
-  const run = async (withCache: boolean): Promise<{ ms: number; tokens: number[] }> => {
+  const run = async (withCache: boolean): Promise<{ ms: number; tokens: number[]; gaps: Map<number, number> }> => {
     const conversation = fillerTokens(context.model, 1, 0);
+    const gaps = new Map<number, number>();
     let ms = 0;
     for (let turn = 0; turn < options.chat.turns; turn++) {
       conversation.push(...fillerTokens(context.model, options.chat.userTokens, turn + 1));
       context.seqRemove(DEST);
       const started = performance.now();
       const held = withCache ? cache.restorePrefix(await cache.match(conversation), SCRATCH, DEST, conversation.length - 1) : 0;
-      conversation.push(...(await greedyContinue(context, conversation, held, options.chat.newTokens)));
+      const answer = await greedyContinue(context, conversation, held, options.chat.newTokens);
+      answer.gaps.forEach((gap, i) => gaps.set(conversation.length + i, gap));
+      conversation.push(...answer.tokens);
       if (withCache) cache.storeBlocks(DEST, conversation, '', SCRATCH);
       ms += performance.now() - started;
     }
-    return { ms, tokens: conversation };
+    return { ms, tokens: conversation, gaps };
   };
   const cold = await run(false);
   options.onProgress?.(`${options.chat.turns}-turn chat: cold ${cold.ms.toFixed(0)} ms`);
   const cached = await run(true);
   options.onProgress?.(`  with the ${tier} cache: ${cached.ms.toFixed(0)} ms`);
   context.seqRemove(DEST);
-  const identical = cold.tokens.length === cached.tokens.length && cold.tokens.every((token, i) => cached.tokens[i] === token);
-  return { turns: options.chat.turns, cold_ms: round(cold.ms, 1) ?? 0, cached_ms: round(cached.ms, 1) ?? 0, cached_tier: tier, identical };
+  const position = commonPrefixLength(cold.tokens, cached.tokens);
+  const identical = position === cold.tokens.length && position === cached.tokens.length;
+  const mismatch = identical ? undefined : { position, cold_top2_gap: round(cold.gaps.get(position) ?? Number.NaN, 6) ?? Number.NaN };
+  const result: ChatResult = { turns: options.chat.turns, cold_ms: round(cold.ms, 1) ?? 0, cached_ms: round(cached.ms, 1) ?? 0, cached_tier: tier, identical };
+  return mismatch ? { ...result, mismatch } : result;
 }
 
 /** Runs this benchmark again in a second process, reading only what this one stored in Redis. */
@@ -180,8 +188,8 @@ async function measureSharedRedis(options: KvCacheBenchOptions, size: number): P
   return { prefix_tokens: size, cold_ttft_ms: row.cold_ttft_ms, hit_ttft_ms: row.redis_ttft_ms ?? null, restored_tokens: row.restored_tokens, identical: row.identical };
 }
 
-/** Prefills `prompt` from `from` in batch-size chunks, then decodes `steps` greedy tokens. */
-async function greedyContinue(context: Context, prompt: readonly number[], from: number, steps: number): Promise<number[]> {
+/** Prefills `prompt` from `from` in batch-size chunks, then decodes `steps` greedy tokens (with each choice's top-2 logit gap). */
+async function greedyContinue(context: Context, prompt: readonly number[], from: number, steps: number): Promise<{ tokens: number[]; gaps: number[] }> {
   const batch = new TokenBatch(context.batchSize, 1);
   try {
     for (let start = from; start < prompt.length; start += context.batchSize) {
@@ -189,10 +197,12 @@ async function greedyContinue(context: Context, prompt: readonly number[], from:
       await context.decode(batch);
     }
     const history = [...prompt];
-    const generated: number[] = [];
+    const generated = { tokens: [] as number[], gaps: [] as number[] };
     for (let step = 0; step < steps; step++) {
-      const token = greedyToken(context.logits(batch.size - 1), history, { temperature: 0 });
-      generated.push(token);
+      const logits = context.logits(batch.size - 1);
+      const token = greedyToken(logits, history, { temperature: 0 });
+      generated.tokens.push(token);
+      generated.gaps.push(top2Gap(logits));
       history.push(token);
       if (step + 1 === steps) break;
       batch.clear().add(token, history.length - 1, DEST, true);

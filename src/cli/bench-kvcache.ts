@@ -104,7 +104,8 @@ function formatReport(report: KvCacheBenchReport): string {
   }
   if (report.chat10) {
     const { chat10 } = report;
-    lines.push(`${chat10.turns}-turn chat: cold ${chat10.cold_ms.toFixed(0)} ms, with the ${chat10.cached_tier} cache ${chat10.cached_ms.toFixed(0)} ms, identical ${chat10.identical}`);
+    const mismatch = chat10.mismatch ? ` (first difference at position ${chat10.mismatch.position}, where plain decoding's top-2 gap was ${chat10.mismatch.cold_top2_gap})` : '';
+    lines.push(`${chat10.turns}-turn chat: cold ${chat10.cold_ms.toFixed(0)} ms, with the ${chat10.cached_tier} cache ${chat10.cached_ms.toFixed(0)} ms, identical ${chat10.identical}${mismatch}`);
   }
   return `${lines.join('\n')}\n`;
 }
