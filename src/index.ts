@@ -16,3 +16,10 @@ export { ChatFormatter, ChatTemplateError, type ChatMessage, type ChatRole } fro
 export { readGgufHeader, describeModel, GgufError } from './gguf/reader.js';
 export { makeModel, type ModelPresetName, type ModelQuant } from './gguf/make-model.js';
 export { defaultModelPath, defaultDraftModelPath } from './paths.js';
+export { PrefixCache, DEFAULT_BLOCK_SIZE, type PrefixCacheOptions, type PrefixMatch, type MatchedBlock, type PrefixCacheStats } from './kvcache/prefix-cache.js';
+export { openTiers, parseTierList, defaultCacheFolder, type TierConfig } from './kvcache/tiers/open.js';
+export { RamTier } from './kvcache/tiers/ram.js';
+export { DiskTier } from './kvcache/tiers/disk.js';
+export { RedisTier, type RedisTierOptions } from './kvcache/tiers/redis.js';
+export { TierUnavailableError, type CacheTier, type TierName, type TierUsage } from './kvcache/tiers/tier.js';
+export { verifyTier, type VerifyReport } from './kvcache/verify.js';

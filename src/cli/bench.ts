@@ -10,6 +10,7 @@ import type { GpuChoice } from '../llama/library.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 import { registerBenchBatch } from './bench-batch.js';
+import { registerBenchKvCache } from './bench-kvcache.js';
 import { registerBenchSpec } from './bench-spec.js';
 import { registerBenchServe } from './bench-serve.js';
 import { backendOption } from './engine-options.js';
@@ -120,6 +121,7 @@ export function registerBench(program: Command): void {
   registerBenchSpec(bench);
   registerBenchServe(bench);
   registerBenchBatch(bench);
+  registerBenchKvCache(bench);
 }
 
 /** Plain decoding by default: the peer decodes plainly, so that is the like-for-like comparison. */

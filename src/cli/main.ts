@@ -7,6 +7,7 @@ import { registerRun } from './run.js';
 import { registerBench } from './bench.js';
 import { registerServe } from './serve.js';
 import { registerChat } from './chat.js';
+import { registerCache } from './cache.js';
 
 export function buildProgram(): Command {
   const program = new Command('tachyon')
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerMakeModel(program);
   registerBench(program);
   registerServe(program);
+  registerCache(program);
   for (const command of program.commands) command.exitOverride();
   return program;
 }
