@@ -20,6 +20,7 @@ export interface GenerationFlags extends ModelFlags {
   stop: string[];
   spec: SpeculationMode;
   draftModel?: string;
+  cacheSalt?: string;
 }
 
 /** The model, sampling, limit and speculation flags shared by `run` and `chat`. */
@@ -35,7 +36,8 @@ export function addGenerationFlags(command: Command): Command {
     .option('--penalty-last-n <n>', 'window of the repetition penalty (-1 = all)', integer(-1))
     .option('--stop <text>', 'stop before this text (repeatable)', (value: string, previous: string[]) => [...previous, value], [])
     .addOption(new Option('--spec <mode>', 'speculative decoding (lossless)').choices([...SPECULATION_MODES]).default('auto'))
-    .option('--draft-model <path>', 'draft GGUF with the same vocabulary (enables --spec draft; used by auto)');
+    .option('--draft-model <path>', 'draft GGUF with the same vocabulary (enables --spec draft; used by auto)')
+    .option('--cache-salt <salt>', 'tenant of the KV cache and the drafting history: different salts share nothing');
 }
 
 /** Loads the engine the generation flags describe. */
@@ -56,6 +58,7 @@ export function samplingFrom(flags: GenerationFlags): GenerateOptions {
     penaltyLastN: flags.penaltyLastN,
     stop: flags.stop,
     speculation: flags.spec,
+    cacheSalt: flags.cacheSalt,
   };
 }
 
