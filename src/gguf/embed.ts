@@ -263,20 +263,3 @@ export const EMBED_PAIRS: Readonly<Record<'m', { readonly target: EmbedShapeName
 };
 
 export type EmbedPairName = keyof typeof EMBED_PAIRS;
-
-export interface EmbeddedPairRequest {
-  readonly target: string;
-  readonly draft: string;
-  readonly pair: EmbedPairName;
-  readonly quant: ModelQuant;
-  /** Which model is being built and the fraction written; not called for cached models. */
-  readonly onProgress?: (model: 'target' | 'draft', fraction: number) => void;
-}
-
-/** The target and draft embedded in the pair's shapes (cached, see ensureEmbeddedModel). */
-export async function ensureEmbeddedPair(request: EmbeddedPairRequest): Promise<{ target: string; draft: string }> {
-  const shapes = EMBED_PAIRS[request.pair];
-  const build = (role: 'target' | 'draft') =>
-    ensureEmbeddedModel({ source: request[role], shape: shapes[role], quant: request.quant, onProgress: request.onProgress && ((fraction) => request.onProgress?.(role, fraction)) });
-  return { target: await build('target'), draft: await build('draft') };
-}
