@@ -29,6 +29,17 @@ export interface Decoder {
   step(sequence: readonly number[]): Promise<readonly number[]>;
   /** How many tokens, the pending one included, still fit in the KV cache. */
   room(sequenceLength: number): number;
+  /**
+   * The logits row that chose the `index`-th token of the last `prefill`/`step`/`extend` result
+   * (a zero-copy view, valid until the next decode). Decoders that cannot provide it leave it out.
+   */
+  emittedLogits?(index: number): Float32Array;
+  /**
+   * `sequence` = tokens whose first `keptLength` are in the KV cache from earlier calls (the
+   * cache may hold more: they are dropped). Decodes the rest, like a prompt extension, and
+   * returns the next token (pending). Without it, the loop re-runs `prefill` on the whole sequence.
+   */
+  extend?(sequence: readonly number[], keptLength: number): Promise<number>;
   readonly timings: DecoderTimings;
   /** Speculative decoders report what their drafts achieved. */
   readonly speculation?: SpeculationStats;
@@ -88,6 +99,8 @@ export class PlainDecoder implements Decoder {
   readonly name = 'plain';
   readonly timings = emptyTimings();
   private readonly batch: TokenBatch;
+  /** Batch index of the logits row that chose the last returned token. */
+  private lastRow = 0;
 
   constructor(
     private readonly context: Context,
@@ -103,6 +116,21 @@ export class PlainDecoder implements Decoder {
     const last = await evaluatePrompt(this.context, this.batch, prompt);
     this.timings.prefillMs += performance.now() - started;
     return this.sample(last, prompt);
+  }
+
+  async extend(sequence: readonly number[], keptLength: number): Promise<number> {
+    if (!(keptLength >= 1 && keptLength < sequence.length)) throw new RangeError(`extend: keptLength ${keptLength} outside 1..${sequence.length - 1}`);
+    checkPromptFits(this.context, sequence.length);
+    const started = performance.now();
+    this.context.seqRemove(0, keptLength, -1);
+    const last = await evaluatePrompt(this.context, this.batch, sequence.slice(keptLength), keptLength);
+    this.timings.verifyMs += performance.now() - started;
+    return this.sample(last, sequence);
+  }
+
+  emittedLogits(index: number): Float32Array {
+    if (index !== 0) throw new RangeError(`plain decoding emits one token per step; no row for index ${index}`);
+    return this.context.logits(this.lastRow);
   }
 
   async step(sequence: readonly number[]): Promise<readonly number[]> {
@@ -121,6 +149,7 @@ export class PlainDecoder implements Decoder {
   private sample(batchIndex: number, history: readonly number[]): number {
     const started = performance.now();
     const token = this.sampler.next(this.context.logits(batchIndex), history);
+    this.lastRow = batchIndex;
     this.timings.samplingMs += performance.now() - started;
     return token;
   }

@@ -7,11 +7,12 @@ import { TextStreamDecoder } from '../llama/tokenizer.js';
 import type { Decoder, DecoderTimings } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
-import { ThinkingSegments, thinkingTagTokens, type ThinkingEnd, type ThinkingTags } from '../reasoning/segments.js';
+import { ThinkingSegments, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingEnd } from '../reasoning/segments.js';
+import { thinkingControllerFor, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'abort' | 'context';
 
-export interface GenerationLimits {
+export interface GenerationLimits extends ThinkingLimits {
   /** Most tokens to generate; default 256. */
   maxTokens?: number;
   /** Generation ends before the first of these strings; it is not part of the text. */
@@ -19,8 +20,6 @@ export interface GenerationLimits {
   /** Keep going past end-of-generation tokens. */
   ignoreEos?: boolean;
   signal?: AbortSignal;
-  /** Tags of the model's thinking section; default `<think>`/`</think>` when the model has them as tokens. */
-  thinkingTags?: ThinkingTags;
 }
 
 export interface GenerationChunk {
@@ -74,6 +73,10 @@ export async function* generate(
   const stopMatcher = new StopMatcher(limits.stop ?? []);
   const textDecoder = new TextStreamDecoder(tokenizer);
   const segments = new ThinkingSegments(thinkingTagTokens(tokenizer, limits.thinkingTags), prompt);
+  const controller = thinkingControllerFor(tokenizer, prompt, limits);
+  if (controller?.needsLogits && !decoder.emittedLogits) {
+    throw new Error(`early exit reads the logits row of every emitted token, which the ${decoder.name} decoder does not expose; use speculation 'off'`);
+  }
   const sequence = [...prompt];
   const generated: number[] = [];
   const output = { text: '', reasoning: '', content: '' };
@@ -84,13 +87,16 @@ export async function* generate(
   let next: readonly number[] = maxTokens > 0 ? [await decoder.prefill(prompt)] : [];
   const firstTokenAt = performance.now();
   while (next.length > 0) {
-    const accepted = acceptTokens(next, maxTokens - generated.length, tokenizer, limits.ignoreEos ?? false);
+    const controlled = controller ? applyController(controller, decoder, next) : { tokens: next, keptFromStep: next.length };
+    // The decoder's KV holds the sequence and every token of this step but the last (pending) one.
+    const kvLength = sequence.length + Math.min(controlled.keptFromStep, next.length - 1);
+    const accepted = acceptTokens(controlled.tokens, maxTokens - generated.length, tokenizer, limits.ignoreEos ?? false);
     generated.push(...accepted.tokens);
     sequence.push(...accepted.tokens);
     let raw = '';
-    for (const token of accepted.tokens) {
+    for (const [i, token] of accepted.tokens.entries()) {
       const tokenText = textDecoder.push([token]);
-      segments.push(token, tokenText);
+      segments.push(token, tokenText, i === controlled.forcedAt ? controlled.reason : undefined);
       raw += tokenText;
     }
     const piece = stopMatcher.push(raw);
@@ -114,7 +120,7 @@ export async function* generate(
       stopReason = 'context';
       break;
     }
-    next = await decoder.step(sequence);
+    next = controlled.forcedAt === undefined ? await decoder.step(sequence) : [await extendSequence(decoder, sequence, kvLength)];
     steps++;
   }
   if (stopReason !== 'stop') {
@@ -138,6 +144,31 @@ function appendChunk(output: { text: string; reasoning: string; content: string 
 /** The optional stats field, left out (not undefined) when there was no thinking. */
 function thinkingEndField(end: ThinkingEnd | undefined): { thinkingEnd?: ThinkingEnd } {
   return end ? { thinkingEnd: end } : {};
+}
+
+interface ControlledTokens {
+  tokens: readonly number[];
+  /** How many of the step's own tokens are kept (the rest were cut by the controller). */
+  keptFromStep: number;
+  /** Index in `tokens` of the closing tag the controller forced, and who forced it. */
+  forcedAt?: number;
+  reason?: ForcedThinkingEnd;
+}
+
+/** Shows the step's tokens to the controller in order; an intervention cuts them and appends what it forces. */
+function applyController(controller: ThinkingController, decoder: Decoder, tokens: readonly number[]): ControlledTokens {
+  for (const [i, token] of tokens.entries()) {
+    const intervention = controller.onEmitted(token, controller.needsLogits ? decoder.emittedLogits?.(i) : undefined);
+    if (!intervention) continue;
+    const kept = tokens.slice(0, intervention.dropEmitted ? i : i + 1);
+    return { tokens: [...kept, ...intervention.force], keptFromStep: kept.length, forcedAt: kept.length, reason: intervention.reason };
+  }
+  return { tokens, keptFromStep: tokens.length };
+}
+
+/** Decodes forced tokens like a prompt extension (a decoder without `extend` evaluates the whole sequence again). */
+function extendSequence(decoder: Decoder, sequence: readonly number[], kvLength: number): Promise<number> {
+  return decoder.extend ? decoder.extend(sequence, kvLength) : decoder.prefill(sequence);
 }
 
 /** Takes tokens up to the limit and up to (excluding) an end-of-generation token. */
