@@ -10,7 +10,9 @@ import type { GpuChoice } from '../llama/library.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 import { registerBenchSpec } from './bench-spec.js';
-import { backendOption } from './engine-options.js';
+import { addModelFlags, backendOption, engineOptions, type ModelFlags } from './engine-options.js';
+import { Engine } from '../engine.js';
+import { defaultReasoningPrompts, formatReasoningBench, runReasoningBench } from '../bench/reasoning.js';
 import { decimal, integer } from './options.js';
 
 interface DecodeFlags {
@@ -116,6 +118,36 @@ export function registerBench(program: Command): void {
     });
 
   registerBenchSpec(bench);
+
+  const reasoning = bench
+    .command('reasoning')
+    .description('early exit: accuracy, thinking tokens and time of full thinking, fixed budgets, effort levels and the oracle (evaluation half of the prompt set)');
+  addModelFlags(reasoning)
+    .option('--prompts <file>', 'JSONL with "prompt" and "answer"; the even (0-based) lines are evaluated (calibration uses the odd ones)', defaultReasoningPrompts)
+    .option('-n, --n <count>', 'evaluation prompts', integer(1), 100)
+    .option('--max-tokens <n>', 'most tokens per generation', integer(1), 900)
+    .option('--budgets <list>', 'fixed thinking budgets drawn besides those matched to the levels', '32,64,128,256')
+    .option('--json', 'print one JSON object')
+    .option('--report <dir>', 'write bench-reasoning.json and bench-reasoning.svg here')
+    .action(async (flags: ReasoningFlags) => {
+      const budgets = flags.budgets.split(',').filter(Boolean).map((value) => integer(0)(value.trim()));
+      const engine = await Engine.load(engineOptions(flags));
+      try {
+        const result = await runReasoningBench({ engine, promptsFile: flags.prompts, n: flags.n, maxTokens: flags.maxTokens, budgets, reportDir: flags.report, onProgress: progress });
+        process.stdout.write(flags.json ? `${JSON.stringify(result)}\n` : formatReasoningBench(result));
+      } finally {
+        engine.dispose();
+      }
+    });
+}
+
+interface ReasoningFlags extends ModelFlags {
+  prompts: string;
+  n: number;
+  maxTokens: number;
+  budgets: string;
+  json?: boolean;
+  report?: string;
 }
 
 /** Plain decoding by default: the peer decodes plainly, so that is the like-for-like comparison. */

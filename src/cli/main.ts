@@ -5,6 +5,7 @@ import { registerInspect } from './inspect.js';
 import { registerMakeModel } from './make-model.js';
 import { registerRun } from './run.js';
 import { registerBench } from './bench.js';
+import { registerCalibrate } from './calibrate.js';
 
 export function buildProgram(): Command {
   const program = new Command('tachyon')
@@ -17,6 +18,7 @@ export function buildProgram(): Command {
   registerInspect(program);
   registerMakeModel(program);
   registerBench(program);
+  registerCalibrate(program);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

@@ -8,6 +8,8 @@ import { UsageError } from './errors.js';
 import { decimal, integer } from './options.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 import { Option } from 'commander';
+import { REASONING_EFFORTS, type ReasoningEffort } from '../reasoning/controller.js';
+import { withReasoningPresets } from '../reasoning/presets.js';
 
 interface RunFlags extends ModelFlags {
   maxTokens: number;
@@ -23,6 +25,8 @@ interface RunFlags extends ModelFlags {
   json?: boolean;
   spec: SpeculationMode;
   draftModel?: string;
+  maxThinkingTokens?: number;
+  reasoningEffort?: ReasoningEffort;
 }
 
 export function registerRun(program: Command): void {
@@ -44,6 +48,8 @@ export function registerRun(program: Command): void {
     .option('--no-chat', 'use the prompt as raw text')
     .addOption(new Option('--spec <mode>', 'speculative decoding (lossless)').choices([...SPECULATION_MODES]).default('auto'))
     .option('--draft-model <path>', 'draft GGUF with the same vocabulary (enables --spec draft; used by auto)')
+    .option('--max-thinking-tokens <n>', 'hard thinking budget: close the thinking after N tokens and let the model answer', integer(0))
+    .addOption(new Option('--reasoning-effort <level>', "early exit at the model's calibrated presets (changes outputs; plain decoding)").choices([...REASONING_EFFORTS]))
     .option('--json', 'print one JSON object with text, tokens and stats instead of streaming')
     .action(async (prompt: string | undefined, flags: RunFlags) => runCommand(prompt, flags));
 }
@@ -66,6 +72,8 @@ export function samplingFrom(flags: RunFlags): GenerateOptions {
     penaltyLastN: flags.penaltyLastN,
     stop: flags.stop,
     speculation: flags.spec,
+    maxThinkingTokens: flags.maxThinkingTokens,
+    reasoningEffort: flags.reasoningEffort,
   };
 }
 
@@ -76,7 +84,14 @@ async function runCommand(promptArgument: string | undefined, flags: RunFlags): 
   try {
     const useChat = flags.chat ?? engine.model.metadata.chatTemplate !== undefined;
     const prompt = useChat ? engine.chatPrompt([{ role: 'user', content: promptText }]) : engine.tokenize(promptText);
-    const iterator = engine.generate(prompt, samplingFrom(flags));
+    const options = await withReasoningPresets(engine.model, samplingFrom(flags));
+    if (options.exitThresholds && options.speculation !== 'off') {
+      // The policy reads every emitted token's logits row; until the engine loop serves those
+      // rows from speculative steps, early exit decodes plainly.
+      process.stderr.write('tachyon: --reasoning-effort decodes plainly (speculation off)\n');
+      options.speculation = 'off';
+    }
+    const iterator = engine.generate(prompt, options);
     let step = await iterator.next();
     while (!step.done) {
       if (!flags.json) process.stdout.write(step.value.text);
@@ -106,6 +121,7 @@ export function formatStats(stats: GenerationStats): string {
       `first token ${stats.timeToFirstTokenMs.toFixed(1)} ms`,
     ].join(' · '),
   ];
+  if (stats.thinkingEnd) lines.push(`thinking: ${stats.thinkingTokens} tokens, ended ${stats.thinkingEnd}`);
   const spec = stats.speculation;
   if (spec) {
     const drafters = Object.entries(spec.drafters)

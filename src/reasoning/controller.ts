@@ -38,6 +38,8 @@ export interface ThinkingLimits {
   reasoningEffort?: ReasoningEffort;
   /** Early exit at these thresholds (what `reasoningEffort` resolves to). */
   exitThresholds?: ExitThresholds;
+  /** Observes every step boundary inside the thinking with its signals (calibration, benchmarks). */
+  onBoundary?: (boundary: BoundaryRecord) => void;
 }
 
 /** Thresholds of the early-exit policy (see `ExitPolicy.decide`); fitted per model by `tachyon calibrate reasoning`. */
@@ -70,6 +72,8 @@ export interface ThinkingIntervention {
 export interface BoundaryRecord extends BoundarySignals {
   /** Thinking tokens before the boundary's next token. */
   thinkingTokens: number;
+  /** Prompt + generated tokens up to and including the boundary token. */
+  sequenceLength: number;
   /** Smoothed signals up to and including this boundary. */
   smoothedEndProbability: number;
   smoothedEndMargin: number;
@@ -89,6 +93,7 @@ export interface ThinkingControllerOptions {
   exitMessage?: readonly number[];
   /** Early-exit policy; absent: thinking ends naturally or at the budget only. */
   thresholds?: ExitThresholds;
+  onBoundary?: (boundary: BoundaryRecord) => void;
 }
 
 export class ThinkingController {
@@ -101,8 +106,8 @@ export class ThinkingController {
   private readonly conclusions: string[] = [];
   private readonly endProbability: Ewma | undefined;
   private readonly endMargin: Ewma | undefined;
-  /** Every boundary seen, in order. */
-  readonly boundaries: BoundaryRecord[] = [];
+  /** Tokens of the sequence so far (prompt + emitted). */
+  private sequenceLength: number;
 
   constructor(
     tokenizer: Tokenizer,
@@ -110,6 +115,7 @@ export class ThinkingController {
     private readonly options: ThinkingControllerOptions,
   ) {
     this.thinking = endsInsideThinking(prompt, options.tags);
+    this.sequenceLength = prompt.length;
     this.textDecoder = new TextStreamDecoder(tokenizer);
     if (options.maxThinkingTokens !== undefined && !(Number.isInteger(options.maxThinkingTokens) && options.maxThinkingTokens >= 0)) {
       throw new RangeError(`maxThinkingTokens must be a non-negative integer, got ${options.maxThinkingTokens}`);
@@ -122,7 +128,7 @@ export class ThinkingController {
 
   /** Whether the policy needs the logits rows (the budget alone does not). */
   get needsLogits(): boolean {
-    return this.options.thresholds !== undefined;
+    return this.options.thresholds !== undefined || this.options.onBoundary !== undefined;
   }
 
   get inThinking(): boolean {
@@ -134,6 +140,12 @@ export class ThinkingController {
    * only during the call; undefined when the decoder cannot provide it and `needsLogits` is false).
    */
   onEmitted(token: number, logits: Float32Array | undefined): ThinkingIntervention | undefined {
+    const intervention = this.control(token, logits);
+    this.sequenceLength += intervention ? (intervention.dropEmitted ? 0 : 1) + intervention.force.length : 1;
+    return intervention;
+  }
+
+  private control(token: number, logits: Float32Array | undefined): ThinkingIntervention | undefined {
     const { tags } = this.options;
     if (!this.thinking) {
       if (token === tags.open) this.startThinking();
@@ -165,12 +177,13 @@ export class ThinkingController {
     const record: BoundaryRecord = {
       ...signals,
       thinkingTokens: this.thinkingTokenCount,
+      sequenceLength: this.sequenceLength,
       smoothedEndProbability,
       smoothedEndMargin,
       concluded: this.conclusions.at(-1),
       agreement: trailingAgreement(this.conclusions),
     };
-    this.boundaries.push(record);
+    this.options.onBoundary?.(record);
     return this.options.thresholds !== undefined && shouldExit(record, this.options.thresholds);
   }
 
@@ -198,7 +211,7 @@ export function thinkingControllerFor(tokenizer: Tokenizer, prompt: readonly num
   if (limits.reasoningEffort !== undefined && limits.exitThresholds === undefined) {
     throw new Error(`reasoningEffort '${limits.reasoningEffort}' was not resolved to this model's thresholds (withReasoningPresets)`);
   }
-  if (limits.maxThinkingTokens === undefined && limits.exitThresholds === undefined) return undefined;
+  if (limits.maxThinkingTokens === undefined && limits.exitThresholds === undefined && !limits.onBoundary) return undefined;
   const tags = thinkingTagTokens(tokenizer, limits.thinkingTags);
   if (!tags) throw new Error('a thinking budget or early exit needs a model with thinking tags (<think> and </think> as tokens, or thinkingTags)');
   return new ThinkingController(tokenizer, prompt, {
@@ -207,6 +220,7 @@ export function thinkingControllerFor(tokenizer: Tokenizer, prompt: readonly num
     maxThinkingTokens: limits.maxThinkingTokens,
     exitMessage: limits.thinkingExitMessage ? tokenizer.tokenize(limits.thinkingExitMessage, { addSpecial: false }) : [],
     thresholds: limits.exitThresholds,
+    onBoundary: limits.onBoundary,
   });
 }
 
