@@ -82,7 +82,7 @@ export async function saveReasoningPresets(presets: ReasoningPresets, dir = pres
 }
 
 /** Resolves `reasoningEffort` into the model's thresholds (options unchanged when no effort is asked). */
-export async function withReasoningPresets<T extends ThinkingLimits>(model: Model, options: T, dir = presetsDir): Promise<T> {
+export async function withReasoningPresets<T extends ThinkingLimits>(model: Model, options: T, dir = presetsDir): Promise<T & Pick<ThinkingLimits, 'exitThresholds'>> {
   if (options.reasoningEffort === undefined || options.exitThresholds !== undefined) return options;
   if (!REASONING_EFFORTS.includes(options.reasoningEffort)) {
     throw new Error(`reasoningEffort must be one of ${REASONING_EFFORTS.join(', ')}, got ${JSON.stringify(options.reasoningEffort)}`);
