@@ -24,6 +24,16 @@ function formatValue(value: number): string {
   return value.toFixed(2);
 }
 
+/** The opening of every chart: the svg element, a white background, the title and subtitle. */
+function svgOpening(width: number, height: number, title: string, subtitle: string): string[] {
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="20" y="30" font-size="18" font-weight="bold">${escape(title)}</text>`,
+    `<text x="20" y="52" font-size="12" fill="#555">${escape(subtitle)}</text>`,
+  ];
+}
+
 export function barChartSvg(title: string, subtitle: string, groups: readonly BarGroup[]): string {
   const groupWidth = 300;
   const barWidth = 70;
@@ -31,12 +41,7 @@ export function barChartSvg(title: string, subtitle: string, groups: readonly Ba
   const plotHeight = 260;
   const width = groups.length * groupWidth + 40;
   const height = plotTop + plotHeight + 90;
-  const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="20" y="30" font-size="18" font-weight="bold">${escape(title)}</text>`,
-    `<text x="20" y="52" font-size="12" fill="#555">${escape(subtitle)}</text>`,
-  ];
+  const parts = svgOpening(width, height, title, subtitle);
   groups.forEach((group, g) => {
     const left = 20 + g * groupWidth;
     const top = Math.max(...group.bars.map((bar) => Math.max(bar.median, bar.max ?? 0)), 1e-9);
@@ -87,12 +92,7 @@ export function scatterChartSvg(title: string, subtitle: string, panels: readonl
   const width = panels.length * panelWidth + 20;
   const legendRows = Math.max(...panels.map((panel) => panel.series.length));
   const height = plot.top + plot.height + 60 + legendRows * 18;
-  const parts: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="20" y="30" font-size="18" font-weight="bold">${escape(title)}</text>`,
-    `<text x="20" y="52" font-size="12" fill="#555">${escape(subtitle)}</text>`,
-  ];
+  const parts = svgOpening(width, height, title, subtitle);
   panels.forEach((panel, p) => {
     const left = p * panelWidth + plot.left;
     const all = panel.series.flatMap((series) => series.points);

@@ -54,7 +54,8 @@ export interface ReasoningBenchResult {
   prompts: string;
   half: 'evaluation (even 0-based lines)';
   full: Measured & { ms_with_speculation: number };
-  budgets: (Measured & { budget: number; matches?: ReasoningEffort })[];
+  /** `matches`: the levels whose mean thinking tokens this budget was swept to. */
+  budgets: (Measured & { budget: number; matches?: ReasoningEffort[] })[];
   levels: Record<ReasoningEffort, Measured & { ms_with_speculation: number; identical_with_speculation: number; thresholds: ExitThresholds }>;
   oracle: { accuracy: number; thinking_tokens: number; thinking_tokens_ci95: number };
 }
@@ -108,17 +109,18 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
       if (speculative.text === plain.text) identical++;
       progress(`effort ${level}`, i);
     }
-    levels[level] = { ...measure(runs), ms_with_speculation: mean(speculativeMs), identical_with_speculation: identical / items.length, thresholds };
+    levels[level] = { ...measure(runs), ms_with_speculation: round(mean(speculativeMs), 1) ?? 0, identical_with_speculation: identical / items.length, thresholds };
   }
 
   const matched = REASONING_EFFORTS.map((level) => ({ level, budget: budgetMatching(traces, levels[level].thinking_tokens) }));
-  const budgetList = [...new Map([...options.budgets.map((budget) => [budget, undefined] as const), ...matched.map((m) => [m.budget, m.level] as const)]).entries()].sort((a, b) => a[0] - b[0]);
+  const budgetList = [...new Set([...options.budgets, ...matched.map((m) => m.budget)])].sort((a, b) => a - b);
   const budgets: ReasoningBenchResult['budgets'] = [];
-  for (const [budget, level] of budgetList) {
+  for (const budget of budgetList) {
+    const matches = matched.filter((m) => m.budget === budget).map((m) => m.level);
     const runs: Run[] = [];
     for (let i = 0; i < items.length; i++) runs.push(scored(i, await run(i, { speculation: 'off', maxThinkingTokens: budget })));
     options.onProgress?.(`budget ${budget} done`);
-    budgets.push({ budget, ...(level ? { matches: level } : {}), ...measure(runs) });
+    budgets.push({ budget, ...(matches.length > 0 ? { matches } : {}), ...measure(runs) });
   }
 
   const oracleRuns = traces.map((trace, i) => ({ correct: answerMatches(oracleExit(trace).answer, items[i].answer), thinkingTokens: oracleExit(trace).thinkingTokens, ms: 0 }));
@@ -127,7 +129,7 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
     n: items.length,
     prompts: options.promptsFile,
     half: 'evaluation (even 0-based lines)',
-    full: { ...measure(full), ms_with_speculation: mean(fullSpeculative) },
+    full: { ...measure(full), ms_with_speculation: round(mean(fullSpeculative), 1) ?? 0 },
     budgets,
     levels,
     oracle: { accuracy: oracleMeasured.accuracy, thinking_tokens: oracleMeasured.thinking_tokens, thinking_tokens_ci95: oracleMeasured.thinking_tokens_ci95 },
@@ -199,11 +201,11 @@ async function writeReasoningReport(dir: string, result: ReasoningBenchResult): 
 export function formatReasoningBench(result: ReasoningBenchResult): string {
   const rows = [['configuration', 'accuracy', 'thinking tokens', 'ms', 'ms with speculation']];
   const pct = (m: { accuracy: number; accuracy_ci95?: number }) => `${(m.accuracy * 100).toFixed(1)}%${m.accuracy_ci95 !== undefined ? ` ±${(m.accuracy_ci95 * 100).toFixed(1)}` : ''}`;
-  rows.push(['full thinking', pct(result.full), `${result.full.thinking_tokens} ±${result.full.thinking_tokens_ci95}`, String(result.full.ms), String(round(result.full.ms_with_speculation, 1))]);
-  for (const b of result.budgets) rows.push([`budget ${b.budget}${b.matches ? ` (≈ ${b.matches})` : ''}`, pct(b), `${b.thinking_tokens} ±${b.thinking_tokens_ci95}`, String(b.ms), '']);
+  rows.push(['full thinking', pct(result.full), `${result.full.thinking_tokens} ±${result.full.thinking_tokens_ci95}`, String(result.full.ms), String(result.full.ms_with_speculation)]);
+  for (const b of result.budgets) rows.push([`budget ${b.budget}${b.matches ? ` (≈ ${b.matches.join(', ')})` : ''}`, pct(b), `${b.thinking_tokens} ±${b.thinking_tokens_ci95}`, String(b.ms), '']);
   for (const level of REASONING_EFFORTS) {
     const l = result.levels[level];
-    rows.push([`effort ${level}`, pct(l), `${l.thinking_tokens} ±${l.thinking_tokens_ci95}`, String(l.ms), `${round(l.ms_with_speculation, 1)} (identical ${(l.identical_with_speculation * 100).toFixed(0)}%)`]);
+    rows.push([`effort ${level}`, pct(l), `${l.thinking_tokens} ±${l.thinking_tokens_ci95}`, String(l.ms), `${l.ms_with_speculation} (identical ${(l.identical_with_speculation * 100).toFixed(0)}%)`]);
   }
   rows.push(['oracle exit', pct(result.oracle), `${result.oracle.thinking_tokens} ±${result.oracle.thinking_tokens_ci95}`, '', '']);
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
