@@ -8,7 +8,7 @@ import type { Decoder, DecoderTimings } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
 import { ThinkingSegments, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingEnd } from '../reasoning/segments.js';
-import { thinkingControllerFor, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
+import { thinkingControllerFor, type BoundaryRecord, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'abort' | 'context';
 
@@ -53,6 +53,8 @@ export interface GenerationStats {
   thinkingTokens: number;
   /** How the thinking ended; absent when the generation had no thinking. */
   thinkingEnd?: ThinkingEnd;
+  /** Every step boundary inside the thinking with its signals, when the request asked to `recordBoundaries`. */
+  boundaries?: BoundaryRecord[];
 }
 
 export interface GenerationResult {
@@ -73,7 +75,9 @@ export async function* generate(
   const stopMatcher = new StopMatcher(limits.stop ?? []);
   const textDecoder = new TextStreamDecoder(tokenizer);
   const segments = new ThinkingSegments(thinkingTagTokens(tokenizer, limits.thinkingTags), prompt);
-  const controller = thinkingControllerFor(tokenizer, prompt, limits);
+  const boundaries: BoundaryRecord[] = [];
+  const onBoundary = limits.recordBoundaries ? (record: BoundaryRecord) => boundaries.push(record) : undefined;
+  const controller = thinkingControllerFor(tokenizer, prompt, { ...limits, onBoundary });
   if (controller?.needsLogits && !decoder.emittedLogits) {
     throw new Error(`early exit reads the logits row of every emitted token, which the ${decoder.name} decoder does not expose; use speculation 'off'`);
   }
@@ -132,7 +136,7 @@ export async function* generate(
     if (tail) yield chunk;
   }
   const stats = collectStats(decoder, prompt.length, generated.length, steps, started, firstTokenAt, stopReason);
-  return { ...output, tokens: generated, stats: { ...stats, thinkingTokens: segments.thinkingTokens, ...thinkingEndField(segments.thinkingEnd) } };
+  return { ...output, tokens: generated, stats: { ...stats, thinkingTokens: segments.thinkingTokens, ...thinkingEndField(segments.thinkingEnd), ...(onBoundary ? { boundaries } : {}) } };
 }
 
 function appendChunk(output: { text: string; reasoning: string; content: string }, chunk: GenerationChunk): void {

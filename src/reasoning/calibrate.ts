@@ -47,11 +47,10 @@ export function promptHalf<T>(items: readonly T[], half: PromptHalf): T[] {
 export async function traceThinking(engine: Engine, prompt: readonly number[], maxTokens: number): Promise<ThinkingTrace> {
   const tags = thinkingTagTokens(engine.tokenizer);
   if (!tags) throw new Error('the model has no <think>/</think> tokens: nothing to calibrate');
-  const boundaries: BoundaryRecord[] = [];
-  const result = await engine.complete(prompt, { maxTokens, speculation: 'off', onBoundary: (record) => boundaries.push(record) });
+  const result = await engine.complete(prompt, { maxTokens, speculation: 'off', recordBoundaries: true });
   const sequence = [...prompt, ...result.tokens];
   const probed: ProbedBoundary[] = [];
-  for (const boundary of boundaries) {
+  for (const boundary of result.stats.boundaries ?? []) {
     const probe = probeRequest(engine.tokenizer, tags, boundary.concluded ?? '0');
     const score = await probeAt(engine.context, sequence, boundary.sequenceLength, probe);
     const answer = score.agreed ? parseFinalAnswer(`${DEFAULT_ANSWER_PREFIX}${engine.tokenizer.detokenize(score.answerTokens)}`) : undefined;

@@ -38,8 +38,8 @@ export interface ThinkingLimits {
   reasoningEffort?: ReasoningEffort;
   /** Early exit at these thresholds (what `reasoningEffort` resolves to). */
   exitThresholds?: ExitThresholds;
-  /** Observes every step boundary inside the thinking with its signals (calibration, benchmarks). */
-  onBoundary?: (boundary: BoundaryRecord) => void;
+  /** Return every step boundary inside the thinking, with its signals, in the stats (calibration, benchmarks). */
+  recordBoundaries?: boolean;
 }
 
 /** Thresholds of the early-exit policy (see `ExitPolicy.decide`); fitted per model by `tachyon calibrate reasoning`. */
@@ -207,7 +207,11 @@ export class ThinkingController {
  * The controller a request asks for, or undefined when it asks for nothing (then generation is
  * exactly what it was without one). Budget and early exit need a model with thinking tags.
  */
-export function thinkingControllerFor(tokenizer: Tokenizer, prompt: readonly number[], limits: ThinkingLimits): ThinkingController | undefined {
+export function thinkingControllerFor(
+  tokenizer: Tokenizer,
+  prompt: readonly number[],
+  limits: ThinkingLimits & { onBoundary?: (boundary: BoundaryRecord) => void },
+): ThinkingController | undefined {
   if (limits.reasoningEffort !== undefined && limits.exitThresholds === undefined) {
     throw new Error(`reasoningEffort '${limits.reasoningEffort}' was not resolved to this model's thresholds (withReasoningPresets)`);
   }
