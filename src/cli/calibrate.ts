@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { Engine } from '../engine.js';
 import { readReasoningItems } from '../bench/reasoning.js';
-import { fitLevels, promptHalf, traceThinking, type ThinkingTrace } from '../reasoning/calibrate.js';
+import { evaluatePolicy, fitLevels, oracleExit, promptHalf, traceThinking, type ThinkingTrace } from '../reasoning/calibrate.js';
 import { REASONING_EFFORTS } from '../reasoning/controller.js';
 import { modelFingerprint, presetsDir, saveReasoningPresets } from '../reasoning/presets.js';
 import { defaultReasoningPrompts } from '../bench/reasoning.js';
@@ -45,7 +45,9 @@ export function registerCalibrate(program: Command): void {
       } finally {
         engine.dispose();
       }
-      const fitted = fitLevels(traces, items.map((item) => item.answer));
+      const answers = items.map((item) => item.answer);
+      const fitted = fitLevels(traces, answers);
+      const oracle = evaluatePolicy(traces, answers, oracleExit);
       const presets = {
         fingerprint: await modelFingerprint(resolve(flags.model)),
         model: resolve(flags.model).split('/').at(-1) ?? flags.model,
@@ -55,6 +57,7 @@ export function registerCalibrate(program: Command): void {
           half: 'calibration (odd 0-based lines)',
           n: items.length,
           full: fitted.full,
+          oracle,
           replayed: Object.fromEntries(REASONING_EFFORTS.map((level) => [level, fitted.levels[level].outcome])),
         },
       };
@@ -62,6 +65,7 @@ export function registerCalibrate(program: Command): void {
       if (flags.json) process.stdout.write(`${JSON.stringify(presets, (_k, v) => (v === Infinity ? null : v))}\n`);
       else {
         process.stdout.write(`full thinking: accuracy ${(fitted.full.accuracy * 100).toFixed(1)}%, ${fitted.full.thinkingTokens.toFixed(1)} thinking tokens (n = ${items.length})\n`);
+        process.stdout.write(`oracle exit:   accuracy ${(oracle.accuracy * 100).toFixed(1)}%, ${oracle.thinkingTokens.toFixed(1)} thinking tokens\n`);
         for (const level of REASONING_EFFORTS) {
           const { thresholds, outcome } = fitted.levels[level];
           process.stdout.write(`${level.padEnd(6)} accuracy ${(outcome.accuracy * 100).toFixed(1)}%, ${outcome.thinkingTokens.toFixed(1)} thinking tokens · ${JSON.stringify(thresholds)}\n`);
