@@ -1,8 +1,7 @@
 /** The generation loop and the engine API on the embedded model: stop strings, limits, abort, chat, stats. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Engine } from '../src/engine.js';
-import { ChatFormatter } from '../src/generate/chat.js';
+import { Engine } from '../src/engine/engine.js';
 import { StopMatcher } from '../src/generate/stop.js';
 import { testbedPrompts } from './helpers/models.js';
 
@@ -57,32 +56,25 @@ describe('engine on the embedded model', () => {
   test('an AbortSignal stops a running generation', async () => {
     const controller = new AbortController();
     let chunks = 0;
-    const iterator = engine.generate(testbedPrompts.story, { maxTokens: 400, signal: controller.signal, speculation: 'off' });
+    const iterator = engine.generate(testbedPrompts.story, { maxTokens: 1000, ignoreEos: true, signal: controller.signal, speculation: 'off' });
     let step = await iterator.next();
     while (!step.done) {
       if (++chunks === 5) controller.abort();
       step = await iterator.next();
     }
     assert.equal(step.value.stats.stopReason, 'abort');
-    assert.equal(step.value.tokens.length, 5);
+    // The loop runs ahead of this consumer until the cancellation reaches it, before its next step.
+    assert.ok(step.value.tokens.length >= 5 && step.value.tokens.length < 1000, `${step.value.tokens.length} tokens`);
   });
 
   test('chat messages render through the GGUF chat template', async () => {
-    const formatter = ChatFormatter.forModel(engine.model);
-    const text = formatter.render([
+    const withSystem = await engine.chatPrompt([
       { role: 'system', content: 'Be brief.' },
       { role: 'user', content: 'What is 47 + 85?' },
     ]);
-    assert.equal(text, '<|user|>\nBe brief.\n\nWhat is 47 + 85?<|end|>\n<|assistant|>\n');
-    const prompt = engine.chatPrompt([{ role: 'user', content: 'What is 47 + 85?' }]);
-    assert.deepEqual(prompt, engine.tokenize(testbedPrompts.reasoning));
-    assert.deepEqual(engine.userPrompt('What is 47 + 85?'), prompt, 'a user prompt goes through the template when the model has one');
-  });
-
-  test('one generation at a time per engine', async () => {
-    const first = engine.generate(testbedPrompts.reasoning, { maxTokens: 4 });
-    await first.next();
-    await assert.rejects(engine.complete(testbedPrompts.reasoning, { maxTokens: 4 }), /already generating/);
-    while (!(await first.next()).done);
+    assert.deepEqual(withSystem, await engine.tokenize('<|user|>\nBe brief.\n\nWhat is 47 + 85?<|end|>\n<|assistant|>\n'), 'the system message is folded into the user turn');
+    const prompt = await engine.chatPrompt([{ role: 'user', content: 'What is 47 + 85?' }]);
+    assert.deepEqual(prompt, await engine.tokenize(testbedPrompts.reasoning));
+    assert.deepEqual(await engine.userPrompt('What is 47 + 85?'), prompt, 'a user prompt goes through the template when the model has one');
   });
 });

@@ -1,7 +1,7 @@
 /** Answers, boundary signals, the thinking budget and the early-exit policy, on the testbed. */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Engine } from '../src/engine.js';
+import { Engine } from '../src/engine/engine.js';
 import { answerMatches, lastConcludedResult, parseFinalAnswer, scoreAnswers } from '../src/reasoning/answers.js';
 import { boundarySignals, Ewma } from '../src/reasoning/signals.js';
 import { trailingAgreement, type ExitThresholds } from '../src/reasoning/controller.js';
@@ -67,7 +67,7 @@ describe('thinking budget and early exit on the testbed', () => {
     const plain = await engine.complete(slip, { maxTokens: 500, speculation: 'off', maxThinkingTokens: budget });
     assert.equal(plain.stats.thinkingTokens, budget);
     assert.equal(plain.stats.thinkingEnd, 'budget');
-    const openAt = full.tokens.indexOf(engine.tokenizer.tokenize('<think>', { addSpecial: false })[0]);
+    const openAt = full.tokens.indexOf((await engine.tokenize('<think>')).at(-1)!);
     assert.deepEqual(plain.tokens.slice(0, openAt + 1 + budget), full.tokens.slice(0, openAt + 1 + budget));
     assert.equal(plain.reasoning, full.reasoning.slice(0, plain.reasoning.length));
     assert.equal(parseFinalAnswer(plain.content), '81', 'cut before the check, the model answers its first (slipped) result');
@@ -95,6 +95,18 @@ describe('thinking budget and early exit on the testbed', () => {
     assert.equal(parseFinalAnswer(agreed.content), '138');
   });
 
+  test('early exit and the budget give the same output with speculation as without', async () => {
+    const exit: ExitThresholds = { ...NEVER, agreement: 2 };
+    const twoChecks = '<|user|>\nCompute 2 × 69.<|end|>\n<|assistant|>\n';
+    for (const options of [{ exitThresholds: exit }, { maxThinkingTokens: 45 }]) {
+      const plain = await engine.complete(twoChecks, { maxTokens: 500, speculation: 'off', ...options });
+      const speculative = await engine.complete(twoChecks, { maxTokens: 500, speculation: 'ngram', ...options });
+      assert.deepEqual(speculative.tokens, plain.tokens);
+      assert.equal(speculative.stats.thinkingEnd, plain.stats.thinkingEnd);
+    }
+    assert.deepEqual(await engine.kvAudit(), [], 'dropped and forced tokens leave no KV cells behind');
+  });
+
   test('with a controller that never acts, output is token-identical to generation without one', async () => {
     const quiet = await engine.complete(slip, { maxTokens: 500, speculation: 'off', exitThresholds: NEVER, maxThinkingTokens: 10_000 });
     assert.deepEqual(quiet.tokens, full.tokens);
@@ -103,7 +115,6 @@ describe('thinking budget and early exit on the testbed', () => {
 
   test('requests the engine cannot honour fail with a clear error', async () => {
     await assert.rejects(engine.complete(slip, { reasoningEffort: 'low' }), /not resolved to this model's thresholds/);
-    await assert.rejects(engine.complete(slip, { speculation: 'ngram', exitThresholds: NEVER }), /does not expose/);
     await assert.rejects(engine.complete(slip, { maxThinkingTokens: -1, speculation: 'off' }), /non-negative integer/);
     await assert.rejects(engine.complete(testbedPrompts.story, { thinkingTags: { open: '<r>', close: '</r>' }, maxThinkingTokens: 5 }), /must each be one/);
   });

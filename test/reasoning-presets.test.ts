@@ -71,7 +71,7 @@ test('prompt halves are disjoint and deterministic; budgets are matched to a mea
 test('presets are stored per model fingerprint; a model without presets gets a clear error', async () => {
   const dir = scratchDir();
   const tiny = await loadModel(await tinyModelPath());
-  await assert.rejects(withReasoningPresets(tiny, { reasoningEffort: 'low' }, dir), /no reasoning-effort presets for .*calibrate reasoning/);
+  await assert.rejects(withReasoningPresets(tiny.path, { reasoningEffort: 'low' }, dir), /no reasoning-effort presets for .*calibrate reasoning/);
   const presets: ReasoningPresets = {
     fingerprint: await modelFingerprint(tiny.path),
     model: 'tiny',
@@ -81,9 +81,9 @@ test('presets are stored per model fingerprint; a model without presets gets a c
   await saveReasoningPresets(presets, dir);
   assert.deepEqual(readdirSync(dir), [`${presets.fingerprint}.json`], 'written atomically: no temporary file left');
   assert.deepEqual(await loadReasoningPresets(tiny.path, dir), presets, 'Infinity survives the JSON round trip');
-  assert.deepEqual((await withReasoningPresets(tiny, { reasoningEffort: 'medium' }, dir)).exitThresholds, presets.levels.medium);
+  assert.deepEqual((await withReasoningPresets(tiny.path, { reasoningEffort: 'medium' }, dir)).exitThresholds, presets.levels.medium);
   assert.notEqual(await modelFingerprint(testbedTarget), presets.fingerprint);
-  await assert.rejects(withReasoningPresets(tiny, { reasoningEffort: 'extreme' as 'low' }, dir), /must be one of low, medium, high/);
+  await assert.rejects(withReasoningPresets(tiny.path, { reasoningEffort: 'extreme' as 'low' }, dir), /must be one of low, medium, high/);
 });
 
 test('the testbed ships presets, and run --reasoning-effort exits early with them', async () => {

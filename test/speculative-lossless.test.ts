@@ -6,11 +6,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Context } from '../src/llama/context.js';
-import type { Model } from '../src/llama/model.js';
 import { TokenBatch } from '../src/llama/batch.js';
-import { PlainDecoder, type Decoder } from '../src/generate/decoder.js';
-import { generate, generateAll, type GenerationResult } from '../src/generate/generate.js';
-import { Sampler, type SamplingOptions } from '../src/generate/sampling.js';
+import { PlainDecoder } from '../src/generate/decoder.js';
+import type { GenerationResult } from '../src/generate/generate.js';
+import type { Sampler, SamplingOptions } from '../src/generate/sampling.js';
+import { EngineLoop } from '../src/engine/loop.js';
 import { SpeculativeDecoder } from '../src/speculative/decoder.js';
 import { DraftModelDrafter, checkSameVocabulary, createDraftContext } from '../src/speculative/draft-model.js';
 import { NgramDrafter } from '../src/speculative/ngram.js';
@@ -19,6 +19,7 @@ import { acceptanceKey, CostCurve } from '../src/speculative/cost-model.js';
 import { SuffixDrafter } from '../src/speculative/suffix.js';
 import type { DraftBudget, Drafter, TokenTree } from '../src/speculative/tree.js';
 import { loadModel, testbedDraft, testbedPrompts, testbedTarget, tinyModelPath } from './helpers/models.js';
+import { decoderSource, runSolo } from './helpers/loop.js';
 
 const budget = { maxNodes: 24, maxDepth: 10, maxBranches: 3 };
 type DrafterKind = 'ngram' | 'suffix' | 'draft';
@@ -41,25 +42,20 @@ function disposeRig(rig: Rig): void {
   rig.target.dispose();
 }
 
-function drafters(kinds: readonly DrafterKind[], rig: Rig, sampling: SamplingOptions, suffix = new SuffixDrafter()): Drafter[] {
-  return kinds.map((kind) => (kind === 'ngram' ? new NgramDrafter() : kind === 'suffix' ? suffix : new DraftModelDrafter(rig.draft, sampling, { seed: 7 })));
+function drafters(kinds: readonly DrafterKind[], rig: Rig, sampling: SamplingOptions, seq: number, suffix = new SuffixDrafter()): Drafter[] {
+  return kinds.map((kind) => (kind === 'ngram' ? new NgramDrafter() : kind === 'suffix' ? suffix : new DraftModelDrafter(rig.draft, sampling, { seed: 7, seq })));
 }
 
-async function run(decoder: Decoder, model: Model, prompt: number[], maxTokens: number): Promise<GenerationResult> {
-  try {
-    return await generateAll(generate(decoder, model.tokenizer, prompt, { maxTokens }));
-  } finally {
-    decoder.dispose();
-  }
+function plain(rig: Rig, prompt: number[], sampling: SamplingOptions, maxTokens: number): Promise<GenerationResult> {
+  return runSolo(rig.target, (sampler) => new PlainDecoder(sampler), prompt, { ...sampling, maxTokens });
 }
 
-function plain(rig: Rig, prompt: number[], sampling: SamplingOptions, maxTokens: number) {
-  return run(new PlainDecoder(rig.target, new Sampler(sampling)), rig.target.model, prompt, maxTokens);
+function speculativeDecoder(rig: Rig, kinds: readonly DrafterKind[], sampling: SamplingOptions, suffix?: SuffixDrafter) {
+  return (sampler: Sampler, seq: number) => new SpeculativeDecoder(sampler, { drafters: drafters(kinds, rig, sampling, seq, suffix), planner: new FixedPlanner(budget) });
 }
 
-function speculative(rig: Rig, kinds: readonly DrafterKind[], prompt: number[], sampling: SamplingOptions, maxTokens: number, suffix?: SuffixDrafter) {
-  const decoder = new SpeculativeDecoder(rig.target, new Sampler(sampling), { drafters: drafters(kinds, rig, sampling, suffix), planner: new FixedPlanner(budget) });
-  return run(decoder, rig.target.model, prompt, maxTokens);
+function speculative(rig: Rig, kinds: readonly DrafterKind[], prompt: number[], sampling: SamplingOptions, maxTokens: number, suffix?: SuffixDrafter): Promise<GenerationResult> {
+  return runSolo(rig.target, speculativeDecoder(rig, kinds, sampling, suffix), prompt, { ...sampling, maxTokens });
 }
 
 /** Mid-story, where the testbed hesitates between places (big / stone / rock ≈ 0.39 / 0.32 / 0.29). */
@@ -98,29 +94,41 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
 
   test('no stray KV cells survive rejected branches', async () => {
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.story);
-    const result = await speculative(testbed, ['ngram', 'suffix', 'draft'], prompt, {}, 120);
-    const spec = result.stats.speculation!;
-    assert.ok(spec.verifiedNodes > spec.emitted - spec.steps, `some drafted nodes were rejected (verified ${spec.verifiedNodes}, accepted ${spec.emitted - spec.steps})`);
-    const committed = prompt.length + result.tokens.length - 1; // the last token is pending, not decoded
-    assert.equal(testbed.target.seqPosMin(0), 0);
-    assert.equal(testbed.target.seqPosMax(0), committed - 1);
-    for (let seq = 1; seq < testbed.target.sequences; seq++) assert.equal(testbed.target.seqPosMax(seq), -1, `sequence ${seq} is empty`);
-    // The cache must now behave like a fresh plain prefill of the same tokens (up to the float
+    const loop = new EngineLoop(testbed.target, testbed.target.model.tokenizer, decoderSource(speculativeDecoder(testbed, ['ngram', 'suffix', 'draft'], {})));
+    const tokens: number[] = [];
+    let result: GenerationResult | undefined;
+    loop.submit(1, prompt, { maxTokens: 400 }, (event) => {
+      if (event.type === 'chunk') tokens.push(...event.chunk.tokens);
+      if (event.type === 'done') result = event.result;
+    });
+    // After every step the request's sequence holds exactly its committed positions, and no other sequence holds anything.
+    while (tokens.length < 150) {
+      await loop.step();
+      const committed = prompt.length + tokens.length - 1; // the last token is pending, not decoded
+      assert.deepEqual(loop.kvAudit(), [{ seq: 0, min: 0, max: committed - 1 }], `after ${tokens.length} tokens`);
+    }
+    // The cache must now behave like a fresh evaluation of the same tokens (up to the float
     // rounding that separates incremental from batched evaluation, ~3e-3 here, the same for plain
     // decoding); one stray cell in the attention would move the logits far more.
-    const sequence = [...prompt, ...result.tokens];
-    const batch = new TokenBatch(512, 1);
+    const committed = prompt.length + tokens.length - 1;
+    const sequence = [...prompt, ...tokens];
+    const batch = new TokenBatch(8, 1);
     batch.add(sequence[committed], committed, 0, true);
-    await testbed.target.decode(batch);
+    testbed.target.decodeSync(batch);
     const continued = testbed.target.logits(0).slice();
-    testbed.target.seqRemove(-1);
-    batch.clear().addSequence(sequence.slice(0, committed + 1), 0);
-    await testbed.target.decode(batch);
-    const fresh = testbed.target.logits(batch.size - 1);
+    testbed.target.seqRemove(0, committed, -1);
+    batch.dispose();
+    const fresh = loop.logitsAfter(sequence.slice(0, committed + 1), [], 1);
     let worst = 0;
     for (let i = 0; i < fresh.length; i++) worst = Math.max(worst, Math.abs(fresh[i] - continued[i]));
     assert.ok(worst < 2e-2, `largest logit difference ${worst}`);
-    batch.dispose();
+    loop.cancel(1);
+    while (!loop.idle) await loop.step();
+    assert.equal(result?.stats.stopReason, 'abort');
+    const spec = result.stats.speculation!;
+    assert.ok(spec.verifiedNodes > spec.emitted - spec.steps, `some drafted nodes were rejected (verified ${spec.verifiedNodes}, accepted ${spec.emitted - spec.steps})`);
+    assert.deepEqual(loop.kvAudit(), [], 'the cancelled request freed its cells');
+    loop.dispose();
   });
 
   test('the adaptive planner is lossless too', async () => {
@@ -131,8 +139,7 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
       const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.5) });
       const suffix = new SuffixDrafter();
       for (const round of [1, 2]) {
-        const decoder = new SpeculativeDecoder(testbed.target, new Sampler({}), { drafters: [new NgramDrafter(), suffix], planner });
-        const result = await run(decoder, testbed.target.model, prompt, 300);
+        const result = await runSolo(testbed.target, (sampler) => new SpeculativeDecoder(sampler, { drafters: [new NgramDrafter(), suffix], planner }), prompt, { maxTokens: 300 });
         assert.deepEqual(result.tokens, reference.tokens, `round ${round}`);
         const learnt = planner.stats.rate(acceptanceKey('suffix', 1), 1);
         assert.notEqual(learnt, 0.5, `round ${round}: drafts were judged (verified, or followed in the shadow of plain steps)`);
@@ -144,22 +151,21 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.story);
     const reference = await plain(testbed, prompt, {}, 200);
     const proposals = async (tokenValueMs: number): Promise<{ asked: number; steps: number }> => {
-      const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7 });
+      const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0 });
       let asked = 0;
       const counting: Drafter = {
         name: drafter.name,
         costly: true,
         begin: (prompt) => drafter.begin(prompt),
         append: (tokens) => drafter.append(tokens),
-        propose: (root: number, budget: DraftBudget): Promise<TokenTree> => {
+        propose: (root: number, budget: DraftBudget): TokenTree => {
           asked++;
           return drafter.propose(root, budget);
         },
         end: () => drafter.end(),
       };
       const planner = Object.assign(new FixedPlanner(budget), { acceptedTokenValueMs: () => tokenValueMs });
-      const decoder = new SpeculativeDecoder(testbed.target, new Sampler({}), { drafters: [counting], planner });
-      const result = await run(decoder, testbed.target.model, prompt, 200);
+      const result = await runSolo(testbed.target, (sampler) => new SpeculativeDecoder(sampler, { drafters: [counting], planner }), prompt, { maxTokens: 200 });
       assert.deepEqual(result.tokens, reference.tokens);
       return { asked, steps: result.stats.speculation!.steps };
     };

@@ -14,16 +14,11 @@
 // sends every selected prompt's `chat_prompt` to /completion (greedy, cache_prompt false) and
 // records the server's own timings; then stops the server.
 
-import { spawn, spawnSync } from 'node:child_process';
-import { createServer } from 'node:net';
-import { existsSync, readFileSync, writeFileSync, mkdirSync, createWriteStream } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
-
-const HERE = dirname(fileURLToPath(import.meta.url));
-const ROOT = resolve(HERE, '..', '..');
-const HOST = '127.0.0.1'; // loopback only, never 0.0.0.0
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import {
+  HOST, LlamaServer, helpHasFlag, locateLlamaServer, serverHelp, serverVersion, stopAllServers,
+} from './llama-server.mjs';
 
 // ---------------------------------------------------------------------------------------------
 // arguments
@@ -114,65 +109,21 @@ const args = parseArgs(process.argv.slice(2));
 const log = (...m) => { if (!args.quiet) console.error('[llama-spec]', ...m); };
 
 // ---------------------------------------------------------------------------------------------
-// child process bookkeeping: every server we start is killed on exit, error or signal
+// every server started is stopped on exit and on signals (llama-server.mjs); also on a crash
 
-const children = new Set();
-function killAll(signal = 'SIGKILL') {
-  for (const c of children) {
-    try { c.kill(signal); } catch { /* already gone */ }
-  }
-}
-process.on('exit', () => killAll('SIGKILL'));
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    console.error(`llama-spec: ${sig}, stopping servers`);
-    killAll('SIGKILL');
-    process.exit(130);
-  });
-}
 process.on('uncaughtException', (e) => {
   console.error('llama-spec: fatal:', e?.stack || e);
-  killAll('SIGKILL');
+  stopAllServers();
   process.exit(1);
 });
 process.on('unhandledRejection', (e) => {
   console.error('llama-spec: fatal:', e?.stack || e);
-  killAll('SIGKILL');
+  stopAllServers();
   process.exit(1);
 });
 
 // ---------------------------------------------------------------------------------------------
-// llama-server binary and its capabilities
-
-function locateServer() {
-  if (args.server) {
-    if (!existsSync(args.server)) die(`--server ${args.server} does not exist`);
-    return { path: resolve(args.server), build: null };
-  }
-  // build-llama-cpp.sh returns at once (printing the path) when the binary for the bundle's
-  // commit already exists, otherwise builds it (progress on stderr).
-  const script = join(HERE, 'build-llama-cpp.sh');
-  log('locating llama-server (builds it once into .cache/llama.cpp/<commit>/ if missing)');
-  const r = spawnSync('bash', [script], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
-  if (r.status !== 0) die(`build-llama-cpp.sh failed (exit ${r.status})`);
-  const path = r.stdout.trim().split('\n').pop();
-  if (!path || !existsSync(path)) die(`build-llama-cpp.sh did not give a llama-server path (got ${JSON.stringify(path)})`);
-  let build = null;
-  const info = join(dirname(dirname(dirname(path))), 'build-info.json');
-  if (existsSync(info)) {
-    try { build = JSON.parse(readFileSync(info, 'utf8')); } catch { /* ignore */ }
-  }
-  return { path, build };
-}
-
-function serverHelp(bin) {
-  const r = spawnSync(bin, ['--help'], { encoding: 'utf8', timeout: 30_000, maxBuffer: 16 << 20 });
-  const text = `${r.stdout || ''}\n${r.stderr || ''}`;
-  if (!/--spec-type/.test(text)) {
-    throw new Error(`${bin} --help does not mention --spec-type (exit ${r.status}); too old a llama.cpp?`);
-  }
-  return text;
-}
+// speculative types of this llama-server
 
 /** Names listed after --spec-type in --help, e.g. "--spec-type [none|draft-simple|...]". */
 function parseSpecTypes(help) {
@@ -181,119 +132,6 @@ function parseSpecTypes(help) {
   const m = line.match(/--spec-type\s+\[?([A-Za-z0-9_,|\-]+)\]?/);
   if (!m) return [];
   return m[1].split(/[,|]/).map((s) => s.trim()).filter(Boolean);
-}
-
-function serverVersion(bin) {
-  const r = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 30_000 });
-  return `${r.stdout || ''}${r.stderr || ''}`.split('\n').filter((l) => /version|built with/i.test(l)).join(' | ').trim() || null;
-}
-
-// ---------------------------------------------------------------------------------------------
-// server lifecycle
-
-function freePort() {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', rej);
-    s.listen(0, HOST, () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
-class Server {
-  constructor(bin, name, flags) {
-    this.bin = bin;
-    this.name = name;
-    this.flags = flags;
-    this.tail = [];
-    this.proc = null;
-    this.exited = null;
-  }
-
-  async start() {
-    this.port = await freePort();
-    const argv = [...this.flags, '--host', HOST, '--port', String(this.port)];
-    this.argv = argv;
-    log(`[${this.name}] starting: llama-server ${argv.join(' ')}`);
-    const proc = spawn(this.bin, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
-    this.proc = proc;
-    children.add(proc);
-    let file = null;
-    if (args.logDir) {
-      mkdirSync(args.logDir, { recursive: true });
-      file = createWriteStream(join(args.logDir, `llama-server.${this.name}.log`));
-      file.write(`$ ${this.bin} ${argv.join(' ')}\n`);
-    }
-    const onData = (buf) => {
-      if (file) file.write(buf);
-      for (const l of buf.toString('utf8').split('\n')) {
-        if (!l) continue;
-        this.tail.push(l);
-        if (this.tail.length > 80) this.tail.shift();
-      }
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', onData);
-    this.exitPromise = new Promise((res) => proc.on('exit', (code, signal) => {
-      this.exited = { code, signal };
-      children.delete(proc);
-      if (file) file.end();
-      res(this.exited);
-    }));
-    proc.on('error', (e) => { this.exited = { code: -1, signal: null, error: String(e) }; });
-
-    const deadline = Date.now() + args.startTimeoutS * 1000;
-    const t0 = Date.now();
-    while (Date.now() < deadline) {
-      if (this.exited) throw this.fail(`llama-server exited during start (${JSON.stringify(this.exited)})`);
-      try {
-        const r = await fetch(`${this.url}/health`, { signal: AbortSignal.timeout(2000) });
-        if (r.ok) {
-          log(`[${this.name}] ready on ${this.url} after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-          return this;
-        }
-      } catch { /* not listening yet */ }
-      await sleep(200);
-    }
-    throw this.fail(`llama-server not healthy within ${args.startTimeoutS} s`);
-  }
-
-  get url() { return `http://${HOST}:${this.port}`; }
-
-  fail(msg) {
-    return new Error(`[${this.name}] ${msg}\n--- last server log lines ---\n${this.tail.slice(-40).join('\n')}`);
-  }
-
-  async post(path, body) {
-    if (this.exited) throw this.fail(`llama-server is gone (${JSON.stringify(this.exited)})`);
-    let r;
-    try {
-      r = await fetch(`${this.url}${path}`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(args.requestTimeoutS * 1000),
-      });
-    } catch (e) {
-      throw this.fail(`POST ${path} failed: ${e?.name === 'TimeoutError' ? `timed out after ${args.requestTimeoutS} s` : e}`);
-    }
-    const text = await r.text();
-    if (!r.ok) throw this.fail(`POST ${path}: HTTP ${r.status}: ${text.slice(0, 500)}`);
-    return JSON.parse(text);
-  }
-
-  async stop() {
-    if (!this.proc || this.exited) return;
-    this.proc.kill('SIGTERM');
-    const done = await Promise.race([this.exitPromise, sleep(5000).then(() => null)]);
-    if (!done) {
-      this.proc.kill('SIGKILL');
-      await Promise.race([this.exitPromise, sleep(5000)]);
-    }
-  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,7 +167,13 @@ const round = (x, d = 3) => (x == null || !Number.isFinite(x) ? null : Math.roun
 // ---------------------------------------------------------------------------------------------
 // main
 
-const { path: serverBin, build } = locateServer();
+let located;
+try {
+  located = locateLlamaServer({ server: args.server, log });
+} catch (e) {
+  die(e.message);
+}
+const { path: serverBin, build } = located;
 const help = serverHelp(serverBin);
 const specTypes = parseSpecTypes(help);
 const version = serverVersion(serverBin);
@@ -340,7 +184,7 @@ if (args.list) {
   console.log(JSON.stringify({ server: serverBin, version, spec_types: specTypes }, null, 2));
   process.exit(0);
 }
-const hasFlag = (f) => new RegExp(`(^|[\\s,])${f.replace(/[-]/g, '\\-')}([\\s,=]|$)`, 'm').test(help);
+const hasFlag = (f) => helpHasFlag(help, f);
 
 for (const f of [args.model, args.draftModel, ...args.prompts].filter(Boolean)) {
   if (!existsSync(f)) die(`no such file: ${f}`);
@@ -380,6 +224,7 @@ if (args.configs) {
   }
 }
 
+const serverOptions = { log, logDir: args.logDir, startTimeoutS: args.startTimeoutS, requestTimeoutS: args.requestTimeoutS };
 const tasks = args.prompts.map((f) => ({ file: f, name: taskName(f), all: readJsonl(f) }));
 
 const report = {
@@ -414,7 +259,7 @@ const tStart = Date.now();
 // token count (BOS included, exactly as the server tokenizes /completion prompts) plus
 // max-tokens fits the context.
 {
-  const server = new Server(serverBin, 'select', common);
+  const server = new LlamaServer(serverBin, 'select', common, serverOptions);
   try {
     await server.start();
     for (const t of tasks) {
@@ -484,7 +329,7 @@ async function runOne(server, cfg, t, p, rnd) {
 
 // one server session: start, warm up, run the given (task, prompt) pairs, stop
 async function session(cfg, items, rnd) {
-  const server = new Server(serverBin, cfg.name, [...common, ...cfg.flags]);
+  const server = new LlamaServer(serverBin, cfg.name, [...common, ...cfg.flags], serverOptions);
   try {
     await server.start();
     for (let w = 0; w < args.warmup; w++) {

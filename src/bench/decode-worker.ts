@@ -3,8 +3,7 @@
  * on stdin, prints one result line on stdout, exits. Only one llama.cpp binding is loaded here:
  * Tachyon's (koffi) or node-llama-cpp's, never both.
  */
-import { Engine } from '../engine.js';
-import type { Tokenizer } from '../llama/tokenizer.js';
+import { Engine } from '../engine/engine.js';
 import type { GpuChoice } from '../llama/library.js';
 import { ERROR_PREFIX, RESULT_PREFIX, type DecodeJob, type DecodeResult, type GreedyJob, type GreedyResult, type Job } from './child.js';
 
@@ -15,10 +14,12 @@ const PARAGRAPH =
   'He wrote the weather in a worn notebook: the wind from the north-west, seven knots, a light rain expected before midnight. ';
 
 /** BOS (when the model wants one), then the paragraph's tokens repeated, cut to `length` tokens. */
-function benchPrompt(tokenizer: Tokenizer, length: number): number[] {
-  const body = tokenizer.tokenize(PARAGRAPH, { addSpecial: false, parseSpecial: false });
+async function benchPrompt(engine: Engine, length: number): Promise<number[]> {
+  const { bos, addBos } = engine.info.model.specialTokens;
+  const tokens = await engine.tokenize(PARAGRAPH);
+  const body = addBos && tokens[0] === bos ? tokens.slice(1) : tokens;
   if (body.length === 0) throw new Error('the model tokenizes the benchmark paragraph to nothing');
-  const prompt: number[] = tokenizer.special.addBos && tokenizer.special.bos >= 0 ? [tokenizer.special.bos] : [];
+  const prompt: number[] = addBos && bos >= 0 ? [bos] : [];
   while (prompt.length < length) prompt.push(...body.slice(0, length - prompt.length));
   return prompt;
 }
@@ -47,7 +48,7 @@ async function tachyonDecode(job: DecodeJob): Promise<DecodeResult> {
     onNotice: () => {},
   });
   const loadMs = performance.now() - loadStart;
-  const prompt = job.prompt ?? benchPrompt(engine.tokenizer, job.promptLength);
+  const prompt = job.prompt ?? (await benchPrompt(engine, job.promptLength));
   const limits = { temperature: 0, ignoreEos: true, speculation: job.speculation };
   if (job.warmupTokens > 0) await engine.complete(prompt, { ...limits, maxTokens: job.warmupTokens });
 
@@ -64,8 +65,8 @@ async function tachyonDecode(job: DecodeJob): Promise<DecodeResult> {
       const stats = step.value.stats;
       return {
         side: 'tachyon',
-        backend: engine.model.library.backend,
-        devices: [...engine.model.library.devices],
+        backend: engine.info.backend,
+        devices: [...engine.info.devices],
         prompt,
         generated,
         loadMs,
@@ -149,11 +150,11 @@ async function greedy(job: GreedyJob): Promise<GreedyResult> {
   const outputs: number[][] = [];
   const decodeTps: number[] = [];
   for (const text of job.prompts) {
-    const result = await engine.complete(engine.userPrompt(text), { temperature: 0, maxTokens: job.tokens, ignoreEos: true, speculation: job.speculation });
+    const result = await engine.complete(await engine.userPrompt(text), { temperature: 0, maxTokens: job.tokens, ignoreEos: true, speculation: job.speculation });
     outputs.push(result.tokens);
     decodeTps.push(result.stats.decodeTokensPerSecond);
   }
-  return { backend: engine.model.library.backend, devices: [...engine.model.library.devices], outputs, decodeTps };
+  return { backend: engine.info.backend, devices: [...engine.info.devices], outputs, decodeTps };
 }
 
 async function readStdin(): Promise<string> {

@@ -1,5 +1,12 @@
 /** Prompt sets are JSONL files: one JSON object per non-empty line. */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { packageRoot } from '../paths.js';
+
+/** The files of named prompt sets (bench/prompts/<task>.jsonl), or one given file instead. */
+export function promptSetFiles(tasks: readonly string[], file?: string): string[] {
+  return file ? [file] : tasks.map((task) => join(packageRoot, 'bench', 'prompts', `${task}.jsonl`));
+}
 
 export interface JsonLine {
   /** 1-based, counting non-empty lines (for messages and default ids). */

@@ -1,12 +1,12 @@
 /**
  * `tachyon bench reasoning`: accuracy, thinking tokens and wall time of full thinking, of fixed
  * thinking budgets (budget forcing, swept to the mean thinking tokens of each effort level), of
- * each effort level (plain, and the same exits decoded speculatively), and of the oracle exit,
+ * each effort level (plain and speculative: identical outputs, checked), and of the oracle exit,
  * on the evaluation half of a reasoning prompt set (the presets were fitted on the other half).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Engine } from '../engine.js';
+import { Engine } from '../engine/engine.js';
 import type { GenerationResult } from '../generate/generate.js';
 import { answerMatches, parseFinalAnswer } from '../reasoning/answers.js';
 import { oracleExit, promptHalf, traceThinking, type ReasoningItem, type ThinkingTrace } from '../reasoning/calibrate.js';
@@ -68,10 +68,10 @@ interface Run {
 
 export async function runReasoningBench(options: ReasoningBenchOptions): Promise<ReasoningBenchResult> {
   const { engine } = options;
-  const presets = await loadReasoningPresets(engine.model.path);
+  const presets = await loadReasoningPresets(engine.info.modelPath);
   const items = promptHalf(await readReasoningItems(options.promptsFile), 'evaluation').slice(0, options.n);
   if (items.length === 0) throw new Error(`${options.promptsFile}: no evaluation prompts`);
-  const prompts = items.map((item) => engine.userPrompt(item.prompt));
+  const prompts = await Promise.all(items.map((item) => engine.userPrompt(item.prompt)));
   const progress = (stage: string, i: number) => options.onProgress?.(`${stage} ${i + 1}/${items.length}`);
   const run = async (i: number, extra: Parameters<Engine['complete']>[1]): Promise<GenerationResult> =>
     engine.complete(prompts[i], { maxTokens: options.maxTokens, ...extra });
@@ -101,10 +101,7 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
     for (let i = 0; i < items.length; i++) {
       const plain = await run(i, { speculation: 'off', exitThresholds: thresholds });
       runs.push(scored(i, plain));
-      // The policy reads logits that only plain decoding exposes today: the same exit is replayed
-      // speculatively as a budget at the exit point (identical tokens, checked).
-      const cut = plain.stats.thinkingEnd === 'early-exit' ? { maxThinkingTokens: plain.stats.thinkingTokens } : {};
-      const speculative = await run(i, { speculation: 'auto', ...cut });
+      const speculative = await run(i, { speculation: 'auto', exitThresholds: thresholds });
       speculativeMs.push(speculative.stats.totalMs);
       if (speculative.text === plain.text) identical++;
       progress(`effort ${level}`, i);

@@ -6,14 +6,11 @@
  */
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { Engine } from '../engine.js';
-import { TokenBatch } from '../llama/batch.js';
-import { evaluatePrompt } from '../generate/decoder.js';
+import { Engine } from '../engine/engine.js';
 import type { GenerationResult } from '../generate/generate.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
-import { packageRoot } from '../paths.js';
 import { barChartSvg, type BarGroup } from './chart.js';
-import { readJsonLines } from './jsonl.js';
+import { promptSetFiles, readJsonLines } from './jsonl.js';
 import { commonPrefixLength, median, round, top2Gap } from './stats.js';
 
 export const DEFAULT_TASKS = ['rewrite', 'longgen', 'reasoning'] as const;
@@ -115,7 +112,7 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
     const result: SpecBenchResult = {
       model: options.model,
       draft_model: options.draftModel ?? null,
-      random_weights: engine.model.metadata.name.startsWith('tachyon-random'),
+      random_weights: engine.info.model.name.startsWith('tachyon-random'),
       max_tokens: options.maxTokens,
       threads: options.threads ?? null,
       tasks,
@@ -123,21 +120,21 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
     if (options.reportDir) await writeReport(options.reportDir, result);
     return result;
   } finally {
-    engine.dispose();
+    await engine.dispose();
   }
 }
 
 async function loadTasks(engine: Engine, options: SpecBenchOptions): Promise<Map<string, { prompts: PromptItem[]; skipped: number }>> {
-  const files = options.promptsFile ? [options.promptsFile] : options.tasks.map((task) => join(packageRoot, 'bench', 'prompts', `${task}.jsonl`));
+  const files = promptSetFiles(options.tasks, options.promptsFile);
   const tasks = new Map<string, { prompts: PromptItem[]; skipped: number }>();
   for (const file of files) {
     const prompts: PromptItem[] = [];
     let skipped = 0;
     for (const { line, row } of await readJsonLines(file)) {
       if (prompts.length >= options.n) break;
-      const tokens = promptTokens(engine, row, file, line);
+      const tokens = await promptTokens(engine, row, file, line);
       // Prompt + generation must fit the context, or the comparison would end early for both.
-      if (tokens.length + options.maxTokens + 1 > engine.context.contextSize) skipped++;
+      if (tokens.length + options.maxTokens + 1 > engine.info.contextSize) skipped++;
       else prompts.push({ id: row.id != null ? String(row.id) : `${basename(file)}:${line}`, tokens });
     }
     tasks.set(basename(file).replace(/\.jsonl$/, ''), { prompts, skipped });
@@ -145,7 +142,7 @@ async function loadTasks(engine: Engine, options: SpecBenchOptions): Promise<Map
   return tasks;
 }
 
-function promptTokens(engine: Engine, item: Record<string, unknown>, file: string, line: number): number[] {
+function promptTokens(engine: Engine, item: Record<string, unknown>, file: string, line: number): Promise<number[]> {
   if (typeof item.chat_prompt === 'string' && item.chat_prompt) return engine.tokenize(item.chat_prompt);
   if (typeof item.prompt !== 'string') throw new Error(`${file}:${line}: each line needs a "prompt" string`);
   return engine.userPrompt(item.prompt);
@@ -236,31 +233,15 @@ const BATCHED_CHUNKINGS = [4, 16, Infinity];
 async function mismatchGap(engine: Engine, prompt: number[], plain: readonly number[], other: readonly number[]): Promise<Mismatch> {
   const at = commonPrefixLength(plain, other);
   const competing = [plain[at], other[at]].filter((token) => token !== undefined);
-  const { context } = engine;
-  const batch = new TokenBatch(Math.min(context.batchSize, 512), 1);
-  try {
-    // The prompt is evaluated once, as plain decoding does; each chunking re-evaluates the output after it.
-    context.seqRemove(-1);
-    const promptLast = await evaluatePrompt(context, batch, prompt);
-    const prefix = plain.slice(0, at);
-    const logitsAfterPrefix = async (chunk: number): Promise<Float32Array> => {
-      context.seqRemove(0, prompt.length, -1);
-      let last = promptLast;
-      for (let start = 0; start < prefix.length; start += chunk) {
-        last = await evaluatePrompt(context, batch, prefix.slice(start, start + chunk), prompt.length + start);
-      }
-      return Float32Array.from(context.logits(last));
-    };
-    const single = await logitsAfterPrefix(1);
-    let kernelDrift = 0;
-    for (const chunk of BATCHED_CHUNKINGS) {
-      const batched = await logitsAfterPrefix(chunk);
-      for (const token of competing) kernelDrift = Math.max(kernelDrift, Math.abs(single[token] - batched[token]));
-    }
-    return { at, top2Gap: top2Gap(single), kernelDrift };
-  } finally {
-    batch.dispose();
+  const prefix = plain.slice(0, at);
+  // Plain decoding evaluated the output one token at a time; verification writes it in batches.
+  const single = await engine.logitsAfter(prompt, prefix, 1);
+  let kernelDrift = 0;
+  for (const chunk of BATCHED_CHUNKINGS) {
+    const batched = await engine.logitsAfter(prompt, prefix, chunk);
+    for (const token of competing) kernelDrift = Math.max(kernelDrift, Math.abs(single[token] - batched[token]));
   }
+  return { at, top2Gap: top2Gap(single), kernelDrift };
 }
 
 function summarizeConfig(runs: RunRecord[], plainRuns: RunRecord[]): ConfigSummary {

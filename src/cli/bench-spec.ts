@@ -7,6 +7,7 @@ import type { SpeculationMode } from '../speculative/speculation.js';
 import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
 import { backendOption } from './engine-options.js';
 import { integer } from './options.js';
+import { formatTable } from './table.js';
 
 const CONFIGS = ['ngram', 'suffix', 'draft', 'auto'] as const satisfies readonly Exclude<SpeculationMode, 'off'>[];
 type Config = (typeof CONFIGS)[number];
@@ -81,8 +82,7 @@ function formatSpecTable(result: SpecBenchResult): string {
     }
     if (summary.vs_best_peer != null) rows.push([task, 'vs best llama.cpp', '', `${summary.vs_best_peer}×`, '', '', '']);
   }
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
-  const lines = rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  '));
+  const lines = formatTable(rows);
   if (result.random_weights) lines.push('', 'random-weight model: acceptance and speedups measure cost only, not what a trained model would accept');
   return `${lines.join('\n')}\n`;
 }

@@ -9,10 +9,12 @@ import { formatDecodeReport, PEER_NAME, plural, runDecodeBench, type DecodeBench
 import type { GpuChoice } from '../llama/library.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
+import { registerBenchBatch } from './bench-batch.js';
 import { registerBenchSpec } from './bench-spec.js';
 import { addModelFlags, backendOption, engineOptions, type ModelFlags } from './engine-options.js';
-import { Engine } from '../engine.js';
+import { Engine } from '../engine/engine.js';
 import { defaultReasoningPrompts, formatReasoningBench, runReasoningBench } from '../bench/reasoning.js';
+import { registerBenchServe } from './bench-serve.js';
 import { decimal, integer } from './options.js';
 
 interface DecodeFlags {
@@ -118,6 +120,8 @@ export function registerBench(program: Command): void {
     });
 
   registerBenchSpec(bench);
+  registerBenchServe(bench);
+  registerBenchBatch(bench);
 
   const reasoning = bench
     .command('reasoning')
@@ -136,7 +140,7 @@ export function registerBench(program: Command): void {
         const result = await runReasoningBench({ engine, promptsFile: flags.prompts, n: flags.n, maxTokens: flags.maxTokens, budgets, reportDir: flags.report, onProgress: progress });
         process.stdout.write(flags.json ? `${JSON.stringify(result)}\n` : formatReasoningBench(result));
       } finally {
-        engine.dispose();
+        await engine.dispose();
       }
     });
 }

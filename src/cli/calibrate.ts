@@ -1,7 +1,7 @@
 /** `tachyon calibrate reasoning`: fits the model's early-exit presets on the calibration half of a prompt set. */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { Engine } from '../engine.js';
+import { Engine } from '../engine/engine.js';
 import { readReasoningItems } from '../bench/reasoning.js';
 import { evaluatePolicy, fitLevels, oracleExit, promptHalf, traceThinking, type ThinkingTrace } from '../reasoning/calibrate.js';
 import { REASONING_EFFORTS } from '../reasoning/controller.js';
@@ -38,12 +38,12 @@ export function registerCalibrate(program: Command): void {
       try {
         const progress = counter('calibrating', items.length);
         for (const item of items) {
-          traces.push(await traceThinking(engine, engine.userPrompt(item.prompt), flags.maxTokens));
+          traces.push(await traceThinking(engine, await engine.userPrompt(item.prompt), flags.maxTokens));
           progress.tick(item.id);
         }
         progress.stop();
       } finally {
-        engine.dispose();
+        await engine.dispose();
       }
       const answers = items.map((item) => item.answer);
       const fitted = fitLevels(traces, answers);

@@ -1,6 +1,6 @@
 /** Flags shared by every command that loads a model. */
 import { Option, type Command } from 'commander';
-import type { EngineOptions } from '../engine.js';
+import type { EngineOptions } from '../engine/engine.js';
 import type { GpuChoice } from '../llama/library.js';
 import { defaultModelPath } from '../paths.js';
 import { integer } from './options.js';

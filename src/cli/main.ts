@@ -6,6 +6,8 @@ import { registerMakeModel } from './make-model.js';
 import { registerRun } from './run.js';
 import { registerBench } from './bench.js';
 import { registerCalibrate } from './calibrate.js';
+import { registerServe } from './serve.js';
+import { registerChat } from './chat.js';
 
 export function buildProgram(): Command {
   const program = new Command('tachyon')
@@ -15,10 +17,12 @@ export function buildProgram(): Command {
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text.startsWith('error:') ? `tachyon: ${text}` : text) });
   registerRun(program);
+  registerChat(program);
   registerInspect(program);
   registerMakeModel(program);
   registerBench(program);
   registerCalibrate(program);
+  registerServe(program);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

@@ -1,10 +1,10 @@
 /**
- * The generation loop: an async iterator of tokens and text over any Decoder, with stop strings,
- * end-of-generation tokens, a token limit, an AbortSignal and per-request statistics.
+ * What a generation streams and returns: chunks of tokens and text, stop strings, end-of-generation
+ * tokens, a token limit and per-request statistics.
  */
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { TextStreamDecoder } from '../llama/tokenizer.js';
-import type { Decoder, DecoderTimings } from './decoder.js';
+import type { DecoderTimings, SequenceDecoder } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
 import { ThinkingSegments, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingEnd } from '../reasoning/segments.js';
@@ -20,6 +20,8 @@ export interface GenerationLimits extends ThinkingLimits {
   /** Keep going past end-of-generation tokens. */
   ignoreEos?: boolean;
   signal?: AbortSignal;
+  /** Chunks also carry each token's text (`pieces`), e.g. to colour tokens by drafter. */
+  tokenPieces?: boolean;
 }
 
 export interface GenerationChunk {
@@ -31,12 +33,16 @@ export interface GenerationChunk {
   reasoning: string;
   /** The part of `text` that is the answer, tags excluded. */
   content: string;
+  /** For each token, the drafter that proposed it (null: the target's own token, e.g. a bonus token). */
+  draftedBy: readonly (string | null)[];
+  /** Each token's own text, when the request asked for `tokenPieces`. */
+  pieces?: readonly string[];
 }
 
 export interface GenerationStats {
   promptTokens: number;
   generatedTokens: number;
-  /** Decoder steps after the first token (each one target decode). */
+  /** Engine steps after the first token (each one target decode). */
   steps: number;
   timeToFirstTokenMs: number;
   prefillMs: number;
@@ -57,6 +63,14 @@ export interface GenerationStats {
   boundaries?: BoundaryRecord[];
 }
 
+/** What the engine loop must do after a push the thinking controller cut. */
+export interface ForcedTokens {
+  /** How many of the pushed tokens were kept (the rest are dropped, their KV too). */
+  keptFromStep: number;
+  /** Tokens appended after the kept ones, to evaluate like a prompt extension (the last one pending). */
+  tokens: readonly number[];
+}
+
 export interface GenerationResult {
   text: string;
   reasoning: string;
@@ -65,89 +79,138 @@ export interface GenerationResult {
   stats: GenerationStats;
 }
 
-export async function* generate(
-  decoder: Decoder,
-  tokenizer: Tokenizer,
-  prompt: readonly number[],
-  limits: GenerationLimits = {},
-): AsyncGenerator<GenerationChunk, GenerationResult, void> {
-  const maxTokens = limits.maxTokens ?? 256;
-  const stopMatcher = new StopMatcher(limits.stop ?? []);
-  const textDecoder = new TextStreamDecoder(tokenizer);
-  const segments = new ThinkingSegments(thinkingTagTokens(tokenizer, limits.thinkingTags), prompt);
-  const boundaries: BoundaryRecord[] = [];
-  const onBoundary = limits.recordBoundaries ? (record: BoundaryRecord) => boundaries.push(record) : undefined;
-  const controller = thinkingControllerFor(tokenizer, prompt, { ...limits, onBoundary });
-  if (controller?.needsLogits && !decoder.emittedLogits) {
-    throw new Error(`early exit reads the logits row of every emitted token, which the ${decoder.name} decoder does not expose; use speculation 'off'`);
-  }
-  const sequence = [...prompt];
-  const generated: number[] = [];
-  const output = { text: '', reasoning: '', content: '' };
-  const started = performance.now();
-  let steps = 0;
-  let stopReason: StopReason = 'length';
+/**
+ * One request's output as the engine loop emits tokens for it: the token limit, end-of-generation
+ * tokens, stop strings, streamed text (UTF-8 characters and possible stop strings held back until
+ * final) and the statistics of the result.
+ */
+export class GenerationOutput {
+  private readonly maxTokens: number;
+  private readonly promptTokens: number;
+  private readonly stopMatcher: StopMatcher;
+  private readonly textDecoder: TextStreamDecoder;
+  private readonly segments: ThinkingSegments;
+  private readonly controller: ThinkingController | undefined;
+  private readonly boundaries: BoundaryRecord[] = [];
+  private readonly generated: number[] = [];
+  private readonly output = { text: '', reasoning: '', content: '' };
+  private steps = 0;
+  private firstTokenAt: number | undefined;
 
-  let next: readonly number[] = maxTokens > 0 ? [await decoder.prefill(prompt)] : [];
-  const firstTokenAt = performance.now();
-  while (next.length > 0) {
-    const controlled = controller ? applyController(controller, decoder, next) : { tokens: next, keptFromStep: next.length };
-    // The decoder's KV holds the sequence and every token of this step but the last (pending) one.
-    const kvLength = sequence.length + Math.min(controlled.keptFromStep, next.length - 1);
-    const accepted = acceptTokens(controlled.tokens, maxTokens - generated.length, tokenizer, limits.ignoreEos ?? false);
-    generated.push(...accepted.tokens);
-    sequence.push(...accepted.tokens);
+  constructor(
+    private readonly tokenizer: Tokenizer,
+    prompt: readonly number[],
+    private readonly limits: GenerationLimits,
+    /** When the request arrived (its time to first token includes waiting for admission). */
+    private readonly started: number,
+  ) {
+    this.maxTokens = limits.maxTokens ?? 256;
+    this.promptTokens = prompt.length;
+    this.stopMatcher = new StopMatcher(limits.stop ?? []);
+    this.textDecoder = new TextStreamDecoder(tokenizer);
+    this.segments = new ThinkingSegments(thinkingTagTokens(tokenizer, limits.thinkingTags), prompt);
+    const onBoundary = limits.recordBoundaries ? (record: BoundaryRecord) => this.boundaries.push(record) : undefined;
+    this.controller = thinkingControllerFor(tokenizer, prompt, { ...limits, onBoundary });
+  }
+
+  /** Whether `push` needs the logits row of every token (the early-exit policy reads them). */
+  get needsLogits(): boolean {
+    return this.controller?.needsLogits ?? false;
+  }
+
+  get tokenCount(): number {
+    return this.generated.length;
+  }
+
+  /** Whether the request wants any token at all (maxTokens 0 ends before the prompt is evaluated). */
+  get wantsTokens(): boolean {
+    return this.maxTokens > 0;
+  }
+
+  /**
+   * Takes the tokens a step emitted (the first token counts as the prompt's step), with the
+   * logits row that chose each (`rowOf(i)`, read only when `needsLogits`). Returns the chunk to
+   * stream, if any, why generation ends when it does, and what the thinking controller forced:
+   * the loop then keeps only the kept tokens and evaluates the forced ones before decoding on.
+   */
+  push(
+    tokens: readonly number[],
+    draftedBy: readonly (string | null)[],
+    rowOf?: (index: number) => Float32Array,
+  ): { chunk?: GenerationChunk; stopReason?: StopReason; forced?: ForcedTokens } {
+    if (this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
+    else this.steps++;
+    const controlled = this.controller ? applyController(this.controller, tokens, rowOf) : { tokens, keptFromStep: tokens.length };
+    const drafted = [...draftedBy.slice(0, controlled.keptFromStep), ...new Array<null>(controlled.tokens.length - controlled.keptFromStep).fill(null)];
+    const accepted = acceptTokens(controlled.tokens, this.maxTokens - this.generated.length, this.tokenizer, this.limits.ignoreEos ?? false);
+    this.generated.push(...accepted.tokens);
     let raw = '';
     for (const [i, token] of accepted.tokens.entries()) {
-      const tokenText = textDecoder.push([token]);
-      segments.push(token, tokenText, i === controlled.forcedAt ? controlled.reason : undefined);
+      const tokenText = this.textDecoder.push([token]);
+      this.segments.push(token, tokenText, i === controlled.forcedAt ? controlled.reason : undefined);
       raw += tokenText;
     }
-    const piece = stopMatcher.push(raw);
-    const chunk = { tokens: accepted.tokens, text: piece.text, ...segments.take(piece.text) };
-    appendChunk(output, chunk);
-    if (accepted.tokens.length > 0 || piece.text) yield chunk;
-    if (piece.stopped) {
-      stopReason = 'stop';
-      break;
-    }
-    if (accepted.endOfGeneration) {
-      stopReason = 'eos';
-      break;
-    }
-    if (generated.length >= maxTokens) break;
-    if (limits.signal?.aborted) {
-      stopReason = 'abort';
-      break;
-    }
-    if (decoder.room(sequence.length) <= 0) {
-      stopReason = 'context';
-      break;
-    }
-    next = controlled.forcedAt === undefined ? await decoder.step(sequence) : [await extendSequence(decoder, sequence, kvLength)];
-    steps++;
+    const piece = this.stopMatcher.push(raw);
+    const chunk =
+      accepted.tokens.length > 0 || piece.text
+        ? this.chunk(piece.text, accepted.tokens, drafted.slice(0, accepted.tokens.length))
+        : undefined;
+    if (piece.stopped) return { chunk, stopReason: 'stop' };
+    if (accepted.endOfGeneration) return { chunk, stopReason: 'eos' };
+    if (this.generated.length >= this.maxTokens) return { chunk, stopReason: 'length' };
+    if (controlled.forcedAt === undefined) return { chunk };
+    return { chunk, forced: { keptFromStep: controlled.keptFromStep, tokens: controlled.tokens.slice(controlled.keptFromStep) } };
   }
-  if (stopReason !== 'stop') {
-    const released = textDecoder.flush();
-    segments.pushText(released);
-    const tail = stopMatcher.push(released).text + stopMatcher.flush();
-    const chunk = { tokens: [], text: tail, ...segments.take(tail) };
-    appendChunk(output, chunk);
-    if (tail) yield chunk;
+
+  /** Ends the generation: text still held back, and the result. */
+  finish(stopReason: StopReason, decoder: Pick<SequenceDecoder, 'timings' | 'speculation'>): { tail?: GenerationChunk; result: GenerationResult } {
+    let tail: GenerationChunk | undefined;
+    if (stopReason !== 'stop') {
+      const released = this.textDecoder.flush();
+      this.segments.pushText(released);
+      const text = this.stopMatcher.push(released).text + this.stopMatcher.flush();
+      if (text) tail = this.chunk(text, [], []);
+    }
+    const stats = this.stats(decoder, stopReason);
+    return { tail, result: { ...this.output, tokens: this.generated, stats } };
   }
-  const stats = collectStats(decoder, prompt.length, generated.length, steps, started, firstTokenAt, stopReason);
-  return { ...output, tokens: generated, stats: { ...stats, thinkingTokens: segments.thinkingTokens, ...thinkingEndField(segments.thinkingEnd), ...(onBoundary ? { boundaries } : {}) } };
-}
 
-function appendChunk(output: { text: string; reasoning: string; content: string }, chunk: GenerationChunk): void {
-  output.text += chunk.text;
-  output.reasoning += chunk.reasoning;
-  output.content += chunk.content;
-}
+  /** A chunk of final text, split into thinking and answer, and added to the result's text. */
+  private chunk(text: string, tokens: readonly number[], draftedBy: readonly (string | null)[]): GenerationChunk {
+    const split = this.segments.take(text);
+    this.output.text += text;
+    this.output.reasoning += split.reasoning;
+    this.output.content += split.content;
+    const chunk: GenerationChunk = { tokens, text, ...split, draftedBy };
+    if (this.limits.tokenPieces) chunk.pieces = tokens.map((token) => this.tokenizer.detokenize([token]));
+    return chunk;
+  }
 
-/** The optional stats field, left out (not undefined) when there was no thinking. */
-function thinkingEndField(end: ThinkingEnd | undefined): { thinkingEnd?: ThinkingEnd } {
-  return end ? { thinkingEnd: end } : {};
+  private stats(decoder: Pick<SequenceDecoder, 'timings' | 'speculation'>, stopReason: StopReason): GenerationStats {
+    const now = performance.now();
+    const firstTokenAt = this.firstTokenAt ?? now;
+    const prefillMs = decoder.timings.prefillMs;
+    const decodeMs = now - firstTokenAt;
+    const generatedTokens = this.generated.length;
+    const thinkingEnd = this.segments.thinkingEnd;
+    return {
+      promptTokens: this.promptTokens,
+      generatedTokens,
+      steps: this.steps,
+      timeToFirstTokenMs: firstTokenAt - this.started,
+      prefillMs,
+      prefillTokensPerSecond: prefillMs > 0 ? (this.promptTokens / prefillMs) * 1000 : 0,
+      decodeMs,
+      decodeTokensPerSecond: decodeMs > 0 && generatedTokens > 1 ? ((generatedTokens - 1) / decodeMs) * 1000 : 0,
+      totalMs: now - this.started,
+      timings: { ...decoder.timings },
+      speculation: decoder.speculation,
+      stopReason,
+      thinkingTokens: this.segments.thinkingTokens,
+      ...(thinkingEnd ? { thinkingEnd } : {}),
+      ...(this.limits.recordBoundaries ? { boundaries: this.boundaries } : {}),
+    };
+  }
 }
 
 interface ControlledTokens {
@@ -160,19 +223,14 @@ interface ControlledTokens {
 }
 
 /** Shows the step's tokens to the controller in order; an intervention cuts them and appends what it forces. */
-function applyController(controller: ThinkingController, decoder: Decoder, tokens: readonly number[]): ControlledTokens {
+function applyController(controller: ThinkingController, tokens: readonly number[], rowOf: ((index: number) => Float32Array) | undefined): ControlledTokens {
   for (const [i, token] of tokens.entries()) {
-    const intervention = controller.onEmitted(token, controller.needsLogits ? decoder.emittedLogits?.(i) : undefined);
+    const intervention = controller.onEmitted(token, controller.needsLogits ? rowOf?.(i) : undefined);
     if (!intervention) continue;
     const kept = tokens.slice(0, intervention.dropEmitted ? i : i + 1);
     return { tokens: [...kept, ...intervention.force], keptFromStep: kept.length, forcedAt: kept.length, reason: intervention.reason };
   }
   return { tokens, keptFromStep: tokens.length };
-}
-
-/** Decodes forced tokens like a prompt extension (a decoder without `extend` evaluates the whole sequence again). */
-function extendSequence(decoder: Decoder, sequence: readonly number[], kvLength: number): Promise<number> {
-  return decoder.extend ? decoder.extend(sequence, kvLength) : decoder.prefill(sequence);
 }
 
 /** Takes tokens up to the limit and up to (excluding) an end-of-generation token. */
@@ -184,34 +242,6 @@ function acceptTokens(tokens: readonly number[], limit: number, tokenizer: Token
     taken.push(token);
   }
   return { tokens: taken, endOfGeneration: false };
-}
-
-function collectStats(
-  decoder: Decoder,
-  promptTokens: number,
-  generatedTokens: number,
-  steps: number,
-  started: number,
-  firstTokenAt: number,
-  stopReason: StopReason,
-): Omit<GenerationStats, 'thinkingTokens' | 'thinkingEnd'> {
-  const now = performance.now();
-  const prefillMs = decoder.timings.prefillMs;
-  const decodeMs = now - firstTokenAt;
-  return {
-    promptTokens,
-    generatedTokens,
-    steps,
-    timeToFirstTokenMs: firstTokenAt - started,
-    prefillMs,
-    prefillTokensPerSecond: prefillMs > 0 ? (promptTokens / prefillMs) * 1000 : 0,
-    decodeMs,
-    decodeTokensPerSecond: decodeMs > 0 && generatedTokens > 1 ? ((generatedTokens - 1) / decodeMs) * 1000 : 0,
-    totalMs: now - started,
-    timings: { ...decoder.timings },
-    speculation: decoder.speculation,
-    stopReason,
-  };
 }
 
 /** Runs a generation to the end and returns its result. */

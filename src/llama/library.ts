@@ -29,6 +29,12 @@ export interface LlamaLibrary {
   threadpool(threads: number): Pointer | null;
   /** Error lines llama.cpp logged since the last call to takeErrors(); used to explain failures. */
   takeErrors(): string[];
+  /**
+   * Unsets llama.cpp's log callbacks and releases ours. A worker thread that loaded the library
+   * must call this before it exits: the callbacks are process-wide, and one left pointing into a
+   * dead thread's JavaScript crashes the process on the next log line.
+   */
+  detachLogger(): void;
 }
 
 const GGML_LOG_LEVEL_ERROR = 4;
@@ -93,7 +99,7 @@ function loadVariant(backend: Backend, binDir: string): LlamaLibrary {
   const errors: string[] = [];
   const verbose = Boolean(process.env.TACHYON_VERBOSE);
   let lastLevel = 0;
-  // Kept referenced for the life of the process: llama.cpp holds the pointer.
+  // Kept referenced until detachLogger(): llama.cpp holds the pointer.
   const logger = koffi.register((level: number, text: string) => {
     const effective = level === GGML_LOG_LEVEL_CONT ? lastLevel : level;
     lastLevel = effective;
@@ -118,6 +124,11 @@ function loadVariant(backend: Backend, binDir: string): LlamaLibrary {
       return pools.get(threads) ?? null;
     },
     takeErrors: () => errors.splice(0, errors.length).filter((line) => line.length > 0),
+    detachLogger() {
+      api.logSet(null, null);
+      api.llamaLogSet(null, null);
+      koffi.unregister(logger);
+    },
   };
 }
 
@@ -157,6 +168,12 @@ export class LibraryError extends Error {
 }
 
 let loaded: LlamaLibrary | undefined;
+
+/** Unsets llama.cpp's log callbacks if this thread set them (see LlamaLibrary.detachLogger). */
+export function detachLlamaLogger(): void {
+  loaded?.detachLogger();
+  loaded = undefined;
+}
 
 /**
  * Loads llama.cpp once per process. `auto` tries the GPU variants that are installed and that find

@@ -8,11 +8,11 @@
  * makes a grid search over thresholds cheap. Prompts are split deterministically in two halves:
  * presets are fitted on one and evaluated on the other.
  */
-import type { Engine } from '../engine.js';
-import { answerMatches, parseFinalAnswer, DEFAULT_ANSWER_PREFIX } from './answers.js';
+import type { Engine } from '../engine/engine.js';
+import { answerMatches, parseFinalAnswer } from './answers.js';
 import { shouldExit, type BoundaryRecord, type ExitThresholds, type ReasoningEffort } from './controller.js';
-import { probeAt, probeRequest } from './probe.js';
-import { thinkingTagTokens } from './segments.js';
+import { probeRequest, scoreProbeAlone } from './probe.js';
+import { DEFAULT_THINKING_TAGS } from './segments.js';
 import { Ewma } from './signals.js';
 
 export interface ProbedBoundary extends BoundaryRecord {
@@ -43,17 +43,23 @@ export function promptHalf<T>(items: readonly T[], half: PromptHalf): T[] {
   return items.filter((_, index) => index % 2 === (half === 'calibration' ? 1 : 0));
 }
 
-/** Generates with full thinking, then probes every boundary it passed (the KV still holds the sequence). */
+/** Generates with full thinking, then probes every boundary it passed (each probe in a scratch sequence). */
 export async function traceThinking(engine: Engine, prompt: readonly number[], maxTokens: number): Promise<ThinkingTrace> {
-  const tags = thinkingTagTokens(engine.tokenizer);
-  if (!tags) throw new Error('the model has no <think>/</think> tokens: nothing to calibrate');
+  const tokenize = async (text: string) => (await engine.tokenize(text)).slice(engine.info.model.specialTokens.addBos ? 1 : 0);
+  const [open, close] = [await tokenize(DEFAULT_THINKING_TAGS.open), await tokenize(DEFAULT_THINKING_TAGS.close)];
+  if (open.length !== 1 || close.length !== 1) throw new Error('the model has no <think>/</think> tokens: nothing to calibrate');
+  const tags = { open: open[0], close: close[0] };
+  const period = await tokenize('.');
   const result = await engine.complete(prompt, { maxTokens, speculation: 'off', recordBoundaries: true });
   const sequence = [...prompt, ...result.tokens];
   const probed: ProbedBoundary[] = [];
   for (const boundary of result.stats.boundaries ?? []) {
-    const probe = probeRequest(engine.tokenizer, tags, boundary.concluded ?? '0');
-    const score = await probeAt(engine.context, sequence, boundary.sequenceLength, probe);
-    const answer = score.agreed ? parseFinalAnswer(`${DEFAULT_ANSWER_PREFIX}${engine.tokenizer.detokenize(score.answerTokens)}`) : undefined;
+    const candidate = boundary.concluded ?? '0';
+    const probe = await probeRequest(tokenize, tags, candidate);
+    const before = sequence.slice(0, boundary.sequenceLength);
+    const score = await scoreProbeAlone(probe, before[before.length - 1], (m) => engine.logitsAfter(before, probe.tokens.slice(0, m), Infinity));
+    // The model's answer is the candidate when it agreed with every token and then ends the number.
+    const answer = score.agreed && score.answerTokens.at(-1) === period[0] ? candidate : undefined;
     probed.push({ ...boundary, probed: answer, confidence: score.confidence });
   }
   return { thinkingTokens: result.stats.thinkingTokens, answer: parseFinalAnswer(result.content), boundaries: probed, ms: result.stats.totalMs };

@@ -6,7 +6,6 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { Model } from '../llama/model.js';
 import { packageRoot } from '../paths.js';
 import { REASONING_EFFORTS, type ExitThresholds, type ReasoningEffort, type ThinkingLimits } from './controller.js';
 
@@ -82,11 +81,11 @@ export async function saveReasoningPresets(presets: ReasoningPresets, dir = pres
 }
 
 /** Resolves `reasoningEffort` into the model's thresholds (options unchanged when no effort is asked). */
-export async function withReasoningPresets<T extends ThinkingLimits>(model: Model, options: T, dir = presetsDir): Promise<T & Pick<ThinkingLimits, 'exitThresholds'>> {
+export async function withReasoningPresets<T extends ThinkingLimits>(modelPath: string, options: T, dir = presetsDir): Promise<T & Pick<ThinkingLimits, 'exitThresholds'>> {
   if (options.reasoningEffort === undefined || options.exitThresholds !== undefined) return options;
   if (!REASONING_EFFORTS.includes(options.reasoningEffort)) {
     throw new Error(`reasoningEffort must be one of ${REASONING_EFFORTS.join(', ')}, got ${JSON.stringify(options.reasoningEffort)}`);
   }
-  const presets = await loadReasoningPresets(model.path, dir);
+  const presets = await loadReasoningPresets(modelPath, dir);
   return { ...options, exitThresholds: presets.levels[options.reasoningEffort] };
 }

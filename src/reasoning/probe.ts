@@ -8,9 +8,6 @@
  * probabilities of the candidate's tokens). The branch is only ever verified, never accepted
  * unless the target itself would emit it, so its KV goes with the rest of the rejected tree.
  */
-import { TokenBatch } from '../llama/batch.js';
-import type { Context } from '../llama/context.js';
-import type { Tokenizer } from '../llama/tokenizer.js';
 import { DEFAULT_ANSWER_PREFIX } from './answers.js';
 import type { ThinkingTagTokens } from './segments.js';
 import { ROOT, TokenTree } from '../speculative/tree.js';
@@ -34,12 +31,17 @@ export interface ProbeScore {
 export const PROBE_SOURCE = 'probe';
 
 /**
- * `</think>` + "\n" + prefix + " " + candidate, tokenized as the model would write it. The answer
- * starts where the tokens of the text without the candidate end.
+ * `</think>` + "\n" + prefix + " " + candidate, tokenized as the model would write it (`tokenize`
+ * without BOS). The answer starts where the tokens of the text without the candidate end.
  */
-export function probeRequest(tokenizer: Tokenizer, tags: ThinkingTagTokens, candidate: string, prefix = DEFAULT_ANSWER_PREFIX): ProbeRequest {
-  const lead = tokenizer.tokenize(`\n${prefix}`, { addSpecial: false, parseSpecial: false });
-  const full = tokenizer.tokenize(`\n${prefix} ${candidate}`, { addSpecial: false, parseSpecial: false });
+export async function probeRequest(
+  tokenize: (text: string) => readonly number[] | Promise<readonly number[]>,
+  tags: ThinkingTagTokens,
+  candidate: string,
+  prefix = DEFAULT_ANSWER_PREFIX,
+): Promise<ProbeRequest> {
+  const lead = await tokenize(`\n${prefix}`);
+  const full = await tokenize(`\n${prefix} ${candidate}`);
   let shared = 0;
   while (shared < lead.length && lead[shared] === full[shared]) shared++;
   return { tokens: [tags.close, ...full], answerStart: 1 + shared };
@@ -74,26 +76,16 @@ export function scoreProbe(tree: TokenTree, nodes: readonly number[], answerStar
 }
 
 /**
- * A probe on its own, outside a speculative step (calibration and benchmarks): the first
- * `boundaryLength` tokens of `sequence` end with a step boundary and are in sequence 0 of the KV
- * cache. The tree (root = the boundary token, re-decoded in a scratch sequence that shares the
- * cells before it) is verified in one decode; the scratch sequence is removed afterwards, so the
- * cache holds exactly what it held before. Costs one decode of 1 + probe-length tokens.
+ * A probe on its own, outside a speculative step (calibration and benchmarks): `rowAfter(m)` is
+ * the target's logits row after the sequence so far (ending with the boundary token `root`) and
+ * the first m probe tokens.
  */
-export async function probeAt(context: Context, sequence: readonly number[], boundaryLength: number, probe: ProbeRequest, scratchSeq = 1): Promise<ProbeScore> {
-  const tree = new TokenTree(sequence[boundaryLength - 1]);
+export async function scoreProbeAlone(probe: ProbeRequest, root: number, rowAfter: (m: number) => Promise<Float32Array>): Promise<ProbeScore> {
+  const tree = new TokenTree(root);
   const nodes = addProbeBranch(tree, probe);
-  const rootPosition = boundaryLength - 1;
-  const batch = new TokenBatch(tree.size, 1);
-  try {
-    context.seqCopy(0, scratchSeq, 0, rootPosition);
-    for (let node = 0; node < tree.size; node++) batch.add(tree.token(node), rootPosition + tree.depth(node), scratchSeq, true);
-    await context.decode(batch);
-    return scoreProbe(tree, nodes, probe.answerStart, (node) => context.logits(node));
-  } finally {
-    context.seqRemove(scratchSeq, -1, -1);
-    batch.dispose();
-  }
+  const rows = new Map<number, Float32Array>();
+  for (let m = probe.answerStart; m <= probe.tokens.length; m++) rows.set(nodes[m - 1], await rowAfter(m));
+  return scoreProbe(tree, nodes, probe.answerStart, (node) => rows.get(node)!);
 }
 
 function logProbability(logits: Float32Array, token: number): number {

@@ -8,8 +8,7 @@ import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { dirname, join } from 'node:path';
 import { TokenBatch } from '../llama/batch.js';
-import { evaluatePrompt } from '../generate/decoder.js';
-import type { Context } from '../llama/context.js';
+import { evaluateTokens, type Context } from '../llama/context.js';
 import { cacheDir } from '../paths.js';
 import { CostCurve, type CostPoint } from './cost-model.js';
 import { median } from '../bench/stats.js';
@@ -41,39 +40,39 @@ const SETTLE_DECODES = 6;
  * change) then moves both sides of a ratio alike, instead of bending the curve wherever the drift
  * fell. Each size's time is its median ratio times the median single-token time.
  */
-export async function measureCostCurve(context: Context, rounds = 5, sizes: readonly number[] = COST_CURVE_SIZES): Promise<CostPoint[]> {
+export function measureCostCurve(context: Context, seq: number, rounds = 5, sizes: readonly number[] = COST_CURVE_SIZES): CostPoint[] {
   const prefix = Math.min(384, Math.floor(context.contextSize / 2));
   const batchSizes = sizes.filter((n) => n > 1 && n <= context.batchSize && prefix + n < context.contextSize);
   const batch = new TokenBatch(Math.max(1, ...batchSizes, Math.min(prefix, context.batchSize)), 1);
   const vocabulary = context.vocabularySize;
   const token = (i: number) => 1 + ((i * 7919) % (vocabulary - 1));
-  const timeDecode = async (n: number): Promise<number> => {
+  const timeDecode = (n: number): number => {
     batch.clear();
-    for (let i = 0; i < n; i++) batch.add(token(prefix + i), prefix + i, 0, true);
+    for (let i = 0; i < n; i++) batch.add(token(prefix + i), prefix + i, seq, true);
     const started = performance.now();
-    await context.decode(batch);
+    context.decodeSync(batch);
     const seconds = (performance.now() - started) / 1000;
-    context.seqRemove(0, prefix, -1);
+    context.seqRemove(seq, prefix, -1);
     return seconds;
   };
   try {
-    context.seqRemove(-1);
-    await evaluatePrompt(context, batch, Array.from({ length: prefix }, (_, i) => token(i)));
-    for (const n of batchSizes) await timeDecode(n); // graph allocation for every size, untimed
+    context.seqRemove(seq);
+    evaluateTokens(context, batch, Array.from({ length: prefix }, (_, i) => token(i)), 0, seq);
+    for (const n of batchSizes) timeDecode(n); // graph allocation for every size, untimed
     const singles: number[] = [];
     const ratios = batchSizes.map((): number[] => []);
     for (let round = 0; round < rounds; round++) {
       for (const [i, n] of batchSizes.entries()) {
         let single = 0;
-        for (let k = 0; k < SETTLE_DECODES; k++) single = await timeDecode(1);
+        for (let k = 0; k < SETTLE_DECODES; k++) single = timeDecode(1);
         singles.push(single);
-        ratios[i].push((await timeDecode(n)) / single);
+        ratios[i].push(timeDecode(n) / single);
       }
     }
     const single = median(singles);
     return [{ n: 1, seconds: single }, ...batchSizes.map((n, i) => ({ n, seconds: median(ratios[i]) * single }))];
   } finally {
-    context.seqRemove(-1);
+    context.seqRemove(seq);
     batch.dispose();
   }
 }
@@ -88,14 +87,17 @@ async function cacheKey(context: Context, threads: number): Promise<string> {
   return createHash('sha256').update(parts.join('|')).digest('hex').slice(0, 24);
 }
 
-/** The cached curve for this model and machine, or a fresh measurement (then cached, atomically). */
-export async function costCurveFor(context: Context, threads: number, onMeasure?: () => void): Promise<MeasuredCostCurve> {
+/**
+ * The cached curve for this model and machine, or a fresh measurement in sequence `seq` (an id
+ * nobody else uses meanwhile), then cached atomically.
+ */
+export async function costCurveFor(context: Context, seq: number, threads: number, onMeasure?: () => void): Promise<MeasuredCostCurve> {
   const key = await cacheKey(context, threads);
   const file = join(cacheDir, 'cost-curves', `${key}.json`);
   let points = await readCached(file, key);
   if (!points) {
     onMeasure?.();
-    points = await measureCostCurve(context);
+    points = measureCostCurve(context, seq);
     await mkdir(dirname(file), { recursive: true });
     const temporary = `${file}.${process.pid}.tmp`;
     await writeFile(temporary, JSON.stringify({ key, points } satisfies CachedCurve));

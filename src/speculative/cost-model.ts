@@ -20,8 +20,13 @@ export interface CostPoint {
   seconds: number;
 }
 
+/** What verifying n tokens costs, in plain-step units (cost(1) = 1). */
+export interface VerifyCost {
+  cost(n: number): number;
+}
+
 /** Relative verify cost c(n) = t(n)/t(1), from measured points: non-decreasing, linear in between. */
-export class CostCurve {
+export class CostCurve implements VerifyCost {
   private readonly ns: number[];
   private readonly costs: number[];
 
@@ -63,6 +68,20 @@ export class CostCurve {
     const f = (n - ns[hi - 1]) / (ns[hi] - ns[hi - 1]);
     return costs[hi - 1] + f * (costs[hi] - costs[hi - 1]);
   }
+}
+
+/**
+ * One sequence's view of a batch it shares with `others.sequences` sequences holding
+ * `others.tokens` tokens. Its plain step is its share of the batch, c(B)/S with B = others + 1
+ * tokens and S = others + 1 sequences; n tokens of its own add c(B − 1 + n) − c(B) to a step every
+ * sequence waits for. In plain-step units: cost(n) = 1 + S·(c(B − 1 + n) − c(B)) / c(B), which is
+ * c(n) when alone. A tree pays when it raises the whole batch's tokens per second.
+ */
+export function sharedBatchCost(curve: CostCurve, others: { tokens: number; sequences: number }): VerifyCost {
+  const batch = others.tokens + 1;
+  const sequences = others.sequences + 1;
+  const plain = curve.cost(batch);
+  return { cost: (n) => 1 + (sequences * (curve.cost(batch - 1 + n) - plain)) / plain };
 }
 
 /** Least-squares non-decreasing fit of `values` (pool adjacent violators). */
@@ -264,7 +283,7 @@ export type ExtraCost = number | ((n: number) => number);
  * prefix-closed tree. Picks the prefix length n maximizing (1 + Σ_{i<n} scores[i]) /
  * (c(n+1) + extraCost(n)); returns n = 0 unless some n beats plain decoding's 1/c(1) = 1.
  */
-export function chooseTreeSize(scores: ArrayLike<number>, curve: CostCurve, extraCost: ExtraCost = 0): TreeSizeChoice {
+export function chooseTreeSize(scores: ArrayLike<number>, curve: VerifyCost, extraCost: ExtraCost = 0): TreeSizeChoice {
   const extraCostOf = typeof extraCost === 'number' ? () => extraCost : extraCost;
   let best: TreeSizeChoice = { size: 0, expectedTokens: 1, speedup: 1 / curve.cost(1) };
   let tokens = 1;
@@ -284,7 +303,7 @@ export interface TreePlan extends TreeSizeChoice {
 }
 
 /** Calibrates scores with `stats`, chooses the size with `curve`, prunes. */
-export function planTree(tree: TokenTree, stats: AcceptanceStats, curve: CostCurve, extraCost: ExtraCost = 0, select: Omit<SelectOptions, 'scores'> = {}): TreePlan {
+export function planTree(tree: TokenTree, stats: AcceptanceStats, curve: VerifyCost, extraCost: ExtraCost = 0, select: Omit<SelectOptions, 'scores'> = {}): TreePlan {
   const scores = calibratedScores(tree, stats);
   const order = tree.admissionOrder({ ...select, scores });
   const choice = chooseTreeSize(order.map((i) => scores[i]), curve, extraCost);

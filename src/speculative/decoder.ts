@@ -1,17 +1,13 @@
 /**
  * Speculative decoding with token trees: drafters propose, the target verifies the whole tree in
- * one llama_decode, the acceptance rule keeps exactly what plain decoding would have produced.
+ * one llama_decode (the engine loop's batch, shared with other sequences), the acceptance rule
+ * keeps exactly what plain decoding would have produced.
  *
- * KV layout during a step (unified cache): the committed sequence lives in sequence 0. A tree with
- * L leaves uses sequences 0..L-1, one per root-to-leaf branch; the committed cells are shared into
- * every branch with seq_cp (no copy: a unified cell carries a set of sequence ids), and each tree
- * node carries the ids of the branches through it, so it attends to its ancestors only. After
- * acceptance, the branch holding the accepted path is kept, cut after the last accepted node, and
- * renamed back to sequence 0: no cell of a rejected branch survives.
+ * This decoder is policy: what to draft, how much of it to verify, what to accept. The KV
+ * mechanism (one sequence id per root-to-leaf branch, the committed prefix shared into each,
+ * the accepted branch kept and every other cell dropped) belongs to the engine loop.
  */
-import { TokenBatch } from '../llama/batch.js';
-import type { Context } from '../llama/context.js';
-import { checkPromptFits, decodePending, emptyTimings, evaluatePrompt, kvRoom, type Decoder } from '../generate/decoder.js';
+import { emptyTimings, type Accepted, type NodeLogits, type SequenceDecoder, type StepLimits } from '../generate/decoder.js';
 import type { Sampler } from '../generate/sampling.js';
 import { acceptTree } from './accept.js';
 import { combineTrees } from './combine.js';
@@ -24,8 +20,11 @@ export interface TreePlanner {
    * been paying, even asking the drafters costs more than it brings).
    */
   budget(): DraftBudget;
-  /** The part of `tree` to verify (the root alone = a plain step), with at most `maxLeaves` leaves. */
-  plan(tree: TokenTree, maxLeaves: number): TokenTree;
+  /**
+   * The part of `tree` to verify (the root alone = a plain step), with at most `maxLeaves` leaves.
+   * `batch` says what else the step's batch holds (absent: the sequence runs alone).
+   */
+  plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch): TokenTree;
   /** Called after each verification with the verified tree and the accepted node indices. */
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
   /** Called after each verification decode with the batch size and its duration. */
@@ -41,6 +40,12 @@ export interface TreePlanner {
    * per accepted token, than this cannot pay.
    */
   acceptedTokenValueMs?(): number | undefined;
+}
+
+/** Other sequences' tokens in the same step's batch. */
+export interface SharedBatch {
+  tokens: number;
+  sequences: number;
 }
 
 export interface DrafterStats {
@@ -67,8 +72,8 @@ export interface SpeculationStats {
 export interface SpeculativeDecoderOptions {
   drafters: readonly Drafter[];
   planner: TreePlanner;
-  /** Most branches (= llama.cpp sequences) per tree; at most the context's sequence count. */
-  maxBranches?: number;
+  /** Called once the request is over (its drafters have ended). */
+  onDispose?: () => void;
 }
 
 /** A model-free chain this deep makes a draft model's proposal not worth its decodes this step. */
@@ -76,16 +81,13 @@ const CHEAP_DRAFT_DEPTH_ENOUGH = 8;
 
 /** Marks a step whose drafters were not asked. */
 const NOTHING_DRAFTED = new TokenTree(-1);
-const NOT_DRAFTING = { tree: NOTHING_DRAFTED, candidates: NOTHING_DRAFTED } as const;
 
 /** While costly drafters do not pay, they are asked once every this many steps, to re-measure. */
 const COSTLY_RECHECK_STEPS = 64;
 
-export class SpeculativeDecoder implements Decoder {
+export class SpeculativeDecoder implements SequenceDecoder {
   readonly name: string;
   readonly timings = emptyTimings();
-  private readonly batch: TokenBatch;
-  private readonly maxBranches: number;
   private readonly drafterStats: Record<string, DrafterStats> = {};
   private steps = 0;
   private speculativeSteps = 0;
@@ -106,85 +108,73 @@ export class SpeculativeDecoder implements Decoder {
    * acceptance keeps being learnt without paying for verification.
    */
   private shadow: { tree: TokenTree; node: number; accepted: number[] } | undefined;
+  /** This step: when it started, whether it drafted, the candidates the plan was cut from, whether it ran alone. */
+  private step = { started: 0, drafted: false, candidates: NOTHING_DRAFTED, alone: true };
 
   constructor(
-    private readonly context: Context,
     private readonly sampler: Sampler,
     private readonly options: SpeculativeDecoderOptions,
   ) {
-    this.maxBranches = Math.max(1, Math.min(options.maxBranches ?? context.sequences, context.sequences));
-    this.batch = new TokenBatch(Math.min(context.batchSize, 512), this.maxBranches);
     this.name = `speculative(${options.drafters.map((d) => d.name).join('+')})`;
     for (const drafter of options.drafters) this.drafterStats[drafter.name] = { proposed: 0, accepted: 0 };
   }
 
-  async prefill(prompt: readonly number[]): Promise<number> {
-    checkPromptFits(this.context, prompt.length);
-    const started = performance.now();
-    this.context.seqRemove(-1);
-    const last = await evaluatePrompt(this.context, this.batch, prompt);
+  async start(prompt: readonly number[], logits: Float32Array): Promise<number> {
     for (const drafter of this.options.drafters) await drafter.begin(prompt);
-    this.timings.prefillMs += performance.now() - started;
-    const first = this.timed('samplingMs', () => this.sampler.next(this.context.logits(last), prompt));
+    const first = this.timed('samplingMs', () => this.sampler.next(logits, prompt));
     this.unappended.push(first);
     return first;
   }
 
-  async step(sequence: readonly number[]): Promise<readonly number[]> {
-    const stepStarted = performance.now();
+  async propose(sequence: readonly number[], limits: StepLimits): Promise<TokenTree> {
     const root = sequence[sequence.length - 1];
-    const position = sequence.length - 1;
+    this.step = { started: performance.now(), drafted: false, candidates: NOTHING_DRAFTED, alone: limits.sequences <= 1 };
     // Most steps of a generation where drafts do not pay skip drafting here: nothing allocated, nothing awaited.
-    const budget = this.draftBudget(kvRoom(this.context, sequence.length) - 1);
-    const { tree, candidates } = budget ? await this.draft(root, budget) : NOT_DRAFTING;
+    const budget = this.draftBudget(Math.min(limits.room, limits.maxNodes) - 1);
+    if (!budget) return new TokenTree(root);
+    const batch = this.step.alone ? undefined : { tokens: limits.batchTokens, sequences: limits.sequences - 1 };
+    const { tree, candidates } = await this.draft(root, budget, limits.maxBranches, batch);
+    this.step.drafted = candidates !== NOTHING_DRAFTED;
+    this.step.candidates = candidates;
+    return tree;
+  }
+
+  observeDecode(ms: number, batchSize: number, alone: boolean): void {
+    this.timings.verifyMs += ms;
+    // The curve and the in-place corrections describe a sequence decoding alone.
+    if (alone) this.options.planner.observeVerifyTime?.(batchSize, ms);
+  }
+
+  accept(tree: TokenTree, logitsOf: NodeLogits, sequence: readonly number[]): Accepted {
     this.steps++;
-    const emitted = tree.draftCount === 0 ? await this.plainStep(sequence) : await this.verifyTree(tree, position, sequence);
+    const accepted = tree.draftCount === 0 ? this.plainAccept(logitsOf, sequence) : this.treeAccept(tree, logitsOf, sequence);
+    const emitted = accepted.tokens;
     this.emitted += emitted.length;
     this.followShadow(emitted);
+    const { candidates, drafted, started, alone } = this.step;
     if (tree.draftCount === 0 && candidates.draftCount > 0 && !this.shadow) {
       this.shadow = { tree: candidates, node: ROOT, accepted: [] };
       this.followShadow(emitted);
     }
     for (const token of emitted) this.unappended.push(token);
-    this.options.planner.observeStep?.(emitted.length, performance.now() - stepStarted, candidates !== NOTHING_DRAFTED);
-    return emitted;
+    if (alone) this.options.planner.observeStep?.(emitted.length, performance.now() - started, drafted);
+    return accepted;
   }
 
-  /** Nothing to verify: exactly PlainDecoder's step, without the tree bookkeeping. */
-  private async plainStep(sequence: readonly number[]): Promise<number[]> {
-    const ms = await decodePending(this.context, this.batch, sequence);
-    this.options.planner.observeVerifyTime?.(1, ms);
-    this.timings.verifyMs += ms;
-    return [this.timed('samplingMs', () => this.sampler.next(this.context.logits(0), sequence))];
+  private plainAccept(logitsOf: NodeLogits, sequence: readonly number[]): Accepted {
+    return { tokens: [this.timed('samplingMs', () => this.sampler.next(logitsOf(ROOT), sequence))], draftedBy: [null], lastNode: ROOT };
   }
 
-  private async verifyTree(tree: TokenTree, position: number, sequence: readonly number[]): Promise<number[]> {
-    const assignment = tree.branchIds();
+  private treeAccept(tree: TokenTree, logitsOf: NodeLogits, sequence: readonly number[]): Accepted {
     this.speculativeSteps++;
     this.verifiedNodes += tree.draftCount;
-
-    const verifyStarted = performance.now();
-    for (let branch = 1; branch < assignment.branchCount; branch++) this.context.seqCopy(0, branch, -1, position);
-    this.batch.clear();
-    for (let node = 0; node < tree.size; node++) this.batch.add(tree.token(node), position + tree.depth(node), assignment.nodeBranches[node], true);
-    const decodeStarted = performance.now();
-    await this.context.decode(this.batch);
-    const now = performance.now();
-    this.options.planner.observeVerifyTime?.(tree.size, now - decodeStarted);
-    this.timings.verifyMs += now - verifyStarted;
-
     // acceptTree extends the history in place while it walks, and restores it.
     const history = sequence.slice(0, -1);
-    const result = this.timed('samplingMs', () => acceptTree(tree, (node) => this.context.logits(node), history, this.sampler.options, this.sampler.rng));
-    const lastAccepted = result.acceptedNodes.at(-1) ?? ROOT;
-    this.keepBranch(assignment.firstBranch[lastAccepted], position + tree.depth(lastAccepted), assignment.branchCount);
+    const result = this.timed('samplingMs', () => acceptTree(tree, logitsOf, history, this.sampler.options, this.sampler.rng));
     this.options.planner.observe(tree, result.acceptedNodes);
     this.countDrafters(tree, result.acceptedNodes);
-    return [...result.acceptedTokens, result.bonus];
-  }
-
-  room(sequenceLength: number): number {
-    return kvRoom(this.context, sequenceLength);
+    const draftedBy = [...result.acceptedNodes.map((node) => tree.source(node)), null];
+    return { tokens: [...result.acceptedTokens, result.bonus], draftedBy, lastNode: result.acceptedNodes.at(-1) ?? ROOT };
   }
 
   get speculation(): SpeculationStats {
@@ -199,15 +189,15 @@ export class SpeculativeDecoder implements Decoder {
   }
 
   dispose(): void {
-    this.batch.dispose();
     this.flushToDrafters();
     for (const drafter of this.options.drafters) drafter.end();
+    this.options.onDispose?.();
   }
 
-  /** The planner's budget for this step, within the KV room and the batch; undefined: no drafting. */
+  /** The planner's budget for this step, within the room left; undefined: no drafting. */
   private draftBudget(room: number): DraftBudget | undefined {
     const budget = this.options.planner.budget();
-    const maxNodes = Math.max(0, Math.min(budget.maxNodes, room, this.batch.capacity - 1));
+    const maxNodes = Math.max(0, Math.min(budget.maxNodes, room));
     return maxNodes > 0 ? { ...budget, maxNodes } : undefined;
   }
 
@@ -215,7 +205,7 @@ export class SpeculativeDecoder implements Decoder {
    * Asks every drafter, merges their trees and cuts the union to what the planner says pays.
    * Returns the tree to verify and the candidates it was cut from (NOTHING_DRAFTED when no drafter was asked).
    */
-  private async draft(root: number, limited: DraftBudget): Promise<{ tree: TokenTree; candidates: TokenTree }> {
+  private async draft(root: number, limited: DraftBudget, maxBranches: number, batch: SharedBatch | undefined): Promise<{ tree: TokenTree; candidates: TokenTree }> {
     const started = performance.now();
     this.flushToDrafters();
     const trees: TokenTree[] = [];
@@ -223,13 +213,12 @@ export class SpeculativeDecoder implements Decoder {
     if (!trees.some((tree) => tree.maxDepth() >= CHEAP_DRAFT_DEPTH_ENOUGH)) {
       for (const drafter of this.options.drafters) if (drafter.costly && this.costlyPays(drafter.name)) trees.push(await this.proposeCostly(drafter, root, limited));
     }
-    if (trees.length === 0) return NOT_DRAFTING;
-    const union = combineTrees(trees, limited.maxNodes, { maxLeaves: this.maxBranches });
-    const tree = this.options.planner.plan(union, this.maxBranches);
+    if (trees.length === 0) return { tree: new TokenTree(root), candidates: NOTHING_DRAFTED };
+    const union = combineTrees(trees, limited.maxNodes, { maxLeaves: maxBranches });
+    const tree = this.options.planner.plan(union, maxBranches, batch);
     this.timings.draftMs += performance.now() - started;
     return { tree, candidates: union };
   }
-
   /** Walks the shadow tree along emitted tokens; reports it once the walk leaves the tree. */
   private followShadow(tokens: readonly number[]): void {
     const shadow = this.shadow;
@@ -274,21 +263,6 @@ export class SpeculativeDecoder implements Decoder {
       this.costlyMsPerNode.set(drafter.name, previous === undefined ? msPerNode : previous * 0.8 + msPerNode * 0.2);
     }
     return tree;
-  }
-
-  /**
-   * Keeps the cells of `branch` up to `lastPosition` and makes them sequence 0 again. seq_keep
-   * drops every cell outside the branch (rejected siblings) and strips the other ids from shared
-   * cells; seq_rm drops the rejected tail of the branch itself.
-   */
-  private keepBranch(branch: number, lastPosition: number, branchCount: number): void {
-    // seq_keep scans every cell: only needed when other branches hold cells.
-    if (branchCount > 1) this.context.seqKeep(branch);
-    this.context.seqRemove(branch, lastPosition + 1, -1);
-    if (branch !== 0) {
-      this.context.seqCopy(branch, 0, -1, -1);
-      this.context.seqRemove(branch, -1, -1);
-    }
   }
 
   private countDrafters(tree: TokenTree, acceptedNodes: readonly number[]): void {

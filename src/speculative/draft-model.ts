@@ -8,11 +8,10 @@
  * proposal only decodes what is new.
  */
 import { TokenBatch } from '../llama/batch.js';
-import { Context } from '../llama/context.js';
+import { Context, evaluateTokens } from '../llama/context.js';
 import { Model, type LoadModelOptions } from '../llama/model.js';
 import { greedyToken, isGreedy, tokenDistribution, drawFrom, type SamplingOptions, type TokenDistribution } from '../generate/sampling.js';
 import { Prng } from '../generate/prng.js';
-import { evaluatePrompt } from '../generate/decoder.js';
 import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 
 const MAX_DEPTH = 16;
@@ -30,6 +29,8 @@ export interface DraftModelOptions {
   branchBelow?: number;
   /** Seed of the drafter's own random stream (sampling mode). */
   seed?: number;
+  /** Sequence id of this drafter's KV in the draft context (one per concurrent request). */
+  seq?: number;
 }
 
 /** Throws unless the draft model tokenizes exactly like the target (same size, same pieces, same specials). */
@@ -53,6 +54,7 @@ export class DraftModelDrafter implements Drafter {
   private readonly rng: Prng;
   private readonly greedy: boolean;
   private readonly minPathProbability: number;
+  private readonly seq: number;
   private readonly branchBelow: number;
   /** The committed sequence (prompt + emitted), as the target sees it. */
   private sequence: number[] = [];
@@ -77,6 +79,7 @@ export class DraftModelDrafter implements Drafter {
     this.minPathProbability = options.minPathProbability ?? 0.3;
     this.depth = options.initialDepth ?? 4;
     this.branchBelow = options.branchBelow ?? 0.7;
+    this.seq = options.seq ?? 0;
   }
 
   /** Loads the draft model next to an already loaded target and checks the vocabularies match. */
@@ -93,6 +96,9 @@ export class DraftModelDrafter implements Drafter {
 
   begin(prompt: readonly number[]): void {
     this.sequence = [...prompt];
+    // Another request's drafter may have used this sequence id before.
+    this.context.seqRemove(this.seq);
+    this.cached = [];
   }
 
   append(tokens: readonly number[]): void {
@@ -104,13 +110,13 @@ export class DraftModelDrafter implements Drafter {
     this.lastChain = [];
   }
 
-  async propose(root: number, budget: DraftBudget): Promise<TokenTree> {
+  propose(root: number, budget: DraftBudget): TokenTree {
     const tree = new TokenTree(root);
     this.lastChain = [];
     const room = this.context.contextSize - this.sequence.length - 1;
     const depthLimit = Math.min(this.depth, budget.maxDepth, budget.maxNodes, room);
     if (depthLimit <= 0) return tree;
-    let logits = await this.catchUp();
+    let logits = this.catchUp();
     const history = [...this.sequence];
     let parent = ROOT;
     let pathProbability = 1;
@@ -127,7 +133,7 @@ export class DraftModelDrafter implements Drafter {
       history.push(choice.token);
       this.lastChain.push(choice.token);
       if (depth === depthLimit) break;
-      logits = await this.decodeOne(choice.token);
+      logits = this.decodeOne(choice.token);
     }
     return tree;
   }
@@ -143,21 +149,21 @@ export class DraftModelDrafter implements Drafter {
    * (accepted drafts stay), cuts the rest, decodes the new tokens; returns the logits after the
    * last one (the pending root).
    */
-  private async catchUp(): Promise<Float32Array> {
+  private catchUp(): Float32Array {
     let common = 0;
     const limit = Math.min(this.cached.length, this.sequence.length - 1);
     while (common < limit && this.cached[common] === this.sequence[common]) common++;
-    this.context.seqRemove(0, common, -1);
+    this.context.seqRemove(this.seq, common, -1);
     this.cached.length = common;
     const fresh = this.sequence.slice(common);
-    const last = await evaluatePrompt(this.context, this.batch, fresh, common);
+    const last = evaluateTokens(this.context, this.batch, fresh, common, this.seq);
     this.cached.push(...fresh);
     return this.context.logits(last);
   }
 
-  private async decodeOne(token: number): Promise<Float32Array> {
-    this.batch.clear().add(token, this.cached.length, 0, true);
-    await this.context.decode(this.batch);
+  private decodeOne(token: number): Float32Array {
+    this.batch.clear().add(token, this.cached.length, this.seq, true);
+    this.context.decodeSync(this.batch);
     this.cached.push(token);
     return this.context.logits(0);
   }
@@ -191,5 +197,5 @@ function topTwoProbabilities(logits: Float32Array, best: number): [number, { tok
 
 /** Opens a draft context sized like the target's. */
 export function createDraftContext(draft: Model, target: Context, threads?: number): Context {
-  return Context.create(draft, { contextSize: target.contextSize, batchSize: Math.min(target.batchSize, 512), threads });
+  return Context.create(draft, { contextSize: target.contextSize, batchSize: Math.min(target.batchSize, 512), sequences: target.sequences, threads });
 }

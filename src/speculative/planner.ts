@@ -8,8 +8,8 @@
  * When nothing beats plain decoding it verifies the root alone, and drafts now and then without
  * verifying, so it notices (through shadow verification) when drafts start to pay.
  */
-import type { TreePlanner } from './decoder.js';
-import { AcceptanceStats, observeVerification, planTree, type CostCurve } from './cost-model.js';
+import type { SharedBatch, TreePlanner } from './decoder.js';
+import { AcceptanceStats, observeVerification, planTree, sharedBatchCost, type CostCurve } from './cost-model.js';
 import { median } from '../bench/stats.js';
 import { RealizedJudge } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
@@ -139,9 +139,10 @@ export class AdaptivePlanner implements TreePlanner {
     return maxNodes === this.maxBudget.maxNodes ? this.maxBudget : { ...this.maxBudget, maxNodes };
   }
 
-  plan(tree: TokenTree, maxLeaves: number): TokenTree {
+  plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch): TokenTree {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
-    const plan = planTree(tree, this.stats, this.curve, this.extraCost(), { maxLeaves });
+    const curve = batch ? sharedBatchCost(this.curve, batch) : this.curve;
+    const plan = planTree(tree, this.stats, curve, this.extraCost(), { maxLeaves });
     this.speculating = plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
     if (this.speculating) {
       this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;

@@ -4,21 +4,22 @@
  * decoder each request asks for.
  */
 import type { Context } from '../llama/context.js';
-import { PlainDecoder, type Decoder } from '../generate/decoder.js';
+import { PlainDecoder, type SequenceDecoder } from '../generate/decoder.js';
 import type { Sampler } from '../generate/sampling.js';
 import { costCurveFor, type MeasuredCostCurve } from './cost-curve.js';
 import { SpeculativeDecoder } from './decoder.js';
 import { DraftModelDrafter } from './draft-model.js';
 import { NgramDrafter } from './ngram.js';
-import { AdaptivePlanner } from './planner.js';
+import { AdaptivePlanner, FixedPlanner } from './planner.js';
+import type { TreePlanner } from './decoder.js';
 import { SuffixDrafter } from './suffix.js';
-import type { Drafter } from './tree.js';
+import type { DraftBudget, Drafter } from './tree.js';
 
 export const SPECULATION_MODES = ['auto', 'ngram', 'suffix', 'draft', 'off'] as const;
 export type SpeculationMode = (typeof SPECULATION_MODES)[number];
 
 export interface SpeculationOptions {
-  /** The target's context; its sequence count bounds the branches of a tree. */
+  /** The target's context. */
   target: Context;
   /** Threads the target decodes with (part of the cost-curve cache key). */
   threads: number;
@@ -26,6 +27,8 @@ export interface SpeculationOptions {
   draft?: Context;
   /** Called before the one-time cost-curve measurement (it takes a few seconds). */
   onMeasure?: () => void;
+  /** Verify every draft within this budget (FixedPlanner) instead of the adaptive planner. */
+  fixedBudget?: DraftBudget;
 }
 
 export class Speculation {
@@ -35,52 +38,70 @@ export class Speculation {
    * (benchmarks compare modes on the same prompts).
    */
   private readonly suffixes = new Map<SpeculationMode, SuffixDrafter>();
+  /** Shared histories now serving a request (a history follows one request at a time). */
+  private readonly lentSuffixes = new Set<SuffixDrafter>();
   private readonly planners = new Map<string, AdaptivePlanner>();
   private costCurve: MeasuredCostCurve | undefined;
 
   constructor(private readonly options: SpeculationOptions) {}
 
-  /** The decoder for one request. `auto` uses every drafter available and lets the planner decide. */
-  async decoder(mode: SpeculationMode, sampler: Sampler): Promise<Decoder> {
-    const { target } = this.options;
-    if (mode === 'off') return new PlainDecoder(target, sampler);
+  /** Checks a mode can run on this engine (before a request is queued). */
+  check(mode: SpeculationMode): void {
     if (mode === 'draft' && !this.options.draft) throw new Error('speculation mode "draft" needs a draft model (--draft-model PATH)');
-    const drafters = this.drafters(mode, sampler);
-    const planner = await this.planner(mode, sampler);
-    return new SpeculativeDecoder(target, sampler, { drafters, planner });
   }
 
-  /** The measured cost curve of the target on this machine (measured once, then cached on disk). */
-  async measuredCostCurve(): Promise<MeasuredCostCurve> {
-    this.costCurve ??= await costCurveFor(this.options.target, this.options.threads, this.options.onMeasure);
+  /**
+   * The decoder for one request, whose KV lives in sequence `seq` (empty now: the first
+   * speculative request measures the cost curve there). `auto` uses every drafter available and
+   * lets the planner decide.
+   */
+  async decoder(mode: SpeculationMode, sampler: Sampler, seq: number): Promise<SequenceDecoder> {
+    this.check(mode);
+    if (mode === 'off') return new PlainDecoder(sampler);
+    const planner = await this.planner(mode, sampler, seq);
+    const drafters = this.drafters(mode, sampler, seq);
+    const lent = drafters.find((drafter) => drafter instanceof SuffixDrafter && this.suffixes.get(mode) === drafter);
+    if (lent) this.lentSuffixes.add(lent as SuffixDrafter);
+    return new SpeculativeDecoder(sampler, { drafters, planner, onDispose: () => lent && this.lentSuffixes.delete(lent as SuffixDrafter) });
+  }
+
+  /** The measured cost curve of the target on this machine (measured once in `seq`, then cached on disk). */
+  async measuredCostCurve(seq: number): Promise<MeasuredCostCurve> {
+    this.costCurve ??= await costCurveFor(this.options.target, seq, this.options.threads, this.options.onMeasure);
     return this.costCurve;
   }
 
-  private drafters(mode: SpeculationMode, sampler: Sampler): Drafter[] {
+  private drafters(mode: SpeculationMode, sampler: Sampler, seq: number): Drafter[] {
     const drafters: Drafter[] = [];
     if (mode === 'auto' || mode === 'ngram') drafters.push(new NgramDrafter());
     if (mode === 'auto' || mode === 'suffix') drafters.push(this.suffixHistory(mode));
     if ((mode === 'auto' || mode === 'draft') && this.options.draft) {
-      drafters.push(new DraftModelDrafter(this.options.draft, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9 }));
+      drafters.push(new DraftModelDrafter(this.options.draft, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9, seq }));
     }
     return drafters;
   }
 
+  /**
+   * The mode's shared history, or, while another request holds it, a private one for this
+   * request (concurrent requests then draft without each other's outputs, never from a history
+   * two requests append to at once).
+   */
   private suffixHistory(mode: SpeculationMode): SuffixDrafter {
     let suffix = this.suffixes.get(mode);
     if (!suffix) {
       suffix = new SuffixDrafter();
       this.suffixes.set(mode, suffix);
     }
-    return suffix;
+    return this.lentSuffixes.has(suffix) ? new SuffixDrafter() : suffix;
   }
 
   /** Acceptance statistics are kept per mode and sampling regime across requests. */
-  private async planner(mode: SpeculationMode, sampler: Sampler): Promise<AdaptivePlanner> {
+  private async planner(mode: SpeculationMode, sampler: Sampler, seq: number): Promise<TreePlanner> {
+    if (this.options.fixedBudget) return new FixedPlanner(this.options.fixedBudget);
     const key = `${mode}:${sampler.options.temperature > 0 ? 'sampled' : 'greedy'}`;
     let planner = this.planners.get(key);
     if (!planner) {
-      const { curve } = await this.measuredCostCurve();
+      const { curve } = await this.measuredCostCurve(seq);
       planner = new AdaptivePlanner({ curve });
       this.planners.set(key, planner);
     }

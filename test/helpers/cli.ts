@@ -15,9 +15,16 @@ export interface CliResult {
 }
 
 /** Never throws for a non-zero exit; fails the test if the process died from a signal (a crash). */
-export async function tachyon(...args: string[]): Promise<CliResult> {
+export function tachyon(...args: string[]): Promise<CliResult> {
+  return tachyonWithStdin(undefined, ...args);
+}
+
+/** As `tachyon`, with this text on stdin (undefined: stdin is left as the test's own). */
+export async function tachyonWithStdin(input: string | undefined, ...args: string[]): Promise<CliResult> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [cli, ...args], { timeout: 300_000 });
+    const child = run(process.execPath, [cli, ...args], { timeout: 300_000 });
+    if (input !== undefined) child.child.stdin?.end(input);
+    const { stdout, stderr } = await child;
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failed = error as { code?: number; stdout?: string; stderr?: string; signal?: string };

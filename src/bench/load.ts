@@ -1,0 +1,230 @@
+/**
+ * The load harness: one client that drives a *target* at a fixed concurrency over a prompt set and
+ * records, for every request, when each token arrived. Targets: the in-process Engine (concurrent
+ * `generate` streams) and any OpenAI-compatible HTTP server streaming `/v1/completions` (llama-server,
+ * `tachyon serve`). Every target gets the same requests from the same code, so what differs between
+ * two runs is the target alone.
+ */
+import { EventSourceParserStream } from 'eventsource-parser/stream';
+import type { Engine } from '../engine/engine.js';
+import type { SpeculationMode } from '../speculative/speculation.js';
+import { percentile } from './stats.js';
+
+export interface LoadRequest {
+  id: string;
+  /** The prompt text, chat template already applied; every target tokenizes it (with BOS) itself. */
+  prompt: string;
+  maxTokens: number;
+}
+
+/** How a piece of a streamed answer arrived. */
+export interface Arrival {
+  /** Tokens in this piece (a speculative step may emit several at once). */
+  tokens: number;
+}
+
+export interface LoadTarget {
+  readonly name: string;
+  /**
+   * Streams one greedy completion, yielding each piece as it arrives; returns the number of tokens
+   * generated when the target reports it (an HTTP stream's pieces need not be one token each).
+   */
+  stream(request: LoadRequest, signal: AbortSignal): AsyncGenerator<Arrival, number | undefined, void>;
+}
+
+/** One request as the client saw it; times in milliseconds. */
+export interface RequestTiming {
+  id: string;
+  /** When it was sent, from the start of the run. */
+  sentAt: number;
+  /** From sending to the first token. */
+  ttft: number;
+  /**
+   * Gaps between tokens after the first piece. A piece of k tokens arriving g after the previous one
+   * counts as k gaps of g/k: tokens per unit of time, as a stream of one token per piece measures it.
+   */
+  itl: number[];
+  tokens: number;
+  /** From sending to the last token. */
+  e2e: number;
+  /** Why it failed, when it did (a failed request's timings are not summarized). */
+  error?: string;
+}
+
+export interface LoadRun {
+  target: string;
+  concurrency: number;
+  /** From the first request sent to the last one finished. */
+  wallMs: number;
+  requests: RequestTiming[];
+}
+
+export interface LoadOptions {
+  concurrency: number;
+  /** Called after each request (progress). */
+  onRequestDone?: (timing: RequestTiming) => void;
+  signal?: AbortSignal;
+}
+
+/**
+ * Sends every request, keeping `concurrency` in flight at all times (a closed loop: a client sends
+ * its next request when its previous one ends), first come first served in the given order.
+ */
+export async function runLoad(target: LoadTarget, requests: readonly LoadRequest[], options: LoadOptions): Promise<LoadRun> {
+  const signal = options.signal ?? new AbortController().signal;
+  const timings: RequestTiming[] = new Array(requests.length);
+  let next = 0;
+  const started = performance.now();
+  const client = async () => {
+    while (next < requests.length && !signal.aborted) {
+      const index = next++;
+      timings[index] = await timeRequest(target, requests[index], started, signal);
+      options.onRequestDone?.(timings[index]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(options.concurrency, requests.length) }, client));
+  return { target: target.name, concurrency: options.concurrency, wallMs: performance.now() - started, requests: timings.filter(Boolean) };
+}
+
+async function timeRequest(target: LoadTarget, request: LoadRequest, runStarted: number, signal: AbortSignal): Promise<RequestTiming> {
+  const sent = performance.now();
+  const timing: RequestTiming = { id: request.id, sentAt: sent - runStarted, ttft: Number.NaN, itl: [], tokens: 0, e2e: Number.NaN };
+  let last = sent;
+  try {
+    const stream = target.stream(request, signal);
+    let step = await stream.next();
+    while (!step.done) {
+      const now = performance.now();
+      const { tokens } = step.value;
+      if (timing.tokens === 0) timing.ttft = now - sent;
+      else for (let k = 0; k < tokens; k++) timing.itl.push((now - last) / tokens);
+      timing.tokens += tokens;
+      last = now;
+      step = await stream.next();
+    }
+    if (step.value !== undefined) timing.tokens = step.value;
+    timing.e2e = last - sent;
+  } catch (error) {
+    timing.error = error instanceof Error ? error.message : String(error);
+  }
+  return timing;
+}
+
+export interface LoadSummary {
+  target: string;
+  concurrency: number;
+  requests: number;
+  failed: number;
+  tokens: number;
+  /** Aggregate: all requests' tokens over the run's wall time. */
+  tokens_per_second: number;
+  ttft_p50_ms: number;
+  ttft_p99_ms: number;
+  itl_p50_ms: number;
+  itl_p99_ms: number;
+  e2e_p50_ms: number;
+  /** The first failure's message, when a request failed. */
+  first_error?: string;
+}
+
+export function summarizeLoad(run: LoadRun): LoadSummary {
+  const done = run.requests.filter((timing) => timing.error === undefined);
+  const tokens = done.reduce((sum, timing) => sum + timing.tokens, 0);
+  const ttft = done.map((timing) => timing.ttft);
+  const itl = done.flatMap((timing) => timing.itl);
+  const e2e = done.map((timing) => timing.e2e);
+  return {
+    target: run.target,
+    concurrency: run.concurrency,
+    requests: run.requests.length,
+    failed: run.requests.length - done.length,
+    tokens,
+    tokens_per_second: run.wallMs > 0 ? (tokens / run.wallMs) * 1000 : Number.NaN,
+    ttft_p50_ms: percentile(ttft, 50),
+    ttft_p99_ms: percentile(ttft, 99),
+    itl_p50_ms: percentile(itl, 50),
+    itl_p99_ms: percentile(itl, 99),
+    e2e_p50_ms: percentile(e2e, 50),
+    ...(done.length < run.requests.length ? { first_error: run.requests.find((timing) => timing.error !== undefined)!.error } : {}),
+  };
+}
+
+/** `tachyon` for plain decoding, `tachyon spec auto` for a speculative mode. */
+export function engineTargetName(speculation: SpeculationMode): string {
+  return speculation === 'off' ? 'tachyon' : `tachyon spec ${speculation}`;
+}
+
+/** The in-process engine: each request is one `engine.generate` stream, greedy. */
+export class EngineTarget implements LoadTarget {
+  readonly name: string;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly speculation: SpeculationMode,
+  ) {
+    this.name = engineTargetName(speculation);
+  }
+
+  async *stream(request: LoadRequest, signal: AbortSignal): AsyncGenerator<Arrival, number, void> {
+    const generation = this.engine.generate(request.prompt, { maxTokens: request.maxTokens, temperature: 0, speculation: this.speculation, signal });
+    for (;;) {
+      const step = await generation.next();
+      if (step.done) return step.value.tokens.length;
+      if (step.value.tokens.length > 0) yield { tokens: step.value.tokens.length };
+    }
+  }
+}
+
+/** An OpenAI-compatible server: `POST /v1/completions` with a prompt string, streamed as server-sent events. */
+export class OpenAiCompletionsTarget implements LoadTarget {
+  constructor(
+    readonly name: string,
+    private readonly baseUrl: string,
+    private readonly options: { model?: string; apiKey?: string } = {},
+  ) {}
+
+  async *stream(request: LoadRequest, signal: AbortSignal): AsyncGenerator<Arrival, number | undefined, void> {
+    const response = await fetch(`${this.baseUrl}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}) },
+      body: JSON.stringify({
+        model: this.options.model,
+        prompt: request.prompt,
+        max_tokens: request.maxTokens,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+      signal,
+    });
+    if (!response.ok || !response.body) throw new Error(`${this.name}: HTTP ${response.status}: ${(await response.text()).slice(0, 300)}`);
+    let completionTokens: number | undefined;
+    const events = response.body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
+    for await (const event of events) {
+      if (event.data === '[DONE]') break;
+      const chunk = parseChunk(this.name, event.data);
+      if (chunk.text) yield { tokens: 1 };
+      completionTokens = chunk.completionTokens ?? completionTokens;
+    }
+    return completionTokens;
+  }
+}
+
+interface CompletionChunk {
+  text: string;
+  completionTokens?: number;
+}
+
+/** One streamed `text_completion` chunk: its text, and the token count when it carries `usage`. */
+function parseChunk(target: string, data: string): CompletionChunk {
+  let chunk: { choices?: { text?: unknown }[]; usage?: { completion_tokens?: unknown }; error?: { message?: unknown } };
+  try {
+    chunk = JSON.parse(data) as typeof chunk;
+  } catch {
+    throw new Error(`${target}: a streamed event is not JSON: ${data.slice(0, 200)}`);
+  }
+  if (chunk.error) throw new Error(`${target}: ${String(chunk.error.message ?? JSON.stringify(chunk.error))}`);
+  const text = chunk.choices?.[0]?.text;
+  const completionTokens = chunk.usage?.completion_tokens;
+  return { text: typeof text === 'string' ? text : '', completionTokens: typeof completionTokens === 'number' ? completionTokens : undefined };
+}

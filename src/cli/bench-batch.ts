@@ -1,0 +1,102 @@
+/** `tachyon bench batch`: throughput and latency under concurrent requests, against llama-server. */
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { InvalidArgumentError, type Command } from 'commander';
+import { DEFAULT_TASKS } from '../bench/spec.js';
+import { PEER, runBatchBench, type BatchBenchResult } from '../bench/batch.js';
+import type { GpuChoice } from '../llama/library.js';
+import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
+import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
+import { backendOption } from './engine-options.js';
+import { integer } from './options.js';
+import { formatTable } from './table.js';
+
+interface BatchFlags {
+  model: string;
+  draftModel?: string;
+  draft: boolean;
+  gpu: GpuChoice;
+  threads: number;
+  concurrency: number[];
+  spec: SpeculationMode[];
+  tasks: string;
+  prompts?: string;
+  n: number;
+  maxTokens: number;
+  kvCells?: number;
+  peer: boolean;
+  llamaServer?: string;
+  json?: boolean;
+  report?: string;
+}
+
+/** A comma-separated list, each item parsed; a bad item is a usage error naming it. */
+function listOf<T>(parse: (item: string) => T) {
+  return (value: string): T[] => {
+    const items = value.split(',').map((item) => item.trim()).filter(Boolean);
+    if (items.length === 0) throw new InvalidArgumentError('expected a comma-separated list');
+    return items.map(parse);
+  };
+}
+
+const concurrencyLevel = integer(1, 256);
+function speculationMode(item: string): SpeculationMode {
+  if (!(SPECULATION_MODES as readonly string[]).includes(item)) throw new InvalidArgumentError(`"${item}" is not one of ${SPECULATION_MODES.join(', ')}`);
+  return item as SpeculationMode;
+}
+
+export function registerBenchBatch(bench: Command): void {
+  bench
+    .command('batch')
+    .description(`concurrent requests on one engine: aggregate tokens/s, TTFT and inter-token latency, plain and speculative, vs ${PEER} --parallel N`)
+    .option('-m, --model <path>', 'target GGUF model', defaultModelPath)
+    .option('--draft-model <path>', 'draft GGUF (default: the embedded draft when --model is the embedded target)')
+    .option('--no-draft', 'run without a draft model')
+    .addOption(backendOption('--gpu <backend>', 'llama.cpp backend', 'cpu'))
+    .option('-t, --threads <n>', 'CPU threads of every engine (default: all cores here)', integer(1, 512), availableParallelism())
+    .option('--concurrency <list>', 'requests in flight, one run per level', listOf(concurrencyLevel), [1, 2, 4, 8, 16])
+    .option('--spec <list>', "Tachyon's decoding modes (off = plain)", listOf(speculationMode), ['off', 'auto'])
+    .option('--tasks <list>', 'prompt sets from bench/prompts/, drawn round-robin', DEFAULT_TASKS.join(','))
+    .option('--prompts <file>', 'a JSONL file of {"prompt"|"chat_prompt": …} lines instead of --tasks')
+    .option('-n, --n <count>', 'requests per run (one run per concurrency and target)', integer(1), 32)
+    .option('--max-tokens <n>', 'new tokens per request at most (greedy; a request may end sooner)', integer(1), 256)
+    .option('--kv-cells <n>', 'KV cells of each engine in all (llama-server -c; default: the largest concurrency × the longest request)', integer(16))
+    .option('--no-peer', `run Tachyon only (no ${PEER})`)
+    .option('--llama-server <path>', `${PEER} binary (default: built once by bench/peers/build-llama-cpp.sh; env TACHYON_LLAMA_SERVER)`)
+    .option('--json', 'print one JSON object')
+    .option('--report <dir>', 'write batch-report.md, batch-report.json, batch-throughput.svg and batch-itl-p99.svg here')
+    .action(async (flags: BatchFlags) => {
+      const model = resolve(flags.model);
+      const draftModel = !flags.draft ? undefined : flags.draftModel ? resolve(flags.draftModel) : model === defaultModelPath ? defaultDraftModelPath : undefined;
+      const result = await runBatchBench({
+        model,
+        draftModel,
+        gpu: flags.gpu,
+        threads: flags.threads,
+        concurrency: flags.concurrency,
+        speculation: flags.spec,
+        tasks: flags.tasks.split(',').map((task) => task.trim()).filter(Boolean),
+        promptsFile: flags.prompts,
+        n: flags.n,
+        maxTokens: flags.maxTokens,
+        kvCells: flags.kvCells,
+        peer: flags.peer,
+        llamaServer: flags.llamaServer,
+        reportDir: flags.report,
+        onProgress: (line) => process.stderr.write(`bench: ${line}\n`),
+      });
+      process.stdout.write(flags.json ? `${JSON.stringify(result)}\n` : formatBatchTable(result));
+    });
+}
+
+function formatBatchTable(result: BatchBenchResult): string {
+  const rows = [['concurrency', 'target', 'tokens/s', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'failed']];
+  for (const [c, summary] of Object.entries(result.concurrency)) {
+    for (const [name, run] of Object.entries(summary.runs)) {
+      rows.push([c, name, ...[run.tokens_per_second, run.ttft_p50_ms, run.ttft_p99_ms, run.itl_p50_ms, run.itl_p99_ms, run.failed].map((value) => String(value ?? '-'))]);
+    }
+  }
+  const lines = formatTable(rows);
+  lines.push('', `times in ms; single stream: ${result.ms_per_decode ?? '-'} ms per token, ${result.single_stream_vs_llama_server ?? '-'}× ${PEER}`);
+  return `${lines.join('\n')}\n`;
+}

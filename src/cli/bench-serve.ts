@@ -1,0 +1,115 @@
+/** `tachyon bench serve`: tachyon serve vs llama-server over HTTP, with and without speculation. */
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import type { Command } from 'commander';
+import { barChartSvg } from '../bench/chart.js';
+import { writeFileAtomic } from '../bench/files.js';
+import { readJsonLines } from '../bench/jsonl.js';
+import { runServeBench, SETUPS, type ServeBenchReport } from '../bench/serve.js';
+import { defaultModelPath, packageRoot } from '../paths.js';
+import { UsageError } from './errors.js';
+import { integer } from './options.js';
+
+interface ServeBenchFlags {
+  model: string;
+  draftModel?: string;
+  concurrency: string;
+  requests: number;
+  maxTokens: number;
+  prompts: string;
+  n: number;
+  parallel: number;
+  ctxSize: number;
+  threads: number;
+  llamaServer?: string;
+  llama: boolean;
+  llamaSpec: string;
+  json?: boolean;
+  report?: string;
+}
+
+/** Where bench/peers/build-llama-cpp.sh puts llama-server. */
+const BUILT_LLAMA_SERVER = join(packageRoot, '.cache', 'llama.cpp', '80fb11a', 'build', 'bin', 'llama-server');
+
+export function registerBenchServe(bench: Command): void {
+  bench
+    .command('serve')
+    .description('tachyon serve vs llama-server over HTTP (same model, slots, context, threads), each with and without speculation')
+    .option('-m, --model <path>', 'GGUF model of both servers', defaultModelPath)
+    .option('--draft-model <path>', "draft GGUF for Tachyon's speculation")
+    .option('--concurrency <list>', 'concurrent clients, one level after another', '1,4,8,16')
+    .option('--requests <n>', 'requests per level (at least the level)', integer(1), 16)
+    .option('--max-tokens <n>', 'tokens per request (greedy)', integer(1), 256)
+    .option('--prompts <file>', 'JSONL prompts with "chat_prompt" lines', join(packageRoot, 'bench', 'prompts', 'longgen.jsonl'))
+    .option('-n, --n <count>', 'prompts taken from the file', integer(1), 16)
+    .option('--parallel <n>', 'slots of both servers', integer(1, 256), 8)
+    .option('-c, --ctx-size <n>', 'context per slot', integer(16), 1024)
+    .option('-t, --threads <n>', 'CPU threads of both servers', integer(1, 512), availableParallelism())
+    .option('--llama-server <path>', 'llama-server binary (default: $TACHYON_LLAMA_SERVER or the one bench/peers/build-llama-cpp.sh built)')
+    .option('--no-llama', 'measure tachyon serve only')
+    .option('--llama-spec <flags>', "llama-server's speculative flags (its best on the testbed: ngram-simple)", '--spec-type ngram-simple')
+    .option('--json', 'print one JSON object')
+    .option('--report <dir>', 'write bench-serve.json, bench-serve.md and bench-serve.svg here')
+    .action(async (flags: ServeBenchFlags) => serveBenchCommand(flags));
+}
+
+async function serveBenchCommand(flags: ServeBenchFlags): Promise<void> {
+  const llamaServer = flags.llama ? (flags.llamaServer ?? process.env.TACHYON_LLAMA_SERVER ?? BUILT_LLAMA_SERVER) : undefined;
+  if (llamaServer && !existsSync(llamaServer)) throw new UsageError(`no llama-server at ${llamaServer}: build it with bench/peers/build-llama-cpp.sh, pass --llama-server PATH, or use --no-llama`);
+  const concurrency = flags.concurrency.split(',').map((level) => integer(1, 4096)(level.trim()));
+  const prompts = (await readJsonLines(resolve(flags.prompts))).slice(0, flags.n).map(({ row, line }) => {
+    if (typeof row.chat_prompt !== 'string') throw new UsageError(`${flags.prompts}:${line}: needs a "chat_prompt" string`);
+    return row.chat_prompt;
+  });
+  const report = await runServeBench({
+    model: resolve(flags.model),
+    draftModel: flags.draftModel && resolve(flags.draftModel),
+    concurrency,
+    requests: flags.requests,
+    maxTokens: flags.maxTokens,
+    prompts,
+    parallel: flags.parallel,
+    ctxSize: flags.ctxSize,
+    threads: flags.threads,
+    llamaServer,
+    llamaSpecFlags: flags.llamaSpec.split(/\s+/).filter(Boolean),
+    onProgress: (line) => process.stderr.write(`bench serve: ${line}\n`),
+  });
+  if (flags.report) await writeServeReport(resolve(flags.report), report);
+  process.stdout.write(flags.json ? `${JSON.stringify({ concurrency: report.concurrency, model: report.model, ms_per_decode: report.ms_per_decode })}\n` : formatServeReport(report));
+}
+
+const COLORS: Record<(typeof SETUPS)[number], string> = { tachyon: '#8fb3ef', tachyon_spec: '#2f6fdf', llama: '#bbbbbb', llama_spec: '#777777' };
+
+function formatServeReport(report: ServeBenchReport): string {
+  const number = (value: number | undefined, digits = 1) => (value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits));
+  const rows = Object.entries(report.concurrency).map(
+    ([level, row]) =>
+      `| ${level} | ${SETUPS.map((setup) => number(row[`${setup}_tps`])).join(' | ')} | ${number(row.ttft_p50_ms)} / ${number(row.ttft_p99_ms)} | ${number(row.itl_p50_ms, 2)} / ${number(row.itl_p99_ms, 2)} |`,
+  );
+  return [
+    `# tachyon serve vs llama-server: ${basename(report.model)}`,
+    '',
+    `${report.settings.parallel} slots × ${report.settings.ctxSize} tokens, ${report.settings.threads} threads, ${report.settings.maxTokens} tokens per request (greedy), ${report.settings.prompts} prompts; one decode ≈ ${number(report.ms_per_decode ?? undefined, 2)} ms (Tachyon plain, 1 client, inter-token p50).`,
+    '',
+    `| clients | ${SETUPS.map((setup) => `${setup} tok/s`).join(' | ')} | TTFT p50 / p99 ms (tachyon_spec) | ITL p50 / p99 ms (tachyon_spec) |`,
+    `| ---: | ${SETUPS.map(() => '---:').join(' | ')} | ---: | ---: |`,
+    ...rows,
+    '',
+  ].join('\n');
+}
+
+async function writeServeReport(dir: string, report: ServeBenchReport): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const groups = Object.entries(report.concurrency).map(([level, row]) => ({
+    title: `${level} client${level === '1' ? '' : 's'}`,
+    unit: 'tokens/s',
+    bars: SETUPS.filter((setup) => row[`${setup}_tps`] !== undefined).map((setup) => ({ label: setup, median: row[`${setup}_tps`]!, color: COLORS[setup] })),
+  }));
+  const subtitle = `${report.settings.parallel} slots × ${report.settings.ctxSize} tokens · ${report.settings.threads} threads · ${report.settings.maxTokens} tokens per request · one decode ≈ ${report.ms_per_decode?.toFixed(2) ?? '?'} ms`;
+  await writeFileAtomic(join(dir, 'bench-serve.svg'), barChartSvg(`tachyon serve vs llama-server: ${basename(report.model)}`, subtitle, groups));
+  await writeFileAtomic(join(dir, 'bench-serve.json'), `${JSON.stringify(report, null, 2)}\n`);
+  await writeFileAtomic(join(dir, 'bench-serve.md'), formatServeReport(report));
+}

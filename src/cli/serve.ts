@@ -1,0 +1,71 @@
+/** `tachyon serve`: the OpenAI-compatible HTTP server over one engine. */
+import { basename } from 'node:path';
+import { Option, type Command } from 'commander';
+import { Engine } from '../engine/engine.js';
+import { createServer } from '../server/app.js';
+import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';
+import { integer } from './options.js';
+import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
+
+interface ServeFlags extends ModelFlags {
+  draftModel?: string;
+  host: string;
+  port: number;
+  apiKey?: string;
+  parallel: number;
+  maxQueued: number;
+  alias?: string;
+  cors?: string | boolean;
+  timeout: number;
+  grace: number;
+  spec: SpeculationMode;
+}
+
+export function registerServe(program: Command): void {
+  const command = program.command('serve').description('serve the model over an OpenAI-compatible HTTP API, with a playground at /');
+  addModelFlags(command)
+    .option('--draft-model <path>', 'draft GGUF with the same vocabulary, for draft-model speculation')
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--port <n>', 'port to listen on (0 = any free port)', integer(0, 65535), 8080)
+    .option('--api-key <key>', 'require "Authorization: Bearer <key>" on everything but /health and the playground page (default: $TACHYON_API_KEY)')
+    .option('--parallel <n>', 'requests generating at once (--ctx-size is per request)', integer(1, 256), 8)
+    .option('--max-queued <n>', 'requests that may wait for a turn; more get 429', integer(0), 64)
+    .option('--alias <name>', 'model id clients use (default: the model file name without .gguf)')
+    .option('--cors [origin]', 'allow browser clients from this origin (default with the flag: any)')
+    .option('--timeout <seconds>', 'longest a request may take, waiting included', integer(1), 600)
+    .addOption(new Option('--spec <mode>', 'speculative decoding of every request (lossless)').choices([...SPECULATION_MODES]).default('auto'))
+    .option('--grace <seconds>', 'on SIGINT/SIGTERM, how long in-flight requests may finish before they are cancelled', integer(0), 30)
+    .action(async (flags: ServeFlags) => serveCommand(flags));
+}
+
+async function serveCommand(flags: ServeFlags): Promise<void> {
+  const engine = await Engine.load({
+    ...engineOptions(flags),
+    draftModel: flags.draftModel,
+    maxSequences: flags.parallel,
+    maxQueued: flags.maxQueued,
+  });
+  const modelId = flags.alias ?? basename(flags.model).replace(/\.gguf$/i, '');
+  const server = await createServer({
+    engine,
+    modelId,
+    // Read here, not as the flag's default, so --help never prints the key.
+    apiKey: flags.apiKey ?? process.env.TACHYON_API_KEY,
+    cors: flags.cors,
+    parallel: flags.parallel,
+    maxQueued: flags.maxQueued,
+    requestTimeoutMs: flags.timeout * 1000,
+    speculation: flags.spec,
+    onServerError: (error, request) => process.stderr.write(`tachyon: ${request.method} ${request.url} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`),
+  });
+  const address = await server.app.listen({ host: flags.host, port: flags.port });
+  process.stdout.write(`tachyon: serving ${modelId} at ${address} (OpenAI API under ${address}/v1, playground at ${address}/)\n`);
+  const stop = async (signal: string) => {
+    process.stderr.write(`tachyon: ${signal}: no new requests; in-flight ones have ${flags.grace} s to finish\n`);
+    await server.shutdown(flags.grace * 1000);
+    engine.dispose();
+    process.exit(0);
+  };
+  process.once('SIGINT', (signal) => void stop(signal));
+  process.once('SIGTERM', (signal) => void stop(signal));
+}

@@ -1,0 +1,260 @@
+/**
+ * The typed entry point. `Engine.load` starts a worker thread that loads the model (and optionally
+ * a draft model) and runs the engine loop; this thread keeps the async API: any number of
+ * concurrent generations, streamed back as token deltas, cancelled by an AbortSignal or by
+ * stopping the iteration. The event loop here stays free while the model decodes.
+ */
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import type { ChatMessage } from '../generate/chat.js';
+import type { GenerationChunk, GenerationResult } from '../generate/generate.js';
+import { generateAll } from '../generate/generate.js';
+import type { ContextOptions } from '../llama/context.js';
+import type { LoadModelOptions } from '../llama/model.js';
+import { ModelLoadError } from '../llama/model.js';
+import { defaultModelPath } from '../paths.js';
+import { deserializeError, EngineDisposedError, type SerializedError } from './errors.js';
+import type { EngineLoopOptions, EngineStatus } from './loop.js';
+import type { DraftBudget } from '../speculative/tree.js';
+
+export type { EngineStatus };
+import { STATUS_FIELDS, type Command, type EngineInfo, type PromptInput, type Query, type WireEvent, type WorkerMessage, type WorkerOptions } from './protocol.js';
+import type { RequestOptions } from './request.js';
+
+export interface EngineOptions extends LoadModelOptions, Omit<ContextOptions, 'contextSize' | 'sequences'>, EngineLoopOptions {
+  /** GGUF file; default: the embedded testbed model. */
+  model?: string;
+  /** A small GGUF with the same vocabulary, for draft-model speculation. */
+  draftModel?: string;
+  /** Positions one request may use, prompt included; default min(the model's training context, 4096). */
+  contextSize?: number;
+  /** KV cells shared by all requests; default contextSize × maxSequences (at most 16,384, at least contextSize). */
+  kvCells?: number;
+  /** Called before the one-time measurement of the verify cost curve. */
+  onMeasure?: () => void;
+  /**
+   * Verify every draft within this budget instead of letting the adaptive planner decide what
+   * pays (ablations, and tests that need drafts verified on a model where they never pay).
+   */
+  draftBudget?: DraftBudget;
+}
+
+export interface GenerateOptions extends RequestOptions {
+  signal?: AbortSignal;
+}
+
+export type Prompt = string | readonly number[];
+
+/** Events of one request, buffered until its consumer asks for them. */
+class RequestChannel {
+  private readonly buffered: WireEvent[] = [];
+  private waiter: ((event: WireEvent) => void) | undefined;
+
+  push(event: WireEvent): void {
+    if (this.waiter) {
+      const waiter = this.waiter;
+      this.waiter = undefined;
+      waiter(event);
+    } else this.buffered.push(event);
+  }
+
+  next(): Promise<WireEvent> {
+    const event = this.buffered.shift();
+    return event ? Promise.resolve(event) : new Promise((resolve) => (this.waiter = resolve));
+  }
+}
+
+export class Engine {
+  private readonly requests = new Map<number, RequestChannel>();
+  private readonly replies = new Map<number, { resolve: (value: unknown) => void; reject: (error: Error) => void }>();
+  private nextId = 0;
+  private disposing: Promise<void> | undefined;
+  private failure: Error | undefined;
+
+  private constructor(
+    private readonly worker: Worker,
+    private readonly commands: MessagePort,
+    private readonly statusView: Int32Array,
+    /** The model and the limits the engine runs with. */
+    readonly info: EngineInfo,
+  ) {
+    worker.on('message', (message: WorkerMessage) => this.receive(message));
+    worker.on('error', (error) => this.fail(error));
+    worker.on('exit', () => this.fail(new EngineDisposedError()));
+    this.updateRef();
+  }
+
+  static async load(options: EngineOptions = {}): Promise<Engine> {
+    const { onProgress, onNotice, onMeasure, ...rest } = options;
+    const workerOptions: WorkerOptions = { ...rest, model: options.model ?? defaultModelPath, reportProgress: onProgress !== undefined };
+    const channel = new MessageChannel();
+    const status = new SharedArrayBuffer(4 * STATUS_FIELDS);
+    const worker = new Worker(new URL('./worker.js', import.meta.url), {
+      workerData: { options: workerOptions, commands: channel.port2, status },
+      transferList: [channel.port2],
+    });
+    const info = await new Promise<EngineInfo>((resolve, reject) => {
+      const onMessage = (message: WorkerMessage) => {
+        if (message.type === 'progress') onProgress?.(message.fraction);
+        else if (message.type === 'notice') (onNotice ?? ((line: string) => process.stderr.write(`${line}\n`)))(message.line);
+        else if (message.type === 'ready') settle(() => resolve(message.info));
+        else if (message.type === 'failed') settle(() => reject(loadError(message.error)));
+      };
+      const onError = (error: Error) => settle(() => reject(error));
+      const onExit = () => settle(() => reject(new ModelLoadError('the engine worker exited while loading')));
+      const settle = (then: () => void) => {
+        worker.off('message', onMessage).off('error', onError).off('exit', onExit);
+        then();
+      };
+      worker.on('message', onMessage).on('error', onError).on('exit', onExit);
+    });
+    // The cost curve is measured on the first speculative request, after load.
+    if (onMeasure) worker.on('message', (message: WorkerMessage) => message.type === 'measuring' && onMeasure());
+    return new Engine(worker, channel.port1, new Int32Array(status), info);
+  }
+
+  /** Text prompts get BOS (if the model wants it) and control tokens written as text are recognised. */
+  tokenize(prompt: Prompt): Promise<number[]> {
+    return this.query({ method: 'tokenize', prompt: promptInput(prompt) }) as Promise<number[]>;
+  }
+
+  /** Renders messages with the model's chat template and tokenizes the result. */
+  chatPrompt(messages: readonly ChatMessage[]): Promise<number[]> {
+    return this.query({ method: 'tokenize', prompt: { kind: 'messages', messages: [...messages] } }) as Promise<number[]>;
+  }
+
+  /** One user message: through the model's chat template when it has one, else the text as it is. */
+  userPrompt(text: string): Promise<number[]> {
+    return this.info.model.chatTemplate ? this.chatPrompt([{ role: 'user', content: text }]) : this.tokenize(text);
+  }
+
+  /** Requests running and waiting, KV cells in use (read without a round trip: the loop publishes them every step). */
+  status(): EngineStatus {
+    const [running, waiting, kvCellsInUse, kvCells] = this.statusView;
+    return { running, waiting, kvCellsInUse, kvCells };
+  }
+
+  /** Every sequence id that holds KV cells, with its positions (for tests and diagnostics). */
+  kvAudit(): Promise<{ seq: number; min: number; max: number }[]> {
+    return this.query({ method: 'kvAudit' }) as Promise<{ seq: number; min: number; max: number }[]>;
+  }
+
+  /**
+   * Logits after `prompt` + `continuation` with the continuation evaluated `chunk` tokens per
+   * decode (Infinity: one batch), in a scratch sequence: how far batching alone moves logits.
+   */
+  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunk: number): Promise<Float32Array> {
+    const size = Number.isFinite(chunk) ? chunk : Math.max(1, continuation.length);
+    return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation], chunk: size }) as Promise<Float32Array>;
+  }
+
+  /** Streams a generation. Any number may run at once; each gets its own sequence in the engine loop. */
+  generate(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult, void> {
+    return this.stream(promptInput(prompt), options);
+  }
+
+  complete(prompt: Prompt, options: GenerateOptions = {}): Promise<GenerationResult> {
+    return generateAll(this.generate(prompt, options));
+  }
+
+  chat(messages: readonly ChatMessage[], options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult, void> {
+    return this.stream({ kind: 'messages', messages: [...messages] }, options);
+  }
+
+  /**
+   * Stops the engine: requests in flight end at once with stop reason `abort` (their streams end
+   * normally), later calls throw EngineDisposedError, and the worker frees the model and exits.
+   */
+  dispose(): Promise<void> {
+    this.disposing ??= new Promise<void>((resolve) => {
+      this.worker.once('exit', () => resolve());
+      this.send({ type: 'dispose' });
+      this.worker.ref();
+    });
+    return this.disposing;
+  }
+
+  private async *stream(prompt: PromptInput, options: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult, void> {
+    const { signal, ...requestOptions } = options;
+    this.checkUsable();
+    const id = ++this.nextId;
+    const channel = new RequestChannel();
+    this.requests.set(id, channel);
+    this.updateRef();
+    const cancel = () => this.send({ type: 'cancel', id });
+    signal?.addEventListener('abort', cancel, { once: true });
+    let ended = false;
+    try {
+      this.send({ type: 'generate', id, prompt, options: requestOptions });
+      if (signal?.aborted) cancel();
+      for (;;) {
+        const event = await channel.next();
+        if (event.type === 'chunk') {
+          yield event.chunk;
+          continue;
+        }
+        ended = true;
+        if (event.type === 'done') return event.result;
+        throw deserializeError(event.error);
+      }
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      // A consumer that stops iterating cancels the request; its KV is freed on the next step.
+      if (!ended && !this.disposing && !this.failure) cancel();
+      this.requests.delete(id);
+      this.updateRef();
+    }
+  }
+
+  private query(query: Query): Promise<unknown> {
+    this.checkUsable();
+    const id = ++this.nextId;
+    const reply = new Promise<unknown>((resolve, reject) => this.replies.set(id, { resolve, reject }));
+    this.updateRef();
+    this.send({ type: 'query', id, query });
+    return reply;
+  }
+
+  private receive(message: WorkerMessage): void {
+    if (message.type === 'event') this.requests.get(message.id)?.push(message.event);
+    else if (message.type === 'reply') {
+      const pending = this.replies.get(message.id);
+      this.replies.delete(message.id);
+      this.updateRef();
+      if (message.error) pending?.reject(deserializeError(message.error));
+      else pending?.resolve(message.value);
+    }
+  }
+
+  private send(command: Command): void {
+    this.commands.postMessage(command);
+  }
+
+  /** The worker keeps the process alive only while something is in flight (an idle engine lets a script end). */
+  private updateRef(): void {
+    if (this.requests.size > 0 || this.replies.size > 0 || this.disposing) this.worker.ref();
+    else this.worker.unref();
+  }
+
+  private checkUsable(): void {
+    if (this.failure) throw this.failure;
+    if (this.disposing) throw new EngineDisposedError();
+  }
+
+  /** The worker died or was disposed: everything in flight ends with the error. */
+  private fail(error: Error): void {
+    this.failure ??= error;
+    const serialized: SerializedError = { name: error.name, message: error.message };
+    for (const channel of this.requests.values()) channel.push({ type: 'error', error: serialized });
+    for (const pending of this.replies.values()) pending.reject(error);
+    this.replies.clear();
+  }
+}
+
+function promptInput(prompt: Prompt): PromptInput {
+  return typeof prompt === 'string' ? { kind: 'text', text: prompt } : { kind: 'tokens', tokens: [...prompt] };
+}
+
+function loadError(error: SerializedError): Error {
+  const rebuilt = deserializeError(error);
+  return error.name === 'ModelLoadError' ? Object.assign(new ModelLoadError(error.message), { name: 'ModelLoadError' }) : rebuilt;
+}

@@ -1,0 +1,381 @@
+/**
+ * The engine loop: one step at a time, for every request at once.
+ *
+ *   step = reap cancelled → admit / preempt → each decoding request proposes (its pending token or
+ *          a token tree) → prompt chunks fill the rest of the batch → ONE llama_decode → each
+ *          request accepts and emits → finished requests free their KV in the same step.
+ *
+ * The loop is mechanism (batches, KV ops, sequence ids); who runs is the Scheduler's, what to
+ * verify is each request's decoder's, and nothing here knows about threads: the worker drives it,
+ * and tests drive it in-process.
+ */
+import { TokenBatch } from '../llama/batch.js';
+import { evaluateTokens, type Context } from '../llama/context.js';
+import type { Tokenizer } from '../llama/tokenizer.js';
+import { checkPromptFits } from '../generate/decoder.js';
+import { GenerationOutput, type ForcedTokens, type StopReason } from '../generate/generate.js';
+import { ROOT, type TokenTree } from '../speculative/tree.js';
+import { Sampler } from '../generate/sampling.js';
+import type { SpeculationMode } from '../speculative/speculation.js';
+import type { SequenceDecoder } from '../generate/decoder.js';
+import { EngineDisposedError } from './errors.js';
+import { Request, type RequestOptions, type RequestSink } from './request.js';
+import { Scheduler } from './scheduler.js';
+import { SequenceIdPool } from './sequence-ids.js';
+import { dropTree, keepAcceptedPath, nodeSequences, shareCommittedPrefix, type PlacedTree } from './tree-kv.js';
+
+export interface EngineLoopOptions {
+  /** Requests running at once (default 8). */
+  maxSequences?: number;
+  /** Requests waiting for admission (default 64); more are refused with QueueFullError. */
+  maxQueued?: number;
+  /** Positions one request may use, prompt included (default: the context's size). */
+  sequenceLength?: number;
+  /** Most prompt tokens evaluated per step (default 256). */
+  prefillChunk?: number;
+  /** Most nodes of one request's token tree (default 64). */
+  maxTreeNodes?: number;
+}
+
+export interface EngineStatus {
+  running: number;
+  waiting: number;
+  kvCellsInUse: number;
+  kvCells: number;
+}
+
+/** Where requests get their decoders (the engine's Speculation; tests bring their own). */
+export interface DecoderSource {
+  /** Throws when a mode cannot run here (checked before the request is queued). */
+  check(mode: SpeculationMode): void;
+  /** The decoder of a request whose KV lives in sequence `seq` (empty when this is called). */
+  decoder(mode: SpeculationMode, sampler: Sampler, seq: number): Promise<SequenceDecoder>;
+}
+
+/** A scheduled step: the trees of decoding requests, the prompt chunks, and where each sits in the batch. */
+interface StepWork {
+  trees: { request: Request; placed: PlacedTree; firstIndex: number }[];
+  chunks: { request: Request; from: number; count: number; lastIndex: number }[];
+}
+
+export class EngineLoop {
+  readonly ids: SequenceIdPool;
+  readonly sequenceLength: number;
+  private readonly scheduler: Scheduler;
+  private readonly batch: TokenBatch;
+  private readonly maxTreeNodes: number;
+  private readonly byId = new Map<number, Request>();
+  private disposed = false;
+
+  constructor(
+    private readonly context: Context,
+    private readonly tokenizer: Tokenizer,
+    private readonly decoders: DecoderSource,
+    options: EngineLoopOptions = {},
+  ) {
+    this.ids = new SequenceIdPool(context.sequences);
+    this.sequenceLength = Math.min(options.sequenceLength ?? context.contextSize, context.contextSize);
+    this.maxTreeNodes = options.maxTreeNodes ?? 64;
+    this.scheduler = new Scheduler(
+      {
+        maxSequences: Math.min(options.maxSequences ?? 8, context.sequences),
+        maxQueued: options.maxQueued ?? 64,
+        kvCells: context.contextSize,
+        prefillChunk: options.prefillChunk ?? 256,
+      },
+      this.ids,
+    );
+    // A token carries at most every sequence id (the root of a tree spanning all borrowed ids).
+    this.batch = new TokenBatch(context.batchSize, context.sequences);
+  }
+
+  /** Queues a request; throws PromptTooLongError or QueueFullError at once (nothing is queued then). */
+  submit(id: number, prompt: readonly number[], options: RequestOptions, sink: RequestSink): void {
+    if (this.disposed) throw new EngineDisposedError();
+    checkPromptFits(this.sequenceLength, prompt.length);
+    this.decoders.check(options.speculation ?? 'auto');
+    const output = new GenerationOutput(this.tokenizer, prompt, options, performance.now());
+    const request = new Request(id, prompt, options, output, sink);
+    if (!output.wantsTokens) return request.finish('length');
+    this.scheduler.enqueue(request);
+    this.byId.set(id, request);
+  }
+
+  /** Cancels a request; it ends with stop reason `abort` before the next step decodes anything for it. */
+  cancel(id: number): void {
+    const request = this.byId.get(id);
+    if (request) request.cancelled = true;
+  }
+
+  get idle(): boolean {
+    return this.byId.size === 0;
+  }
+
+  status(): EngineStatus {
+    return {
+      running: this.scheduler.running.length,
+      waiting: this.scheduler.waiting.length,
+      kvCellsInUse: this.scheduler.cellsInUse,
+      kvCells: this.context.contextSize,
+    };
+  }
+
+  /** Every sequence id that holds KV cells, with its position range (tests check that nothing leaks). */
+  kvAudit(): { seq: number; min: number; max: number }[] {
+    const held: { seq: number; min: number; max: number }[] = [];
+    for (let seq = 0; seq < this.ids.size; seq++) {
+      const max = this.context.seqPosMax(seq);
+      if (max >= 0) held.push({ seq, min: this.context.seqPosMin(seq), max });
+    }
+    return held;
+  }
+
+  /**
+   * Logits after `prompt` + `continuation`, the continuation evaluated `chunk` tokens per decode,
+   * in a scratch sequence (diagnostics: how far batching alone moves logits). Runs between steps.
+   */
+  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunk: number): Float32Array {
+    const seq = this.ids.acquire();
+    if (seq === undefined) throw new Error('no free sequence id for a scratch evaluation');
+    try {
+      let last = evaluateTokens(this.context, this.batch, prompt, 0, seq);
+      for (let start = 0; start < continuation.length; start += chunk) {
+        last = evaluateTokens(this.context, this.batch, continuation.slice(start, start + chunk), prompt.length + start, seq);
+      }
+      return Float32Array.from(this.context.logits(last));
+    } finally {
+      this.context.seqRemove(seq, -1, -1);
+      this.ids.release(seq);
+    }
+  }
+
+  async step(): Promise<void> {
+    this.reap();
+    await this.schedule();
+    const work = await this.buildBatch();
+    if (this.batch.size === 0) return;
+    const started = performance.now();
+    try {
+      this.context.decodeSync(this.batch);
+    } catch (error) {
+      return this.recoverFailedDecode(work, error);
+    }
+    await this.finishStep(work, performance.now() - started);
+  }
+
+  /** Ends every request (stop reason `abort`) and frees their KV; later submits throw. */
+  dispose(): void {
+    this.disposed = true;
+    for (const request of [...this.byId.values()]) this.end(request, 'abort');
+    this.batch.dispose();
+  }
+
+  /** Cancelled requests end now, before anything more is decoded for them. */
+  private reap(): void {
+    for (const request of this.byId.values()) if (request.cancelled) this.end(request, 'abort');
+  }
+
+  private async schedule(): Promise<void> {
+    for (const victim of this.scheduler.preempt()) this.evict(victim);
+    for (const request of this.scheduler.admit()) {
+      if (request.decoder) continue; // resuming after a preemption
+      const sampler = new Sampler(request.options);
+      try {
+        request.decoder = await this.decoders.decoder(request.options.speculation ?? 'auto', sampler, request.seq!);
+      } catch (error) {
+        this.endWithError(request, error);
+      }
+    }
+  }
+
+  /** Trees of decoding requests first (each priced against what the batch already holds), then prompt chunks. */
+  private async buildBatch(): Promise<StepWork> {
+    const work: StepWork = { trees: [], chunks: [] };
+    this.batch.clear();
+    const decoding = this.scheduler.running.filter((r) => r.state === 'decoding');
+    let freeCells = this.context.contextSize - this.scheduler.cellsInUse - decoding.length;
+    for (const [i, request] of decoding.entries()) {
+      const othersLeft = decoding.length - 1 - i;
+      const spare = Math.min(this.batch.capacity - this.batch.size - othersLeft, freeCells + 1);
+      try {
+        const placed = await this.placeTree(request, spare, decoding.length, this.batch.size + othersLeft);
+        work.trees.push({ request, placed, firstIndex: this.batch.size });
+        freeCells -= placed.tree.size - 1;
+        for (let node = 0; node < placed.tree.size; node++) this.batch.add(placed.tree.token(node), placed.position + placed.tree.depth(node), nodeSequences(placed, node), true);
+      } catch (error) {
+        this.endWithError(request, error);
+      }
+    }
+    const budget = Math.min(this.batch.capacity - this.batch.size, freeCells);
+    for (const { request, count } of this.scheduler.prefillChunks(budget)) {
+      const from = request.cached;
+      const wantsLogits = !request.resuming && from + count === request.prompt.length;
+      for (let i = 0; i < count; i++) this.batch.add(request.sequence[from + i], from + i, request.seq!, wantsLogits && i === count - 1);
+      work.chunks.push({ request, from, count, lastIndex: this.batch.size - 1 });
+    }
+    return work;
+  }
+
+  /** Asks the request's decoder what to verify and gives the tree its sequence ids. */
+  private async placeTree(request: Request, spare: number, sequences: number, othersTokens: number): Promise<PlacedTree> {
+    const position = request.sequence.length - 1;
+    const limits = {
+      room: this.sequenceLength - position,
+      maxNodes: Math.max(1, Math.min(this.maxTreeNodes, spare)),
+      maxBranches: 1 + this.ids.available,
+      batchTokens: othersTokens,
+      sequences,
+    };
+    const tree = await request.decoder!.propose(request.sequence, limits);
+    if (tree.size === 1) return { tree, branchSeqs: [request.seq!], nodeBranches: undefined, firstBranch: undefined, position };
+    const assignment = tree.branchIds();
+    const borrowed = this.ids.borrow(assignment.branchCount - 1);
+    if (!borrowed) throw new Error(`tree of ${assignment.branchCount} branches but only ${this.ids.available} sequence ids free`);
+    const placed: PlacedTree = {
+      tree,
+      branchSeqs: [request.seq!, ...borrowed],
+      nodeBranches: assignment.branchCount > 1 ? assignment.nodeBranches : undefined,
+      firstBranch: assignment.branchCount > 1 ? assignment.firstBranch : undefined,
+      position,
+    };
+    shareCommittedPrefix(this.context, placed);
+    return placed;
+  }
+
+  /** After the decode: each tree's request accepts and emits; finished prompts give their first token. */
+  private async finishStep(work: StepWork, ms: number): Promise<void> {
+    const alone = work.trees.length + work.chunks.length === 1;
+    for (const { request, placed, firstIndex } of work.trees) {
+      this.release(placed);
+      if (request.state === 'finished') continue;
+      try {
+        const decoder = request.decoder!;
+        decoder.observeDecode(ms, this.batch.size, alone);
+        const accepted = decoder.accept(placed.tree, (node) => this.context.logits(firstIndex + node), request.sequence);
+        keepAcceptedPath(this.context, placed, accepted.lastNode);
+        request.cached = placed.position + placed.tree.depth(accepted.lastNode) + 1;
+        const path = nodesTo(placed.tree, accepted.lastNode);
+        this.emit(request, accepted.tokens, accepted.draftedBy, (i) => this.context.logits(firstIndex + path[i]));
+      } catch (error) {
+        this.endWithError(request, error);
+      }
+    }
+    for (const { request, count, lastIndex } of work.chunks) {
+      if (request.state === 'finished') continue;
+      request.cached += count;
+      request.decoder!.timings.prefillMs += ms;
+      if (request.cached < request.prefillTarget) continue;
+      request.state = 'decoding';
+      if (request.resuming) {
+        request.resuming = false;
+        continue;
+      }
+      await this.startDecoding(request, lastIndex);
+    }
+  }
+
+  /** The prompt is in: its last logits give the first token. */
+  private async startDecoding(request: Request, lastIndex: number): Promise<void> {
+    try {
+      this.emit(request, [await request.decoder!.start(request.prompt, this.context.logits(lastIndex))], [null], () => this.context.logits(lastIndex));
+    } catch (error) {
+      this.endWithError(request, error);
+    }
+  }
+
+  /**
+   * Appends emitted tokens, streams them, and ends the request when its output says so or its
+   * room runs out. `rowOf(i)` is the logits row that chose token i (the thinking controller reads it).
+   */
+  private emit(request: Request, tokens: readonly number[], draftedBy: readonly (string | null)[], rowOf: (index: number) => Float32Array): void {
+    if (request.state === 'finished') return;
+    const before = request.sequence.length;
+    const { chunk, stopReason, forced } = request.output.push(tokens, draftedBy, rowOf);
+    request.sequence.push(...tokens);
+    if (chunk) request.emit(chunk);
+    if (stopReason) return this.end(request, stopReason);
+    if (forced) this.force(request, before, tokens.length, forced);
+    if (this.sequenceLength - (request.sequence.length - 1) <= 0) this.end(request, 'context');
+  }
+
+  /**
+   * The thinking controller cut this step's tokens and forced its own (the closing tag): the cut
+   * tokens' KV goes, and the forced tokens are evaluated like a prompt extension, all but the
+   * last, which stays pending as any emitted token does.
+   */
+  private force(request: Request, before: number, emitted: number, forced: ForcedTokens): void {
+    // The KV holds the sequence up to this step's last (pending) token.
+    const kept = before + Math.min(forced.keptFromStep, emitted - 1);
+    request.sequence.length = before + forced.keptFromStep;
+    request.sequence.push(...forced.tokens);
+    this.context.seqRemove(request.seq!, kept, -1);
+    request.cached = kept;
+    request.resuming = true;
+    if (request.cached < request.prefillTarget) request.state = 'prefilling';
+    else request.resuming = false;
+  }
+
+  /** Returns a tree's borrowed sequence ids to the pool. */
+  private release(placed: PlacedTree): void {
+    for (const seq of placed.branchSeqs.slice(1)) this.ids.release(seq);
+  }
+
+  /**
+   * A decode that failed changed nothing the requests rely on: trees and prompt chunks are
+   * undone. A full KV cache preempts the newest request; any other failure ends the requests of
+   * this batch with the error (the engine itself goes on).
+   */
+  private recoverFailedDecode(work: StepWork, error: unknown): void {
+    for (const { placed } of work.trees) {
+      dropTree(this.context, placed);
+      this.release(placed);
+    }
+    for (const { request, from } of work.chunks) this.context.seqRemove(request.seq!, from, -1);
+    const full = (error as { code?: number }).code === 1;
+    if (full && this.scheduler.running.length > 1) {
+      const newest = this.scheduler.running.reduce((a, b) => (b.admittedAt > a.admittedAt ? b : a));
+      this.scheduler.remove(newest);
+      this.evict(newest);
+      newest.state = 'waiting';
+      this.scheduler.waiting.unshift(newest);
+      return;
+    }
+    for (const request of [...work.trees.map((t) => t.request), ...work.chunks.map((c) => c.request)]) this.endWithError(request, error);
+  }
+
+  /** A preempted request gives its KV back; it will evaluate its sequence again, without sampling anything again. */
+  private evict(request: Request): void {
+    this.context.seqRemove(request.seq!, -1, -1);
+    request.cached = 0;
+    if (request.decoder && request.sequence.length > request.prompt.length) request.resuming = true;
+  }
+
+  private end(request: Request, stopReason: StopReason): void {
+    this.close(request);
+    request.finish(stopReason);
+  }
+
+  private endWithError(request: Request, error: unknown): void {
+    this.close(request);
+    request.fail(error);
+  }
+
+  /** Frees everything the request holds, in this step: KV cells, its sequence id, its decoder. */
+  private close(request: Request): void {
+    this.scheduler.remove(request);
+    this.byId.delete(request.id);
+    if (request.seq !== undefined) {
+      this.context.seqRemove(request.seq, -1, -1);
+      this.ids.release(request.seq);
+      request.seq = undefined;
+    }
+    request.decoder?.dispose();
+  }
+}
+
+/** The nodes from the root to `node`, in order: node i's row chose the i-th emitted token. */
+function nodesTo(tree: TokenTree, node: number): number[] {
+  const nodes = [node];
+  while (nodes[0] !== ROOT) nodes.unshift(tree.parent(nodes[0]));
+  return nodes;
+}

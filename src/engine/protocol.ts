@@ -1,0 +1,71 @@
+/** Messages between the Engine (main thread) and its worker. Plain data only. */
+import type { MessagePort } from 'node:worker_threads';
+import type { ChatMessage } from '../generate/chat.js';
+import type { ContextOptions } from '../llama/context.js';
+import type { ModelMetadata } from '../llama/model.js';
+import type { GpuChoice } from '../llama/library.js';
+import type { GenerationChunk, GenerationResult } from '../generate/generate.js';
+import type { SerializedError } from './errors.js';
+import type { EngineLoopOptions } from './loop.js';
+import type { RequestOptions } from './request.js';
+import type { DraftBudget } from '../speculative/tree.js';
+
+/** What the worker needs to load (the EngineOptions without callbacks). */
+export interface WorkerOptions extends ContextOptions, EngineLoopOptions {
+  model: string;
+  draftModel?: string;
+  gpu?: GpuChoice;
+  gpuLayers?: number;
+  /** Positions one request may use (the context holds `kvCells` cells for all of them). */
+  contextSize?: number;
+  kvCells?: number;
+  draftBudget?: DraftBudget;
+  reportProgress: boolean;
+}
+
+export interface WorkerData {
+  options: WorkerOptions;
+  /** Commands arrive here; the loop drains it between steps with receiveMessageOnPort. */
+  commands: MessagePort;
+  /** The loop's status, written after every step: running, waiting, kvCellsInUse, kvCells. */
+  status: SharedArrayBuffer;
+}
+
+export type PromptInput = { kind: 'text'; text: string } | { kind: 'tokens'; tokens: number[] } | { kind: 'messages'; messages: ChatMessage[] };
+
+export type Query =
+  | { method: 'tokenize'; prompt: PromptInput }
+  | { method: 'kvAudit' }
+  | { method: 'logitsAfter'; prompt: number[]; continuation: number[]; chunk: number };
+
+export type Command =
+  | { type: 'generate'; id: number; prompt: PromptInput; options: RequestOptions }
+  | { type: 'cancel'; id: number }
+  | { type: 'query'; id: number; query: Query }
+  | { type: 'dispose' };
+
+export interface EngineInfo {
+  model: ModelMetadata;
+  modelPath: string;
+  backend: string;
+  devices: string[];
+  /** Positions one request may use, prompt included. */
+  contextSize: number;
+  /** KV cells shared by all requests. */
+  kvCells: number;
+  maxSequences: number;
+}
+
+export type WireEvent = { type: 'chunk'; chunk: GenerationChunk } | { type: 'done'; result: GenerationResult } | { type: 'error'; error: SerializedError };
+
+export type WorkerMessage =
+  | { type: 'progress'; fraction: number }
+  | { type: 'notice'; line: string }
+  | { type: 'measuring' }
+  | { type: 'ready'; info: EngineInfo }
+  | { type: 'failed'; error: SerializedError }
+  | { type: 'event'; id: number; event: WireEvent }
+  | { type: 'reply'; id: number; value?: unknown; error?: SerializedError }
+  | { type: 'disposed' };
+
+export const STATUS_FIELDS = 4;

@@ -1,0 +1,75 @@
+/** One request inside the engine loop: its tokens, where its KV stands, its decoder and its output. */
+import { emptyTimings, type SequenceDecoder } from '../generate/decoder.js';
+import type { GenerationChunk, GenerationLimits, GenerationOutput, GenerationResult, StopReason } from '../generate/generate.js';
+import type { SamplingOptions } from '../generate/sampling.js';
+import type { SpeculationMode } from '../speculative/speculation.js';
+
+/** What a request asks for (everything but the prompt); plain data, so it can cross threads. */
+export interface RequestOptions extends SamplingOptions, Omit<GenerationLimits, 'signal'> {
+  /** Speculative decoding: `auto` (default) lets the engine pick drafters and tree size; `off` decodes plainly. */
+  speculation?: SpeculationMode;
+}
+
+/** What the loop tells a request's consumer. */
+export type RequestEvent =
+  | { type: 'chunk'; chunk: GenerationChunk }
+  | { type: 'done'; result: GenerationResult }
+  | { type: 'error'; error: unknown };
+
+export type RequestSink = (event: RequestEvent) => void;
+
+export type RequestState = 'waiting' | 'prefilling' | 'decoding' | 'finished';
+
+export class Request {
+  state: RequestState = 'waiting';
+  /** Its sequence id while it holds one (kept through preemption: its drafters' KV follows it). */
+  seq: number | undefined;
+  decoder: SequenceDecoder | undefined;
+  /** Prompt + emitted tokens; while decoding, the last one is pending (not in the KV cache yet). */
+  readonly sequence: number[];
+  /** Tokens of `sequence` whose KV is in the context. */
+  cached = 0;
+  /** Set after a preemption: the prompt's logits are not needed again (the pending token is known). */
+  resuming = false;
+  cancelled = false;
+  /** Admission order (the newest is preempted first). */
+  admittedAt = 0;
+
+  constructor(
+    readonly id: number,
+    readonly prompt: readonly number[],
+    readonly options: RequestOptions,
+    readonly output: GenerationOutput,
+    private readonly sink: RequestSink,
+  ) {
+    this.sequence = [...prompt];
+  }
+
+  /** Tokens still to evaluate before decoding starts (the prompt, or everything but the pending token after a preemption). */
+  get prefillTarget(): number {
+    return this.resuming ? this.sequence.length - 1 : this.prompt.length;
+  }
+
+  /** KV cells this request occupies. */
+  get cells(): number {
+    return this.cached;
+  }
+
+  emit(chunk: GenerationChunk): void {
+    this.sink({ type: 'chunk', chunk });
+  }
+
+  /** Ends the request with a result (the tail of held-back text first). */
+  finish(stopReason: StopReason): void {
+    this.state = 'finished';
+    const decoder = this.decoder ?? { timings: emptyTimings(), speculation: undefined };
+    const { tail, result } = this.output.finish(stopReason, decoder);
+    if (tail) this.emit(tail);
+    this.sink({ type: 'done', result });
+  }
+
+  fail(error: unknown): void {
+    this.state = 'finished';
+    this.sink({ type: 'error', error });
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * The engine's worker thread: it alone loads llama.cpp, owns the model, the contexts, the drafters
+ * and the planner, and runs the engine loop with synchronous decodes (no cross-thread hop per
+ * token). While it works, commands are drained between steps with receiveMessageOnPort (a loop
+ * that never yields to the event loop receives no message events); when there is nothing to do,
+ * it waits for the next message event.
+ */
+import { availableParallelism } from 'node:os';
+import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { ChatFormatter } from '../generate/chat.js';
+import { Context } from '../llama/context.js';
+import { detachLlamaLogger } from '../llama/library.js';
+import { Model } from '../llama/model.js';
+import { createDraftContext, DraftModelDrafter } from '../speculative/draft-model.js';
+import { Speculation } from '../speculative/speculation.js';
+import { serializeError } from './errors.js';
+import { EngineLoop } from './loop.js';
+import type { Command, EngineInfo, PromptInput, Query, WorkerData, WorkerMessage, WireEvent } from './protocol.js';
+import type { RequestEvent } from './request.js';
+
+/** Sequence ids beyond the running requests' own: tree branches borrow them for a step. */
+const BRANCH_IDS = 64;
+/** llama.cpp's limit on sequence ids. */
+const MAX_SEQUENCES = 256;
+
+const { options, commands, status } = workerData as WorkerData;
+const statusView = new Int32Array(status);
+const post = (message: WorkerMessage) => parentPort!.postMessage(message);
+
+interface Loaded {
+  model: Model;
+  context: Context;
+  draft?: { model: Model; context: Context };
+  loop: EngineLoop;
+  chat: ChatFormatter | undefined;
+}
+
+async function load(): Promise<Loaded> {
+  const onProgress = options.reportProgress ? (fraction: number) => post({ type: 'progress', fraction }) : undefined;
+  const model = await Model.load(options.model, { gpu: options.gpu, gpuLayers: options.gpuLayers, onProgress, onNotice: (line) => post({ type: 'notice', line }) });
+  const owned: { dispose(): void }[] = [model];
+  try {
+    const threads = options.threads ?? availableParallelism();
+    const maxSequences = options.maxSequences ?? 8;
+    const contextSize = options.contextSize ?? Math.min(model.metadata.contextLength || 4096, 4096);
+    const kvCells = options.kvCells ?? Math.max(contextSize, Math.min(contextSize * maxSequences, 16384));
+    const sequences = Math.min(MAX_SEQUENCES, maxSequences + BRANCH_IDS);
+    const context = Context.create(model, { ...options, contextSize: kvCells, sequences, threads });
+    owned.push(context);
+    let draft: Loaded['draft'];
+    if (options.draftModel) {
+      const draftModel = await DraftModelDrafter.loadModel(options.draftModel, model);
+      owned.push(draftModel);
+      draft = { model: draftModel, context: createDraftContext(draftModel, context, threads) };
+    }
+    const speculation = new Speculation({ target: context, threads, draft: draft?.context, fixedBudget: options.draftBudget, onMeasure: () => post({ type: 'measuring' }) });
+    const loop = new EngineLoop(context, model.tokenizer, speculation, { ...options, sequenceLength: contextSize });
+    return { model, context, draft, loop, chat: model.metadata.chatTemplate ? ChatFormatter.forModel(model) : undefined };
+  } catch (error) {
+    for (const resource of owned.reverse()) resource.dispose();
+    throw error;
+  }
+}
+
+function info({ model, context, loop }: Loaded): EngineInfo {
+  return {
+    model: model.metadata,
+    modelPath: model.path,
+    backend: model.library.backend,
+    devices: [...model.library.devices],
+    contextSize: loop.sequenceLength,
+    kvCells: context.contextSize,
+    maxSequences: Math.min(options.maxSequences ?? 8, context.sequences),
+  };
+}
+
+function tokenize(engine: Loaded, prompt: PromptInput): number[] {
+  const { tokenizer } = engine.model;
+  if (prompt.kind === 'tokens') return prompt.tokens;
+  if (prompt.kind === 'text') return tokenizer.tokenize(prompt.text);
+  const formatter = engine.chat ?? ChatFormatter.forModel(engine.model); // throws the clear "no chat template" error
+  const text = formatter.render(prompt.messages);
+  return tokenizer.tokenize(text, { addSpecial: !formatter.startsWithBos(text) });
+}
+
+function answer(engine: Loaded, query: Query): unknown {
+  switch (query.method) {
+    case 'tokenize':
+      return tokenize(engine, query.prompt);
+    case 'kvAudit':
+      return engine.loop.kvAudit();
+    case 'logitsAfter':
+      return engine.loop.logitsAfter(query.prompt, query.continuation, query.chunk);
+  }
+}
+
+function toWire(event: RequestEvent): WireEvent {
+  return event.type === 'error' ? { type: 'error', error: serializeError(event.error) } : event;
+}
+
+/** Runs one command; returns false on dispose. */
+function handle(engine: Loaded, command: Command): boolean {
+  switch (command.type) {
+    case 'generate': {
+      const sink = (event: RequestEvent) => post({ type: 'event', id: command.id, event: toWire(event) });
+      try {
+        engine.loop.submit(command.id, tokenize(engine, command.prompt), command.options, sink);
+      } catch (error) {
+        sink({ type: 'error', error });
+      }
+      return true;
+    }
+    case 'cancel':
+      engine.loop.cancel(command.id);
+      return true;
+    case 'query':
+      try {
+        post({ type: 'reply', id: command.id, value: answer(engine, command.query) });
+      } catch (error) {
+        post({ type: 'reply', id: command.id, error: serializeError(error) });
+      }
+      return true;
+    case 'dispose':
+      return false;
+  }
+}
+
+function publishStatus(loop: EngineLoop): void {
+  const { running, waiting, kvCellsInUse, kvCells } = loop.status();
+  statusView[0] = running;
+  statusView[1] = waiting;
+  statusView[2] = kvCellsInUse;
+  statusView[3] = kvCells;
+}
+
+async function run(engine: Loaded): Promise<void> {
+  let disposed = false;
+  let wake: (() => void) | undefined;
+  // Messages that arrive while the loop is idle (the listener also keeps this thread alive).
+  commands.on('message', (command: Command) => {
+    if (!handle(engine, command)) disposed = true;
+    wake?.();
+  });
+  while (!disposed) {
+    for (let message = receiveMessageOnPort(commands); message && !disposed; message = receiveMessageOnPort(commands)) {
+      if (!handle(engine, message.message as Command)) disposed = true;
+    }
+    if (disposed) break;
+    if (engine.loop.idle) {
+      publishStatus(engine.loop);
+      await new Promise<void>((resolve) => (wake = resolve));
+      wake = undefined;
+      continue;
+    }
+    await engine.loop.step();
+    publishStatus(engine.loop);
+  }
+}
+
+function shutdown(engine: Loaded): void {
+  engine.loop.dispose();
+  engine.draft?.context.dispose();
+  engine.draft?.model.dispose();
+  engine.context.dispose();
+  engine.model.dispose();
+}
+
+let engine: Loaded | undefined;
+try {
+  engine = await load();
+  publishStatus(engine.loop);
+  post({ type: 'ready', info: info(engine) });
+  await run(engine);
+} catch (error) {
+  post({ type: 'failed', error: serializeError(error) });
+} finally {
+  if (engine) shutdown(engine);
+  // Process-wide callbacks must not point into this thread once it is gone.
+  detachLlamaLogger();
+  commands.close();
+  post({ type: 'disposed' });
+}

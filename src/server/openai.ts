@@ -1,0 +1,156 @@
+/**
+ * OpenAI's wire format: request fields → engine options (with OpenAI's defaults, not the
+ * library's), and engine chunks/results → chat.completion / text_completion objects.
+ */
+import { randomInt, randomUUID } from 'node:crypto';
+import type { GenerateOptions } from '../engine/engine.js';
+import type { GenerationChunk } from '../generate/generate.js';
+import type { ChatMessage } from '../generate/chat.js';
+import type { GenerationResult, StopReason } from '../generate/generate.js';
+import type { SpeculationStats } from '../speculative/decoder.js';
+import { invalidRequest } from './errors.js';
+import { UNSUPPORTED_FIELDS, type ChatCompletionRequest, type GenerationRequest } from './schemas.js';
+
+/** Refuses fields we do not implement, by name (checked before the schema, which would only say "unknown"). */
+export function refuseUnsupported(body: unknown): void {
+  if (typeof body !== 'object' || body === null) return;
+  const fields = body as Record<string, unknown>;
+  for (const name of UNSUPPORTED_FIELDS) {
+    const value = fields[name];
+    if (value !== undefined && value !== null && value !== false) {
+      throw invalidRequest(`'${name}' is not supported by this server`, name, 'unsupported_field');
+    }
+  }
+}
+
+/** Engine options for a request; unset fields take OpenAI's defaults (temperature 1, top_p 1, a random seed). */
+export function generationOptions(body: GenerationRequest, contextSize: number, signal: AbortSignal): GenerateOptions {
+  if (body.stream_options && !body.stream) throw invalidRequest("'stream_options' is only allowed with 'stream': true", 'stream_options', 'invalid_value');
+  const maxTokensField = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? contextSize;
+  if (maxTokens > contextSize) {
+    throw invalidRequest(`'${maxTokensField}' is ${maxTokens}, more than the context of ${contextSize} tokens`, maxTokensField, 'invalid_value');
+  }
+  return {
+    maxTokens,
+    stop: typeof body.stop === 'string' ? [body.stop] : (body.stop ?? []),
+    temperature: body.temperature ?? 1,
+    topP: body.top_p ?? 1,
+    topK: body.top_k ?? 0,
+    minP: body.min_p ?? 0,
+    seed: body.seed ?? randomInt(2 ** 47),
+    frequencyPenalty: body.frequency_penalty ?? 0,
+    presencePenalty: body.presence_penalty ?? 0,
+    repeatPenalty: body.repetition_penalty ?? 1,
+    signal,
+  };
+}
+
+/** Messages as the chat template takes them: text parts joined, `developer` as `system`. */
+export function chatMessages(body: ChatCompletionRequest): ChatMessage[] {
+  return body.messages.map(({ role, content }) => ({
+    role: role === 'developer' ? 'system' : role,
+    content: typeof content === 'string' ? content : content.map((part) => part.text).join(''),
+  }));
+}
+
+export type FinishReason = 'stop' | 'length';
+
+export function finishReason(stopReason: StopReason): FinishReason {
+  return stopReason === 'length' || stopReason === 'context' ? 'length' : 'stop';
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  completion_tokens_details: { reasoning_tokens: number };
+}
+
+export function usageOf(result: GenerationResult): Usage {
+  const { promptTokens, generatedTokens, thinkingTokens } = result.stats;
+  return {
+    prompt_tokens: promptTokens,
+    completion_tokens: generatedTokens,
+    total_tokens: promptTokens + generatedTokens,
+    completion_tokens_details: { reasoning_tokens: thinkingTokens },
+  };
+}
+
+/** The vendor extras of a finished response: why it was fast. */
+export interface TachyonSummary {
+  /** Tokens per verification step (1 = no speculation paid off). */
+  tau: number;
+  steps: number;
+  speculative_steps: number;
+  /** Drafted tokens proposed and accepted, per drafter. */
+  drafters: SpeculationStats['drafters'];
+  time_to_first_token_ms: number;
+  decode_tokens_per_second: number;
+}
+
+export function summaryOf(result: GenerationResult): TachyonSummary {
+  const { stats } = result;
+  return {
+    tau: stats.speculation?.tau ?? 1,
+    steps: stats.steps,
+    speculative_steps: stats.speculation?.speculativeSteps ?? 0,
+    drafters: stats.speculation?.drafters ?? {},
+    time_to_first_token_ms: stats.timeToFirstTokenMs,
+    decode_tokens_per_second: stats.decodeTokensPerSecond,
+  };
+}
+
+/** One token of a stream chunk and the drafter that proposed it (null: the target's own). */
+export interface DraftedToken {
+  text: string;
+  drafter: string | null;
+}
+
+/** How one endpoint names its objects and fills its choices. */
+export interface ResponseFormat {
+  idPrefix: string;
+  object: string;
+  chunkObject: string;
+  /** The choice fields of a stream's first chunk, sent before any text. */
+  opening?: Record<string, unknown>;
+  /** The choice fields of a chunk of text; undefined when the chunk adds none (nothing to send). */
+  delta(chunk: GenerationChunk): Record<string, unknown> | undefined;
+  /** The choice fields of the last chunk, the one with the finish reason. */
+  closing: Record<string, unknown>;
+  /** The choice fields of a whole response. */
+  whole(result: GenerationResult): Record<string, unknown>;
+}
+
+export const chatFormat: ResponseFormat = {
+  idPrefix: 'chatcmpl-',
+  object: 'chat.completion',
+  chunkObject: 'chat.completion.chunk',
+  opening: { delta: { role: 'assistant', content: '' } },
+  delta: ({ reasoning, content }) =>
+    reasoning || content ? { delta: { ...(reasoning ? { reasoning_content: reasoning } : {}), ...(content ? { content } : {}) } } : undefined,
+  closing: { delta: {} },
+  whole: (result) => ({
+    message: { role: 'assistant', content: result.content, ...(result.reasoning ? { reasoning_content: result.reasoning } : {}) },
+  }),
+};
+
+export const completionFormat: ResponseFormat = {
+  idPrefix: 'cmpl-',
+  object: 'text_completion',
+  chunkObject: 'text_completion',
+  delta: ({ text }) => (text ? { text } : undefined),
+  closing: { text: '' },
+  whole: (result) => ({ text: result.text }),
+};
+
+/** Identity of one response: every chunk of a stream carries the same id, time and model. */
+export interface ResponseHeader {
+  id: string;
+  created: number;
+  model: string;
+}
+
+export function responseHeader(format: ResponseFormat, model: string): ResponseHeader {
+  return { id: `${format.idPrefix}${randomUUID().replaceAll('-', '')}`, created: Math.floor(Date.now() / 1000), model };
+}

@@ -1,0 +1,98 @@
+/**
+ * Request bodies of the OpenAI-compatible endpoints, as TypeBox schemas (fastify validates them
+ * with Ajv before a handler runs). Unknown fields are refused, not ignored: a client that asks for
+ * something we do not do must hear so.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+
+/** Largest integer JSON can carry exactly into a JavaScript number. */
+const SAFE = Number.MAX_SAFE_INTEGER;
+
+/**
+ * OpenAI fields this server does not implement. Each is named in a 400 when present with a value
+ * that asks for something (null, and false for the boolean switches, ask for nothing).
+ */
+export const UNSUPPORTED_FIELDS = [
+  'tools',
+  'tool_choice',
+  'functions',
+  'function_call',
+  'parallel_tool_calls',
+  'response_format',
+  'logprobs',
+  'top_logprobs',
+  'logit_bias',
+  'audio',
+  'modalities',
+  'prediction',
+  'web_search_options',
+  'echo',
+  'suffix',
+  'best_of',
+] as const;
+
+const unsupported = Object.fromEntries(UNSUPPORTED_FIELDS.map((name) => [name, Type.Optional(Type.Unknown())]));
+
+const StreamOptions = Type.Object(
+  {
+    include_usage: Type.Optional(Type.Boolean()),
+    /** Vendor opt-in: each chunk names the drafter that proposed each of its tokens. */
+    include_drafters: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+
+/** Fields shared by both generation endpoints. */
+const generationFields = {
+  model: Type.String({ minLength: 1, maxLength: 256 }),
+  stream: Type.Optional(Type.Boolean()),
+  stream_options: Type.Optional(Type.Union([StreamOptions, Type.Null()])),
+  max_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: SAFE }), Type.Null()])),
+  stop: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { maxItems: 4 }), Type.Null()])),
+  temperature: Type.Optional(Type.Union([Type.Number({ minimum: 0, maximum: 2 }), Type.Null()])),
+  top_p: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 1 }), Type.Null()])),
+  top_k: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: 1_000_000 }), Type.Null()])),
+  min_p: Type.Optional(Type.Union([Type.Number({ minimum: 0, maximum: 1 }), Type.Null()])),
+  seed: Type.Optional(Type.Union([Type.Integer({ minimum: -SAFE, maximum: SAFE }), Type.Null()])),
+  frequency_penalty: Type.Optional(Type.Union([Type.Number({ minimum: -2, maximum: 2 }), Type.Null()])),
+  presence_penalty: Type.Optional(Type.Union([Type.Number({ minimum: -2, maximum: 2 }), Type.Null()])),
+  /** llama.cpp / vLLM's multiplicative repetition penalty (1 = off). */
+  repetition_penalty: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10 }), Type.Null()])),
+  n: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1 }), Type.Null()])),
+  /** An end-user id for the operator's abuse tracking; it does not change the output. */
+  user: Type.Optional(Type.String({ maxLength: 256 })),
+  ...unsupported,
+};
+
+const TextPart = Type.Object({ type: Type.Literal('text'), text: Type.String() }, { additionalProperties: false });
+
+const Message = Type.Object(
+  {
+    role: Type.Union([Type.Literal('system'), Type.Literal('developer'), Type.Literal('user'), Type.Literal('assistant')]),
+    content: Type.Union([Type.String(), Type.Array(TextPart, { maxItems: 1024 })]),
+  },
+  { additionalProperties: false },
+);
+
+export const ChatCompletionRequest = Type.Object(
+  {
+    messages: Type.Array(Message, { minItems: 1, maxItems: 4096 }),
+    max_completion_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: SAFE }), Type.Null()])),
+    ...generationFields,
+  },
+  { additionalProperties: false },
+);
+export type ChatCompletionRequest = Static<typeof ChatCompletionRequest>;
+
+export const CompletionRequest = Type.Object(
+  {
+    prompt: Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1, maxItems: 1 }), Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 })]),
+    ...generationFields,
+  },
+  { additionalProperties: false },
+);
+export type CompletionRequest = Static<typeof CompletionRequest>;
+
+const GenerationFields = Type.Object(generationFields);
+/** The fields both endpoints read when they build generation options. */
+export type GenerationRequest = Static<typeof GenerationFields> & { max_completion_tokens?: number | null };

@@ -1,0 +1,33 @@
+/** `tachyon bench serve` end to end on the testbed, Tachyon side only (llama-server is built separately). */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { tachyon } from './helpers/cli.js';
+import { scratchDir } from './helpers/models.js';
+
+test('bench serve --no-llama measures tachyon serve with and without speculation and writes its report', async () => {
+  const dir = scratchDir();
+  const result = await tachyon('bench', 'serve', '--no-llama', '--concurrency', '1,2', '--requests', '2', '--max-tokens', '8', '-n', '2', '--threads', '1', '--json', '--report', dir);
+  assert.equal(result.code, 0, result.stderr);
+  const summary = JSON.parse(result.stdout) as { concurrency: Record<string, Record<string, number>>; ms_per_decode: number };
+  assert.deepEqual(Object.keys(summary.concurrency), ['1', '2']);
+  for (const row of Object.values(summary.concurrency)) {
+    assert.ok(row.tachyon_tps > 0 && row.tachyon_spec_tps > 0);
+    assert.ok(row.ttft_p50_ms > 0 && row.ttft_p99_ms >= row.ttft_p50_ms);
+    assert.ok(row.itl_p50_ms > 0 && row.itl_p99_ms >= row.itl_p50_ms);
+    assert.equal(row.llama_tps, undefined);
+  }
+  assert.ok(summary.ms_per_decode > 0);
+  const report = JSON.parse(readFileSync(join(dir, 'bench-serve.json'), 'utf8')) as { details: { tachyon: Record<string, { tokens: number; requests: number }> } };
+  assert.equal(report.details.tachyon['2'].requests, 2);
+  assert.equal(report.details.tachyon['2'].tokens, 16, 'two greedy requests of 8 tokens');
+  assert.match(readFileSync(join(dir, 'bench-serve.svg'), 'utf8'), /^<svg/);
+  assert.match(readFileSync(join(dir, 'bench-serve.md'), 'utf8'), /\| 2 \|/);
+});
+
+test('bench serve names a missing llama-server instead of failing later', async () => {
+  const result = await tachyon('bench', 'serve', '--llama-server', '/nonexistent/llama-server', '--concurrency', '1');
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /no llama-server at \/nonexistent\/llama-server/);
+});

@@ -1,0 +1,138 @@
+/**
+ * The engine loop through the public Engine (worker thread): concurrent requests equal their solo
+ * runs (speculation on and off, greedy and seeded sampling, under preemption), cancellation
+ * frees KV cells and sequence ids, bad requests fail alone, and the main thread stays free.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Engine, type GenerateOptions } from '../src/engine/engine.js';
+import { QueueFullError } from '../src/engine/errors.js';
+import { PromptTooLongError } from '../src/generate/decoder.js';
+import { readJsonLines } from '../src/bench/jsonl.js';
+import { join } from 'node:path';
+import { projectRoot, testbedPrompts } from './helpers/models.js';
+
+/** Two held-out prompts per task, chat-formatted. */
+async function benchPrompts(): Promise<string[]> {
+  const prompts: string[] = [];
+  for (const task of ['reasoning', 'longgen', 'rewrite']) {
+    const rows = await readJsonLines(join(projectRoot, 'bench', 'prompts', `${task}.jsonl`));
+    prompts.push(...rows.slice(0, 2).map(({ row }) => String(row.chat_prompt)));
+  }
+  return prompts;
+}
+
+async function solo(engine: Engine, prompts: readonly string[], options: GenerateOptions): Promise<number[][]> {
+  const outputs: number[][] = [];
+  for (const prompt of prompts) outputs.push((await engine.complete(prompt, options)).tokens);
+  return outputs;
+}
+
+async function together(engine: Engine, prompts: readonly string[], options: (i: number) => GenerateOptions): Promise<number[][]> {
+  const results = await Promise.all(prompts.map((prompt, i) => engine.complete(prompt, options(i))));
+  return results.map((result) => result.tokens);
+}
+
+describe('many requests in one engine loop', () => {
+  let engine: Engine;
+  let prompts: string[];
+  before(async () => {
+    engine = await Engine.load({ gpu: 'cpu', maxSequences: 8 });
+    prompts = await benchPrompts();
+  });
+  after(() => engine.dispose());
+
+  for (const speculation of ['off', 'auto'] as const) {
+    test(`concurrent greedy requests equal their solo runs (speculation ${speculation})`, async () => {
+      const options = { maxTokens: 48, speculation };
+      const alone = await solo(engine, prompts, options);
+      const batched = await together(engine, [...prompts, ...prompts], () => options);
+      assert.deepEqual(batched, [...alone, ...alone]);
+      assert.deepEqual(await engine.kvAudit(), [], 'every request freed its cells');
+    });
+  }
+
+  test('seeded sampled requests keep their own random stream under batching', async () => {
+    const options = (i: number): GenerateOptions => ({ maxTokens: 32, temperature: 0.9, seed: 100 + i, speculation: 'auto' });
+    const alone: number[][] = [];
+    for (const [i, prompt] of prompts.entries()) alone.push((await engine.complete(prompt, options(i))).tokens);
+    assert.deepEqual(await together(engine, prompts, options), alone);
+  });
+
+  test('a cancelled stream frees its KV cells and sequence id in the next step; the others go on', async () => {
+    const controller = new AbortController();
+    const long = { maxTokens: 400, ignoreEos: true, speculation: 'off' as const };
+    const others = [engine.complete(prompts[2], long), engine.complete(prompts[3], long)];
+    let chunks = 0;
+    for await (const _ of engine.generate(prompts[0], { ...long, signal: controller.signal })) if (++chunks === 3) controller.abort();
+    const results = await Promise.all(others);
+    assert.deepEqual(results.map((r) => r.stats.stopReason), ['length', 'length']);
+    assert.deepEqual(await engine.kvAudit(), []);
+    assert.deepEqual(engine.status(), { running: 0, waiting: 0, kvCellsInUse: 0, kvCells: engine.info.kvCells });
+  });
+
+  test('a consumer that stops iterating cancels its request', async () => {
+    for await (const chunk of engine.generate(prompts[2], { maxTokens: 400, ignoreEos: true })) if (chunk.tokens.length > 0) break;
+    await engine.complete(prompts[0], { maxTokens: 2 }); // a step has run since the cancellation
+    assert.deepEqual(await engine.kvAudit(), []);
+  });
+
+  test('a prompt longer than the context fails alone, with its size', async () => {
+    const tooLong = 'x '.repeat(3000);
+    const [good, bad] = await Promise.allSettled([engine.complete(prompts[0], { maxTokens: 8 }), engine.complete(tooLong, { maxTokens: 8 })]);
+    assert.equal(good.status, 'fulfilled');
+    assert.equal(bad.status, 'rejected');
+    const error = (bad as PromiseRejectedResult).reason as PromptTooLongError;
+    assert.ok(error instanceof PromptTooLongError, String(error));
+    assert.equal(error.contextSize, engine.info.contextSize);
+    assert.ok(error.promptTokens > engine.info.contextSize);
+  });
+
+  test('the engine survives a request that throws', async () => {
+    await assert.rejects(engine.complete(prompts[0], { maxTokens: 4, speculation: 'draft' }), /needs a draft model/);
+    const result = await engine.complete(testbedPrompts.reasoning, { maxTokens: 300 });
+    assert.match(result.text, /The answer is 132\./);
+  });
+
+  test("the main thread's event loop stays free while the model decodes", async () => {
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 1);
+    let ticksAtFirstChunk = -1;
+    let chunks = 0;
+    for await (const _ of engine.generate(testbedPrompts.story, { maxTokens: 600, ignoreEos: true, speculation: 'off' })) {
+      if (chunks++ === 0) ticksAtFirstChunk = ticks;
+    }
+    clearInterval(timer);
+    assert.ok(chunks > 100, `${chunks} chunks streamed`);
+    assert.ok(ticks - ticksAtFirstChunk >= 10, `${ticks - ticksAtFirstChunk} timer ticks while 600 tokens were decoded`);
+  });
+});
+
+describe('admission limits', () => {
+  test('a flood beyond maxQueued is refused with QueueFullError; the admitted requests finish', async () => {
+    const engine = await Engine.load({ gpu: 'cpu', maxSequences: 1, maxQueued: 1 });
+    try {
+      const outcomes = await Promise.allSettled(Array.from({ length: 8 }, () => engine.complete(testbedPrompts.story, { maxTokens: 64, ignoreEos: true, speculation: 'off' })));
+      const refused = outcomes.filter((o) => o.status === 'rejected');
+      assert.ok(refused.length >= 1, 'some requests were refused');
+      for (const o of refused) assert.ok((o as PromiseRejectedResult).reason instanceof QueueFullError);
+      for (const o of outcomes) if (o.status === 'fulfilled') assert.equal(o.value.tokens.length, 64);
+    } finally {
+      await engine.dispose();
+    }
+  });
+
+  test('when KV room runs out, the newest request is preempted and recomputed; outputs do not change', async () => {
+    const engine = await Engine.load({ gpu: 'cpu', maxSequences: 4, contextSize: 512, kvCells: 512 });
+    try {
+      const prompts = (await benchPrompts()).slice(0, 4);
+      const options = { maxTokens: 120, ignoreEos: true, speculation: 'off' as const };
+      const alone = await solo(engine, prompts, options);
+      // Four prompts of 20–40 tokens growing by 120 each need more than 512 cells at once.
+      assert.deepEqual(await together(engine, prompts, () => options), alone);
+      assert.deepEqual(await engine.kvAudit(), []);
+    } finally {
+      await engine.dispose();
+    }
+  });
+});

@@ -1,0 +1,259 @@
+/** The official `openai` client against a running `tachyon serve` on the testbed model. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { MODEL_ID, sseData, startServer, type RunningServer } from './helpers/server.js';
+import { testbedPrompts } from './helpers/models.js';
+
+const question = [{ role: 'user' as const, content: 'What is 47 + 85?' }];
+const greedy = { model: MODEL_ID, temperature: 0, max_tokens: 40 };
+
+let running: RunningServer;
+let client: OpenAI;
+
+before(async () => {
+  running = await startServer();
+  client = new OpenAI({ baseURL: `${running.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+});
+after(() => running.close());
+
+describe('chat completions', () => {
+  test('non-streaming: thinking in reasoning_content, answer in content, usage and speculation extras', async () => {
+    const completion = await client.chat.completions.create({ ...greedy, messages: question, max_tokens: 300 });
+    const choice = completion.choices[0];
+    const message = choice.message as typeof choice.message & { reasoning_content?: string };
+    assert.equal(completion.object, 'chat.completion');
+    assert.equal(choice.finish_reason, 'stop');
+    assert.match(message.reasoning_content ?? '', /47 \+ 85/);
+    assert.match(message.content ?? '', /132/);
+    assert.doesNotMatch(`${message.content}${message.reasoning_content}`, /<\/?think>/);
+    const usage = completion.usage!;
+    assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
+    assert.ok(usage.completion_tokens_details!.reasoning_tokens! > 0);
+    assert.ok(usage.completion_tokens_details!.reasoning_tokens! < usage.completion_tokens);
+    const extras = (completion as unknown as { tachyon: { tau: number; drafters: Record<string, { accepted: number }> } }).tachyon;
+    assert.ok(extras.tau >= 1);
+    assert.ok('ngram' in extras.drafters);
+  });
+
+  test('streaming with include_usage: role first, one finish_reason, usage last with no choices, same text as non-streaming', async () => {
+    const whole = await client.chat.completions.create({ ...greedy, messages: question });
+    const stream = await client.chat.completions.create({ ...greedy, messages: question, stream: true, stream_options: { include_usage: true } });
+    const chunks: OpenAI.ChatCompletionChunk[] = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+    const finishes = chunks.flatMap((chunk) => chunk.choices.filter((choice) => choice.finish_reason !== null));
+    assert.equal(finishes.length, 1);
+    assert.equal(finishes[0].finish_reason, 'length');
+    const last = chunks.at(-1)!;
+    assert.deepEqual(last.choices, []);
+    assert.deepEqual(last.usage, whole.usage);
+    const delta = (chunk: OpenAI.ChatCompletionChunk) => chunk.choices[0]?.delta as { content?: string; reasoning_content?: string } | undefined;
+    assert.equal(chunks.map((chunk) => delta(chunk)?.reasoning_content ?? '').join(''), (whole.choices[0].message as { reasoning_content?: string }).reasoning_content);
+    assert.equal(chunks.map((chunk) => delta(chunk)?.content ?? '').join(''), whole.choices[0].message.content);
+  });
+
+  test('stream().finalChatCompletion() assembles the streamed message', async () => {
+    const final = await client.chat.completions.stream({ ...greedy, messages: question, max_tokens: 300 }).finalChatCompletion();
+    assert.equal(final.choices[0].finish_reason, 'stop');
+    assert.match(final.choices[0].message.content ?? '', /132/);
+  });
+
+  test('content as an array of text parts equals the same content as a string', async () => {
+    const parts = await client.chat.completions.create({
+      ...greedy,
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'What is ' }, { type: 'text', text: '47 + 85?' }] }],
+    });
+    const text = await client.chat.completions.create({ ...greedy, messages: question });
+    assert.equal(parts.choices[0].message.content, text.choices[0].message.content);
+    assert.equal(parts.usage!.prompt_tokens, text.usage!.prompt_tokens);
+  });
+
+  test('a seed makes sampling repeat; OpenAI defaults (temperature 1) apply when unset', async () => {
+    const sampled = (seed: number) => client.chat.completions.create({ model: MODEL_ID, messages: question, max_tokens: 24, seed });
+    const [a, b] = [await sampled(7), await sampled(7)];
+    assert.equal(a.choices[0].message.content, b.choices[0].message.content);
+    assert.equal((a.choices[0].message as { reasoning_content?: string }).reasoning_content, (b.choices[0].message as { reasoning_content?: string }).reasoning_content);
+    const texts = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      const unseeded = await client.chat.completions.create({ model: MODEL_ID, messages: [{ role: 'user', content: 'Write a long bedtime story about a shy crow called Otto.' }], max_tokens: 24 });
+      texts.add(JSON.stringify(unseeded.choices[0].message));
+    }
+    assert.ok(texts.size > 1, 'unset temperature and seed must sample (temperature 1, a random seed), not decode greedily');
+  });
+});
+
+describe('completions', () => {
+  test('non-streaming and streaming agree, raw text with its tags', async () => {
+    const request = { model: MODEL_ID, prompt: testbedPrompts.reasoning, temperature: 0, max_tokens: 30 };
+    const whole = await client.completions.create(request);
+    assert.equal(whole.object, 'text_completion');
+    assert.match(whole.choices[0].text, /^<think>/);
+    assert.equal(whole.choices[0].finish_reason, 'length');
+    assert.equal(whole.usage!.completion_tokens, 30);
+    const stream = await client.completions.create({ ...request, stream: true, stream_options: { include_usage: true } });
+    let text = '';
+    let finishes = 0;
+    let usage;
+    for await (const chunk of stream) {
+      for (const choice of chunk.choices) {
+        text += choice.text;
+        if (choice.finish_reason) finishes++;
+      }
+      usage = chunk.usage ?? usage;
+    }
+    assert.equal(text, whole.choices[0].text);
+    assert.equal(finishes, 1);
+    assert.deepEqual(usage, whole.usage);
+  });
+
+  test('a prompt of token ids equals the same prompt as text', async () => {
+    const tokens = await running.engine.tokenize(testbedPrompts.reasoning);
+    const fromTokens = await client.completions.create({ model: MODEL_ID, prompt: tokens, temperature: 0, max_tokens: 12 });
+    const fromText = await client.completions.create({ model: MODEL_ID, prompt: testbedPrompts.reasoning, temperature: 0, max_tokens: 12 });
+    assert.equal(fromTokens.choices[0].text, fromText.choices[0].text);
+  });
+
+  test('a stop string ends the text before it', async () => {
+    const completion = await client.completions.create({ model: MODEL_ID, prompt: testbedPrompts.reasoning, temperature: 0, max_tokens: 100, stop: ['47'] });
+    assert.equal(completion.choices[0].finish_reason, 'stop');
+    assert.doesNotMatch(completion.choices[0].text, /47/);
+  });
+});
+
+describe('models and errors', () => {
+  test('the model list names the served model', async () => {
+    const models = await client.models.list();
+    assert.deepEqual(
+      models.data.map((model) => model.id),
+      [MODEL_ID],
+    );
+  });
+
+  test('bad values are 400s naming the field', async () => {
+    const cases: [Record<string, unknown>, string][] = [
+      [{ temperature: -1 }, 'temperature'],
+      [{ top_p: 2 }, 'top_p'],
+      [{ max_tokens: 1e9 }, 'max_tokens'],
+      [{ seed: 1.5 }, 'seed'],
+      [{ seed: 2 ** 60 }, 'seed'],
+      [{ n: 2 }, 'n'],
+      [{ tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools'],
+      [{ response_format: { type: 'json_object' } }, 'response_format'],
+      [{ logit_bias: { 1: 5 } }, 'logit_bias'],
+      [{ surprise: true }, 'surprise'],
+      [{ stream_options: { include_usage: true } }, 'stream_options'],
+    ];
+    for (const [fields, param] of cases) {
+      await assert.rejects(
+        client.chat.completions.create({ ...greedy, messages: question, ...fields } as never),
+        (error: unknown) => error instanceof OpenAI.BadRequestError && error.param === param && error.message.includes(param),
+        `${JSON.stringify(fields)} must be refused naming ${param}`,
+      );
+    }
+  });
+
+  test('a prompt longer than the context is a 400 with its token count and the context size', async () => {
+    const long = 'hello '.repeat(3000);
+    const tokens = (await running.engine.userPrompt(long)).length;
+    await assert.rejects(client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: long }] }), (error: unknown) => {
+      assert.ok(error instanceof OpenAI.BadRequestError);
+      assert.equal(error.code, 'context_length_exceeded');
+      assert.match(error.message, new RegExp(`${tokens} tokens.*${running.engine.info.contextSize} tokens`));
+      return true;
+    });
+  });
+
+  test('an unknown model is a 404', async () => {
+    await assert.rejects(client.chat.completions.create({ ...greedy, model: 'gpt-4o', messages: question }), OpenAI.NotFoundError);
+    await assert.rejects(client.completions.create({ model: 'gpt-4o', prompt: 'hi' }), OpenAI.NotFoundError);
+  });
+
+  test('a body over the size limit is a 413', async () => {
+    await assert.rejects(
+      client.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: 'x'.repeat(2 * 1024 * 1024) }] }),
+      (error: unknown) => error instanceof OpenAI.APIError && error.status === 413,
+    );
+  });
+
+  test('malformed JSON and a non-object body are 400s in OpenAI shape', async () => {
+    for (const body of ['{"model":', '[1,2]', 'null', '"text"']) {
+      const response = await fetch(`${running.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      assert.equal(response.status, 400, body);
+      const { error } = (await response.json()) as { error: { message: string; type: string } };
+      assert.equal(error.type, 'invalid_request_error');
+      assert.ok(error.message.length > 0);
+    }
+  });
+});
+
+describe('queue, key and failures', () => {
+  let busy: RunningServer;
+  const serverErrors: unknown[] = [];
+  before(async () => {
+    busy = await startServer({ maxQueued: 0 }, { apiKey: 'sesame', onServerError: (error) => serverErrors.push(error) });
+  });
+  after(() => busy.close());
+  const authorized = () => new OpenAI({ baseURL: `${busy.url}/v1`, apiKey: 'sesame', maxRetries: 0 });
+
+  test('with --api-key: no key or a wrong key is a 401, the key works, /health needs none', async () => {
+    const stranger = new OpenAI({ baseURL: `${busy.url}/v1`, apiKey: 'wrong', maxRetries: 0 });
+    await assert.rejects(stranger.models.list(), OpenAI.AuthenticationError);
+    const anonymous = await fetch(`${busy.url}/v1/models`);
+    assert.equal(anonymous.status, 401);
+    assert.equal(((await anonymous.json()) as { error: { code: string } }).error.code, 'invalid_api_key');
+    assert.equal((await authorized().models.list()).data[0].id, MODEL_ID);
+    assert.equal((await fetch(`${busy.url}/health`)).status, 200);
+    assert.equal((await fetch(`${busy.url}/metrics`)).status, 401);
+    const metrics = await fetch(`${busy.url}/metrics`, { headers: { authorization: 'Bearer sesame' } });
+    assert.equal(metrics.status, 200);
+  });
+
+  test('a full queue is a 429 with Retry-After', async () => {
+    const openai = authorized();
+    // A long generation, not read until the 429 is in: it holds the only turn meanwhile.
+    const story = [{ role: 'user' as const, content: 'Write a long bedtime story about a shy crow called Otto.' }];
+    const first = await openai.chat.completions.create({ ...greedy, messages: story, max_tokens: 900, stream: true });
+    await assert.rejects(openai.chat.completions.create({ ...greedy, messages: question }), (error: unknown) => {
+      assert.ok(error instanceof OpenAI.RateLimitError);
+      assert.equal(error.headers?.get('retry-after'), '1');
+      return true;
+    });
+    let finishes = 0;
+    for await (const chunk of first) finishes += chunk.choices.filter((choice) => choice.finish_reason).length;
+    assert.equal(finishes, 1);
+  });
+
+  test('an engine failure mid-stream is an error event, then [DONE]', async () => {
+    const { engine } = busy;
+    const generate = engine.generate.bind(engine);
+    engine.generate = async function* (prompt, options) {
+      const inner = generate(prompt, options);
+      const first = await inner.next();
+      await inner.return(undefined as never);
+      if (!first.done) yield first.value;
+      throw new Error('injected engine failure');
+    };
+    try {
+      const response = await fetch(`${busy.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer sesame' },
+        body: JSON.stringify({ ...greedy, messages: question, stream: true }),
+      });
+      assert.equal(response.status, 200);
+      const events = sseData(await response.text());
+      assert.equal(events.at(-1), '[DONE]');
+      const error = JSON.parse(events.at(-2)!) as { error: { type: string; message: string } };
+      assert.equal(error.error.type, 'server_error');
+      assert.equal(events.filter((event) => event.includes('"error"')).length, 1);
+      assert.deepEqual(
+        serverErrors.map((error) => (error as Error).message),
+        ['injected engine failure'],
+        'the operator is told what the client only hears as a server error',
+      );
+    } finally {
+      engine.generate = generate;
+    }
+    assert.equal((await fetch(`${busy.url}/health`)).status, 200);
+  });
+});
