@@ -107,6 +107,12 @@ describe('thinking budget and early exit on the testbed', () => {
     assert.deepEqual(await engine.kvAudit(), [], 'dropped and forced tokens leave no KV cells behind');
   });
 
+  test('a request with an effort level exits early at the model\'s presets', async () => {
+    const result = await engine.complete('<|user|>\nCompute 2 × 69.<|end|>\n<|assistant|>\n', { maxTokens: 500, reasoningEffort: 'medium' });
+    assert.equal(result.stats.thinkingEnd, 'early-exit');
+    assert.equal(parseFinalAnswer(result.content), '138');
+  });
+
   test('with a controller that never acts, output is token-identical to generation without one', async () => {
     const quiet = await engine.complete(slip, { maxTokens: 500, speculation: 'off', exitThresholds: NEVER, maxThinkingTokens: 10_000 });
     assert.deepEqual(quiet.tokens, full.tokens);
@@ -114,7 +120,7 @@ describe('thinking budget and early exit on the testbed', () => {
   });
 
   test('requests the engine cannot honour fail with a clear error', async () => {
-    await assert.rejects(engine.complete(slip, { reasoningEffort: 'low' }), /not resolved to this model's thresholds/);
+    await assert.rejects(engine.complete(slip, { reasoningEffort: 'extreme' as 'low' }), /must be one of low, medium, high/);
     await assert.rejects(engine.complete(slip, { maxThinkingTokens: -1, speculation: 'off' }), /non-negative integer/);
     await assert.rejects(engine.complete(testbedPrompts.story, { thinkingTags: { open: '<r>', close: '</r>' }, maxThinkingTokens: 5 }), /must each be one/);
   });

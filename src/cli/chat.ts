@@ -10,7 +10,7 @@ import type { Engine, GenerateOptions } from '../engine/engine.js';
 import type { ChatMessage } from '../generate/chat.js';
 import type { GenerationChunk, GenerationResult } from '../generate/generate.js';
 import { UsageError } from './errors.js';
-import { addGenerationFlags, formatStats, generationOptions, loadEngine, type GenerationFlags } from './generation.js';
+import { addGenerationFlags, formatStats, loadEngine, samplingFrom, type GenerationFlags } from './generation.js';
 
 export interface ChatFlags extends GenerationFlags {
   system?: string;
@@ -29,7 +29,7 @@ export async function chatCommand(flags: ChatFlags): Promise<void> {
   const engine = await loadEngine(flags);
   try {
     if (!engine.info.model.chatTemplate) throw new UsageError(`${engine.info.modelPath} has no chat template to hold a conversation; use tachyon run --no-chat PROMPT`);
-    await new ChatSession(engine, await generationOptions(engine, flags), flags).run();
+    await new ChatSession(engine, samplingFrom(flags), flags).run();
   } finally {
     await engine.dispose();
   }

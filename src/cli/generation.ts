@@ -7,7 +7,6 @@ import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.
 import { UsageError } from './errors.js';
 import { decimal, integer } from './options.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from '../reasoning/controller.js';
-import { withReasoningPresets } from '../reasoning/presets.js';
 
 /** Flags of every command that generates: sampling, limits, speculation. */
 export interface GenerationFlags extends ModelFlags {
@@ -50,7 +49,7 @@ export function loadEngine(flags: GenerationFlags): Promise<Engine> {
   return Engine.load({ ...engineOptions(flags), draftModel: flags.draftModel });
 }
 
-function samplingFrom(flags: GenerationFlags): GenerateOptions {
+export function samplingFrom(flags: GenerationFlags): GenerateOptions {
   return {
     maxTokens: flags.maxTokens,
     temperature: flags.temp,
@@ -65,11 +64,6 @@ function samplingFrom(flags: GenerationFlags): GenerateOptions {
     maxThinkingTokens: flags.maxThinkingTokens,
     reasoningEffort: flags.reasoningEffort,
   };
-}
-
-/** The request options of the flags, `--reasoning-effort` resolved to the model's presets. */
-export function generationOptions(engine: Engine, flags: GenerationFlags): Promise<GenerateOptions> {
-  return withReasoningPresets(engine.info.modelPath, samplingFrom(flags));
 }
 
 export function formatStats(stats: GenerationStats): string {

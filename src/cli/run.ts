@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import type { GenerationResult } from '../generate/generate.js';
 import { chatCommand } from './chat.js';
 import { UsageError } from './errors.js';
-import { addGenerationFlags, formatStats, generationOptions, loadEngine, type GenerationFlags } from './generation.js';
+import { addGenerationFlags, formatStats, loadEngine, samplingFrom, type GenerationFlags } from './generation.js';
 
 interface RunFlags extends GenerationFlags {
   chat?: boolean;
@@ -39,7 +39,7 @@ async function runCommand(promptText: string, flags: RunFlags): Promise<void> {
   const engine = await loadEngine(flags);
   try {
     const useChat = flags.chat ?? engine.info.model.chatTemplate !== undefined;
-    const options = await generationOptions(engine, flags);
+    const options = samplingFrom(flags);
     const iterator = useChat ? engine.chat([{ role: 'user', content: promptText }], options) : engine.generate(promptText, options);
     let step = await iterator.next();
     while (!step.done) {
