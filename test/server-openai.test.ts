@@ -191,7 +191,7 @@ describe('queue, key and failures', () => {
   let busy: RunningServer;
   const serverErrors: unknown[] = [];
   before(async () => {
-    busy = await startServer({ maxQueued: 0 }, { apiKey: 'sesame', onServerError: (error) => serverErrors.push(error) });
+    busy = await startServer({ maxQueued: 0, maxSequences: 1 }, { apiKey: 'sesame', onServerError: (error) => serverErrors.push(error) });
   });
   after(() => busy.close());
   const authorized = () => new OpenAI({ baseURL: `${busy.url}/v1`, apiKey: 'sesame', maxRetries: 0 });

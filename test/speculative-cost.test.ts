@@ -291,6 +291,59 @@ describe('AdaptivePlanner', () => {
 });
 
 /**
+ * A planner that has timed plain steps (10 ms decodes, 0.1 ms around them), then verified eight
+ * sure 16-token chains whose steps spent `draftingMs` outside the decode; it knows that sure
+ * chains are accepted and n-gram proposals of low confidence never are.
+ */
+function plannerAfterPlans(curve: CostCurve, draftingMs: number): AdaptivePlanner {
+  const planner = new AdaptivePlanner({ curve });
+  for (let k = 0; k < 20; k++) {
+    planner.observe(chain(0.2, 2), []);
+    planner.observe(sureChain(16), Array.from({ length: 16 }, (_, i) => i + 1));
+  }
+  for (let k = 0; k < 16; k++) {
+    planner.observeVerifyTime(1, 10);
+    planner.observeStep(1, 10.1, false);
+  }
+  for (let k = 0; k < 8; k++) {
+    planner.budget();
+    const plan = planner.plan(sureChain(16), 4);
+    planner.observe(plan, Array.from({ length: plan.draftCount }, (_, i) => i + 1));
+    planner.observeVerifyTime(plan.size, 10 * curve.cost(plan.size));
+    planner.observeStep(plan.draftCount + 1, 10 * curve.cost(plan.size) + draftingMs, true);
+  }
+  return planner;
+}
+
+/** Steps whose proposal does not pay that the planner keeps drafting through (up to `limit`). */
+function missesBeforeBackOff(planner: AdaptivePlanner, limit: number): number {
+  let misses = 0;
+  while (misses < limit && planner.budget().maxNodes > 0) {
+    assert.equal(planner.plan(chain(0.2, 2), 4).draftCount, 0, 'the proposal does not pay');
+    misses++;
+  }
+  return misses;
+}
+
+describe('AdaptivePlanner after a plan that does not pay', () => {
+  it('keeps drafting while the misses cost less drafting than the last plan saved', () => {
+    // Drafting costs 2% of a decode; a sure 16-chain at c(n) = 1 + 0.3(n - 1) saves about 11 decodes.
+    const misses = missesBeforeBackOff(plannerAfterPlans(CostCurve.linear(0.3), 0.3), 5000);
+    assert.ok(misses > 100 && misses < 5000, `${misses} misses before backing off`);
+  });
+
+  it('backs off after a few misses when drafting costs a decode, and at once when plans save less than that', () => {
+    // Drafting costs a whole decode; the chains save about 5 (c(n) = 1 + 0.6(n - 1)).
+    const dear = missesBeforeBackOff(plannerAfterPlans(CostCurve.linear(0.6), 10.1), 100);
+    assert.ok(dear >= 1 && dear <= 6, `${dear} misses before backing off`);
+    // Without a verified plan there is nothing to break even against.
+    const fresh = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    for (let k = 0; k < 20; k++) fresh.observe(chain(0.2, 2), []);
+    assert.equal(missesBeforeBackOff(fresh, 100), 1);
+  });
+});
+
+/**
  * Runs `epochs` judged rounds: speculating steps emit `tokensPerSpeculativeStep` in `speculativeMs`;
  * the forced plain steps emit one token in `plainMs`. Returns the bar after each judged round.
  */

@@ -8,9 +8,16 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Engine } from '../engine/engine.js';
 import type { GenerationResult } from '../generate/generate.js';
+import { type EmbedPairName, EMBED_PAIRS, ensureEmbeddedModel } from '../gguf/embed.js';
+import { Context } from '../llama/context.js';
+import { Model } from '../llama/model.js';
+import { measureCostCurve } from '../speculative/cost-curve.js';
+import { CostCurve } from '../speculative/cost-model.js';
+import { createDraftContext, DraftModelDrafter } from '../speculative/draft-model.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import { barChartSvg, type BarGroup } from './chart.js';
 import { promptSetFiles, readJsonLines } from './jsonl.js';
+import { OracleDrafting, oracleSchedule } from './oracle.js';
 import { commonPrefixLength, median, round, top2Gap } from './stats.js';
 
 export const DEFAULT_TASKS = ['rewrite', 'longgen', 'reasoning'] as const;
@@ -18,6 +25,11 @@ export const DEFAULT_TASKS = ['rewrite', 'longgen', 'reasoning'] as const;
 export interface SpecBenchOptions {
   model: string;
   draftModel?: string;
+  /**
+   * Run on `model` and `draftModel` embedded in this pair's shapes (Q8_0; built once, cached):
+   * trained behaviour at a realistic decode cost.
+   */
+  shape?: EmbedPairName;
   gpu: 'auto' | 'cpu' | 'cuda' | 'vulkan' | 'metal';
   threads?: number;
   /** Task names (bench/prompts/<task>.jsonl) or, with `promptsFile`, ignored. */
@@ -75,8 +87,16 @@ export interface TaskSummary {
   speedup: number | null;
   identical_rate: number;
   tau: number | null;
+  /** Median over prompts of the oracle bound's end-to-end speedup over the same plain run (see oracle.ts). */
+  oracle_speedup: number | null;
+  /** Tokens per target call of the oracle's schedule (median over prompts). */
+  oracle_tau: number | null;
+  /** `speedup` / `oracle_speedup`: how much of what the drafters offered the planner realized. */
+  realized_vs_oracle: number | null;
   configs: Record<string, ConfigSummary>;
   peers?: Record<string, { median_tps: number | null; speedup: number | null }>;
+  /** The best llama.cpp speculative configuration's speedup over llama.cpp's plain decoding. */
+  peer_best_speedup?: number | null;
   /**
    * Tachyon auto over the best llama.cpp speculative configuration, in tokens/s after the prompt
    * (llama-server's predicted_per_second leaves prompt processing out, so ours does too).
@@ -87,6 +107,13 @@ export interface TaskSummary {
 export interface SpecBenchResult {
   model: string;
   draft_model: string | null;
+  /** The embedding shape (`--shape`), whose models were built from `source_models`. */
+  shape: EmbedPairName | null;
+  source_models: { model: string; draft_model: string | null } | null;
+  /** The regime, re-measured in this run: a settled single-token decode of the target… */
+  ms_per_decode: number;
+  /** …and the verify cost c(n) = t(n)/t(1) at 2, 8, 32, 64 tokens. */
+  cost_curve: Record<string, number>;
   random_weights: boolean;
   max_tokens: number;
   threads: number | null;
@@ -97,22 +124,48 @@ interface PeerFile {
   configs: Record<string, { perTask: Record<string, { median_tps?: number; speedup_vs_plain?: number }> }>;
 }
 
+/** Sizes whose c(n) every report states. */
+const REGIME_SIZES = [2, 8, 32, 64];
+
 export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBenchResult> {
   const progress = options.onProgress ?? (() => {});
-  const engine = await Engine.load({ model: options.model, draftModel: options.draftModel, gpu: options.gpu, threads: options.threads, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
+  const models = options.shape ? await embeddedModels(options.shape, options, progress) : options;
+  const engine = await Engine.load({ model: models.model, draftModel: models.draftModel, gpu: options.gpu, threads: options.threads, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
+  const measured = new Map<string, TaskRuns>();
+  let randomWeights = false;
+  let contextSize = 0;
   try {
+    ({ contextSize } = engine.info);
+    randomWeights = engine.info.model.name.startsWith('tachyon-random');
     const taskPrompts = await loadTasks(engine, options);
     await warmUp(engine, taskPrompts, options);
+    for (const [task, { prompts, skipped }] of taskPrompts) measured.set(task, await benchTask(engine, task, prompts, skipped, options, progress));
+  } finally {
+    await engine.dispose();
+  }
+  // The engine's worker has exited: llama.cpp's log callback belongs to one thread at a time, so
+  // only now may this thread load the models, to time the regime and draft for the oracle.
+  const side = await openSideModels(models, options, contextSize);
+  try {
+    progress('measuring the regime: ms per decode and c(n), n = 1…64');
+    const regime = await measureCostCurve(side.target.context, 3);
+    const curve = new CostCurve(regime);
+    const oracle = new OracleDrafting(side.draft?.context);
     const peers = options.peersFile ? (JSON.parse(await readFile(options.peersFile, 'utf8')) as PeerFile) : undefined;
     const tasks: Record<string, TaskSummary> = {};
-    for (const [task, { prompts, skipped }] of taskPrompts) {
-      tasks[task] = await benchTask(engine, task, prompts, skipped, options, progress);
+    for (const [task, runs] of measured) {
+      progress(`oracle bound: drafting along the ${task} plain trajectories`);
+      tasks[task] = withOracle(runs, await oracleRuns(oracle, runs, curve));
       if (peers) attachPeers(tasks[task], task, peers);
     }
     const result: SpecBenchResult = {
-      model: options.model,
-      draft_model: options.draftModel ?? null,
-      random_weights: engine.info.model.name.startsWith('tachyon-random'),
+      model: models.model,
+      draft_model: models.draftModel ?? null,
+      shape: options.shape ?? null,
+      source_models: options.shape ? { model: options.model, draft_model: options.draftModel ?? null } : null,
+      ms_per_decode: round(regime[0].seconds * 1000, 2) ?? 0,
+      cost_curve: Object.fromEntries(REGIME_SIZES.map((n) => [String(n), round(curve.cost(n), 2) ?? 0])),
+      random_weights: randomWeights,
       max_tokens: options.maxTokens,
       threads: options.threads ?? null,
       tasks,
@@ -120,7 +173,59 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
     if (options.reportDir) await writeReport(options.reportDir, result);
     return result;
   } finally {
-    await engine.dispose();
+    side.dispose();
+  }
+}
+
+/** The pair embedded in `shape`'s sizes (Q8_0), built on first use and cached; progress every 10%. */
+async function embeddedModels(shape: EmbedPairName, options: SpecBenchOptions, progress: (line: string) => void): Promise<{ model: string; draftModel?: string }> {
+  const build = (role: 'target' | 'draft', source: string) => {
+    let reported = -1;
+    return ensureEmbeddedModel({
+      source,
+      shape: EMBED_PAIRS[shape][role],
+      quant: 'q8_0',
+      onProgress: (fraction) => {
+        const tenth = Math.floor(fraction * 10);
+        if (tenth > reported) progress(`building the ${role} in shape ${EMBED_PAIRS[shape][role]} (once; cached under .cache/models): ${tenth * 10}%`);
+        reported = tenth;
+      },
+    });
+  };
+  const model = await build('target', options.model);
+  return { model, draftModel: options.draftModel && (await build('draft', options.draftModel)) };
+}
+
+interface SideModels {
+  /** The target again, for the regime's timings. */
+  target: { model: Model; context: Context };
+  /** The draft model, for the oracle's drafting. */
+  draft?: { model: Model; context: Context };
+  dispose(): void;
+}
+
+/** The regime is timed and the oracle drafts on this thread, after the engine's worker has exited. */
+async function openSideModels(models: { model: string; draftModel?: string }, options: SpecBenchOptions, contextSize: number): Promise<SideModels> {
+  const owned: { dispose(): void }[] = [];
+  const dispose = () => {
+    for (const resource of owned.reverse()) resource.dispose();
+  };
+  try {
+    const model = await Model.load(models.model, { gpu: options.gpu });
+    owned.push(model);
+    const context = Context.create(model, { contextSize, threads: options.threads });
+    owned.push(context);
+    let draft: SideModels['draft'];
+    if (models.draftModel) {
+      const draftModel = await DraftModelDrafter.loadModel(models.draftModel, model);
+      owned.push(draftModel);
+      draft = { model: draftModel, context: createDraftContext(draftModel, context, options.threads) };
+      owned.push(draft.context);
+    }
+    return { target: { model, context }, draft, dispose };
+  } catch (error) {
+    dispose();
+    throw error;
   }
 }
 
@@ -156,8 +261,15 @@ async function warmUp(engine: Engine, tasks: Map<string, { prompts: PromptItem[]
   for (const config of options.configs) await engine.complete(first.tokens, { maxTokens: 32, speculation: config });
 }
 
-async function benchTask(engine: Engine, task: string, prompts: PromptItem[], skipped: number, options: SpecBenchOptions, progress: (line: string) => void): Promise<TaskSummary> {
+/** A task's summary before the oracle bound, and the plain runs the bound is computed along. */
+interface TaskRuns {
+  summary: Omit<TaskSummary, 'oracle_speedup' | 'oracle_tau' | 'realized_vs_oracle'>;
+  plain: { prompt: readonly number[]; result: GenerationResult }[];
+}
+
+async function benchTask(engine: Engine, task: string, prompts: PromptItem[], skipped: number, options: SpecBenchOptions, progress: (line: string) => void): Promise<TaskRuns> {
   const plainRuns: RunRecord[] = [];
+  const plainResults: TaskRuns['plain'] = [];
   const configRuns = new Map<string, RunRecord[]>(options.configs.map((c) => [c, []]));
   const modes: SpeculationMode[] = ['off', ...options.configs];
   for (const [index, prompt] of prompts.entries()) {
@@ -174,12 +286,13 @@ async function benchTask(engine: Engine, task: string, prompts: PromptItem[], sk
       if (!run.identical) run.mismatch = await mismatchGap(engine, prompt.tokens, plain.tokens, result.tokens);
       configRuns.get(config)!.push(run);
     }
+    plainResults.push({ prompt: prompt.tokens, result: plain });
     progress(`${task} ${index + 1}/${prompts.length}`);
   }
   const configs: Record<string, ConfigSummary> = {};
   for (const [config, runs] of configRuns) configs[config] = summarizeConfig(runs, plainRuns);
   const headline = configs.auto ?? Object.values(configs)[0];
-  return {
+  const summary = {
     prompts: prompts.length,
     skipped,
     plain_tps: round(median(plainRuns.map((r) => r.tokensPerSecond)), 1),
@@ -189,6 +302,38 @@ async function benchTask(engine: Engine, task: string, prompts: PromptItem[], sk
     tau: headline?.tau ?? null,
     configs,
   };
+  return { summary, plain: plainResults };
+}
+
+async function oracleRuns(oracle: OracleDrafting, runs: TaskRuns, curve: CostCurve): Promise<{ speedup: number; tau: number }[]> {
+  const bounds: { speedup: number; tau: number }[] = [];
+  for (const { prompt, result } of runs.plain) bounds.push(await oracleBound(oracle, prompt, result, curve));
+  return bounds;
+}
+
+function withOracle({ summary }: TaskRuns, bounds: readonly { speedup: number; tau: number }[]): TaskSummary {
+  const oracleSpeedup = round(median(bounds.map((b) => b.speedup)));
+  const { configs, ...head } = summary;
+  return {
+    ...head,
+    oracle_speedup: oracleSpeedup,
+    oracle_tau: round(median(bounds.map((b) => b.tau)), 2),
+    realized_vs_oracle: summary.speedup !== null && oracleSpeedup ? round(summary.speedup / oracleSpeedup) : null,
+    configs,
+  };
+}
+
+/**
+ * The oracle's end-to-end speedup over this plain run: the plain run's decode time is replaced by
+ * the oracle schedule's, priced with the plain run's own time per decode and this run's c(n);
+ * prefill and per-token work stay as measured (so with nothing to draft, the bound is exactly 1).
+ */
+async function oracleBound(oracle: OracleDrafting, prompt: readonly number[], plain: GenerationResult, curve: CostCurve): Promise<{ speedup: number; tau: number }> {
+  const steps = await oracle.steps(prompt, plain.tokens);
+  const decodeMs = plain.stats.timings.verifyMs;
+  const schedule = oracleSchedule(steps, curve, decodeMs / Math.max(1, steps.length));
+  const oracleMs = plain.stats.totalMs - decodeMs + schedule.ms;
+  return { speedup: plain.stats.totalMs / oracleMs, tau: plain.tokens.length / (schedule.steps + 1) };
 }
 
 function record(id: string, result: GenerationResult, identical: boolean): RunRecord {
@@ -271,12 +416,16 @@ function summarizeConfig(runs: RunRecord[], plainRuns: RunRecord[]): ConfigSumma
 function attachPeers(summary: TaskSummary, task: string, peers: PeerFile): void {
   summary.peers = {};
   let bestSpec: number | null = null;
+  let bestSpeedup: number | null = null;
   for (const [name, config] of Object.entries(peers.configs)) {
     const entry = config.perTask[task];
     if (!entry) continue;
     summary.peers[name] = { median_tps: round(entry.median_tps ?? null, 1), speedup: round(entry.speedup_vs_plain ?? null) };
-    if (name !== 'plain' && entry.median_tps) bestSpec = Math.max(bestSpec ?? 0, entry.median_tps);
+    if (name === 'plain') continue;
+    if (entry.median_tps) bestSpec = Math.max(bestSpec ?? 0, entry.median_tps);
+    if (entry.speedup_vs_plain) bestSpeedup = Math.max(bestSpeedup ?? 0, entry.speedup_vs_plain);
   }
+  summary.peer_best_speedup = round(bestSpeedup);
   const ours = summary.configs.auto?.median_decode_tps ?? null;
   summary.vs_best_peer = ours !== null && bestSpec ? round(ours / bestSpec) : null;
 }
@@ -287,12 +436,13 @@ async function writeReport(dir: string, result: SpecBenchResult): Promise<void> 
   await mkdir(dir, { recursive: true });
   const groups: BarGroup[] = Object.entries(result.tasks).map(([task, summary]) => {
     const bars = Object.entries(summary.configs).map(([config, c], i) => ({ label: config, median: c.speedup ?? 0, color: COLORS[i % COLORS.length] }));
+    bars.push({ label: 'oracle bound', median: summary.oracle_speedup ?? 0, color: '#444444' });
     for (const [name, peer] of Object.entries(summary.peers ?? {})) {
       if (name !== 'plain') bars.push({ label: `llama.cpp ${name}`, median: peer.speedup ?? 0, color: '#bbbbbb' });
     }
     return { title: task, unit: '× plain', bars, note: `τ ${summary.tau ?? '-'} · identical ${(summary.identical_rate * 100).toFixed(0)}%` };
   });
-  const svg = barChartSvg('Speculative decoding speedup over plain greedy decoding', `${basename(result.model)} · ${result.max_tokens} new tokens max · medians`, groups);
+  const svg = barChartSvg('Speculative decoding speedup over plain greedy decoding', `${basename(result.model)} · ${regimeLine(result)} · ${result.max_tokens} new tokens max · medians`, groups);
   await writeFile(join(dir, 'spec-speedup.svg'), svg);
   await writeFile(join(dir, 'spec-report.json'), `${JSON.stringify(result, null, 2)}\n`);
   await writeFile(join(dir, 'spec-report.md'), markdownReport(result));
@@ -305,6 +455,8 @@ function markdownReport(result: SpecBenchResult): string {
     `Model \`${basename(result.model)}\`${result.draft_model ? `, draft \`${basename(result.draft_model)}\`` : ''}; greedy; up to ${result.max_tokens} new tokens; plain decoding and every configuration in the same process on the same prompts, in an order that rotates from prompt to prompt. Tokens/s are end to end (prefill included) and, as llama-server reports its own, after the prompt; medians over prompts. Speedup is the median of per-prompt end-to-end ratios.`,
     '',
   ];
+  lines.push(`Regime (re-measured in this run): ${regimeLine(result)}.${result.shape ? ` Models: the source pair (\`${basename(result.source_models?.model ?? '')}\`${result.source_models?.draft_model ? ` + \`${basename(result.source_models.draft_model)}\`` : ''}) embedded exactly in shape ${result.shape} (Q8_0).` : ''}`, '');
+  lines.push('The oracle bound verifies, on plain decoding\'s own trajectory, the best prefix of what the drafters offered at every step with full budgets, knowing which nodes the target accepts, priced at c(n)·t₁ plus the drafting it needed; realized/oracle near 1 means the planner took what the drafters offered.', '');
   if (result.random_weights) {
     lines.push('**Random-weight model:** its output is noise, so acceptance rates and speedups here measure cost, not what a trained model would accept.', '');
   }
@@ -317,6 +469,8 @@ function markdownReport(result: SpecBenchResult): string {
       lines.push(`| tachyon ${config} | ${c.median_tps ?? '-'} | ${c.median_decode_tps ?? '-'} | ${c.speedup ?? '-'}× | ${c.tau ?? '-'} | ${(c.identical_rate * 100).toFixed(0)}% | ${acceptance} | ${c.time_split_ms.draft} / ${c.time_split_ms.verify} / ${c.time_split_ms.sampling} |`);
     }
     for (const [name, peer] of Object.entries(summary.peers ?? {})) lines.push(`| llama.cpp ${name} | | ${peer.median_tps ?? '-'} | ${peer.speedup ?? '-'}× | | | | |`);
+    lines.push(`| oracle bound | | | ${summary.oracle_speedup ?? '-'}× | ${summary.oracle_tau ?? '-'} | | | |`);
+    lines.push('', `Realized / oracle: **${summary.realized_vs_oracle ?? '-'}**.`);
     if (summary.vs_best_peer != null) lines.push('', `Tachyon auto vs the best llama.cpp speculative configuration: **${summary.vs_best_peer}×** tokens/s after the prompt.`);
     const mismatches = Object.entries(summary.configs).flatMap(([config, c]) =>
       c.mismatches.map((m) => `${config} ${m.id}: first difference at token ${m.at}; plain top-2 logit gap ${m.top2_gap}; the competing logits move by ${m.kernel_drift} between single-token and batched evaluation (${2 * m.kernel_drift >= m.top2_gap ? 'kernel numerics suffice to flip it' : 'NOT explained by kernel numerics'})`),
@@ -327,4 +481,9 @@ function markdownReport(result: SpecBenchResult): string {
     lines.push('');
   }
   return `${lines.join('\n')}\n`;
+}
+
+function regimeLine(result: SpecBenchResult): string {
+  const curve = Object.entries(result.cost_curve).map(([n, c]) => `c(${n}) ${c}`).join(', ');
+  return `${result.ms_per_decode} ms per decode, ${curve}`;
 }

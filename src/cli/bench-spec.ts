@@ -1,6 +1,7 @@
 /** `tachyon bench spec`: plain vs speculative decoding on the held-out prompt sets, in one process. */
 import { resolve } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
+import { EMBED_PAIRS, type EmbedPairName } from '../gguf/embed.js';
 import { DEFAULT_TASKS, runSpecBench, type SpecBenchResult } from '../bench/spec.js';
 import type { GpuChoice } from '../llama/library.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
@@ -16,6 +17,7 @@ interface SpecFlags {
   model: string;
   draftModel?: string;
   draft: boolean;
+  shape?: EmbedPairName;
   gpu: GpuChoice;
   threads?: number;
   tasks: string;
@@ -37,6 +39,7 @@ export function registerBenchSpec(bench: Command): void {
     .option('-m, --model <path>', 'target GGUF model', defaultModelPath)
     .option('--draft-model <path>', 'draft GGUF (default: the embedded draft when --model is the embedded target)')
     .option('--no-draft', 'run without a draft model')
+    .addOption(new Option('--shape <name>', 'run on the model and draft embedded exactly in a realistic shape (m: target in m ≈ 0.37B, draft in s ≈ 25M; Q8_0, built once and cached)').choices(Object.keys(EMBED_PAIRS)))
     .addOption(backendOption('--gpu <backend>', 'llama.cpp backend', 'cpu'))
     .option('-t, --threads <n>', 'CPU threads (default: all cores)', integer(1, 512))
     .option('--tasks <list>', 'prompt sets from bench/prompts/', DEFAULT_TASKS.join(','))
@@ -58,6 +61,7 @@ export function registerBenchSpec(bench: Command): void {
       const result = await runSpecBench({
         model,
         draftModel,
+        shape: flags.shape,
         gpu: flags.gpu,
         threads: flags.threads,
         tasks: list(flags.tasks),
@@ -80,9 +84,14 @@ function formatSpecTable(result: SpecBenchResult): string {
     for (const [config, c] of Object.entries(summary.configs)) {
       rows.push([task, config, String(c.median_tps ?? '-'), String(c.median_decode_tps ?? '-'), `${c.speedup ?? '-'}`, String(c.tau ?? '-'), `${(c.identical_rate * 100).toFixed(0)}%`]);
     }
+    rows.push([task, 'oracle bound', '', '', `${summary.oracle_speedup ?? '-'}`, String(summary.oracle_tau ?? '-'), '']);
     if (summary.vs_best_peer != null) rows.push([task, 'vs best llama.cpp', '', `${summary.vs_best_peer}×`, '', '', '']);
   }
-  const lines = formatTable(rows);
+  const curve = Object.entries(result.cost_curve).map(([n, c]) => `c(${n}) ${c}`).join(', ');
+  const lines = [`regime: ${result.ms_per_decode} ms per decode, ${curve}${result.shape ? ` (shape ${result.shape})` : ''}`, ''];
+  lines.push(...formatTable(rows));
+  const realized = Object.entries(result.tasks).map(([task, summary]) => `${task} ${summary.realized_vs_oracle ?? '-'}`).join(', ');
+  lines.push('', `realized / oracle: ${realized}`);
   if (result.random_weights) lines.push('', 'random-weight model: acceptance and speedups measure cost only, not what a trained model would accept');
   return `${lines.join('\n')}\n`;
 }

@@ -10,6 +10,7 @@ import type { GpuChoice } from '../llama/library.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 import { registerBenchBatch } from './bench-batch.js';
+import { registerBenchKvCache } from './bench-kvcache.js';
 import { registerBenchSpec } from './bench-spec.js';
 import { addModelFlags, backendOption, engineOptions, type ModelFlags } from './engine-options.js';
 import { Engine } from '../engine/engine.js';
@@ -122,6 +123,7 @@ export function registerBench(program: Command): void {
   registerBenchSpec(bench);
   registerBenchServe(bench);
   registerBenchBatch(bench);
+  registerBenchKvCache(bench);
 
   const reasoning = bench
     .command('reasoning')

@@ -1,5 +1,7 @@
 /** Flags shared by every command that loads a model. */
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { defaultCacheFolder, parseTierList } from '../kvcache/tiers/open.js';
+import type { TierName } from '../kvcache/tiers/tier.js';
 import type { EngineOptions } from '../engine/engine.js';
 import type { GpuChoice } from '../llama/library.js';
 import { defaultModelPath } from '../paths.js';
@@ -11,6 +13,10 @@ export interface ModelFlags {
   gpu: GpuChoice;
   threads?: number;
   ctxSize?: number;
+  /** Cache tiers, or none (`--cache off`). */
+  cache: TierName[] | 'off';
+  cacheDir?: string;
+  redis?: string;
 }
 
 export function addModelFlags(command: Command): Command {
@@ -18,7 +24,19 @@ export function addModelFlags(command: Command): Command {
     .option('-m, --model <path>', 'GGUF model file', defaultModelPath)
     .addOption(backendOption('--gpu <backend>', 'llama.cpp backend', 'auto'))
     .option('-t, --threads <n>', 'CPU threads (default: all cores)', integer(1, 512))
-    .option('-c, --ctx-size <n>', "context size in tokens (default: the model's, at most 4096)", integer(16));
+    .option('-c, --ctx-size <n>', "context size in tokens (default: the model's, at most 4096)", integer(16))
+    .option('--cache <tiers>', 'KV prefix cache tiers, in lookup order: ram, disk, redis (comma-separated), or off', cacheTiers, ['ram'] as TierName[])
+    .option('--cache-dir <dir>', `folder of the disk tier (default ${defaultCacheFolder()})`)
+    .option('--redis <url>', 'Redis URL of the redis tier (redis://[user:pass@]host:port, rediss:// for TLS)');
+}
+
+function cacheTiers(value: string): TierName[] | 'off' {
+  if (value === 'off') return 'off';
+  try {
+    return parseTierList(value);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
 }
 
 /** Engine options from the flags, with a load progress bar. */
@@ -29,6 +47,7 @@ export function engineOptions(flags: ModelFlags): EngineOptions & { model: strin
     gpu: flags.gpu,
     threads: flags.threads,
     contextSize: flags.ctxSize,
+    cache: flags.cache === 'off' ? undefined : { tiers: flags.cache, dir: flags.cacheDir, redisUrl: flags.redis },
     onMeasure: () => process.stderr.write('tachyon: measuring the verify cost curve of this model on this machine (once; cached)\n'),
     onProgress: (fraction) => {
       bar.update(fraction);

@@ -23,6 +23,7 @@ export interface GenerationFlags extends ModelFlags {
   draftModel?: string;
   maxThinkingTokens?: number;
   reasoningEffort?: ReasoningEffort;
+  cacheSalt?: string;
 }
 
 /** The model, sampling, limit and speculation flags shared by `run` and `chat`. */
@@ -40,7 +41,8 @@ export function addGenerationFlags(command: Command): Command {
     .addOption(new Option('--spec <mode>', 'speculative decoding (lossless)').choices([...SPECULATION_MODES]).default('auto'))
     .option('--draft-model <path>', 'draft GGUF with the same vocabulary (enables --spec draft; used by auto)')
     .option('--max-thinking-tokens <n>', 'hard thinking budget: close the thinking after N tokens and let the model answer', integer(0))
-    .addOption(new Option('--reasoning-effort <level>', "early exit from the thinking at the model's calibrated presets (changes outputs)").choices([...REASONING_EFFORTS]));
+    .addOption(new Option('--reasoning-effort <level>', "early exit from the thinking at the model's calibrated presets (changes outputs)").choices([...REASONING_EFFORTS]))
+    .option('--cache-salt <salt>', 'tenant of the KV cache and the drafting history: different salts share nothing');
 }
 
 /** Loads the engine the generation flags describe. */
@@ -63,6 +65,7 @@ export function samplingFrom(flags: GenerationFlags): GenerateOptions {
     speculation: flags.spec,
     maxThinkingTokens: flags.maxThinkingTokens,
     reasoningEffort: flags.reasoningEffort,
+    cacheSalt: flags.cacheSalt,
   };
 }
 

@@ -8,6 +8,7 @@ import { registerBench } from './bench.js';
 import { registerCalibrate } from './calibrate.js';
 import { registerServe } from './serve.js';
 import { registerChat } from './chat.js';
+import { registerCache } from './cache.js';
 
 export function buildProgram(): Command {
   const program = new Command('tachyon')
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerBench(program);
   registerCalibrate(program);
   registerServe(program);
+  registerCache(program);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

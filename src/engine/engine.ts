@@ -16,6 +16,8 @@ import { withReasoningPresets } from '../reasoning/presets.js';
 import { deserializeError, EngineDisposedError, type SerializedError } from './errors.js';
 import type { EngineLoopOptions, EngineStatus } from './loop.js';
 import type { DraftBudget } from '../speculative/tree.js';
+import type { TierName } from '../kvcache/tiers/tier.js';
+import type { PrefixCacheStats } from '../kvcache/prefix-cache.js';
 
 export type { EngineStatus };
 import { STATUS_FIELDS, type Command, type EngineInfo, type PromptInput, type Query, type WireEvent, type WorkerMessage, type WorkerOptions } from './protocol.js';
@@ -37,6 +39,22 @@ export interface EngineOptions extends LoadModelOptions, Omit<ContextOptions, 'c
    * pays (ablations, and tests that need drafts verified on a model where they never pay).
    */
   draftBudget?: DraftBudget;
+  /** A KV prefix cache: repeated prompt prefixes are loaded from its tiers instead of recomputed. */
+  cache?: EngineCacheOptions;
+}
+
+/** Where the prefix cache keeps blocks (see src/kvcache/). */
+export interface EngineCacheOptions {
+  /** Looked up in this order (RAM, disk, Redis). */
+  tiers: TierName[];
+  /** Disk tier folder; default under the user's cache folder. */
+  dir?: string;
+  /** Redis tier URL (AUTH and TLS through it: redis://user:pass@host, rediss://…). */
+  redisUrl?: string;
+  /** Tokens per block; default 64. */
+  blockSize?: number;
+  ramBytes?: number;
+  diskBytes?: number;
 }
 
 export interface GenerateOptions extends RequestOptions {
@@ -132,6 +150,11 @@ export class Engine {
   status(): EngineStatus {
     const [running, waiting, kvCellsInUse, kvCells] = this.statusView;
     return { running, waiting, kvCellsInUse, kvCells };
+  }
+
+  /** The prefix cache's figures (per tier hits, misses, bytes, latency; blocks restored and stored), or undefined without a cache. */
+  cacheStats(): Promise<PrefixCacheStats | undefined> {
+    return this.query({ method: 'cacheStats' }) as Promise<PrefixCacheStats | undefined>;
   }
 
   /** Every sequence id that holds KV cells, with its positions (for tests and diagnostics). */

@@ -23,6 +23,7 @@ import { Request, type RequestOptions, type RequestSink } from './request.js';
 import { Scheduler } from './scheduler.js';
 import { SequenceIdPool } from './sequence-ids.js';
 import { dropTree, keepAcceptedPath, nodeSequences, shareCommittedPrefix, type PlacedTree } from './tree-kv.js';
+import type { PrefixCache } from '../kvcache/prefix-cache.js';
 
 export interface EngineLoopOptions {
   /** Requests running at once (default 8). */
@@ -44,12 +45,18 @@ export interface EngineStatus {
   kvCells: number;
 }
 
+/** Prompt tokens a step must evaluate before its time prices recomputation (a few tokens cost mostly overhead). */
+const MIN_TOKENS_TO_PRICE_RECOMPUTE = 32;
+
 /** Where requests get their decoders (the engine's Speculation; tests bring their own). */
 export interface DecoderSource {
   /** Throws when a mode cannot run here (checked before the request is queued). */
   check(mode: SpeculationMode): void;
-  /** The decoder of a request whose KV lives in sequence `seq` (empty when this is called). */
-  decoder(mode: SpeculationMode, sampler: Sampler, seq: number): Promise<SequenceDecoder>;
+  /**
+   * The decoder of a request whose KV lives in sequence `seq` (empty when this is called); `salt`
+   * separates tenants' drafting histories.
+   */
+  decoder(mode: SpeculationMode, sampler: Sampler, seq: number, salt: string): Promise<SequenceDecoder>;
 }
 
 /** A scheduled step: the trees of decoding requests, the prompt chunks, and where each sits in the batch. */
@@ -66,6 +73,10 @@ export class EngineLoop {
   private readonly maxTreeNodes: number;
   private readonly byId = new Map<number, Request>();
   private disposed = false;
+  /** The KV prefix cache and the sequence id it saves and restores blocks through. */
+  private cache: { prefix: PrefixCache; scratch: number } | undefined;
+  /** Prefix lookups in flight (they need the event loop to turn). */
+  private lookups = 0;
 
   constructor(
     private readonly context: Context,
@@ -89,6 +100,20 @@ export class EngineLoop {
     this.batch = new TokenBatch(context.batchSize, context.sequences);
   }
 
+  /**
+   * Looks up every new prompt's cached prefix before admission, restores it into the request's
+   * sequence, and stores the blocks of what requests evaluated (after their prompt, when they
+   * end, and when they are preempted). `scratch` is an id of this loop's pool, kept for the cache.
+   */
+  useCache(prefix: PrefixCache, scratch: number): void {
+    this.cache = { prefix, scratch };
+  }
+
+  /** Whether a prefix lookup is in flight: the caller must let the event loop turn for it to finish. */
+  get waitingForIo(): boolean {
+    return this.lookups > 0;
+  }
+
   /** Queues a request; throws PromptTooLongError or QueueFullError at once (nothing is queued then). */
   submit(id: number, prompt: readonly number[], options: RequestOptions, sink: RequestSink): void {
     if (this.disposed) throw new EngineDisposedError();
@@ -99,6 +124,7 @@ export class EngineLoop {
     if (!output.wantsTokens) return request.finish('length');
     this.scheduler.enqueue(request);
     this.byId.set(id, request);
+    this.lookUpPrefix(request, prompt);
   }
 
   /** Cancels a request; it ends with stop reason `abort` before the next step decodes anything for it. */
@@ -178,14 +204,53 @@ export class EngineLoop {
   private async schedule(): Promise<void> {
     for (const victim of this.scheduler.preempt()) this.evict(victim);
     for (const request of this.scheduler.admit()) {
+      this.restorePrefix(request);
       if (request.decoder) continue; // resuming after a preemption
       const sampler = new Sampler(request.options);
       try {
-        request.decoder = await this.decoders.decoder(request.options.speculation ?? 'auto', sampler, request.seq!);
+        request.decoder = await this.decoders.decoder(request.options.speculation ?? 'auto', sampler, request.seq!, request.options.cacheSalt ?? '');
       } catch (error) {
         this.endWithError(request, error);
       }
     }
+  }
+
+  /** Asks the cache for the longest cached prefix of `tokens`; the request waits for the answer. */
+  private lookUpPrefix(request: Request, tokens: readonly number[]): void {
+    const cache = this.cache;
+    if (!cache || tokens.length < cache.prefix.blockSize) return;
+    request.prefix = { ready: false };
+    this.lookups++;
+    cache.prefix
+      .match(tokens, request.options.cacheSalt ?? '')
+      .then(
+        (match) => (request.prefix = { ready: true, match }),
+        // A lookup that fails is a miss: the request recomputes its prompt.
+        () => (request.prefix = undefined),
+      )
+      .finally(() => this.lookups--);
+  }
+
+  /**
+   * Restores a just-admitted request's cached prefix into its sequence. A new prompt keeps its
+   * last token to evaluate (its logits give the first token); a resumed request needs none.
+   */
+  private restorePrefix(request: Request): void {
+    const prefix = request.prefix;
+    request.prefix = undefined;
+    if (!this.cache || !prefix?.ready || prefix.match.tokens === 0) return;
+    const limit = request.resuming ? request.prefillTarget : request.prompt.length - 1;
+    request.cached = this.cache.prefix.restorePrefix(prefix.match, this.cache.scratch, request.seq!, limit);
+    if (request.resuming && request.cached >= request.prefillTarget) {
+      request.state = 'decoding';
+      request.resuming = false;
+    }
+  }
+
+  /** Keeps the complete blocks of what the request's sequence holds (tier writes happen in the background). */
+  private storeBlocks(request: Request): void {
+    if (!this.cache || request.seq === undefined || request.cached < this.cache.prefix.blockSize) return;
+    this.cache.prefix.storeBlocks(request.seq, request.sequence.slice(0, request.cached), request.options.cacheSalt ?? '', this.cache.scratch);
   }
 
   /** Trees of decoding requests first (each priced against what the batch already holds), then prompt chunks. */
@@ -260,11 +325,13 @@ export class EngineLoop {
         this.endWithError(request, error);
       }
     }
+    this.measureRecompute(work, ms);
     for (const { request, count, lastIndex } of work.chunks) {
       if (request.state === 'finished') continue;
       request.cached += count;
       request.decoder!.timings.prefillMs += ms;
       if (request.cached < request.prefillTarget) continue;
+      this.storeBlocks(request);
       request.state = 'decoding';
       if (request.resuming) {
         request.resuming = false;
@@ -272,6 +339,13 @@ export class EngineLoop {
       }
       await this.startDecoding(request, lastIndex);
     }
+  }
+
+  /** A step of prompt chunks alone tells the cache what recomputing a token costs (a tier slower than that is skipped). */
+  private measureRecompute(work: StepWork, ms: number): void {
+    if (!this.cache || work.trees.length > 0) return;
+    const tokens = work.chunks.reduce((sum, chunk) => sum + chunk.count, 0);
+    if (tokens >= MIN_TOKENS_TO_PRICE_RECOMPUTE) this.cache.prefix.setRecomputeCost(ms / tokens);
   }
 
   /** The prompt is in: its last logits give the first token. */
@@ -345,9 +419,11 @@ export class EngineLoop {
 
   /** A preempted request gives its KV back; it will evaluate its sequence again, without sampling anything again. */
   private evict(request: Request): void {
+    this.storeBlocks(request);
     this.context.seqRemove(request.seq!, -1, -1);
     request.cached = 0;
     if (request.decoder && request.sequence.length > request.prompt.length) request.resuming = true;
+    this.lookUpPrefix(request, request.sequence.slice(0, request.prefillTarget));
   }
 
   private end(request: Request, stopReason: StopReason): void {
@@ -365,6 +441,7 @@ export class EngineLoop {
     this.scheduler.remove(request);
     this.byId.delete(request.id);
     if (request.seq !== undefined) {
+      this.storeBlocks(request);
       this.context.seqRemove(request.seq, -1, -1);
       this.ids.release(request.seq);
       request.seq = undefined;

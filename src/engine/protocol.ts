@@ -9,6 +9,7 @@ import type { SerializedError } from './errors.js';
 import type { EngineLoopOptions } from './loop.js';
 import type { RequestOptions } from './request.js';
 import type { DraftBudget } from '../speculative/tree.js';
+import type { EngineCacheOptions } from './engine.js';
 
 /** What the worker needs to load (the EngineOptions without callbacks). */
 export interface WorkerOptions extends ContextOptions, EngineLoopOptions {
@@ -20,6 +21,7 @@ export interface WorkerOptions extends ContextOptions, EngineLoopOptions {
   contextSize?: number;
   kvCells?: number;
   draftBudget?: DraftBudget;
+  cache?: EngineCacheOptions;
   reportProgress: boolean;
 }
 
@@ -36,6 +38,7 @@ export type PromptInput = { kind: 'text'; text: string } | { kind: 'tokens'; tok
 export type Query =
   | { method: 'tokenize'; prompt: PromptInput }
   | { method: 'kvAudit' }
+  | { method: 'cacheStats' }
   | { method: 'logitsAfter'; prompt: number[]; continuation: number[]; chunk: number };
 
 export type Command =

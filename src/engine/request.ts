@@ -3,11 +3,17 @@ import { emptyTimings, type SequenceDecoder } from '../generate/decoder.js';
 import type { GenerationChunk, GenerationLimits, GenerationOutput, GenerationResult, StopReason } from '../generate/generate.js';
 import type { SamplingOptions } from '../generate/sampling.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
+import type { PrefixMatch } from '../kvcache/prefix-cache.js';
 
 /** What a request asks for (everything but the prompt); plain data, so it can cross threads. */
 export interface RequestOptions extends SamplingOptions, Omit<GenerationLimits, 'signal'> {
   /** Speculative decoding: `auto` (default) lets the engine pick drafters and tree size; `off` decodes plainly. */
   speculation?: SpeculationMode;
+  /**
+   * Tenant isolation: requests with different salts share no cached KV blocks and no drafting
+   * history (whose speed would otherwise tell one tenant what another generated).
+   */
+  cacheSalt?: string;
 }
 
 /** What the loop tells a request's consumer. */
@@ -34,6 +40,11 @@ export class Request {
   cancelled = false;
   /** Admission order (the newest is preempted first). */
   admittedAt = 0;
+  /**
+   * The cached prefix of what it will evaluate: pending while the tiers are asked (it is not
+   * admitted before the answer), undefined without a cache or once restored.
+   */
+  prefix: { ready: false } | { ready: true; match: PrefixMatch } | undefined;
 
   constructor(
     readonly id: number,

@@ -61,6 +61,8 @@ export class Scheduler {
     for (const request of this.running) committed += request.prefillTarget - request.cached;
     while (this.waiting.length > 0 && this.running.length < this.limits.maxSequences) {
       const next = this.waiting[0];
+      // Its cached prefix is still being fetched (first come, first served: nothing overtakes it).
+      if (next.prefix && !next.prefix.ready) break;
       const need = next.prefillTarget + 1;
       if (committed + need > this.limits.kvCells) break;
       if (next.seq === undefined) {

@@ -15,11 +15,15 @@ import { createDraftContext, DraftModelDrafter } from '../speculative/draft-mode
 import { Speculation } from '../speculative/speculation.js';
 import { serializeError } from './errors.js';
 import { EngineLoop } from './loop.js';
+import { PrefixCache } from '../kvcache/prefix-cache.js';
+import { openTiers } from '../kvcache/tiers/open.js';
 import type { Command, EngineInfo, PromptInput, Query, WorkerData, WorkerMessage, WireEvent } from './protocol.js';
 import type { RequestEvent } from './request.js';
 
 /** Sequence ids beyond the running requests' own: tree branches borrow them for a step. */
 const BRANCH_IDS = 64;
+/** How often a busy loop with a KV cache lets the event loop turn (its tier writes run there). */
+const YIELD_EVERY_MS = 2;
 /** llama.cpp's limit on sequence ids. */
 const MAX_SEQUENCES = 256;
 
@@ -32,6 +36,7 @@ interface Loaded {
   context: Context;
   draft?: { model: Model; context: Context };
   loop: EngineLoop;
+  cache?: PrefixCache;
   chat: ChatFormatter | undefined;
 }
 
@@ -55,11 +60,22 @@ async function load(): Promise<Loaded> {
     }
     const speculation = new Speculation({ target: context, threads, draft: draft?.context, fixedBudget: options.draftBudget, onMeasure: () => post({ type: 'measuring' }) });
     const loop = new EngineLoop(context, model.tokenizer, speculation, { ...options, sequenceLength: contextSize });
-    return { model, context, draft, loop, chat: model.metadata.chatTemplate ? ChatFormatter.forModel(model) : undefined };
+    const cache = options.cache ? await openCache(context, loop) : undefined;
+    return { model, context, draft, loop, cache, chat: model.metadata.chatTemplate ? ChatFormatter.forModel(model) : undefined };
   } catch (error) {
     for (const resource of owned.reverse()) resource.dispose();
     throw error;
   }
+}
+
+/** The prefix cache over the tiers asked for, saving and restoring through a sequence id of the loop's own. */
+async function openCache(context: Context, loop: EngineLoop): Promise<PrefixCache> {
+  const { tiers, dir, redisUrl, ramBytes, diskBytes, blockSize } = options.cache!;
+  const scratch = loop.ids.acquire()!;
+  const opened = await openTiers({ tiers, dir, redisUrl, ramBytes, diskBytes, onWarning: (line) => post({ type: 'notice', line }) });
+  const cache = await PrefixCache.create(context, scratch, { tiers: opened, blockSize });
+  loop.useCache(cache, scratch);
+  return cache;
 }
 
 function info({ model, context, loop }: Loaded): EngineInfo {
@@ -89,6 +105,8 @@ function answer(engine: Loaded, query: Query): unknown {
       return tokenize(engine, query.prompt);
     case 'kvAudit':
       return engine.loop.kvAudit();
+    case 'cacheStats':
+      return engine.cache?.stats();
     case 'logitsAfter':
       return engine.loop.logitsAfter(query.prompt, query.continuation, query.chunk);
   }
@@ -135,6 +153,7 @@ function publishStatus(loop: EngineLoop): void {
 
 async function run(engine: Loaded): Promise<void> {
   let disposed = false;
+  let lastYield = performance.now();
   let wake: (() => void) | undefined;
   // Messages that arrive while the loop is idle (the listener also keeps this thread alive).
   commands.on('message', (command: Command) => {
@@ -154,15 +173,24 @@ async function run(engine: Loaded): Promise<void> {
     }
     await engine.loop.step();
     publishStatus(engine.loop);
+    // Cache lookups and background tier writes finish in event-loop callbacks: let them run, at
+    // once while a lookup holds a request back, else every few milliseconds.
+    if (engine.loop.waitingForIo || (engine.cache && performance.now() - lastYield > YIELD_EVERY_MS)) {
+      await new Promise((resolve) => setImmediate(resolve));
+      lastYield = performance.now();
+    }
   }
 }
 
-function shutdown(engine: Loaded): void {
+async function shutdown(engine: Loaded): Promise<void> {
   engine.loop.dispose();
+  // Queued stores already hold their bytes: they are written out after the contexts are gone.
+  const closing = engine.cache?.close();
   engine.draft?.context.dispose();
   engine.draft?.model.dispose();
   engine.context.dispose();
   engine.model.dispose();
+  await closing;
 }
 
 let engine: Loaded | undefined;
@@ -174,7 +202,7 @@ try {
 } catch (error) {
   post({ type: 'failed', error: serializeError(error) });
 } finally {
-  if (engine) shutdown(engine);
+  if (engine) await shutdown(engine);
   // Process-wide callbacks must not point into this thread once it is gone.
   detachLlamaLogger();
   commands.close();

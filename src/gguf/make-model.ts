@@ -2,9 +2,7 @@
 // They exist for tests and benchmarks: realistic shapes and a real tokenizer, meaningless
 // weights. Same options → byte-identical file (per-tensor PRNG streams, no timestamps).
 
-import { mkdir, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { cacheDir } from '../paths.js';
+import { cachedModel } from './cached-model.js';
 
 import { Prng } from '../generate/prng.js';
 import { fillNormalish, hashString } from './random-weights.js';
@@ -23,12 +21,16 @@ import { type GgufTensorSpec, kv, writeGguf } from './writer.js';
 export type ModelPresetName = 'tiny' | 'qwen2.5-0.5b';
 export type ModelQuant = 'f16' | 'q8_0';
 
-export interface ModelPreset {
+/** The dimensions a llama model's cost follows (head size = embeddingLength / headCount). */
+export interface ModelShape {
   readonly embeddingLength: number;
   readonly blockCount: number;
   readonly headCount: number;
   readonly headCountKv: number;
   readonly feedForwardLength: number;
+}
+
+export interface ModelPreset extends ModelShape {
   readonly contextLength: number;
   readonly ropeFreqBase: number;
   readonly rmsNormEpsilon: number;
@@ -95,13 +97,20 @@ export async function makeModel(options: MakeModelOptions): Promise<MakeModelRes
   if (!preset) throw new Error(`unknown model preset '${options.preset}'`);
   const vocab = buildBuiltinVocab(preset.vocabSize);
   const tensors = modelTensors(preset, vocab, options.quant, options.seed);
-  const { bytes } = await writeGguf(
-    options.out,
-    { metadata: modelMetadata(options, preset, vocab), tensors },
-    { onProgress: options.onProgress && ((written, total) => options.onProgress?.(written / total)) },
-  );
+  const written = await writeModel(options.out, modelMetadata(options, preset, vocab), tensors, options.onProgress);
+  return { ...written, vocabSize: vocab.tokens.length };
+}
+
+/** Writes a model file (atomically); progress as the fraction of bytes written. */
+export async function writeModel(
+  out: string,
+  metadata: Iterable<readonly [string, GgufMetadataEntry]>,
+  tensors: readonly GgufTensorSpec[],
+  onProgress?: (fraction: number) => void,
+): Promise<{ path: string; bytes: number; parameterCount: number }> {
+  const { bytes } = await writeGguf(out, { metadata, tensors }, { onProgress: onProgress && ((written, total) => onProgress(written / total)) });
   const parameterCount = tensors.reduce((sum, tensor) => sum + tensor.dims.reduce((a, b) => a * b, 1), 0);
-  return { path: options.out, bytes, parameterCount, vocabSize: vocab.tokens.length };
+  return { path: out, bytes, parameterCount };
 }
 
 function modelMetadata(options: MakeModelOptions, preset: ModelPreset, vocab: BuiltinVocab): [string, GgufMetadataEntry][] {
@@ -114,16 +123,23 @@ function modelMetadata(options: MakeModelOptions, preset: ModelPreset, vocab: Bu
     ['general.file_type', kv.u32(quantized ? LlamaFileType.MOSTLY_Q8_0 : LlamaFileType.MOSTLY_F16)],
     ...(quantized ? [['general.quantization_version', kv.u32(2)] as [string, GgufMetadataEntry]] : []),
     ['llama.context_length', kv.u32(preset.contextLength)],
-    ['llama.embedding_length', kv.u32(preset.embeddingLength)],
-    ['llama.block_count', kv.u32(preset.blockCount)],
-    ['llama.feed_forward_length', kv.u32(preset.feedForwardLength)],
-    ['llama.attention.head_count', kv.u32(preset.headCount)],
-    ['llama.attention.head_count_kv', kv.u32(preset.headCountKv)],
+    ...shapeMetadata(preset),
     ['llama.rope.freq_base', kv.f32(preset.ropeFreqBase)],
     ['llama.rope.dimension_count', kv.u32(headDim)],
     ['llama.attention.layer_norm_rms_epsilon', kv.f32(preset.rmsNormEpsilon)],
     ['llama.vocab_size', kv.u32(vocab.tokens.length)],
     ...tokenizerMetadata(vocab),
+  ];
+}
+
+/** The llama.* keys of a shape. */
+export function shapeMetadata(shape: ModelShape): [string, GgufMetadataEntry][] {
+  return [
+    ['llama.embedding_length', kv.u32(shape.embeddingLength)],
+    ['llama.block_count', kv.u32(shape.blockCount)],
+    ['llama.feed_forward_length', kv.u32(shape.feedForwardLength)],
+    ['llama.attention.head_count', kv.u32(shape.headCount)],
+    ['llama.attention.head_count_kv', kv.u32(shape.headCountKv)],
   ];
 }
 
@@ -205,27 +221,10 @@ function* randomRows({ seed, name, rowLength, rows, liveRows }: RandomMatrix): G
   }
 }
 
-const pendingTestModels = new Map<string, Promise<string>>();
-
 /**
  * Path of a cached generated model under <project>/.cache/models/, generating it if missing.
  * Concurrent callers (even in other processes) are safe: files appear by atomic rename.
  */
 export function ensureTestModel(preset: ModelPresetName, quant: ModelQuant, seed: number): Promise<string> {
-  const path = join(cacheDir, 'models', `${preset}-${quant}-seed${seed}-v${GENERATOR_VERSION}.gguf`);
-  let pending = pendingTestModels.get(path);
-  if (!pending) {
-    pending = generateIfMissing(path, preset, quant, seed);
-    pendingTestModels.set(path, pending);
-    pending.catch(() => pendingTestModels.delete(path));
-  }
-  return pending;
-}
-
-async function generateIfMissing(path: string, preset: ModelPresetName, quant: ModelQuant, seed: number): Promise<string> {
-  const existing = await stat(path).catch(() => undefined);
-  if (existing?.isFile()) return path;
-  await mkdir(dirname(path), { recursive: true });
-  await makeModel({ out: path, preset, quant, seed });
-  return path;
+  return cachedModel(`${preset}-${quant}-seed${seed}-v${GENERATOR_VERSION}.gguf`, (out) => makeModel({ out, preset, quant, seed }));
 }

@@ -32,10 +32,11 @@ export interface GgufTensorSpec {
   readonly type: WritableTensorType;
   /**
    * The values (row-major, ne0 fastest): either all at once, or a factory called once when the
-   * tensor is written that yields chunks; every chunk but the last must hold whole blocks
-   * (a multiple of 32 values for Q8_0).
+   * tensor is written that yields chunks (synchronously, or asynchronously when they are read
+   * from another file); every chunk but the last must hold whole blocks (a multiple of 32 values
+   * for Q8_0).
    */
-  readonly data: Float32Array | (() => Iterable<Float32Array>);
+  readonly data: Float32Array | (() => Iterable<Float32Array> | AsyncIterable<Float32Array>);
 }
 
 export interface GgufWriteSpec {
@@ -216,7 +217,7 @@ async function writeTensor(handle: FileHandle, tensor: GgufTensorSpec, alignment
   let written = 0;
   let bytes = 0;
   const chunks = tensor.data instanceof Float32Array ? [tensor.data] : tensor.data();
-  for (const chunk of chunks) {
+  for await (const chunk of chunks) {
     if (chunk.length % blockSize !== 0 || written + chunk.length > expected) {
       throw new GgufError('INVALID_ARGUMENT', `tensor '${tensor.name}': chunk of ${chunk.length} values breaks its ${expected}-value, ${blockSize}-value-block layout`);
     }

@@ -42,6 +42,7 @@ export function generationOptions(body: GenerationRequest, contextSize: number, 
     frequencyPenalty: body.frequency_penalty ?? 0,
     presencePenalty: body.presence_penalty ?? 0,
     repeatPenalty: body.repetition_penalty ?? 1,
+    cacheSalt: body.cache_salt ?? undefined,
     signal,
   };
 }

@@ -14,7 +14,8 @@ import { greedyToken, isGreedy, tokenDistribution, drawFrom, type SamplingOption
 import { Prng } from '../generate/prng.js';
 import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 
-const MAX_DEPTH = 16;
+/** Longest chain the adaptive depth reaches. */
+export const MAX_DRAFT_DEPTH = 16;
 
 export class DraftModelError extends Error {
   override name = 'DraftModelError';
@@ -25,6 +26,11 @@ export interface DraftModelOptions {
   minPathProbability?: number;
   /** First chain length; it then adapts to how much of each chain the target accepts (default 4). */
   initialDepth?: number;
+  /**
+   * Every chain this long (within the budget), without adapting: the oracle bound asks each
+   * drafter for all it would ever propose, and picks the prefix itself.
+   */
+  fixedDepth?: number;
   /** Add the runner-up token as a leaf where the top token's probability is below this (default 0.7). */
   branchBelow?: number;
   /** Seed of the drafter's own random stream (sampling mode). */
@@ -66,6 +72,7 @@ export class DraftModelDrafter implements Drafter {
    * just past the accepted part when it does not.
    */
   private depth: number;
+  private readonly adaptive: boolean;
   private lastChain: number[] = [];
 
   constructor(
@@ -77,7 +84,8 @@ export class DraftModelDrafter implements Drafter {
     this.rng = new Prng(options.seed ?? 0x5eed);
     this.greedy = isGreedy(sampling);
     this.minPathProbability = options.minPathProbability ?? 0.3;
-    this.depth = options.initialDepth ?? 4;
+    this.depth = options.fixedDepth ?? options.initialDepth ?? 4;
+    this.adaptive = options.fixedDepth === undefined;
     this.branchBelow = options.branchBelow ?? 0.7;
     this.seq = options.seq ?? 0;
   }
@@ -103,10 +111,10 @@ export class DraftModelDrafter implements Drafter {
 
   append(tokens: readonly number[]): void {
     this.sequence.push(...tokens);
-    if (this.lastChain.length === 0) return;
+    if (this.lastChain.length === 0 || !this.adaptive) return;
     let accepted = 0;
     while (accepted < this.lastChain.length && accepted < tokens.length && this.lastChain[accepted] === tokens[accepted]) accepted++;
-    this.depth = accepted === this.lastChain.length ? Math.min(this.depth + 2, MAX_DEPTH) : Math.max(1, accepted + 1);
+    this.depth = accepted === this.lastChain.length ? Math.min(this.depth + 2, MAX_DRAFT_DEPTH) : Math.max(1, accepted + 1);
     this.lastChain = [];
   }
 

@@ -58,6 +58,9 @@ const COST_WINDOW = 16;
 /** Batch growth over which the marginal verify cost of one token is averaged. */
 const MARGINAL_SPAN = 8;
 
+/** The most drafters are ever asked to fill (plans cut it down). */
+export const MAX_DRAFT_BUDGET: DraftBudget = Object.freeze({ maxNodes: 64, maxDepth: 24, maxBranches: 4 });
+
 const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 
 export class AdaptivePlanner implements TreePlanner {
@@ -99,6 +102,16 @@ export class AdaptivePlanner implements TreePlanner {
   private speculating = false;
   /** Whatever the cost model misses, realized speed decides: see realized.ts. */
   readonly judge = new RealizedJudge();
+  /**
+   * A plan that does not pay is no reason to stop drafting while the drafting spent since the last
+   * verified plan (plain-step units) stays below what that plan was expected to save: a streak of
+   * misses that ends in one paying plan then still breaks even. On a large target drafting costs
+   * little next to a decode and the plans save several, so drafting goes on through short
+   * unpredictable stretches instead of forgoing the long plans after them; on a tiny target
+   * drafting costs about a decode and plans save a fraction of one, so a miss backs off at once.
+   */
+  private lastPlanSaving = 0;
+  private draftingSinceLastPlan = 0;
   /** Set when a plan did not pay: drafting is then asked only at probes, until one pays again. */
   private backingOff = false;
   private stepsSinceProbe = 0;
@@ -110,7 +123,7 @@ export class AdaptivePlanner implements TreePlanner {
 
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
-    this.maxBudget = options.budget ?? { maxNodes: 64, maxDepth: 24, maxBranches: 4 };
+    this.maxBudget = options.budget ?? MAX_DRAFT_BUDGET;
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
     // verification is dear, and a probe must be able to see one; branches would only add cost.
     const { maxNodes, maxDepth } = this.maxBudget;
@@ -148,8 +161,12 @@ export class AdaptivePlanner implements TreePlanner {
       this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;
       this.backingOff = false;
       this.probeInterval = this.probeEvery;
+      this.lastPlanSaving = plan.expectedTokens * (1 - 1 / plan.speedup);
+      this.draftingSinceLastPlan = 0;
       return plan.tree;
     }
+    this.draftingSinceLastPlan += this.draftingCost() ?? Infinity;
+    if (!this.backingOff && this.draftingSinceLastPlan < this.lastPlanSaving) return tree.prune(0);
     // Drafting backs off at once; a probe that finds nothing worth verifying doubles the interval.
     if (this.backingOff) this.probeInterval = Math.min(this.probeInterval * 2, MAX_PROBE_INTERVAL);
     this.backingOff = true;
@@ -166,11 +183,16 @@ export class AdaptivePlanner implements TreePlanner {
    */
   private extraCost(): number {
     const decode = (this.decodeExtra.value ?? 0) + Math.max(0, this.returnExtra.value ?? 0);
+    return decode + (this.draftingCost() ?? 0);
+  }
+
+  /** What drafting adds to a step, in plain-step units (undefined until measured). */
+  private draftingCost(): number | undefined {
     const single = this.singleDecodeMs.value;
     const plainOutside = this.plainOverheadMs.value;
     const draftingOutside = this.draftingOverheadMs.value;
-    if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return decode;
-    return decode + Math.max(0, draftingOutside - plainOutside) / single;
+    if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return undefined;
+    return Math.max(0, draftingOutside - plainOutside) / single;
   }
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {

@@ -37,7 +37,7 @@ export class Speculation {
    * per mode, so a configuration never drafts from what another configuration just generated
    * (benchmarks compare modes on the same prompts).
    */
-  private readonly suffixes = new Map<SpeculationMode, SuffixDrafter>();
+  private readonly suffixes = new Map<string, SuffixDrafter>();
   /** Shared histories now serving a request (a history follows one request at a time). */
   private readonly lentSuffixes = new Set<SuffixDrafter>();
   private readonly planners = new Map<string, AdaptivePlanner>();
@@ -55,12 +55,12 @@ export class Speculation {
    * speculative request measures the cost curve there). `auto` uses every drafter available and
    * lets the planner decide.
    */
-  async decoder(mode: SpeculationMode, sampler: Sampler, seq: number): Promise<SequenceDecoder> {
+  async decoder(mode: SpeculationMode, sampler: Sampler, seq: number, salt = ''): Promise<SequenceDecoder> {
     this.check(mode);
     if (mode === 'off') return new PlainDecoder(sampler);
     const planner = await this.planner(mode, sampler, seq);
-    const drafters = this.drafters(mode, sampler, seq);
-    const lent = drafters.find((drafter) => drafter instanceof SuffixDrafter && this.suffixes.get(mode) === drafter);
+    const drafters = this.drafters(mode, sampler, seq, salt);
+    const lent = drafters.find((drafter) => drafter instanceof SuffixDrafter && this.suffixes.get(historyKey(mode, salt)) === drafter);
     if (lent) this.lentSuffixes.add(lent as SuffixDrafter);
     return new SpeculativeDecoder(sampler, { drafters, planner, onDispose: () => lent && this.lentSuffixes.delete(lent as SuffixDrafter) });
   }
@@ -71,10 +71,10 @@ export class Speculation {
     return this.costCurve;
   }
 
-  private drafters(mode: SpeculationMode, sampler: Sampler, seq: number): Drafter[] {
+  private drafters(mode: SpeculationMode, sampler: Sampler, seq: number, salt: string): Drafter[] {
     const drafters: Drafter[] = [];
     if (mode === 'auto' || mode === 'ngram') drafters.push(new NgramDrafter());
-    if (mode === 'auto' || mode === 'suffix') drafters.push(this.suffixHistory(mode));
+    if (mode === 'auto' || mode === 'suffix') drafters.push(this.suffixHistory(historyKey(mode, salt)));
     if ((mode === 'auto' || mode === 'draft') && this.options.draft) {
       drafters.push(new DraftModelDrafter(this.options.draft, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9, seq }));
     }
@@ -86,11 +86,11 @@ export class Speculation {
    * request (concurrent requests then draft without each other's outputs, never from a history
    * two requests append to at once).
    */
-  private suffixHistory(mode: SpeculationMode): SuffixDrafter {
-    let suffix = this.suffixes.get(mode);
+  private suffixHistory(key: string): SuffixDrafter {
+    let suffix = this.suffixes.get(key);
     if (!suffix) {
       suffix = new SuffixDrafter();
-      this.suffixes.set(mode, suffix);
+      this.suffixes.set(key, suffix);
     }
     return this.lentSuffixes.has(suffix) ? new SuffixDrafter() : suffix;
   }
@@ -107,4 +107,9 @@ export class Speculation {
     }
     return planner;
   }
+}
+
+/** One drafting history per mode and tenant (cache salt): a tenant's outputs never speed up, and so never reveal themselves to, another's. */
+function historyKey(mode: SpeculationMode, salt: string): string {
+  return `${mode}\u0000${salt}`;
 }

@@ -1,0 +1,224 @@
+/**
+ * `tachyon bench kvcache`: time to first token of a shared prefix + a question, recomputed (cold)
+ * vs restored from each cache tier, in one process on one context. The engine loop has no cache
+ * hook yet, so this drives a bare context the way the loop will: match, restore, prefill the rest,
+ * sample the first token. First tokens are compared with the cold run's (identity).
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { TokenBatch } from '../llama/batch.js';
+import { Context } from '../llama/context.js';
+import { Model } from '../llama/model.js';
+import { greedyToken } from '../generate/sampling.js';
+import { DEFAULT_BLOCK_SIZE, PrefixCache } from '../kvcache/prefix-cache.js';
+import { packageRoot } from '../paths.js';
+import { openTiers } from '../kvcache/tiers/open.js';
+import type { TierName } from '../kvcache/tiers/tier.js';
+import { commonPrefixLength, median, round, top2Gap } from './stats.js';
+
+export interface KvCacheBenchOptions {
+  readonly model: string;
+  readonly prefixSizes: readonly number[];
+  readonly questionTokens: number;
+  readonly tiers: readonly TierName[];
+  readonly redisUrl?: string;
+  readonly runs: number;
+  readonly blockSize?: number;
+  /** The multi-turn chat: turns (0: skipped), user tokens per turn, generated tokens per turn. */
+  readonly chat: { readonly turns: number; readonly userTokens: number; readonly newTokens: number };
+  /** Measure hits on entries other processes stored: this process stores nothing. */
+  readonly readOnly?: boolean;
+  /** After measuring, a second process reads the largest prefix from Redis (which this one filled). */
+  readonly sharedRedis?: boolean;
+  readonly onProgress?: (line: string) => void;
+}
+
+export interface PrefixResult {
+  cold_ttft_ms: number;
+  ram_ttft_ms?: number;
+  disk_ttft_ms?: number;
+  redis_ttft_ms?: number;
+  /** Fewest tokens a tier restored (the rest was prefilled). */
+  restored_tokens: number;
+  identical: boolean;
+}
+
+export interface SharedRedisResult {
+  prefix_tokens: number;
+  /** Measured in the second process: recomputed, and restored from what the first stored. */
+  cold_ttft_ms: number;
+  hit_ttft_ms: number | null;
+  restored_tokens: number;
+  identical: boolean;
+}
+
+export interface ChatResult {
+  turns: number;
+  /** Total latency of all turns without a cache, and with the first measured tier. */
+  cold_ms: number;
+  cached_ms: number;
+  cached_tier: TierName;
+  identical: boolean;
+  /** Where the outputs first differ (conversation position) and plain decoding's top-2 logit gap there. */
+  mismatch?: { position: number; cold_top2_gap: number };
+}
+
+export interface KvCacheBenchReport {
+  readonly model: string;
+  readonly runs: number;
+  readonly prefix: Record<string, PrefixResult>;
+  readonly chat10?: ChatResult;
+  readonly shared_redis?: SharedRedisResult;
+}
+
+const DEST = 0;
+const SCRATCH = 1;
+const FILLER = 'The committee reviewed the quarterly figures, the travel policy and the new onboarding guide in detail. ';
+
+export async function runKvCacheBench(options: KvCacheBenchOptions): Promise<KvCacheBenchReport> {
+  const model = await Model.load(options.model);
+  const chatLength = options.chat.turns * (options.chat.userTokens + options.chat.newTokens);
+  const largest = Math.max(...options.prefixSizes, chatLength) + options.questionTokens + 16;
+  const context = Context.create(model, { contextSize: largest, sequences: 2 });
+  const folder = await mkdtemp(join(tmpdir(), 'tachyon-bench-kv-'));
+  try {
+    const caches = new Map<TierName, PrefixCache>();
+    for (const tier of options.tiers) {
+      const tiers = await openTiers({ tiers: [tier], dir: folder, redisUrl: options.redisUrl, onWarning: options.onProgress });
+      caches.set(tier, await PrefixCache.create(context, SCRATCH, { tiers, blockSize: options.blockSize }));
+    }
+    const prefix: Record<string, PrefixResult> = {};
+    for (const size of options.prefixSizes) {
+      const prompt = [...fillerTokens(model, size, 0), ...fillerTokens(model, options.questionTokens, 1)];
+      prefix[String(size)] = await measurePrefix(context, prompt, caches, options);
+    }
+    const [firstTier] = options.tiers;
+    const firstCache = caches.get(firstTier);
+    const chat10 = options.chat.turns > 0 && firstCache ? await measureChat(context, firstCache, firstTier, options) : undefined;
+    for (const cache of caches.values()) await cache.close();
+    const shared = options.sharedRedis ? await measureSharedRedis(options, Math.max(...options.prefixSizes)) : undefined;
+    return { model: options.model, runs: options.runs, prefix, ...(chat10 ? { chat10 } : {}), ...(shared ? { shared_redis: shared } : {}) };
+  } finally {
+    context.dispose();
+    model.dispose();
+    await rm(folder, { recursive: true, force: true });
+  }
+}
+
+async function measurePrefix(context: Context, prompt: number[], caches: Map<TierName, PrefixCache>, options: KvCacheBenchOptions): Promise<PrefixResult> {
+  const cold: number[] = [];
+  let firstToken = -1;
+  // One unmeasured run first in each configuration: graph allocation and cold caches.
+  for (let run = -1; run < options.runs; run++) {
+    context.seqRemove(DEST);
+    const started = performance.now();
+    [firstToken] = (await greedyContinue(context, prompt, 0, 1)).tokens;
+    if (run >= 0) cold.push(performance.now() - started);
+  }
+  options.onProgress?.(`${prompt.length - options.questionTokens}-token prefix: cold ${median(cold).toFixed(1)} ms`);
+  const result: PrefixResult = { cold_ttft_ms: round(median(cold), 2) ?? 0, restored_tokens: caches.size > 0 ? prompt.length : 0, identical: true };
+  for (const [tier, cache] of caches) {
+    if (!options.readOnly) cache.storeBlocks(DEST, prompt, '', SCRATCH);
+    await cache.flush();
+    const times: number[] = [];
+    for (let run = -1; run < options.runs; run++) {
+      context.seqRemove(DEST);
+      const started = performance.now();
+      const match = await cache.match(prompt);
+      const held = cache.restorePrefix(match, SCRATCH, DEST, prompt.length - 1);
+      const [token] = (await greedyContinue(context, prompt, held, 1)).tokens;
+      result.restored_tokens = Math.min(result.restored_tokens, held);
+      if (run >= 0) times.push(performance.now() - started);
+      result.identical &&= token === firstToken;
+    }
+    result[`${tier}_ttft_ms`] = round(median(times), 2) ?? 0;
+    options.onProgress?.(`  from ${tier}: ${median(times).toFixed(1)} ms`);
+  }
+  context.seqRemove(DEST);
+  return result;
+}
+
+/**
+ * A conversation of `turns` user messages, each answered with `newTokens` greedy tokens; the
+ * context forgets it between turns (as the engine frees a finished request's cells), so every
+ * turn recomputes it (cold) or restores it from the cache.
+ */
+async function measureChat(context: Context, cache: PrefixCache, tier: TierName, options: KvCacheBenchOptions): Promise<ChatResult> {
+  const run = async (withCache: boolean): Promise<{ ms: number; tokens: number[]; gaps: Map<number, number> }> => {
+    const conversation = fillerTokens(context.model, 1, 0);
+    const gaps = new Map<number, number>();
+    let ms = 0;
+    for (let turn = 0; turn < options.chat.turns; turn++) {
+      conversation.push(...fillerTokens(context.model, options.chat.userTokens, turn + 1));
+      context.seqRemove(DEST);
+      const started = performance.now();
+      const held = withCache ? cache.restorePrefix(await cache.match(conversation), SCRATCH, DEST, conversation.length - 1) : 0;
+      const answer = await greedyContinue(context, conversation, held, options.chat.newTokens);
+      answer.gaps.forEach((gap, i) => gaps.set(conversation.length + i, gap));
+      conversation.push(...answer.tokens);
+      if (withCache) cache.storeBlocks(DEST, conversation, '', SCRATCH);
+      ms += performance.now() - started;
+    }
+    return { ms, tokens: conversation, gaps };
+  };
+  const cold = await run(false);
+  options.onProgress?.(`${options.chat.turns}-turn chat: cold ${cold.ms.toFixed(0)} ms`);
+  const cached = await run(true);
+  options.onProgress?.(`  with the ${tier} cache: ${cached.ms.toFixed(0)} ms`);
+  context.seqRemove(DEST);
+  const position = commonPrefixLength(cold.tokens, cached.tokens);
+  const identical = position === cold.tokens.length && position === cached.tokens.length;
+  const mismatch = identical ? undefined : { position, cold_top2_gap: round(cold.gaps.get(position) ?? Number.NaN, 6) ?? Number.NaN };
+  const result: ChatResult = { turns: options.chat.turns, cold_ms: round(cold.ms, 1) ?? 0, cached_ms: round(cached.ms, 1) ?? 0, cached_tier: tier, identical };
+  return mismatch ? { ...result, mismatch } : result;
+}
+
+/** Runs this benchmark again in a second process, reading only what this one stored in Redis. */
+async function measureSharedRedis(options: KvCacheBenchOptions, size: number): Promise<SharedRedisResult> {
+  if (!options.redisUrl || !options.tiers.includes('redis')) throw new RangeError('the shared Redis measurement needs the redis tier and --redis');
+  const args = ['bench', 'kvcache', '--model', options.model, '--tiers', 'redis', '--redis', options.redisUrl, '--prefix', String(size)];
+  args.push('--question', String(options.questionTokens), '--runs', String(options.runs), '--block-size', String(options.blockSize ?? DEFAULT_BLOCK_SIZE));
+  args.push('--chat-turns', '0', '--read-only', '--json');
+  options.onProgress?.(`second process reading the ${size}-token prefix from Redis`);
+  const { stdout } = await promisify(execFile)(process.execPath, [join(packageRoot, 'bin', 'tachyon.js'), ...args], { maxBuffer: 1 << 24 });
+  const row = (JSON.parse(stdout) as KvCacheBenchReport).prefix[String(size)];
+  return { prefix_tokens: size, cold_ttft_ms: row.cold_ttft_ms, hit_ttft_ms: row.redis_ttft_ms ?? null, restored_tokens: row.restored_tokens, identical: row.identical };
+}
+
+/** Prefills `prompt` from `from` in batch-size chunks, then decodes `steps` greedy tokens (with each choice's top-2 logit gap). */
+async function greedyContinue(context: Context, prompt: readonly number[], from: number, steps: number): Promise<{ tokens: number[]; gaps: number[] }> {
+  const batch = new TokenBatch(context.batchSize, 1);
+  try {
+    for (let start = from; start < prompt.length; start += context.batchSize) {
+      batch.clear().addSequence(prompt.slice(start, Math.min(prompt.length, start + context.batchSize)), start, DEST);
+      await context.decode(batch);
+    }
+    const history = [...prompt];
+    const generated = { tokens: [] as number[], gaps: [] as number[] };
+    for (let step = 0; step < steps; step++) {
+      const logits = context.logits(batch.size - 1);
+      const token = greedyToken(logits, history, { temperature: 0 });
+      generated.tokens.push(token);
+      generated.gaps.push(top2Gap(logits));
+      history.push(token);
+      if (step + 1 === steps) break;
+      batch.clear().add(token, history.length - 1, DEST, true);
+      await context.decode(batch);
+    }
+    return generated;
+  } finally {
+    batch.dispose();
+  }
+}
+
+/** `count` tokens of ordinary text (from BOS when `variant` is 0); other variants are questions that differ from each other. */
+function fillerTokens(model: Model, count: number, variant: number): number[] {
+  const text = variant === 0 ? FILLER : `Question ${variant}: which of these items should be discussed first next week, and why? `;
+  const once = model.tokenizer.tokenize(text, { addSpecial: false });
+  const tokens = variant === 0 ? model.tokenizer.tokenize('', { addSpecial: true }) : [];
+  while (tokens.length < count) tokens.push(...once);
+  return tokens.slice(0, count);
+}

@@ -1,0 +1,72 @@
+/**
+ * The oracle bound of bench spec: the schedule is the fastest way along the trajectory given
+ * what was drafted, and on the testbed pair the drafters' accepted paths really follow plain
+ * decoding's output.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { OracleDrafting, oracleSchedule, type OracleStep } from '../src/bench/oracle.js';
+import { Context } from '../src/llama/context.js';
+import { PlainDecoder } from '../src/generate/decoder.js';
+import { CostCurve } from '../src/speculative/cost-model.js';
+import { createDraftContext } from '../src/speculative/draft-model.js';
+import { runSolo } from './helpers/loop.js';
+import { loadModel, testbedDraft, testbedPrompts, testbedTarget } from './helpers/models.js';
+
+const step = (acceptedDepth: number, extra: Partial<OracleStep> = {}): OracleStep => ({
+  acceptedDepth, cheapMs: 0, costlyMs: 0, costlyDepth: 1, firstCostlyDepth: Infinity, ...extra,
+});
+
+describe('oracle schedule', () => {
+  test('nothing drafted: exactly plain decoding', () => {
+    const schedule = oracleSchedule([step(0), step(0), step(0)], CostCurve.flat(), 10);
+    assert.deepEqual(schedule, { ms: 30, steps: 3 });
+  });
+
+  test('free verification takes the whole accepted path, up to the end of the trajectory', () => {
+    // 9 tokens after the first: a 5-token path at 0 covers tokens 1-6, then 2 plain steps reach 8.
+    const steps = [step(5), ...Array.from({ length: 7 }, () => step(0))];
+    assert.deepEqual(oracleSchedule(steps, CostCurve.flat(), 10), { ms: 30, steps: 3 });
+    // A path longer than what remains is cut to it.
+    assert.deepEqual(oracleSchedule([step(20), step(0), step(0)], CostCurve.flat(), 10), { ms: 10, steps: 1 });
+  });
+
+  test('drafting that costs more than it saves is not used; a cheaper prefix beats the full path', () => {
+    const curve = new CostCurve([{ n: 1, seconds: 1 }, { n: 2, seconds: 1.1 }, { n: 3, seconds: 5 }]);
+    // Verifying 1 node (c(2) = 1.1) saves a decode; 2 nodes (c(3) = 5) cost more than 3 plain steps.
+    const oneAhead = oracleSchedule([step(2), step(0), step(0)], curve, 10);
+    assert.deepEqual(oneAhead, { ms: 11 + 10, steps: 2 });
+    // The draft model's node at depth 1 costs its whole 1-deep chain: 15 ms, more than the decode it saves.
+    const costly = oracleSchedule([step(1, { costlyMs: 15, costlyDepth: 1, firstCostlyDepth: 1 }), step(0)], curve, 10);
+    assert.deepEqual(costly, { ms: 20, steps: 2 });
+  });
+});
+
+describe('oracle drafting on the testbed pair', () => {
+  let target: Context;
+  let draft: Context;
+  before(async () => {
+    target = Context.create(await loadModel(testbedTarget), { contextSize: 1024, sequences: 8 });
+    draft = createDraftContext(await loadModel(testbedDraft), target);
+  });
+  after(() => {
+    draft.dispose();
+    target.dispose();
+  });
+
+  test('accepted paths follow the plain output, and the draft model reaches deep on reasoning', async () => {
+    const model = target.model;
+    const prompt = model.tokenizer.tokenize(testbedPrompts.reasoning);
+    const output = (await runSolo(target, (sampler) => new PlainDecoder(sampler), prompt, { temperature: 0, maxTokens: 64 })).tokens;
+    const steps = await new OracleDrafting(draft).steps(prompt, output);
+    assert.equal(steps.length, output.length - 1);
+    for (const [i, { acceptedDepth }] of steps.entries()) assert.ok(acceptedDepth <= output.length - 1 - i);
+    // The testbed draft agrees with the target on 94% of reasoning tokens: most positions accept
+    // several drafted tokens, which only a chain asked for its full depth can show.
+    const mean = steps.reduce((sum, s) => sum + s.acceptedDepth, 0) / steps.length;
+    assert.ok(mean > 3, `mean accepted depth ${mean}`);
+    assert.ok(steps.some((s) => s.firstCostlyDepth < Infinity && s.costlyMs > 0), 'some accepted node came from the draft model alone');
+    const schedule = oracleSchedule(steps, CostCurve.flat(), 1);
+    assert.ok(schedule.steps < steps.length / 2, `oracle target calls ${schedule.steps} for ${output.length} tokens`);
+  });
+});

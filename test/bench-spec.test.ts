@@ -1,0 +1,43 @@
+/**
+ * bench spec on the testbed pair (one short prompt): every report states its regime, the oracle
+ * bound per task and, with peers, llama.cpp's best speedup; JSON, Markdown and SVG agree.
+ */
+import assert from 'node:assert/strict';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { runSpecBench } from '../src/bench/spec.js';
+import { scratchDir, testbedDraft, testbedTarget } from './helpers/models.js';
+
+const scratch = scratchDir();
+after(() => rm(scratch, { recursive: true, force: true }));
+
+test('bench spec reports the regime, the oracle bound and the best peer', async () => {
+  const peersFile = join(scratch, 'peers.json');
+  const peers = { plain: 100, 'draft-simple': 130, 'ngram-cache': 90 };
+  await writeFile(peersFile, JSON.stringify({
+    configs: Object.fromEntries(Object.entries(peers).map(([name, tps]) => [name, { perTask: { reasoning: { median_tps: tps, speedup_vs_plain: tps / 100 } } }])),
+  }));
+  const reportDir = join(scratch, 'report');
+  const lines: string[] = [];
+  const result = await runSpecBench({
+    model: testbedTarget, draftModel: testbedDraft, gpu: 'cpu', threads: 1, tasks: ['reasoning'], n: 1, maxTokens: 24,
+    configs: ['auto'], peersFile, reportDir, onProgress: (line) => lines.push(line),
+  });
+  assert.ok(result.ms_per_decode > 0);
+  assert.deepEqual(Object.keys(result.cost_curve), ['2', '8', '32', '64']);
+  const costs = Object.values(result.cost_curve);
+  assert.ok(costs.every((c, i) => c >= 1 && (i === 0 || c >= costs[i - 1])), `c(n) ${costs}`);
+  const task = result.tasks.reasoning;
+  assert.equal(task.identical_rate, 1);
+  // Plain decoding is one of the oracle's schedules, so the bound is never below it.
+  assert.ok(task.oracle_speedup !== null && task.oracle_speedup >= 1, `oracle ${task.oracle_speedup}`);
+  assert.ok(task.oracle_tau !== null && task.oracle_tau > 1, `oracle τ ${task.oracle_tau}`);
+  assert.ok(Math.abs(task.realized_vs_oracle! - task.speedup! / task.oracle_speedup) < 0.002);
+  assert.equal(task.peer_best_speedup, 1.3);
+  assert.ok(lines.some((line) => line.startsWith('measuring the regime')));
+  const json = JSON.parse(await readFile(join(reportDir, 'spec-report.json'), 'utf8')) as typeof result;
+  assert.equal(json.ms_per_decode, result.ms_per_decode);
+  assert.match(await readFile(join(reportDir, 'spec-report.md'), 'utf8'), /Regime \(re-measured in this run\): [\d.]+ ms per decode, c\(2\) [\d.]+, c\(8\)[^\n]*\n[\s\S]*\| oracle bound \|/);
+  assert.match(await readFile(join(reportDir, 'spec-speedup.svg'), 'utf8'), /oracle bound/);
+});

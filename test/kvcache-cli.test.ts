@@ -1,0 +1,85 @@
+/** `tachyon cache stats|verify|clear` on a disk folder and a Redis server with good and bad entries. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DiskTier } from '../src/kvcache/tiers/disk.js';
+import { RedisTier } from '../src/kvcache/tiers/redis.js';
+import { defaultCacheFolder } from '../src/kvcache/tiers/open.js';
+import { tachyon } from './helpers/cli.js';
+import { randomEntry, sharedBlock } from './helpers/kv-writer.js';
+import { scratchDir } from './helpers/models.js';
+import { RedisServer } from './helpers/redis.js';
+
+const keyOf = (index: number): string => sharedBlock(index).key.toString('hex');
+
+describe('tachyon cache', () => {
+  let server: RedisServer;
+  const dir = join(scratchDir(), 'kv');
+  before(async () => {
+    server = await RedisServer.start();
+    const disk = await DiskTier.open(dir, 1 << 30);
+    await disk.put(keyOf(0), randomEntry(0, 1000));
+    await disk.put(keyOf(1), randomEntry(1, 1000));
+    const flipped = randomEntry(2, 1000);
+    flipped[500] ^= 1;
+    await writeFile(join(dir, `${keyOf(2)}.kv`), flipped);
+    const redis = await RedisTier.open({ url: server.url });
+    await redis.put(keyOf(0), randomEntry(0, 2000));
+    await redis.close();
+  });
+  after(() => server.stop());
+
+  test('stats counts the entries of the disk folder and Redis', async () => {
+    const result = await tachyon('cache', 'stats', '--dir', dir, '--redis', server.url, '--json');
+    assert.equal(result.code, 0, result.stderr);
+    const stats = JSON.parse(result.stdout) as { tiers: { tier: string; entries: number; bytes: number }[] };
+    assert.deepEqual(stats.tiers.map(({ tier, entries }) => [tier, entries]), [['disk', 3], ['redis', 1]]);
+    assert.ok(stats.tiers[1].bytes > 2000);
+  });
+
+  test('verify finds the bad entry (exit 1), --remove-bad removes it, clear empties the tiers', async () => {
+    const found = await tachyon('cache', 'verify', '--dir', dir, '--redis', server.url);
+    assert.equal(found.code, 1);
+    assert.match(found.stdout, /disk: 3 entries, 2 good, bad: 1 checksum/);
+    assert.match(found.stdout, /redis: 1 entries, 1 good/);
+    const removed = await tachyon('cache', 'verify', '--dir', dir, '--remove-bad', '--json');
+    assert.equal(removed.code, 0, removed.stderr);
+    assert.deepEqual(JSON.parse(removed.stdout), { tiers: [{ tier: 'disk', entries: 3, good: 2, bad: { checksum: 1 }, removed: 1 }] });
+    const cleared = await tachyon('cache', 'clear', '--dir', dir, '--redis', server.url);
+    assert.equal(cleared.code, 0, cleared.stderr);
+    assert.match(cleared.stdout, /disk: removed 2 entries\nredis: removed 1 entries/);
+  });
+
+  test('an unreachable Redis is one clear line and exit 1', async () => {
+    const result = await tachyon('cache', 'stats', '--dir', dir, '--redis', 'redis://127.0.0.1:1');
+    assert.equal(result.code, 1);
+    assert.match(result.stderr.trim(), /^tachyon: redis at redis:\/\/127\.0\.0\.1:1 is unavailable \(.*ECONNREFUSED.*\)$/);
+  });
+
+  test('bench kvcache smoke run: every tier restores the cold run\'s first token, the cached chat says the same', async () => {
+    const report = join(scratchDir(), 'report');
+    const result = await tachyon(
+      'bench', 'kvcache', '--prefix', '64', '--question', '8', '--runs', '1', '--block-size', '16', '--tiers', 'ram,disk,redis', '--redis', server.url,
+      '--chat-turns', '2', '--user-tokens', '16', '--new-tokens', '8', '--shared-redis', '--json', '--report', report,
+    );
+    assert.equal(result.code, 0, result.stderr);
+    const output = JSON.parse(result.stdout) as {
+      prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; restored_tokens: number; identical: boolean }>;
+      chat10: { turns: number; identical: boolean; cached_tier: string };
+      shared_redis: { prefix_tokens: number; restored_tokens: number; identical: boolean };
+    };
+    const row = output.prefix['64'];
+    assert.equal(row.identical, true);
+    for (const value of [row.cold_ttft_ms, row.ram_ttft_ms, row.disk_ttft_ms, row.redis_ttft_ms]) assert.ok(value > 0);
+    assert.equal(row.restored_tokens, 64, 'every tier restored the whole prefix');
+    assert.deepEqual(output.shared_redis, { ...output.shared_redis, prefix_tokens: 64, restored_tokens: 64, identical: true }, 'a second process restores what the first stored');
+    assert.deepEqual(output.chat10 && [output.chat10.turns, output.chat10.identical, output.chat10.cached_tier], [2, true, 'ram']);
+    assert.match(await readFile(join(report, 'bench-kvcache.svg'), 'utf8'), /^<svg[\s\S]*64-token prefix[\s\S]*2-turn chat/);
+  });
+
+  test('the default folder is under the user cache folder', () => {
+    assert.equal(defaultCacheFolder({ XDG_CACHE_HOME: '/x/cache' }), '/x/cache/tachyon/kv');
+    assert.match(defaultCacheFolder({}), /\.cache\/tachyon\/kv$/);
+  });
+});
