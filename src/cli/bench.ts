@@ -12,8 +12,10 @@ import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculat
 import { registerBenchBatch } from './bench-batch.js';
 import { registerBenchKvCache } from './bench-kvcache.js';
 import { registerBenchSpec } from './bench-spec.js';
+import { addModelFlags, backendOption, engineOptions, type ModelFlags } from './engine-options.js';
+import { Engine } from '../engine/engine.js';
+import { defaultReasoningPrompts, formatReasoningBench, runReasoningBench } from '../bench/reasoning.js';
 import { registerBenchServe } from './bench-serve.js';
-import { backendOption } from './engine-options.js';
 import { decimal, integer } from './options.js';
 
 interface DecodeFlags {
@@ -122,6 +124,36 @@ export function registerBench(program: Command): void {
   registerBenchServe(bench);
   registerBenchBatch(bench);
   registerBenchKvCache(bench);
+
+  const reasoning = bench
+    .command('reasoning')
+    .description('early exit: accuracy, thinking tokens and time of full thinking, fixed budgets, effort levels and the oracle (evaluation half of the prompt set)');
+  addModelFlags(reasoning)
+    .option('--prompts <file>', 'JSONL with "prompt" and "answer"; the even (0-based) lines are evaluated (calibration uses the odd ones)', defaultReasoningPrompts)
+    .option('-n, --n <count>', 'evaluation prompts', integer(1), 100)
+    .option('--max-tokens <n>', 'most tokens per generation', integer(1), 900)
+    .option('--budgets <list>', 'fixed thinking budgets drawn besides those matched to the levels', '32,64,128,256')
+    .option('--json', 'print one JSON object')
+    .option('--report <dir>', 'write bench-reasoning.json and bench-reasoning.svg here')
+    .action(async (flags: ReasoningFlags) => {
+      const budgets = flags.budgets.split(',').filter(Boolean).map((value) => integer(0)(value.trim()));
+      const engine = await Engine.load(engineOptions(flags));
+      try {
+        const result = await runReasoningBench({ engine, promptsFile: flags.prompts, n: flags.n, maxTokens: flags.maxTokens, budgets, reportDir: flags.report, onProgress: progress });
+        process.stdout.write(flags.json ? `${JSON.stringify(result)}\n` : formatReasoningBench(result));
+      } finally {
+        await engine.dispose();
+      }
+    });
+}
+
+interface ReasoningFlags extends ModelFlags {
+  prompts: string;
+  n: number;
+  maxTokens: number;
+  budgets: string;
+  json?: boolean;
+  report?: string;
 }
 
 /** Plain decoding by default: the peer decodes plainly, so that is the like-for-like comparison. */

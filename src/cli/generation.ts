@@ -6,6 +6,7 @@ import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculat
 import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';
 import { UsageError } from './errors.js';
 import { decimal, integer } from './options.js';
+import { REASONING_EFFORTS, type ReasoningEffort } from '../reasoning/controller.js';
 
 /** Flags of every command that generates: sampling, limits, speculation. */
 export interface GenerationFlags extends ModelFlags {
@@ -20,6 +21,8 @@ export interface GenerationFlags extends ModelFlags {
   stop: string[];
   spec: SpeculationMode;
   draftModel?: string;
+  maxThinkingTokens?: number;
+  reasoningEffort?: ReasoningEffort;
   cacheSalt?: string;
 }
 
@@ -37,6 +40,8 @@ export function addGenerationFlags(command: Command): Command {
     .option('--stop <text>', 'stop before this text (repeatable)', (value: string, previous: string[]) => [...previous, value], [])
     .addOption(new Option('--spec <mode>', 'speculative decoding (lossless)').choices([...SPECULATION_MODES]).default('auto'))
     .option('--draft-model <path>', 'draft GGUF with the same vocabulary (enables --spec draft; used by auto)')
+    .option('--max-thinking-tokens <n>', 'hard thinking budget: close the thinking after N tokens and let the model answer', integer(0))
+    .addOption(new Option('--reasoning-effort <level>', "early exit from the thinking at the model's calibrated presets (changes outputs)").choices([...REASONING_EFFORTS]))
     .option('--cache-salt <salt>', 'tenant of the KV cache and the drafting history: different salts share nothing');
 }
 
@@ -58,6 +63,8 @@ export function samplingFrom(flags: GenerationFlags): GenerateOptions {
     penaltyLastN: flags.penaltyLastN,
     stop: flags.stop,
     speculation: flags.spec,
+    maxThinkingTokens: flags.maxThinkingTokens,
+    reasoningEffort: flags.reasoningEffort,
     cacheSalt: flags.cacheSalt,
   };
 }

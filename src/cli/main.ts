@@ -5,6 +5,7 @@ import { registerInspect } from './inspect.js';
 import { registerMakeModel } from './make-model.js';
 import { registerRun } from './run.js';
 import { registerBench } from './bench.js';
+import { registerCalibrate } from './calibrate.js';
 import { registerServe } from './serve.js';
 import { registerChat } from './chat.js';
 import { registerCache } from './cache.js';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   registerInspect(program);
   registerMakeModel(program);
   registerBench(program);
+  registerCalibrate(program);
   registerServe(program);
   registerCache(program);
   for (const command of program.commands) command.exitOverride();

@@ -12,6 +12,7 @@ import type { ContextOptions } from '../llama/context.js';
 import type { LoadModelOptions } from '../llama/model.js';
 import { ModelLoadError } from '../llama/model.js';
 import { defaultModelPath } from '../paths.js';
+import { withReasoningPresets } from '../reasoning/presets.js';
 import { deserializeError, EngineDisposedError, type SerializedError } from './errors.js';
 import type { EngineLoopOptions, EngineStatus } from './loop.js';
 import type { DraftBudget } from '../speculative/tree.js';
@@ -197,8 +198,10 @@ export class Engine {
   }
 
   private async *stream(prompt: PromptInput, options: GenerateOptions): AsyncGenerator<GenerationChunk, GenerationResult, void> {
-    const { signal, ...requestOptions } = options;
+    const { signal, ...rest } = options;
     this.checkUsable();
+    // An effort level becomes this model's thresholds here, where the model file is known.
+    const requestOptions = await withReasoningPresets(this.info.modelPath, rest);
     const id = ++this.nextId;
     const channel = new RequestChannel();
     this.requests.set(id, channel);

@@ -13,7 +13,8 @@ import { TokenBatch } from '../llama/batch.js';
 import { evaluateTokens, type Context } from '../llama/context.js';
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { checkPromptFits } from '../generate/decoder.js';
-import { GenerationOutput, type StopReason } from '../generate/generate.js';
+import { GenerationOutput, type ForcedTokens, type StopReason } from '../generate/generate.js';
+import { ROOT, type TokenTree } from '../speculative/tree.js';
 import { Sampler } from '../generate/sampling.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import type { SequenceDecoder } from '../generate/decoder.js';
@@ -318,7 +319,8 @@ export class EngineLoop {
         const accepted = decoder.accept(placed.tree, (node) => this.context.logits(firstIndex + node), request.sequence);
         keepAcceptedPath(this.context, placed, accepted.lastNode);
         request.cached = placed.position + placed.tree.depth(accepted.lastNode) + 1;
-        this.emit(request, accepted.tokens, accepted.draftedBy);
+        const path = nodesTo(placed.tree, accepted.lastNode);
+        this.emit(request, accepted.tokens, accepted.draftedBy, (i) => this.context.logits(firstIndex + path[i]));
       } catch (error) {
         this.endWithError(request, error);
       }
@@ -349,20 +351,42 @@ export class EngineLoop {
   /** The prompt is in: its last logits give the first token. */
   private async startDecoding(request: Request, lastIndex: number): Promise<void> {
     try {
-      this.emit(request, [await request.decoder!.start(request.prompt, this.context.logits(lastIndex))], [null]);
+      this.emit(request, [await request.decoder!.start(request.prompt, this.context.logits(lastIndex))], [null], () => this.context.logits(lastIndex));
     } catch (error) {
       this.endWithError(request, error);
     }
   }
 
-  /** Appends emitted tokens, streams them, and ends the request when its output says so or its room runs out. */
-  private emit(request: Request, tokens: readonly number[], draftedBy: readonly (string | null)[]): void {
+  /**
+   * Appends emitted tokens, streams them, and ends the request when its output says so or its
+   * room runs out. `rowOf(i)` is the logits row that chose token i (the thinking controller reads it).
+   */
+  private emit(request: Request, tokens: readonly number[], draftedBy: readonly (string | null)[], rowOf: (index: number) => Float32Array): void {
     if (request.state === 'finished') return;
+    const before = request.sequence.length;
+    const { chunk, stopReason, forced } = request.output.push(tokens, draftedBy, rowOf);
     request.sequence.push(...tokens);
-    const { chunk, stopReason } = request.output.push(tokens, draftedBy);
     if (chunk) request.emit(chunk);
     if (stopReason) return this.end(request, stopReason);
+    if (forced) this.force(request, before, tokens.length, forced);
     if (this.sequenceLength - (request.sequence.length - 1) <= 0) this.end(request, 'context');
+  }
+
+  /**
+   * The thinking controller cut this step's tokens and forced its own (the closing tag): the cut
+   * tokens' KV goes, and the forced tokens are evaluated like a prompt extension, all but the
+   * last, which stays pending as any emitted token does.
+   */
+  private force(request: Request, before: number, emitted: number, forced: ForcedTokens): void {
+    // The KV holds the sequence up to this step's last (pending) token.
+    const kept = before + Math.min(forced.keptFromStep, emitted - 1);
+    request.sequence.length = before + forced.keptFromStep;
+    request.sequence.push(...forced.tokens);
+    this.context.seqRemove(request.seq!, kept, -1);
+    request.cached = kept;
+    request.resuming = true;
+    if (request.cached < request.prefillTarget) request.state = 'prefilling';
+    else request.resuming = false;
   }
 
   /** Returns a tree's borrowed sequence ids to the pool. */
@@ -424,4 +448,11 @@ export class EngineLoop {
     }
     request.decoder?.dispose();
   }
+}
+
+/** The nodes from the root to `node`, in order: node i's row chose the i-th emitted token. */
+function nodesTo(tree: TokenTree, node: number): number[] {
+  const nodes = [node];
+  while (nodes[0] !== ROOT) nodes.unshift(tree.parent(nodes[0]));
+  return nodes;
 }

@@ -7,11 +7,12 @@ import { TextStreamDecoder } from '../llama/tokenizer.js';
 import type { DecoderTimings, SequenceDecoder } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
-import { ThinkingSegments, thinkingTagTokens, type ThinkingEnd, type ThinkingTags } from '../reasoning/segments.js';
+import { ThinkingSegments, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingEnd } from '../reasoning/segments.js';
+import { thinkingControllerFor, type BoundaryRecord, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'abort' | 'context';
 
-export interface GenerationLimits {
+export interface GenerationLimits extends ThinkingLimits {
   /** Most tokens to generate; default 256. */
   maxTokens?: number;
   /** Generation ends before the first of these strings; it is not part of the text. */
@@ -19,8 +20,6 @@ export interface GenerationLimits {
   /** Keep going past end-of-generation tokens. */
   ignoreEos?: boolean;
   signal?: AbortSignal;
-  /** Tags of the model's thinking section; default `<think>`/`</think>` when the model has them as tokens. */
-  thinkingTags?: ThinkingTags;
   /** Chunks also carry each token's text (`pieces`), e.g. to colour tokens by drafter. */
   tokenPieces?: boolean;
 }
@@ -60,6 +59,16 @@ export interface GenerationStats {
   thinkingTokens: number;
   /** How the thinking ended; absent when the generation had no thinking. */
   thinkingEnd?: ThinkingEnd;
+  /** Every step boundary inside the thinking with its signals, when the request asked to `recordBoundaries`. */
+  boundaries?: BoundaryRecord[];
+}
+
+/** What the engine loop must do after a push the thinking controller cut. */
+export interface ForcedTokens {
+  /** How many of the pushed tokens were kept (the rest are dropped, their KV too). */
+  keptFromStep: number;
+  /** Tokens appended after the kept ones, to evaluate like a prompt extension (the last one pending). */
+  tokens: readonly number[];
 }
 
 export interface GenerationResult {
@@ -81,6 +90,8 @@ export class GenerationOutput {
   private readonly stopMatcher: StopMatcher;
   private readonly textDecoder: TextStreamDecoder;
   private readonly segments: ThinkingSegments;
+  private readonly controller: ThinkingController | undefined;
+  private readonly boundaries: BoundaryRecord[] = [];
   private readonly generated: number[] = [];
   private readonly output = { text: '', reasoning: '', content: '' };
   private steps = 0;
@@ -98,6 +109,13 @@ export class GenerationOutput {
     this.stopMatcher = new StopMatcher(limits.stop ?? []);
     this.textDecoder = new TextStreamDecoder(tokenizer);
     this.segments = new ThinkingSegments(thinkingTagTokens(tokenizer, limits.thinkingTags), prompt);
+    const onBoundary = limits.recordBoundaries ? (record: BoundaryRecord) => this.boundaries.push(record) : undefined;
+    this.controller = thinkingControllerFor(tokenizer, prompt, { ...limits, onBoundary });
+  }
+
+  /** Whether `push` needs the logits row of every token (the early-exit policy reads them). */
+  get needsLogits(): boolean {
+    return this.controller?.needsLogits ?? false;
   }
 
   get tokenCount(): number {
@@ -110,29 +128,38 @@ export class GenerationOutput {
   }
 
   /**
-   * Takes the tokens a step emitted (the first token counts as the prompt's step). Returns the
-   * chunk to stream, if any, and why generation ends when it does.
+   * Takes the tokens a step emitted (the first token counts as the prompt's step), with the
+   * logits row that chose each (`rowOf(i)`, read only when `needsLogits`). Returns the chunk to
+   * stream, if any, why generation ends when it does, and what the thinking controller forced:
+   * the loop then keeps only the kept tokens and evaluates the forced ones before decoding on.
    */
-  push(tokens: readonly number[], draftedBy: readonly (string | null)[]): { chunk?: GenerationChunk; stopReason?: StopReason } {
+  push(
+    tokens: readonly number[],
+    draftedBy: readonly (string | null)[],
+    rowOf?: (index: number) => Float32Array,
+  ): { chunk?: GenerationChunk; stopReason?: StopReason; forced?: ForcedTokens } {
     if (this.firstTokenAt === undefined) this.firstTokenAt = performance.now();
     else this.steps++;
-    const accepted = acceptTokens(tokens, this.maxTokens - this.generated.length, this.tokenizer, this.limits.ignoreEos ?? false);
+    const controlled = this.controller ? applyController(this.controller, tokens, rowOf) : { tokens, keptFromStep: tokens.length };
+    const drafted = [...draftedBy.slice(0, controlled.keptFromStep), ...new Array<null>(controlled.tokens.length - controlled.keptFromStep).fill(null)];
+    const accepted = acceptTokens(controlled.tokens, this.maxTokens - this.generated.length, this.tokenizer, this.limits.ignoreEos ?? false);
     this.generated.push(...accepted.tokens);
     let raw = '';
-    for (const token of accepted.tokens) {
+    for (const [i, token] of accepted.tokens.entries()) {
       const tokenText = this.textDecoder.push([token]);
-      this.segments.push(token, tokenText);
+      this.segments.push(token, tokenText, i === controlled.forcedAt ? controlled.reason : undefined);
       raw += tokenText;
     }
     const piece = this.stopMatcher.push(raw);
     const chunk =
       accepted.tokens.length > 0 || piece.text
-        ? this.chunk(piece.text, accepted.tokens, draftedBy.slice(0, accepted.tokens.length))
+        ? this.chunk(piece.text, accepted.tokens, drafted.slice(0, accepted.tokens.length))
         : undefined;
     if (piece.stopped) return { chunk, stopReason: 'stop' };
     if (accepted.endOfGeneration) return { chunk, stopReason: 'eos' };
     if (this.generated.length >= this.maxTokens) return { chunk, stopReason: 'length' };
-    return { chunk };
+    if (controlled.forcedAt === undefined) return { chunk };
+    return { chunk, forced: { keptFromStep: controlled.keptFromStep, tokens: controlled.tokens.slice(controlled.keptFromStep) } };
   }
 
   /** Ends the generation: text still held back, and the result. */
@@ -181,8 +208,29 @@ export class GenerationOutput {
       stopReason,
       thinkingTokens: this.segments.thinkingTokens,
       ...(thinkingEnd ? { thinkingEnd } : {}),
+      ...(this.limits.recordBoundaries ? { boundaries: this.boundaries } : {}),
     };
   }
+}
+
+interface ControlledTokens {
+  tokens: readonly number[];
+  /** How many of the step's own tokens are kept (the rest were cut by the controller). */
+  keptFromStep: number;
+  /** Index in `tokens` of the closing tag the controller forced, and who forced it. */
+  forcedAt?: number;
+  reason?: ForcedThinkingEnd;
+}
+
+/** Shows the step's tokens to the controller in order; an intervention cuts them and appends what it forces. */
+function applyController(controller: ThinkingController, tokens: readonly number[], rowOf: ((index: number) => Float32Array) | undefined): ControlledTokens {
+  for (const [i, token] of tokens.entries()) {
+    const intervention = controller.onEmitted(token, controller.needsLogits ? rowOf?.(i) : undefined);
+    if (!intervention) continue;
+    const kept = tokens.slice(0, intervention.dropEmitted ? i : i + 1);
+    return { tokens: [...kept, ...intervention.force], keptFromStep: kept.length, forcedAt: kept.length, reason: intervention.reason };
+  }
+  return { tokens, keptFromStep: tokens.length };
 }
 
 /** Takes tokens up to the limit and up to (excluding) an end-of-generation token. */

@@ -1,0 +1,266 @@
+/**
+ * The thinking controller: one per sequence, called by the generation loop for every emitted
+ * token with the logits row that chose it. It counts thinking tokens, enforces the hard budget
+ * and, when a request asks for an effort level, runs the early-exit policy at step boundaries.
+ *
+ * The loop acts on what it returns: tokens to decode next as if they extended the prompt (the
+ * closing tag and an optional message), and possibly the instruction to drop the token it just
+ * passed. That second part is what makes "exit only at a boundary" exact: the signals of a
+ * boundary live in the logits row *after* it (p(close tag) is the chance that the next line is
+ * the answer), and that row is the one that chose the next token. An exit decided there replaces
+ * that token with the closing tag, so the thinking ends with the boundary itself. In plain
+ * decoding, and after the last token of a speculative step, the dropped token is the pending one
+ * (not yet in the KV cache), so dropping it costs nothing.
+ */
+import { TextStreamDecoder, type Tokenizer } from '../llama/tokenizer.js';
+import { lastConcludedResult } from './answers.js';
+import { endsInsideThinking, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingTagTokens, type ThinkingTags } from './segments.js';
+import { boundarySignals, Ewma, type BoundarySignals } from './signals.js';
+
+export type ReasoningEffort = 'low' | 'medium' | 'high';
+
+export const REASONING_EFFORTS: readonly ReasoningEffort[] = ['low', 'medium', 'high'];
+
+/** What a request can ask of the thinking (all optional; GenerationLimits carries them). */
+export interface ThinkingLimits {
+  /** Tags of the model's thinking section; default `<think>`/`</think>` when the model has them as tokens. */
+  thinkingTags?: ThinkingTags;
+  /** Hard budget: at this many thinking tokens the engine closes the thinking and lets the model answer. */
+  maxThinkingTokens?: number;
+  /** Text decoded after the closing tag when the engine (budget or early exit) ends the thinking. */
+  thinkingExitMessage?: string;
+  /** Strings that end a step of thinking (early exit happens only right after one); default a newline. */
+  thinkingBoundaries?: readonly string[];
+  /**
+   * Early exit at the preset thresholds of this level for the model (changes outputs, so it runs
+   * only when asked). Resolved into `exitThresholds` by `withReasoningPresets`.
+   */
+  reasoningEffort?: ReasoningEffort;
+  /** Early exit at these thresholds (what `reasoningEffort` resolves to). */
+  exitThresholds?: ExitThresholds;
+  /** Return every step boundary inside the thinking, with its signals, in the stats (calibration, benchmarks). */
+  recordBoundaries?: boolean;
+}
+
+/** Thresholds of the early-exit policy (see `ExitPolicy.decide`); fitted per model by `tachyon calibrate reasoning`. */
+export interface ExitThresholds {
+  /** No early exit before this many thinking tokens. */
+  minThinkingTokens: number;
+  /** EWMA factor of the boundary signals (1 = the latest boundary alone). */
+  alpha: number;
+  /** Exit when the smoothed p(close tag) at a boundary reaches this (above 1: never on this signal alone). */
+  endProbability: number;
+  /**
+   * Exit when the answer the thinking concludes has been the same this many times in a row
+   * (Dynasor-style agreement; 0: never on this signal) …
+   */
+  agreement: number;
+  /** … and the smoothed margin log p(top) − log p(close tag) is at most this (Infinity: any). */
+  maxEndMargin: number;
+}
+
+/** What the loop must do after `onEmitted` returned it. */
+export interface ThinkingIntervention {
+  /** Drop the token just passed to `onEmitted` (it was not emitted; the forced tokens take its place). */
+  dropEmitted: boolean;
+  /** Tokens to decode next like a prompt extension: the closing tag, then the configured message. */
+  force: readonly number[];
+  reason: ForcedThinkingEnd;
+}
+
+/** One step boundary inside the thinking, as the controller saw it (for calibration and benchmarks). */
+export interface BoundaryRecord extends BoundarySignals {
+  /** Thinking tokens before the boundary's next token. */
+  thinkingTokens: number;
+  /** Prompt + generated tokens up to and including the boundary token. */
+  sequenceLength: number;
+  /** Smoothed signals up to and including this boundary. */
+  smoothedEndProbability: number;
+  smoothedEndMargin: number;
+  /** The answer the thinking had concluded so far (undefined: none yet). */
+  concluded: string | undefined;
+  /** How many conclusions in a row, ending with the latest, gave `concluded`. */
+  agreement: number;
+}
+
+export interface ThinkingControllerOptions {
+  tags: ThinkingTagTokens;
+  /** Tokens that end a step of thinking (the testbed's: the newline token). */
+  boundaryTokens: ReadonlySet<number>;
+  /** Hard budget of thinking tokens (tags excluded). */
+  maxThinkingTokens?: number;
+  /** Tokens decoded after the closing tag when the engine ends the thinking. */
+  exitMessage?: readonly number[];
+  /** Early-exit policy; absent: thinking ends naturally or at the budget only. */
+  thresholds?: ExitThresholds;
+  onBoundary?: (boundary: BoundaryRecord) => void;
+}
+
+export class ThinkingController {
+  private thinking: boolean;
+  private thinkingTokenCount = 0;
+  private afterBoundary = false;
+  private readonly textDecoder: TextStreamDecoder;
+  private thinkingText = '';
+  private lineStart = 0;
+  private readonly conclusions: string[] = [];
+  private readonly endProbability: Ewma | undefined;
+  private readonly endMargin: Ewma | undefined;
+  /** Tokens of the sequence so far (prompt + emitted). */
+  private sequenceLength: number;
+
+  constructor(
+    tokenizer: Tokenizer,
+    prompt: readonly number[],
+    private readonly options: ThinkingControllerOptions,
+  ) {
+    this.thinking = endsInsideThinking(prompt, options.tags);
+    this.sequenceLength = prompt.length;
+    this.textDecoder = new TextStreamDecoder(tokenizer);
+    if (options.maxThinkingTokens !== undefined && !(Number.isInteger(options.maxThinkingTokens) && options.maxThinkingTokens >= 0)) {
+      throw new RangeError(`maxThinkingTokens must be a non-negative integer, got ${options.maxThinkingTokens}`);
+    }
+    if (options.thresholds) {
+      this.endProbability = new Ewma(options.thresholds.alpha);
+      this.endMargin = new Ewma(options.thresholds.alpha);
+    }
+  }
+
+  /** Whether the policy needs the logits rows (the budget alone does not). */
+  get needsLogits(): boolean {
+    return this.options.thresholds !== undefined || this.options.onBoundary !== undefined;
+  }
+
+  get inThinking(): boolean {
+    return this.thinking;
+  }
+
+  /**
+   * Called for every emitted token, in order, with the logits row that chose it (a view valid
+   * only during the call; undefined when the decoder cannot provide it and `needsLogits` is false).
+   */
+  onEmitted(token: number, logits: Float32Array | undefined): ThinkingIntervention | undefined {
+    const intervention = this.control(token, logits);
+    this.sequenceLength += intervention ? (intervention.dropEmitted ? 0 : 1) + intervention.force.length : 1;
+    return intervention;
+  }
+
+  private control(token: number, logits: Float32Array | undefined): ThinkingIntervention | undefined {
+    const { tags } = this.options;
+    if (!this.thinking) {
+      if (token === tags.open) this.startThinking();
+      return undefined;
+    }
+    if (token === tags.close) {
+      this.thinking = false;
+      return undefined;
+    }
+    if (this.afterBoundary && logits && this.atBoundary(logits)) return this.exit('early-exit', true);
+    if (this.thinkingTokenCount >= (this.options.maxThinkingTokens ?? Infinity)) return this.exit('budget', true);
+    this.thinkingTokenCount++;
+    this.appendText(token);
+    this.afterBoundary = this.options.boundaryTokens.has(token);
+    if (this.thinkingTokenCount >= (this.options.maxThinkingTokens ?? Infinity)) return this.exit('budget', false);
+    return undefined;
+  }
+
+  private startThinking(): void {
+    this.thinking = true;
+    this.afterBoundary = false;
+  }
+
+  /** Records the boundary just passed (its signals are in `logits`); true when the policy exits here. */
+  private atBoundary(logits: Float32Array): boolean {
+    const signals = boundarySignals(logits, this.options.tags.close);
+    const smoothedEndProbability = this.endProbability?.push(signals.endProbability) ?? signals.endProbability;
+    const smoothedEndMargin = this.endMargin?.push(signals.endMargin) ?? signals.endMargin;
+    const record: BoundaryRecord = {
+      ...signals,
+      thinkingTokens: this.thinkingTokenCount,
+      sequenceLength: this.sequenceLength,
+      smoothedEndProbability,
+      smoothedEndMargin,
+      concluded: this.conclusions.at(-1),
+      agreement: trailingAgreement(this.conclusions),
+    };
+    this.options.onBoundary?.(record);
+    return this.options.thresholds !== undefined && shouldExit(record, this.options.thresholds);
+  }
+
+  private exit(reason: ForcedThinkingEnd, dropEmitted: boolean): ThinkingIntervention {
+    this.thinking = false;
+    return { dropEmitted, force: [this.options.tags.close, ...(this.options.exitMessage ?? [])], reason };
+  }
+
+  /** Keeps the thinking text, and notes a conclusion whenever a line that concludes one is complete. */
+  private appendText(token: number): void {
+    this.thinkingText += this.textDecoder.push([token]);
+    const lineEnd = this.thinkingText.lastIndexOf('\n');
+    if (lineEnd < this.lineStart) return;
+    const concluded = lastConcludedResult(this.thinkingText.slice(this.lineStart, lineEnd + 1));
+    if (concluded !== undefined) this.conclusions.push(concluded);
+    this.lineStart = lineEnd + 1;
+  }
+}
+
+/**
+ * The controller a request asks for, or undefined when it asks for nothing (then generation is
+ * exactly what it was without one). Budget and early exit need a model with thinking tags.
+ */
+export function thinkingControllerFor(
+  tokenizer: Tokenizer,
+  prompt: readonly number[],
+  limits: ThinkingLimits & { onBoundary?: (boundary: BoundaryRecord) => void },
+): ThinkingController | undefined {
+  if (limits.reasoningEffort !== undefined && limits.exitThresholds === undefined) {
+    throw new Error(`reasoningEffort '${limits.reasoningEffort}' was not resolved to this model's thresholds (withReasoningPresets)`);
+  }
+  if (limits.maxThinkingTokens === undefined && limits.exitThresholds === undefined && !limits.onBoundary) return undefined;
+  const tags = thinkingTagTokens(tokenizer, limits.thinkingTags);
+  if (!tags) throw new Error('a thinking budget or early exit needs a model with thinking tags (<think> and </think> as tokens, or thinkingTags)');
+  return new ThinkingController(tokenizer, prompt, {
+    tags,
+    boundaryTokens: boundaryTokens(tokenizer, limits.thinkingBoundaries ?? ['\n']),
+    maxThinkingTokens: limits.maxThinkingTokens,
+    exitMessage: limits.thinkingExitMessage ? tokenizer.tokenize(limits.thinkingExitMessage, { addSpecial: false }) : [],
+    thresholds: limits.exitThresholds,
+    onBoundary: limits.onBoundary,
+  });
+}
+
+const boundaryCache = new WeakMap<Tokenizer, Map<string, ReadonlySet<number>>>();
+
+/** Every token whose text ends with one of the delimiters (a newline may be merged into a longer piece). */
+export function boundaryTokens(tokenizer: Tokenizer, delimiters: readonly string[]): ReadonlySet<number> {
+  if (delimiters.length === 0 || delimiters.some((d) => d.length === 0)) throw new Error('thinking boundaries must be non-empty strings');
+  const key = JSON.stringify(delimiters);
+  const cached = boundaryCache.get(tokenizer)?.get(key);
+  if (cached) return cached;
+  const decoder = new TextDecoder('utf-8', { fatal: false });
+  const tokens = new Set<number>();
+  for (let token = 0; token < tokenizer.vocabularySize; token++) {
+    const text = decoder.decode(tokenizer.pieceBytes(token));
+    if (delimiters.some((d) => text.endsWith(d))) tokens.add(token);
+  }
+  if (!boundaryCache.has(tokenizer)) boundaryCache.set(tokenizer, new Map());
+  boundaryCache.get(tokenizer)!.set(key, tokens);
+  return tokens;
+}
+
+/** How many entries at the end of `values` equal the last one. */
+export function trailingAgreement(values: readonly string[]): number {
+  let count = 0;
+  for (let i = values.length - 1; i >= 0 && values[i] === values[values.length - 1]; i--) count++;
+  return count;
+}
+
+/**
+ * The policy at one boundary: after the minimum thinking length, exit when the model itself leans
+ * towards closing (smoothed p(close tag)), or when its conclusions have agreed often enough while
+ * the close tag is within the margin.
+ */
+export function shouldExit(boundary: BoundaryRecord, thresholds: ExitThresholds): boolean {
+  if (boundary.thinkingTokens < thresholds.minThinkingTokens) return false;
+  if (boundary.smoothedEndProbability >= thresholds.endProbability) return true;
+  return thresholds.agreement > 0 && boundary.agreement >= thresholds.agreement && boundary.smoothedEndMargin <= thresholds.maxEndMargin;
+}

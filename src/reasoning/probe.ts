@@ -1,0 +1,103 @@
+/**
+ * The answer probe: "what would the model answer if the thinking stopped here?", asked as one
+ * more branch of a token tree. From the tree's root (the pending token that ends a thinking
+ * step) the branch runs `</think>` + the answer prefix + a candidate answer (from a drafter, or
+ * the result the thinking last concluded). One verification of the tree yields the target's row
+ * at every probe node, which scores the whole probe: the answer the target itself would write
+ * (its argmax along the branch) and its confidence (the geometric mean of the target's
+ * probabilities of the candidate's tokens). The branch is only ever verified, never accepted
+ * unless the target itself would emit it, so its KV goes with the rest of the rejected tree.
+ */
+import { DEFAULT_ANSWER_PREFIX } from './answers.js';
+import type { ThinkingTagTokens } from './segments.js';
+import { ROOT, TokenTree } from '../speculative/tree.js';
+
+/** The tokens of one probe and where the candidate answer starts among them. */
+export interface ProbeRequest {
+  tokens: readonly number[];
+  answerStart: number;
+}
+
+export interface ProbeScore {
+  /** The answer tokens the target would emit, as far as the probe shows them (it stops one past the first disagreement). */
+  answerTokens: number[];
+  /** The target agreed with every candidate token. */
+  agreed: boolean;
+  /** Geometric mean of the target's probabilities of the candidate answer tokens. */
+  confidence: number;
+}
+
+/** Source name of probe nodes in a tree (drafters' statistics leave them out). */
+export const PROBE_SOURCE = 'probe';
+
+/**
+ * `</think>` + "\n" + prefix + " " + candidate, tokenized as the model would write it (`tokenize`
+ * without BOS). The answer starts where the tokens of the text without the candidate end.
+ */
+export async function probeRequest(
+  tokenize: (text: string) => readonly number[] | Promise<readonly number[]>,
+  tags: ThinkingTagTokens,
+  candidate: string,
+  prefix = DEFAULT_ANSWER_PREFIX,
+): Promise<ProbeRequest> {
+  const lead = await tokenize(`\n${prefix}`);
+  const full = await tokenize(`\n${prefix} ${candidate}`);
+  let shared = 0;
+  while (shared < lead.length && lead[shared] === full[shared]) shared++;
+  return { tokens: [tags.close, ...full], answerStart: 1 + shared };
+}
+
+/** Adds the probe as a branch from the root; returns its node indices in probe order. */
+export function addProbeBranch(tree: TokenTree, probe: ProbeRequest): number[] {
+  return tree.addPath(probe.tokens, probe.tokens.map(() => 0), PROBE_SOURCE, ROOT);
+}
+
+/**
+ * Scores a verified probe: `rowOf(node)` is the target's logits row at that node (choosing the
+ * token after it), as a verification computes for every tree node.
+ */
+export function scoreProbe(tree: TokenTree, nodes: readonly number[], answerStart: number, rowOf: (node: number) => Float32Array): ProbeScore {
+  const answerTokens: number[] = [];
+  let logSum = 0;
+  let agreed = true;
+  for (let k = answerStart; k < nodes.length; k++) {
+    const row = rowOf(tree.parent(nodes[k]));
+    const wanted = tree.token(nodes[k]);
+    logSum += logProbability(row, wanted);
+    if (agreed) {
+      const chosen = argmax(row);
+      answerTokens.push(chosen);
+      agreed = chosen === wanted;
+    }
+  }
+  if (agreed && nodes.length > 0) answerTokens.push(argmax(rowOf(nodes[nodes.length - 1])));
+  const count = nodes.length - answerStart;
+  return { answerTokens, agreed, confidence: count > 0 ? Math.exp(logSum / count) : 0 };
+}
+
+/**
+ * A probe on its own, outside a speculative step (calibration and benchmarks): `rowAfter(m)` is
+ * the target's logits row after the sequence so far (ending with the boundary token `root`) and
+ * the first m probe tokens.
+ */
+export async function scoreProbeAlone(probe: ProbeRequest, root: number, rowAfter: (m: number) => Promise<Float32Array>): Promise<ProbeScore> {
+  const tree = new TokenTree(root);
+  const nodes = addProbeBranch(tree, probe);
+  const rows = new Map<number, Float32Array>();
+  for (let m = probe.answerStart; m <= probe.tokens.length; m++) rows.set(nodes[m - 1], await rowAfter(m));
+  return scoreProbe(tree, nodes, probe.answerStart, (node) => rows.get(node)!);
+}
+
+function logProbability(logits: Float32Array, token: number): number {
+  let top = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > top) top = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - top);
+  return logits[token] - top - Math.log(sum);
+}
+
+function argmax(values: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < values.length; i++) if (values[i] > values[best]) best = i;
+  return best;
+}

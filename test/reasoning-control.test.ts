@@ -1,0 +1,127 @@
+/** Answers, boundary signals, the thinking budget and the early-exit policy, on the testbed. */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Engine } from '../src/engine/engine.js';
+import { answerMatches, lastConcludedResult, parseFinalAnswer, scoreAnswers } from '../src/reasoning/answers.js';
+import { boundarySignals, Ewma } from '../src/reasoning/signals.js';
+import { trailingAgreement, type ExitThresholds } from '../src/reasoning/controller.js';
+import type { GenerationResult } from '../src/generate/generate.js';
+import { testbedPrompts } from './helpers/models.js';
+
+test('final answers are parsed after the answer prefix and scored by value', () => {
+  assert.equal(parseFinalAnswer('\nThe answer is 132.'), '132');
+  assert.equal(parseFinalAnswer('The answer is 7. No wait. The answer is 1,320.'), '1320');
+  assert.equal(parseFinalAnswer('I think it is 132.'), undefined);
+  assert.equal(parseFinalAnswer('The answer is unclear.'), undefined);
+  assert.equal(answerMatches('132', 132), true);
+  assert.equal(answerMatches('132.0', '132'), true);
+  assert.equal(answerMatches('131', 132), false);
+  assert.equal(answerMatches(undefined, 132), false);
+  assert.deepEqual(scoreAnswers([
+    { content: '\nThe answer is 132.', expected: 132 },
+    { content: '\nThe answer is 81.', expected: 91 },
+    { content: '', expected: 5 },
+    { content: 'The answer is -4.', expected: '-4' },
+  ]), { correct: 2, total: 4, accuracy: 0.5 });
+});
+
+test('the concluded result is the last "So … = N" or "gives N", never a column step', () => {
+  assert.equal(lastConcludedResult('Ones: 7 + 5 = 12. Write 2, carry 1.\n'), undefined);
+  assert.equal(lastConcludedResult('Tens: 4 + 8 = 12, 12 + 1 = 13. Write 13.\nSo 47 + 85 = 132.\n'), '132');
+  assert.equal(lastConcludedResult('So 47 + 85 = 132.\nThat gives 122, but before I got 132.\n'), '122');
+});
+
+test('boundary signals are the softmax of the row; agreement counts the trailing run; EWMA smooths', () => {
+  const logits = new Float32Array([2, 0, 1, -1]);
+  const z = Math.exp(2) + 1 + Math.exp(1) + Math.exp(-1);
+  const signals = boundarySignals(logits, 2);
+  assert.ok(Math.abs(signals.endProbability - Math.exp(1) / z) < 1e-9);
+  assert.ok(Math.abs(signals.endMargin - 1) < 1e-9);
+  const p = [Math.exp(2), 1, Math.exp(1), Math.exp(-1)].map((v) => v / z);
+  assert.ok(Math.abs(signals.entropy - -p.reduce((s, q) => s + q * Math.log(q), 0)) < 1e-9);
+  assert.equal(trailingAgreement(['81', '91', '91']), 2);
+  assert.equal(trailingAgreement([]), 0);
+  const ewma = new Ewma(0.25);
+  assert.equal(ewma.push(4), 4);
+  assert.equal(ewma.push(0), 3);
+  assert.throws(() => new Ewma(0), /EWMA factor/);
+});
+
+const NEVER: ExitThresholds = { minThinkingTokens: 0, alpha: 0.5, endProbability: 2, agreement: 0, maxEndMargin: Infinity };
+
+describe('thinking budget and early exit on the testbed', () => {
+  let engine: Engine;
+  let full: GenerationResult;
+  /** A slip problem: the first computation is wrong (81), the first check repairs it (91). */
+  const slip = '<|user|>\nWhat is 22 + 69?<|end|>\n<|assistant|>\n';
+  before(async () => {
+    engine = await Engine.load({ gpu: 'cpu' });
+    full = await engine.complete(slip, { maxTokens: 500, speculation: 'off' });
+  });
+  after(() => engine.dispose());
+
+  test('the budget closes the thinking at exactly N tokens and the model answers from there, speculative or not', async () => {
+    assert.equal(full.stats.thinkingEnd, 'natural');
+    assert.equal(parseFinalAnswer(full.content), '91');
+    const budget = 60;
+    const plain = await engine.complete(slip, { maxTokens: 500, speculation: 'off', maxThinkingTokens: budget });
+    assert.equal(plain.stats.thinkingTokens, budget);
+    assert.equal(plain.stats.thinkingEnd, 'budget');
+    const openAt = full.tokens.indexOf((await engine.tokenize('<think>')).at(-1)!);
+    assert.deepEqual(plain.tokens.slice(0, openAt + 1 + budget), full.tokens.slice(0, openAt + 1 + budget));
+    assert.equal(plain.reasoning, full.reasoning.slice(0, plain.reasoning.length));
+    assert.equal(parseFinalAnswer(plain.content), '81', 'cut before the check, the model answers its first (slipped) result');
+    const speculative = await engine.complete(slip, { maxTokens: 500, speculation: 'ngram', maxThinkingTokens: budget });
+    assert.deepEqual(speculative.tokens, plain.tokens);
+    const zero = await engine.complete(slip, { maxTokens: 500, speculation: 'off', maxThinkingTokens: 0 });
+    assert.equal(zero.stats.thinkingTokens, 0);
+    assert.match(zero.text, /^<think><\/think>/);
+  });
+
+  test('early exit happens only right after a boundary, never before the minimum length', async () => {
+    const eager: ExitThresholds = { ...NEVER, endProbability: 0 };
+    for (const minThinkingTokens of [0, 40, 100]) {
+      const cut = await engine.complete(slip, { maxTokens: 500, speculation: 'off', exitThresholds: { ...eager, minThinkingTokens } });
+      assert.equal(cut.stats.thinkingEnd, 'early-exit');
+      assert.ok(cut.stats.thinkingTokens >= minThinkingTokens);
+      assert.ok(cut.reasoning.endsWith('\n'), `exit at ${cut.stats.thinkingTokens} tokens is not after a newline: ${JSON.stringify(cut.reasoning.slice(-20))}`);
+      assert.equal(full.reasoning.slice(0, cut.reasoning.length), cut.reasoning);
+    }
+    // 2 × 69 slips (128), its first check repairs it (138), a second check confirms: agreement exits before that one.
+    const twoChecks = '<|user|>\nCompute 2 × 69.<|end|>\n<|assistant|>\n';
+    const agreed = await engine.complete(twoChecks, { maxTokens: 500, speculation: 'off', exitThresholds: { ...NEVER, agreement: 2 } });
+    assert.equal(agreed.stats.thinkingEnd, 'early-exit');
+    assert.match(agreed.reasoning, /That gives 138, but before I got 128\.[^\n]*\nSo 2 × 69 = 138\.\n$/);
+    assert.equal(parseFinalAnswer(agreed.content), '138');
+  });
+
+  test('early exit and the budget give the same output with speculation as without', async () => {
+    const exit: ExitThresholds = { ...NEVER, agreement: 2 };
+    const twoChecks = '<|user|>\nCompute 2 × 69.<|end|>\n<|assistant|>\n';
+    for (const options of [{ exitThresholds: exit }, { maxThinkingTokens: 45 }]) {
+      const plain = await engine.complete(twoChecks, { maxTokens: 500, speculation: 'off', ...options });
+      const speculative = await engine.complete(twoChecks, { maxTokens: 500, speculation: 'ngram', ...options });
+      assert.deepEqual(speculative.tokens, plain.tokens);
+      assert.equal(speculative.stats.thinkingEnd, plain.stats.thinkingEnd);
+    }
+    assert.deepEqual(await engine.kvAudit(), [], 'dropped and forced tokens leave no KV cells behind');
+  });
+
+  test('a request with an effort level exits early at the model\'s presets', async () => {
+    const result = await engine.complete('<|user|>\nCompute 2 × 69.<|end|>\n<|assistant|>\n', { maxTokens: 500, reasoningEffort: 'medium' });
+    assert.equal(result.stats.thinkingEnd, 'early-exit');
+    assert.equal(parseFinalAnswer(result.content), '138');
+  });
+
+  test('with a controller that never acts, output is token-identical to generation without one', async () => {
+    const quiet = await engine.complete(slip, { maxTokens: 500, speculation: 'off', exitThresholds: NEVER, maxThinkingTokens: 10_000 });
+    assert.deepEqual(quiet.tokens, full.tokens);
+    assert.equal(quiet.stats.thinkingEnd, 'natural');
+  });
+
+  test('requests the engine cannot honour fail with a clear error', async () => {
+    await assert.rejects(engine.complete(slip, { reasoningEffort: 'extreme' as 'low' }), /must be one of low, medium, high/);
+    await assert.rejects(engine.complete(slip, { maxThinkingTokens: -1, speculation: 'off' }), /non-negative integer/);
+    await assert.rejects(engine.complete(testbedPrompts.story, { thinkingTags: { open: '<r>', close: '</r>' }, maxThinkingTokens: 5 }), /must each be one/);
+  });
+});
