@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { writeFileAtomic } from '../src/bench/files.js';
+import { writeFileAtomic } from '../src/atomic-file.js';
 import { startServer, verifyEveryDraft, type RunningServer } from './helpers/server.js';
 import { projectRoot } from './helpers/models.js';
 
@@ -60,5 +60,5 @@ test('the playground streams a reply with thinking apart, drafter-coloured token
   assert.ok(Number(await page.locator('#tokens').innerText()) > 100);
   assert.deepEqual(problems, []);
 
-  await writeFileAtomic(join(projectRoot, 'reports', 'playground.png'), await page.screenshot({ fullPage: true }));
+  await writeFileAtomic(join(projectRoot, 'reports', 'playground.png'), await page.screenshot({ fullPage: true }), { shared: true });
 });

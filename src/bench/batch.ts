@@ -16,7 +16,7 @@ import type { SpeculationMode } from '../speculative/speculation.js';
 import type * as LlamaServerModule from '../../bench/peers/llama-server.mjs';
 import { barChartSvg, type BarGroup } from './chart.js';
 import { plural } from './decode.js';
-import { writeFileAtomic } from './files.js';
+import { writeFileAtomic } from '../atomic-file.js';
 import { promptSetFiles, readJsonLines } from './jsonl.js';
 import { EngineTarget, engineTargetName, OpenAiCompletionsTarget, runLoad, summarizeLoad, type LoadRequest, type LoadSummary, type LoadTarget } from './load.js';
 import { ratio, round } from './stats.js';
@@ -259,10 +259,10 @@ async function writeBatchReport(dir: string, result: BatchBenchResult): Promise<
       bars: Object.entries(summary.runs).map(([name, run]) => ({ label: name.replace('tachyon spec ', 'spec '), median: run[metric] ?? 0, color: COLORS[name] ?? SPEC_COLOR })),
       note: summary.spec_speedup != null ? `spec / plain = ${summary.spec_speedup}` : undefined,
     }));
-  await writeFileAtomic(join(dir, 'batch-throughput.svg'), barChartSvg('Aggregate throughput under concurrent requests', subtitle, groups('tokens_per_second', 'tokens/s')));
-  await writeFileAtomic(join(dir, 'batch-itl-p99.svg'), barChartSvg('Inter-token latency, 99th percentile', subtitle, groups('itl_p99_ms', 'ms')));
-  await writeFileAtomic(join(dir, 'batch-report.json'), `${JSON.stringify(result, null, 2)}\n`);
-  await writeFileAtomic(join(dir, 'batch-report.md'), markdownReport(result));
+  await writeFileAtomic(join(dir, 'batch-throughput.svg'), barChartSvg('Aggregate throughput under concurrent requests', subtitle, groups('tokens_per_second', 'tokens/s')), { shared: true });
+  await writeFileAtomic(join(dir, 'batch-itl-p99.svg'), barChartSvg('Inter-token latency, 99th percentile', subtitle, groups('itl_p99_ms', 'ms')), { shared: true });
+  await writeFileAtomic(join(dir, 'batch-report.json'), `${JSON.stringify(result, null, 2)}\n`, { shared: true });
+  await writeFileAtomic(join(dir, 'batch-report.md'), markdownReport(result), { shared: true });
 }
 
 function markdownReport(result: BatchBenchResult): string {

@@ -5,7 +5,7 @@ import { availableParallelism } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { barChartSvg } from '../bench/chart.js';
-import { writeFileAtomic } from '../bench/files.js';
+import { writeFileAtomic } from '../atomic-file.js';
 import { readJsonLines } from '../bench/jsonl.js';
 import { runServeBench, SETUPS, type ServeBenchReport } from '../bench/serve.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
@@ -109,7 +109,7 @@ async function writeServeReport(dir: string, report: ServeBenchReport): Promise<
     bars: SETUPS.filter((setup) => row[`${setup}_tps`] !== undefined).map((setup) => ({ label: setup, median: row[`${setup}_tps`]!, color: COLORS[setup] })),
   }));
   const subtitle = `${report.settings.parallel} slots × ${report.settings.ctxSize} tokens · ${report.settings.threads} threads · ${report.settings.maxTokens} tokens per request · one decode ≈ ${report.ms_per_decode?.toFixed(2) ?? '?'} ms`;
-  await writeFileAtomic(join(dir, 'bench-serve.svg'), barChartSvg(`tachyon serve vs llama-server: ${basename(report.model)}`, subtitle, groups));
-  await writeFileAtomic(join(dir, 'bench-serve.json'), `${JSON.stringify(report, null, 2)}\n`);
-  await writeFileAtomic(join(dir, 'bench-serve.md'), formatServeReport(report));
+  await writeFileAtomic(join(dir, 'bench-serve.svg'), barChartSvg(`tachyon serve vs llama-server: ${basename(report.model)}`, subtitle, groups), { shared: true });
+  await writeFileAtomic(join(dir, 'bench-serve.json'), `${JSON.stringify(report, null, 2)}\n`, { shared: true });
+  await writeFileAtomic(join(dir, 'bench-serve.md'), formatServeReport(report), { shared: true });
 }

@@ -4,9 +4,10 @@
  * `tachyon calibrate reasoning` writes them to presets/reasoning/<fingerprint>.json.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readFile, rename, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, readFile, stat } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { packageRoot } from '../paths.js';
+import { writeFileAtomic } from '../atomic-file.js';
 import { REASONING_EFFORTS, type ExitThresholds, type ReasoningEffort, type ThinkingLimits } from './controller.js';
 
 export const presetsDir = join(packageRoot, 'presets', 'reasoning');
@@ -67,16 +68,7 @@ export async function loadReasoningPresets(path: string, dir = presetsDir): Prom
 /** Writes presets atomically (temp file, fsync, rename). JSON has no Infinity: it is stored as null. */
 export async function saveReasoningPresets(presets: ReasoningPresets, dir = presetsDir): Promise<string> {
   const file = presetsPath(presets.fingerprint, dir);
-  await mkdir(dirname(file), { recursive: true });
-  const temporary = `${file}.${process.pid}.tmp`;
-  const handle = await open(temporary, 'w');
-  try {
-    await handle.writeFile(`${JSON.stringify(presets, (_key, value) => (value === Infinity ? null : value), 2)}\n`);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await rename(temporary, file);
+  await writeFileAtomic(file, `${JSON.stringify(presets, (_key, value) => (value === Infinity ? null : value), 2)}\n`, { shared: true });
   return file;
 }
 

@@ -4,14 +4,15 @@
  * model file, backend, thread count and CPU, since it only changes when one of those does.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { cpus } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { TokenBatch } from '../llama/batch.js';
 import { evaluateTokens, type Context } from '../llama/context.js';
 import { cacheDir } from '../paths.js';
+import { writeFileAtomic } from '../atomic-file.js';
 import { CostCurve, type CostPoint } from './cost-model.js';
-import { median } from '../bench/stats.js';
+import { median } from '../stats.js';
 
 export const COST_CURVE_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64] as const;
 
@@ -98,10 +99,7 @@ export async function costCurveFor(context: Context, seq: number, threads: numbe
   if (!points) {
     onMeasure?.();
     points = measureCostCurve(context, seq);
-    await mkdir(dirname(file), { recursive: true });
-    const temporary = `${file}.${process.pid}.tmp`;
-    await writeFile(temporary, JSON.stringify({ key, points } satisfies CachedCurve));
-    await rename(temporary, file);
+    await writeFileAtomic(file, JSON.stringify({ key, points } satisfies CachedCurve), { shared: true });
   }
   return { points, curve: new CostCurve(points) };
 }

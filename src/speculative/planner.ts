@@ -10,7 +10,7 @@
  */
 import type { SharedBatch, TreePlanner } from './decoder.js';
 import { AcceptanceStats, observeVerification, planTree, sharedBatchCost, type CostCurve } from './cost-model.js';
-import { median } from '../bench/stats.js';
+import { median } from '../stats.js';
 import { RealizedJudge } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
 

@@ -6,7 +6,7 @@
  */
 import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isTempFile, sweepTempFiles, writeFileAtomic } from '../atomic-file.js';
+import { isTempFile, sweepTempFiles, writeFileAtomic } from '../../atomic-file.js';
 import { isEntryKey, type CacheTier, type TierUsage } from './tier.js';
 
 const SUFFIX = '.kv';

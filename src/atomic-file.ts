@@ -1,6 +1,6 @@
 /**
  * Files that appear whole or not at all: written to a temp file beside the target (readable by
- * the owner only), fsynced, renamed over the target, and the folder fsynced so the rename itself
+ * the owner only unless asked otherwise), fsynced, renamed over the target, and the folder fsynced so the rename itself
  * survives a crash. Readers in other processes never see a partial file; a crash leaves at most a
  * temp file, which `sweepTempFiles` removes once its writer is gone.
  */
@@ -12,12 +12,17 @@ const TEMP_SUFFIX = '.tmp';
 /** A temp file this old is abandoned even if a process with its writer's pid exists (pid reuse). */
 const ABANDONED_AFTER_MS = 60 * 60 * 1000;
 
-export async function writeFileAtomic(path: string, data: Uint8Array | string): Promise<void> {
+export interface AtomicWriteOptions {
+  /** Readable by everyone (reports, presets) instead of the owner only (cache entries); default false. */
+  shared?: boolean;
+}
+
+export async function writeFileAtomic(path: string, data: Uint8Array | string, options: AtomicWriteOptions = {}): Promise<void> {
   const folder = dirname(path);
-  await mkdir(folder, { recursive: true, mode: 0o700 });
+  await mkdir(folder, { recursive: true, mode: options.shared ? 0o755 : 0o700 });
   // The writer's pid is in the name so a sweep can tell a live writer's file from a dead one's.
   const temporary = join(folder, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}${TEMP_SUFFIX}`);
-  const handle = await open(temporary, 'wx', 0o600);
+  const handle = await open(temporary, 'wx', options.shared ? 0o644 : 0o600);
   try {
     await handle.writeFile(data);
     await handle.sync();

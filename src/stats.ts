@@ -1,0 +1,19 @@
+/** Order statistics used by the engine's planner and by the benchmarks. */
+
+/** Median of the finite values (mean of the middle two for an even count); NaN when there are none. */
+export function median(values: readonly number[]): number {
+  return percentile(values, 50);
+}
+
+/**
+ * The p-th percentile (0–100) of the finite values, interpolating linearly between the two nearest
+ * ranks (as numpy's default does); NaN when there are none.
+ */
+export function percentile(values: readonly number[], p: number): number {
+  const sorted = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const rank = (Math.min(100, Math.max(0, p)) / 100) * (sorted.length - 1);
+  const below = Math.floor(rank);
+  const above = Math.min(below + 1, sorted.length - 1);
+  return sorted[below] + (sorted[above] - sorted[below]) * (rank - below);
+}
