@@ -325,7 +325,26 @@ function missesBeforeBackOff(planner: AdaptivePlanner, limit: number): number {
   return misses;
 }
 
+/** Once backed off, the steps between the last two of `probes` probes whose drafts do not pay. */
+function probeGap(planner: AdaptivePlanner, probes: number): number {
+  missesBeforeBackOff(planner, 10_000);
+  let gap = 0;
+  for (let probe = 0; probe < probes; probe++) {
+    gap = 1;
+    while (planner.budget().maxNodes === 0) gap++;
+    planner.plan(chain(0.2, 2), 4);
+  }
+  return gap;
+}
+
 describe('AdaptivePlanner after a plan that does not pay', () => {
+  it('probes as often as their drafting cost allows: rarely when drafting costs a decode, nearly every step when it is cheap', () => {
+    const dear = probeGap(plannerAfterPlans(CostCurve.linear(0.6), 10.1), 12);
+    assert.ok(dear >= 32, `a probe every ${dear} steps when drafting costs a decode`);
+    const cheap = probeGap(plannerAfterPlans(CostCurve.linear(0.3), 0.3), 12);
+    assert.ok(cheap <= 2, `a probe every ${cheap} steps when drafting costs 2% of a decode`);
+  });
+
   it('keeps drafting while the misses cost less drafting than the last plan saved', () => {
     // Drafting costs 2% of a decode; a sure 16-chain at c(n) = 1 + 0.3(n - 1) saves about 11 decodes.
     const misses = missesBeforeBackOff(plannerAfterPlans(CostCurve.linear(0.3), 0.3), 5000);

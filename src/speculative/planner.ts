@@ -41,10 +41,14 @@ export interface AdaptivePlannerOptions {
 }
 
 /**
- * A probe costs a drafting step outside any decode (about one decode of the small testbed model on
- * a CPU, and the decode after it runs colder): one every 64 steps keeps that near 1-2%.
+ * A probe costs a drafting step outside any decode: about one decode of the small testbed model on
+ * a CPU (one probe every 64 steps keeps that near 1-2%), a few hundredths of one for a model of a
+ * realistic size, which can then afford to probe nearly every step and learn acceptance fast.
  */
 const MAX_PROBE_INTERVAL = 64;
+
+/** Share of plain decoding time that probing may take while drafts do not pay. */
+const PROBE_TIME_SHARE = 0.02;
 
 /**
  * Expected speedup a plan must promise over plain decoding: costs are corrected online (below),
@@ -168,7 +172,7 @@ export class AdaptivePlanner implements TreePlanner {
     this.draftingSinceLastPlan += this.draftingCost() ?? Infinity;
     if (!this.backingOff && this.draftingSinceLastPlan < this.lastPlanSaving) return tree.prune(0);
     // Drafting backs off at once; a probe that finds nothing worth verifying doubles the interval.
-    if (this.backingOff) this.probeInterval = Math.min(this.probeInterval * 2, MAX_PROBE_INTERVAL);
+    if (this.backingOff) this.probeInterval = Math.min(this.probeInterval * 2, this.maxProbeInterval());
     this.backingOff = true;
     this.stepsSinceProbe = 0;
     // Drafts that do not pay are not verified: the decoder follows them against the tokens that
@@ -184,6 +188,13 @@ export class AdaptivePlanner implements TreePlanner {
   private extraCost(): number {
     const decode = (this.decodeExtra.value ?? 0) + Math.max(0, this.returnExtra.value ?? 0);
     return decode + (this.draftingCost() ?? 0);
+  }
+
+  /** Probes may come this rarely at most: as often as keeps their drafting within PROBE_TIME_SHARE of the time. */
+  private maxProbeInterval(): number {
+    const cost = this.draftingCost();
+    if (cost === undefined) return MAX_PROBE_INTERVAL;
+    return Math.max(1, Math.min(MAX_PROBE_INTERVAL, Math.ceil(cost / PROBE_TIME_SHARE)));
   }
 
   /** What drafting adds to a step, in plain-step units (undefined until measured). */
