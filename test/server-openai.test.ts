@@ -254,6 +254,9 @@ describe('queue, key and failures', () => {
     } finally {
       engine.generate = generate;
     }
+    // The failed request's cancellation reaches the engine loop before its next step; until then
+    // its only slot is taken (and no queue place is configured), so /health rightly says busy.
+    for (let wait = 0; wait < 100 && engine.status().running > 0; wait++) await new Promise((resolve) => setTimeout(resolve, 20));
     assert.equal((await fetch(`${busy.url}/health`)).status, 200);
   });
 });
