@@ -36,6 +36,19 @@ describe('chat completions', () => {
     assert.ok('ngram' in extras.drafters);
   });
 
+  test('reasoning_effort ends the thinking early at the model\'s calibrated thresholds', async () => {
+    // A three-number sum: the testbed checks it over and over, and its result settles early.
+    const overthought = [{ role: 'user' as const, content: 'What is 87 + 69 + 94?' }];
+    const reasoningTokens = async (effort?: 'low') => {
+      const completion = await client.chat.completions.create({ ...greedy, messages: overthought, max_tokens: 600, ...(effort ? { reasoning_effort: effort } : {}) });
+      assert.match(completion.choices[0].message.content ?? '', /The answer is \d+/, 'the model still answers');
+      return completion.usage!.completion_tokens_details!.reasoning_tokens!;
+    };
+    const full = await reasoningTokens();
+    const low = await reasoningTokens('low');
+    assert.ok(low < full, `low effort thought ${low} tokens, full ${full}`);
+  });
+
   test('streaming with include_usage: role first, one finish_reason, usage last with no choices, same text as non-streaming', async () => {
     const whole = await client.chat.completions.create({ ...greedy, messages: question });
     const stream = await client.chat.completions.create({ ...greedy, messages: question, stream: true, stream_options: { include_usage: true } });

@@ -10,6 +10,12 @@ import { packageRoot } from '../paths.js';
 import { writeFileAtomic } from '../atomic-file.js';
 import { REASONING_EFFORTS, type ExitThresholds, type ReasoningEffort, type ThinkingLimits } from './controller.js';
 
+
+/** The model has no calibrated early-exit presets, so a reasoning effort cannot be honoured. */
+export class MissingPresetsError extends Error {
+  override name = 'MissingPresetsError';
+}
+
 export const presetsDir = join(packageRoot, 'presets', 'reasoning');
 
 export interface ReasoningPresets {
@@ -53,7 +59,7 @@ export async function loadReasoningPresets(path: string, dir = presetsDir): Prom
   try {
     text = await readFile(file, 'utf8');
   } catch {
-    throw new Error(`no reasoning-effort presets for ${basename(path)} (fingerprint ${fingerprint}): fit them with \`tachyon calibrate reasoning --model ${path} --prompts FILE\``);
+    throw new MissingPresetsError(`no reasoning-effort presets for ${basename(path)} (fingerprint ${fingerprint}): fit them with \`tachyon calibrate reasoning --model ${path} --prompts FILE\``);
   }
   const presets = JSON.parse(text, (key, value) => (key === 'maxEndMargin' && value === null ? Infinity : value)) as ReasoningPresets;
   for (const level of REASONING_EFFORTS) {

@@ -1,6 +1,7 @@
 /** Errors in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with their HTTP status. */
 import type { FastifyError } from 'fastify';
 import { QueueFullError } from '../engine/errors.js';
+import { MissingPresetsError } from '../reasoning/presets.js';
 import { PromptTooLongError } from '../generate/decoder.js';
 import { ChatTemplateError } from '../generate/chat.js';
 
@@ -53,6 +54,7 @@ export function toApiError(error: unknown, promptParam: 'messages' | 'prompt' = 
     });
   }
   if (error instanceof ChatTemplateError) return invalidRequest(error.message, 'messages');
+  if (error instanceof MissingPresetsError) return invalidRequest(error.message, 'reasoning_effort');
   const framework = error as Partial<FastifyError>;
   if (framework.validation) return schemaError(framework.validation, framework.validationContext ?? 'body');
   if (framework.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {

@@ -43,6 +43,7 @@ export function generationOptions(body: GenerationRequest, contextSize: number, 
     presencePenalty: body.presence_penalty ?? 0,
     repeatPenalty: body.repetition_penalty ?? 1,
     cacheSalt: body.cache_salt ?? undefined,
+    reasoningEffort: body.reasoning_effort ?? undefined,
     signal,
   };
 }

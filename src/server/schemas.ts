@@ -59,6 +59,8 @@ const generationFields = {
   /** llama.cpp / vLLM's multiplicative repetition penalty (1 = off). */
   repetition_penalty: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10 }), Type.Null()])),
   n: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1 }), Type.Null()])),
+  /** OpenAI's reasoning effort: ends the thinking early at this model's calibrated thresholds (a 400 when it has none). */
+  reasoning_effort: Type.Optional(Type.Union([Type.Literal('low'), Type.Literal('medium'), Type.Literal('high'), Type.Null()])),
   /** Tenant of the KV prefix cache and the drafting history (vLLM's field): different salts share nothing. */
   cache_salt: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()])),
   /** An end-user id for the operator's abuse tracking; it does not change the output. */
