@@ -145,6 +145,23 @@ describe('metrics, CORS and health', () => {
     assert.ok((await metric('tachyon:generation_tokens_total')) > 0);
   });
 
+  test("/metrics shows the KV prefix cache's hits per tier and the tokens it restored", async () => {
+    const cached = await startServer({ cache: { tiers: ['ram'] } });
+    try {
+      const passage = 'The quick brown fox jumps over the lazy dog near the old stone bridge. '.repeat(12);
+      const ask = () => fetch(`${cached.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: MODEL_ID, prompt: passage, max_tokens: 4, temperature: 0 }) });
+      assert.equal((await ask()).status, 200);
+      assert.equal((await ask()).status, 200);
+      const text = await (await fetch(`${cached.url}/metrics`)).text();
+      const value = (series: string) => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+      assert.ok(value('tachyon:prefix_cache_restored_tokens') >= 64, 'the second request restored its prompt blocks');
+      assert.ok(value('tachyon:prefix_cache_tier_hits{tier="ram"}') >= 1);
+      assert.ok(value('tachyon:prefix_cache_tier_bytes_stored{tier="ram"}') > 0);
+    } finally {
+      await cached.close();
+    }
+  });
+
   test('--cors answers browser preflights', async () => {
     const response = await fetch(`${running.url}/v1/chat/completions`, {
       method: 'OPTIONS',

@@ -77,7 +77,10 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
   });
   // The API takes JSON only: a text/plain body is a 415, not a string that fails the schema.
   app.removeContentTypeParser('text/plain');
-  const metrics = new ServerMetrics(() => engine.status());
+  const metrics = new ServerMetrics(
+    () => engine.status(),
+    () => engine.cacheStats(),
+  );
   const stopping = new AbortController();
   const requestTimeoutMs = options.requestTimeoutMs ?? 600_000;
   const drainTimeoutMs = options.drainTimeoutMs ?? 10_000;

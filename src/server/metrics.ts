@@ -5,6 +5,8 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineStatus } from '../engine/engine.js';
 import type { GenerationStats } from '../generate/generate.js';
+import type { PrefixCacheStats } from '../kvcache/prefix-cache.js';
+import type { TierStats } from '../kvcache/tiered-store.js';
 
 /** Latency buckets in seconds (vLLM's time-to-first-token buckets, widened for CPUs). */
 const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
@@ -22,7 +24,13 @@ export class ServerMetrics {
   private readonly draftTokens = this.counter('spec_decode_num_draft_tokens_total', 'Drafted tokens verified, per drafter.', ['drafter']);
   private readonly acceptedTokens = this.counter('spec_decode_num_accepted_tokens_total', 'Drafted tokens accepted, per drafter.', ['drafter']);
 
-  constructor(status: () => EngineStatus) {
+  /** The KV prefix cache's figures, read once per scrape (undefined without a cache). */
+  private cache: PrefixCacheStats | undefined;
+
+  constructor(
+    status: () => EngineStatus,
+    private readonly cacheStats: () => Promise<PrefixCacheStats | undefined> = async () => undefined,
+  ) {
     this.gauge('num_requests_running', 'Requests generating now.', () => status().running);
     this.gauge('num_requests_waiting', 'Requests waiting for a turn.', () => status().waiting);
     this.gauge('kv_cache_tokens', 'KV cache cells in use.', () => status().kvCellsInUse);
@@ -30,6 +38,17 @@ export class ServerMetrics {
       const { kvCellsInUse, kvCells } = status();
       return kvCells > 0 ? kvCellsInUse / kvCells : 0;
     });
+    // The prefix cache's running totals (read from the engine at each scrape, so gauges).
+    this.gauge('prefix_cache_hit_blocks', 'KV blocks found in a cache tier.', () => this.cache?.hitBlocks ?? 0);
+    this.gauge('prefix_cache_miss_blocks', 'KV block lookups that found nothing usable.', () => this.cache?.missBlocks ?? 0);
+    this.gauge('prefix_cache_restored_tokens', 'Prompt tokens restored from the cache instead of recomputed.', () => this.cache?.restoredTokens ?? 0);
+    this.gauge('prefix_cache_stored_blocks', 'KV blocks queued for storage.', () => this.cache?.storedBlocks ?? 0);
+    this.tierGauge('prefix_cache_tier_hits', 'Cache hits, per tier.', (tier) => tier.hits);
+    this.tierGauge('prefix_cache_tier_misses', 'Cache misses, per tier (rejected entries included).', (tier) => tier.misses);
+    this.tierGauge('prefix_cache_tier_rejected', 'Entries found but rejected (corrupt, foreign, stale), per tier.', (tier) => tier.rejected);
+    this.tierGauge('prefix_cache_tier_bytes_loaded', 'Bytes loaded, per tier.', (tier) => tier.bytesLoaded);
+    this.tierGauge('prefix_cache_tier_bytes_stored', 'Bytes stored, per tier.', (tier) => tier.bytesStored);
+    this.tierGauge('prefix_cache_tier_hit_seconds', 'Recent time of one hit, per tier.', (tier) => tier.hitMs / 1000);
   }
 
   /** Seconds between two output chunks, spread over the chunk's tokens. */
@@ -56,7 +75,8 @@ export class ServerMetrics {
     }
   }
 
-  text(): Promise<string> {
+  async text(): Promise<string> {
+    this.cache = await this.cacheStats();
     return this.registry.metrics();
   }
 
@@ -70,6 +90,20 @@ export class ServerMetrics {
 
   private histogram(name: string, help: string, buckets: number[]): Histogram {
     return new Histogram({ name: `tachyon:${name}`, help, buckets, registers: [this.registry] });
+  }
+
+  /** A gauge with one series per cache tier. */
+  private tierGauge(name: string, help: string, read: (tier: TierStats) => number): void {
+    const metrics = this;
+    new Gauge({
+      name: `tachyon:${name}`,
+      help,
+      labelNames: ['tier'],
+      registers: [this.registry],
+      collect() {
+        for (const [tier, stats] of Object.entries(metrics.cache?.tiers ?? {})) if (stats) this.set({ tier }, read(stats));
+      },
+    });
   }
 
   private gauge(name: string, help: string, read: () => number): void {
