@@ -176,7 +176,7 @@ export function detachLlamaLogger(): void {
 }
 
 /**
- * Loads llama.cpp once per process. `auto` tries the GPU variants that are installed and that find
+ * Loads llama.cpp once per thread (an Engine loads it in its worker only). `auto` tries the GPU variants that are installed and that find
  * a GPU, and falls back to the CPU build with a one-line notice (through `notice`).
  */
 export function loadLlamaLibrary(gpu: GpuChoice = 'auto', notice: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): LlamaLibrary {
