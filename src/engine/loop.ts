@@ -68,6 +68,7 @@ interface StepWork {
 export class EngineLoop {
   readonly ids: SequenceIdPool;
   readonly sequenceLength: number;
+  readonly maxSequences: number;
   private readonly scheduler: Scheduler;
   private readonly batch: TokenBatch;
   private readonly maxTreeNodes: number;
@@ -87,9 +88,10 @@ export class EngineLoop {
     this.ids = new SequenceIdPool(context.sequences);
     this.sequenceLength = Math.min(options.sequenceLength ?? context.contextSize, context.contextSize);
     this.maxTreeNodes = options.maxTreeNodes ?? 64;
+    this.maxSequences = Math.min(options.maxSequences ?? 8, context.sequences);
     this.scheduler = new Scheduler(
       {
-        maxSequences: Math.min(options.maxSequences ?? 8, context.sequences),
+        maxSequences: this.maxSequences,
         maxQueued: options.maxQueued ?? 64,
         kvCells: context.contextSize,
         prefillChunk: options.prefillChunk ?? 256,
@@ -406,14 +408,7 @@ export class EngineLoop {
     }
     for (const { request, from } of work.chunks) this.context.seqRemove(request.seq!, from, -1);
     const full = (error as { code?: number }).code === 1;
-    if (full && this.scheduler.running.length > 1) {
-      const newest = this.scheduler.running.reduce((a, b) => (b.admittedAt > a.admittedAt ? b : a));
-      this.scheduler.remove(newest);
-      this.evict(newest);
-      newest.state = 'waiting';
-      this.scheduler.waiting.unshift(newest);
-      return;
-    }
+    if (full && this.scheduler.running.length > 1) return this.evict(this.scheduler.preemptNewest());
     for (const request of [...work.trees.map((t) => t.request), ...work.chunks.map((c) => c.request)]) this.endWithError(request, error);
   }
 

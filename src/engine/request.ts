@@ -33,7 +33,7 @@ export class Request {
   decoder: SequenceDecoder | undefined;
   /** Prompt + emitted tokens; while decoding, the last one is pending (not in the KV cache yet). */
   readonly sequence: number[];
-  /** Tokens of `sequence` whose KV is in the context. */
+  /** Tokens of `sequence` whose KV is in the context (the KV cells this request occupies). */
   cached = 0;
   /** Set after a preemption: the prompt's logits are not needed again (the pending token is known). */
   resuming = false;
@@ -59,11 +59,6 @@ export class Request {
   /** Tokens still to evaluate before decoding starts (the prompt, or everything but the pending token after a preemption). */
   get prefillTarget(): number {
     return this.resuming ? this.sequence.length - 1 : this.prompt.length;
-  }
-
-  /** KV cells this request occupies. */
-  get cells(): number {
-    return this.cached;
   }
 
   emit(chunk: GenerationChunk): void {

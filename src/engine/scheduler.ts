@@ -46,7 +46,7 @@ export class Scheduler {
 
   get cellsInUse(): number {
     let cells = 0;
-    for (const request of this.running) cells += request.cells;
+    for (const request of this.running) cells += request.cached;
     return cells;
   }
 
@@ -88,14 +88,17 @@ export class Scheduler {
   preempt(): Request[] {
     const victims: Request[] = [];
     const need = () => this.cellsInUse + this.running.filter((r) => r.state === 'decoding').length;
-    while (need() > this.limits.kvCells && this.running.length > 1) {
-      const newest = this.running.reduce((a, b) => (b.admittedAt > a.admittedAt ? b : a));
-      this.remove(newest);
-      newest.state = 'waiting';
-      victims.push(newest);
-    }
-    this.waiting.unshift(...victims.reverse());
+    while (need() > this.limits.kvCells && this.running.length > 1) victims.push(this.preemptNewest());
     return victims;
+  }
+
+  /** Sends the newest running request back to the front of the queue (the loop frees its KV). */
+  preemptNewest(): Request {
+    const newest = this.running.reduce((a, b) => (b.admittedAt > a.admittedAt ? b : a));
+    this.remove(newest);
+    newest.state = 'waiting';
+    this.waiting.unshift(newest);
+    return newest;
   }
 
   /** Prompt tokens each prefilling request evaluates this step, first come first, within `budget`. */

@@ -86,7 +86,7 @@ function info({ model, context, loop }: Loaded): EngineInfo {
     devices: [...model.library.devices],
     contextSize: loop.sequenceLength,
     kvCells: context.contextSize,
-    maxSequences: Math.min(options.maxSequences ?? 8, context.sequences),
+    maxSequences: loop.maxSequences,
   };
 }
 

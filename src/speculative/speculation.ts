@@ -39,7 +39,7 @@ export class Speculation {
    */
   private readonly suffixes = new Map<string, SuffixDrafter>();
   /** Shared histories now serving a request (a history follows one request at a time). */
-  private readonly lentSuffixes = new Set<SuffixDrafter>();
+  private readonly lentSuffixes = new Set<Drafter>();
   private readonly planners = new Map<string, AdaptivePlanner>();
   private costCurve: MeasuredCostCurve | undefined;
 
@@ -60,9 +60,7 @@ export class Speculation {
     if (mode === 'off') return new PlainDecoder(sampler);
     const planner = await this.planner(mode, sampler, seq);
     const drafters = this.drafters(mode, sampler, seq, salt);
-    const lent = drafters.find((drafter) => drafter instanceof SuffixDrafter && this.suffixes.get(historyKey(mode, salt)) === drafter);
-    if (lent) this.lentSuffixes.add(lent as SuffixDrafter);
-    return new SpeculativeDecoder(sampler, { drafters, planner, onDispose: () => lent && this.lentSuffixes.delete(lent as SuffixDrafter) });
+    return new SpeculativeDecoder(sampler, { drafters, planner, onDispose: () => drafters.forEach((drafter) => this.lentSuffixes.delete(drafter)) });
   }
 
   /** The measured cost curve of the target on this machine (measured once in `seq`, then cached on disk). */
@@ -92,7 +90,9 @@ export class Speculation {
       suffix = new SuffixDrafter();
       this.suffixes.set(key, suffix);
     }
-    return this.lentSuffixes.has(suffix) ? new SuffixDrafter() : suffix;
+    if (this.lentSuffixes.has(suffix)) return new SuffixDrafter();
+    this.lentSuffixes.add(suffix);
+    return suffix;
   }
 
   /** Acceptance statistics are kept per mode and sampling regime across requests. */
