@@ -321,7 +321,8 @@ export class EngineLoop {
         const accepted = decoder.accept(placed.tree, (node) => this.context.logits(firstIndex + node), request.sequence);
         keepAcceptedPath(this.context, placed, accepted.lastNode);
         request.cached = placed.position + placed.tree.depth(accepted.lastNode) + 1;
-        const path = nodesTo(placed.tree, accepted.lastNode);
+        // The rows behind the emitted tokens are read only by a thinking controller that wants logits.
+        const path = request.output.needsLogits ? nodesTo(placed.tree, accepted.lastNode) : [];
         this.emit(request, accepted.tokens, accepted.draftedBy, (i) => this.context.logits(firstIndex + path[i]));
       } catch (error) {
         this.endWithError(request, error);
