@@ -116,7 +116,7 @@ export class Engine {
         if (message.type === 'progress') onProgress?.(message.fraction);
         else if (message.type === 'notice') (onNotice ?? ((line: string) => process.stderr.write(`${line}\n`)))(message.line);
         else if (message.type === 'ready') settle(() => resolve(message.info));
-        else if (message.type === 'failed') settle(() => reject(loadError(message.error)));
+        else if (message.type === 'failed') settle(() => reject(deserializeError(message.error)));
       };
       const onError = (error: Error) => settle(() => reject(error));
       const onExit = () => settle(() => reject(new ModelLoadError('the engine worker exited while loading')));
@@ -278,9 +278,4 @@ export class Engine {
 
 function promptInput(prompt: Prompt): PromptInput {
   return typeof prompt === 'string' ? { kind: 'text', text: prompt } : { kind: 'tokens', tokens: [...prompt] };
-}
-
-function loadError(error: SerializedError): Error {
-  const rebuilt = deserializeError(error);
-  return error.name === 'ModelLoadError' ? Object.assign(new ModelLoadError(error.message), { name: 'ModelLoadError' }) : rebuilt;
 }

@@ -1,5 +1,6 @@
 /** Errors the engine gives a request, rebuilt on the main thread from what the worker sends. */
 import { PromptTooLongError } from '../generate/decoder.js';
+import { ModelLoadError } from '../llama/model.js';
 
 /** The waiting queue is full: retry later (servers answer 429). */
 export class QueueFullError extends Error {
@@ -37,6 +38,7 @@ export function deserializeError(error: SerializedError): Error {
   if (error.name === 'PromptTooLongError') return new PromptTooLongError(fields.promptTokens ?? 0, fields.contextSize ?? 0);
   if (error.name === 'QueueFullError') return new QueueFullError(fields.maxQueued ?? 0);
   if (error.name === 'EngineDisposedError') return new EngineDisposedError();
+  if (error.name === 'ModelLoadError') return new ModelLoadError(error.message);
   const rebuilt = new Error(error.message);
   rebuilt.name = error.name;
   return rebuilt;
