@@ -152,16 +152,19 @@ describe('AcceptanceStats', () => {
 
   it('calibratedScores are path products of rates, never above the parent, summing to <= 1 per node', () => {
     const tree = new TokenTree(0);
-    const [x] = tree.addPath([1, 2, 3], [0.6, 0.5, 0.4], 'ngram');
-    tree.addPath([4], [0.3], 'ngram');
-    const [y] = tree.addPath([6, 5], [0.5, 0.1], 'suffix');
-    const stats = new AcceptanceStats({ priorRate: 0.4 });
-    const scores = calibratedScores(tree, stats);
+    const [x, x2] = tree.addPath([1, 2, 3], [0.95, 0.5, 0.4], 'ngram');
+    const [z] = tree.addPath([4], [0.95], 'ngram');
+    const [y] = tree.addPath([6, 5], [0.95, 0.1], 'suffix');
+    const scores = calibratedScores(tree, new AcceptanceStats());
     assert.equal(scores[ROOT], 1);
-    // Root: children 1, 4 and 6 each get the prior 0.4; together 1.2 > 1, so the last in order
-    // (node 6, ties broken by child order) is capped at what is left, 0.2.
-    assert.ok(close(scores[x], 0.4));
-    assert.ok(close(scores[y], 0.2));
+    // Root: children 1, 4 and 6 are 95% sure, and start from that bucket's prior 0.8; together
+    // 2.4 > 1, so in order (ties broken by child order) the first keeps 0.8, the next is capped
+    // at what is left, 0.2, and the last gets nothing.
+    assert.ok(close(scores[x], 0.8));
+    assert.ok(close(scores[z], 0.2));
+    assert.ok(close(scores[y], 0));
+    // Node 2 is 0.5/0.95 ≈ 53% sure given node 1: prior 0.4 of the 40% bucket, times its parent's score.
+    assert.ok(close(scores[x2], 0.8 * 0.4));
     for (let i = 1; i < tree.size; i++) assert.ok(scores[i] <= scores[tree.parent(i)] + 1e-12);
     for (let i = 0; i < tree.size; i++) {
       const sum = tree.children(i).reduce((acc, c) => acc + scores[c], 0);
@@ -221,7 +224,7 @@ describe('planTree', () => {
         good.observe(acceptanceKey('ngram', 0.9), depth, true);
       }
     }
-    const curve = CostCurve.linear(0.02);
+    const curve = CostCurve.linear(0.05);
     assert.equal(planTree(tree, bad, curve).tree.draftCount, 0);
     const plan = planTree(tree, good, curve);
     assert.equal(plan.size, 20);
@@ -303,14 +306,14 @@ function plannerAfterPlans(curve: CostCurve, draftingMs: number): AdaptivePlanne
   }
   for (let k = 0; k < 16; k++) {
     planner.observeVerifyTime(1, 10);
-    planner.observeStep(1, 10.1, false);
+    planner.observeStep(1, 10.1, 'none');
   }
   for (let k = 0; k < 8; k++) {
     planner.budget();
     const plan = planner.plan(sureChain(16), 4);
     planner.observe(plan, Array.from({ length: plan.draftCount }, (_, i) => i + 1));
     planner.observeVerifyTime(plan.size, 10 * curve.cost(plan.size));
-    planner.observeStep(plan.draftCount + 1, 10 * curve.cost(plan.size) + draftingMs, true);
+    planner.observeStep(plan.draftCount + 1, 10 * curve.cost(plan.size) + draftingMs, 'cheap');
   }
   return planner;
 }
@@ -343,6 +346,26 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(dear >= 32, `a probe every ${dear} steps when drafting costs a decode`);
     const cheap = probeGap(plannerAfterPlans(CostCurve.linear(0.3), 0.3), 12);
     assert.ok(cheap <= 2, `a probe every ${cheap} steps when drafting costs 2% of a decode`);
+  });
+
+  it('probes cheap drafters often and a dear draft model rarely, each on its own schedule', () => {
+    const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
+    // Steps that asked the draft model spent a decode's time drafting.
+    for (let k = 0; k < 16; k++) {
+      planner.observeVerifyTime(1, 10);
+      planner.observeStep(1, 20.1, 'costly');
+    }
+    missesBeforeBackOff(planner, 10_000);
+    const probes = { cheap: 0, costly: 0 };
+    for (let step = 0; step < 640; step++) {
+      const budget = planner.budget();
+      if (budget.maxNodes === 0) continue;
+      const kind = budget.costly === false ? 'cheap' : 'costly';
+      probes[kind]++;
+      assert.equal(planner.plan(chain(0.2, 2), 4, undefined, kind).draftCount, 0);
+    }
+    assert.ok(probes.costly <= 640 / 32, `${probes.costly} draft-model probes in 640 steps`);
+    assert.ok(probes.cheap >= 640 / 4, `${probes.cheap} cheap probes in 640 steps`);
   });
 
   it('keeps drafting while the misses cost less drafting than the last plan saved', () => {
@@ -445,7 +468,7 @@ describe('AdaptivePlanner with realized speed', () => {
       const budget = planner.budget();
       if (budget.maxNodes === 0) {
         planner.observeVerifyTime(1, 1);
-        planner.observeStep(1, 1, false);
+        planner.observeStep(1, 1, 'none');
         continue;
       }
       const plan = planner.plan(sureChain(16), 4);
@@ -453,7 +476,7 @@ describe('AdaptivePlanner with realized speed', () => {
       planner.observe(plan, accepted);
       planner.observeVerifyTime(plan.size, 1 + 0.3 * (plan.size - 1));
       // What the decode does not show: the step as a whole costs 40 plain steps.
-      planner.observeStep(plan.draftCount + 1, plan.draftCount > 0 ? 40 : 1, true);
+      planner.observeStep(plan.draftCount + 1, plan.draftCount > 0 ? 40 : 1, 'cheap');
       lastSize = plan.draftCount;
     }
     assert.ok(planner.judge.bar > 1, `bar ${planner.judge.bar}`);

@@ -189,6 +189,14 @@ function ownConditional(tree: TokenTree, child: number): number {
 }
 
 const CONFIDENCE_BUCKETS = [0.99, 0.9, 0.7, 0.4] as const;
+/**
+ * Acceptance assumed per confidence bucket before the bucket has a record: a drafter sure of its
+ * token is usually right. The start matters where verification is dear: at a flat 0.5 a sure
+ * 24-token chain looks worth two tokens, so it is never verified and only the rare probes teach
+ * the planner otherwise; starting near the drafter's own confidence, one or two shadow-verified
+ * chains settle the rate, up or down.
+ */
+const CONFIDENCE_PRIORS = [0.9, 0.8, 0.6, 0.4, 0.2] as const;
 /** Matched-context lengths that separate evidence classes (measured: longer matches are accepted more). */
 const EVIDENCE_BUCKETS = [32, 16, 9, 6, 4, 3, 2] as const;
 
@@ -201,6 +209,11 @@ function bucketIndex(value: number, thresholds: readonly number[]): number {
 /** The coarse key: drafter and own-confidence bucket. */
 export function acceptanceKey(source: string, ownProbability: number): string {
   return `${source}#${bucketIndex(ownProbability, CONFIDENCE_BUCKETS)}`;
+}
+
+/** The rate a coarse key starts from. */
+function confidencePrior(ownProbability: number): number {
+  return CONFIDENCE_PRIORS[bucketIndex(ownProbability, CONFIDENCE_BUCKETS)];
 }
 
 /** The fine key adds the evidence class; until it has data of its own, it starts from the coarse rate. */
@@ -226,9 +239,10 @@ export function observeVerification(stats: AcceptanceStats, tree: TokenTree, acc
 
 /** P(the walk moves into `child` | it reached the parent), as `source`'s record says. */
 function childRate(stats: AcceptanceStats, tree: TokenTree, child: number, source: string): number {
-  const coarse = acceptanceKey(source, ownConditional(tree, child));
+  const own = ownConditional(tree, child);
+  const coarse = acceptanceKey(source, own);
   const depth = tree.depth(child);
-  return stats.rate(evidenceKey(coarse, tree.evidence(child, source)), depth, stats.rate(coarse, depth));
+  return stats.rate(evidenceKey(coarse, tree.evidence(child, source)), depth, stats.rate(coarse, depth, confidencePrior(own)));
 }
 
 /**

@@ -24,16 +24,18 @@ export interface TreePlanner {
    * The part of `tree` to verify (the root alone = a plain step), with at most `maxLeaves` leaves.
    * `batch` says what else the step's batch holds (absent: the sequence runs alone).
    */
-  plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch): TokenTree;
+  plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch, drafting?: Drafting): TokenTree;
   /** Called after each verification with the verified tree and the accepted node indices. */
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
+  /** Drafted tokens of `tree` expected to be accepted if all of it were verified (absent: no estimate). */
+  expectedAccepted?(tree: TokenTree): number;
   /** Called after each verification decode with the batch size and its duration. */
   observeVerifyTime?(batchSize: number, ms: number): void;
   /**
    * Called after each whole step (drafting, verification, acceptance) with the tokens it emitted,
-   * its duration and whether the drafters were asked (a step that drafted and verified nothing still paid).
+   * its duration and which drafters were asked (a step that drafted and verified nothing still paid).
    */
-  observeStep?(emitted: number, ms: number, drafted: boolean): void;
+  observeStep?(emitted: number, ms: number, drafting: Drafting): void;
   /**
    * Decode time one more accepted draft token saves: a plain decode minus what the token adds to
    * a verify batch (ms; undefined until measured). A drafter whose tokens cost more to draft,
@@ -41,6 +43,13 @@ export interface TreePlanner {
    */
   acceptedTokenValueMs?(): number | undefined;
 }
+
+/**
+ * Which drafters a step asked: none, only the cheap ones (n-gram, suffix: microseconds), or a
+ * costly one too (a draft model: a decode per drafted token). They differ in cost by orders of
+ * magnitude, so the planner prices and schedules them apart.
+ */
+export type Drafting = 'none' | 'cheap' | 'costly';
 
 /** Other sequences' tokens in the same step's batch. */
 export interface SharedBatch {
@@ -76,8 +85,13 @@ export interface SpeculativeDecoderOptions {
   onDispose?: () => void;
 }
 
-/** A model-free chain this deep makes a draft model's proposal not worth its decodes this step. */
-const CHEAP_DRAFT_DEPTH_ENOUGH = 8;
+/**
+ * Model-free drafts expected to yield this many accepted tokens make a draft model's proposal not
+ * worth its decodes this step. Expected, not merely deep: on reasoning text the n-gram and suffix
+ * drafters offer 60-token chains of which a couple of tokens are accepted, while the draft model
+ * is right 19 times in 20.
+ */
+const CHEAP_DRAFTS_ENOUGH = 8;
 
 /** Marks a step whose drafters were not asked. */
 const NOTHING_DRAFTED = new TokenTree(-1);
@@ -108,8 +122,8 @@ export class SpeculativeDecoder implements SequenceDecoder {
    * acceptance keeps being learnt without paying for verification.
    */
   private shadow: { tree: TokenTree; node: number; accepted: number[] } | undefined;
-  /** This step: when it started, whether it drafted, the candidates the plan was cut from, whether it ran alone. */
-  private step = { started: 0, drafted: false, candidates: NOTHING_DRAFTED, alone: true };
+  /** This step: when it started, which drafters it asked, the candidates the plan was cut from, whether it ran alone. */
+  private step: { started: number; drafting: Drafting; candidates: TokenTree; alone: boolean } = { started: 0, drafting: 'none', candidates: NOTHING_DRAFTED, alone: true };
 
   constructor(
     private readonly sampler: Sampler,
@@ -128,13 +142,12 @@ export class SpeculativeDecoder implements SequenceDecoder {
 
   async propose(sequence: readonly number[], limits: StepLimits): Promise<TokenTree> {
     const root = sequence[sequence.length - 1];
-    this.step = { started: performance.now(), drafted: false, candidates: NOTHING_DRAFTED, alone: limits.sequences <= 1 };
+    this.step = { started: performance.now(), drafting: 'none', candidates: NOTHING_DRAFTED, alone: limits.sequences <= 1 };
     // Most steps of a generation where drafts do not pay skip drafting here: nothing allocated, nothing awaited.
     const budget = this.draftBudget(Math.min(limits.room, limits.maxNodes) - 1);
     if (!budget) return new TokenTree(root);
     const batch = this.step.alone ? undefined : { tokens: limits.batchTokens, sequences: limits.sequences - 1 };
     const { tree, candidates } = await this.draft(root, budget, limits.maxBranches, batch);
-    this.step.drafted = candidates !== NOTHING_DRAFTED;
     this.step.candidates = candidates;
     return tree;
   }
@@ -151,13 +164,13 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const emitted = accepted.tokens;
     this.emitted += emitted.length;
     this.followShadow(emitted);
-    const { candidates, drafted, started, alone } = this.step;
+    const { candidates, drafting, started, alone } = this.step;
     if (tree.draftCount === 0 && candidates.draftCount > 0 && !this.shadow) {
       this.shadow = { tree: candidates, node: ROOT, accepted: [] };
       this.followShadow(emitted);
     }
     for (const token of emitted) this.unappended.push(token);
-    if (alone) this.options.planner.observeStep?.(emitted.length, performance.now() - started, drafted);
+    if (alone) this.options.planner.observeStep?.(emitted.length, performance.now() - started, drafting);
     return accepted;
   }
 
@@ -210,12 +223,19 @@ export class SpeculativeDecoder implements SequenceDecoder {
     this.flushToDrafters();
     const trees: TokenTree[] = [];
     for (const drafter of this.options.drafters) if (!drafter.costly) trees.push(await drafter.propose(root, limited));
-    if (!trees.some((tree) => tree.maxDepth() >= CHEAP_DRAFT_DEPTH_ENOUGH)) {
-      for (const drafter of this.options.drafters) if (drafter.costly && this.costlyPays(drafter.name)) trees.push(await this.proposeCostly(drafter, root, limited));
+    this.step.drafting = trees.length > 0 ? 'cheap' : 'none';
+    const planner = this.options.planner;
+    const expected = (tree: TokenTree) => planner.expectedAccepted?.(tree) ?? tree.maxDepth();
+    if (limited.costly !== false && !trees.some((tree) => expected(tree) >= CHEAP_DRAFTS_ENOUGH)) {
+      for (const drafter of this.options.drafters) {
+        if (!drafter.costly || !this.costlyPays(drafter.name)) continue;
+        trees.push(await this.proposeCostly(drafter, root, limited));
+        this.step.drafting = 'costly';
+      }
     }
     if (trees.length === 0) return { tree: new TokenTree(root), candidates: NOTHING_DRAFTED };
     const union = combineTrees(trees, limited.maxNodes, { maxLeaves: maxBranches });
-    const tree = this.options.planner.plan(union, maxBranches, batch);
+    const tree = this.options.planner.plan(union, maxBranches, batch, this.step.drafting);
     this.timings.draftMs += performance.now() - started;
     return { tree, candidates: union };
   }

@@ -8,8 +8,8 @@
  * When nothing beats plain decoding it verifies the root alone, and drafts now and then without
  * verifying, so it notices (through shadow verification) when drafts start to pay.
  */
-import type { SharedBatch, TreePlanner } from './decoder.js';
-import { AcceptanceStats, observeVerification, planTree, sharedBatchCost, type CostCurve } from './cost-model.js';
+import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
+import { AcceptanceStats, calibratedScores, expectedTokens, observeVerification, planTree, sharedBatchCost, type CostCurve } from './cost-model.js';
 import { median } from '../stats.js';
 import { RealizedJudge } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
@@ -44,6 +44,9 @@ export interface AdaptivePlannerOptions {
  * A probe costs a drafting step outside any decode: about one decode of the small testbed model on
  * a CPU (one probe every 64 steps keeps that near 1-2%), a few hundredths of one for a model of a
  * realistic size, which can then afford to probe nearly every step and learn acceptance fast.
+ * Cheap drafters (n-gram, suffix) and a draft model differ in cost by orders of magnitude, so each
+ * kind has its own probe schedule: on a realistic target the cheap ones look every few steps for
+ * the text turning repetitive while the draft model is asked far more rarely.
  */
 const MAX_PROBE_INTERVAL = 64;
 
@@ -62,8 +65,12 @@ const COST_WINDOW = 16;
 /** Batch growth over which the marginal verify cost of one token is averaged. */
 const MARGINAL_SPAN = 8;
 
-/** The most drafters are ever asked to fill (plans cut it down). */
-export const MAX_DRAFT_BUDGET: DraftBudget = Object.freeze({ maxNodes: 64, maxDepth: 24, maxBranches: 4 });
+/**
+ * The most drafters are ever asked to fill (plans cut it down). As deep as the nodes: where a
+ * decode is dear, verifying 64 tokens costs about as much as 32 (measured c(33) 11, c(65) 17 on a
+ * 0.4B-class model), and a copied or looping passage is accepted whole.
+ */
+export const MAX_DRAFT_BUDGET: DraftBudget = Object.freeze({ maxNodes: 64, maxDepth: 64, maxBranches: 4 });
 
 const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 
@@ -72,7 +79,7 @@ export class AdaptivePlanner implements TreePlanner {
   private readonly curve: CostCurve;
   private readonly maxBudget: DraftBudget;
   private readonly probeBudget: DraftBudget;
-  private readonly probeEvery: number;
+  private readonly cheapProbeBudget: DraftBudget;
   /**
    * In-situ costs (medians of recent observations). The curve is measured once per machine, with
    * nothing between decodes; inside a generation a tree decode also follows the drafters' JS work,
@@ -100,8 +107,11 @@ export class AdaptivePlanner implements TreePlanner {
    * charged the drafting too: sunk for this step, but speculating step after step means drafting
    * step after step, so a plan that cannot pay for its drafting is not worth continuing.
    */
-  private readonly plainOverheadMs = new RecentMedian(COST_WINDOW);
-  private readonly draftingOverheadMs = new RecentMedian(COST_WINDOW);
+  private readonly overheadMs: Record<Drafting, RecentMedian> = {
+    none: new RecentMedian(COST_WINDOW),
+    cheap: new RecentMedian(COST_WINDOW),
+    costly: new RecentMedian(COST_WINDOW),
+  };
   /** Whether the step being run verifies a plan (not a plain step or a probe). */
   private speculating = false;
   /** Whatever the cost model misses, realized speed decides: see realized.ts. */
@@ -118,12 +128,13 @@ export class AdaptivePlanner implements TreePlanner {
   private draftingSinceLastPlan = 0;
   /** Set when a plan did not pay: drafting is then asked only at probes, until one pays again. */
   private backingOff = false;
-  private stepsSinceProbe = 0;
   /** Sizes of the last verified plans (ring buffer), which bound the drafting budget. */
   private readonly recentPlanSizes = new Array<number>(16).fill(0);
   private plans = 0;
-  /** Steps between probes while backing off; a probe drafts, which is not free. */
-  private probeInterval: number;
+  /** When each kind of drafter is next asked while backing off. */
+  private readonly probes: Record<Exclude<Drafting, 'none'>, ProbeSchedule>;
+  /** The schedule whose probe this step is (undefined: not a probe). */
+  private probing: Exclude<Drafting, 'none'> | undefined;
 
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
@@ -132,16 +143,27 @@ export class AdaptivePlanner implements TreePlanner {
     // verification is dear, and a probe must be able to see one; branches would only add cost.
     const { maxNodes, maxDepth } = this.maxBudget;
     this.probeBudget = { maxNodes: Math.min(maxNodes, maxDepth), maxDepth, maxBranches: 1 };
-    this.probeEvery = options.probeEvery ?? 8;
-    this.probeInterval = this.probeEvery;
+    this.cheapProbeBudget = { ...this.probeBudget, costly: false };
+    const probeEvery = options.probeEvery ?? 8;
+    this.probes = { cheap: new ProbeSchedule(probeEvery), costly: new ProbeSchedule(probeEvery) };
   }
 
   budget(): DraftBudget {
+    this.probing = undefined;
     if (this.judge.forcePlain) return NO_DRAFT;
     if (!this.backingOff) return this.speculatingBudget();
-    // Backing off: draft once every probeInterval steps (drafts judged in the shadow of plain decoding), so the
-    // acceptance statistics keep learning when the text becomes predictable again.
-    return ++this.stepsSinceProbe % this.probeInterval === 0 ? this.probeBudget : NO_DRAFT;
+    // Backing off: each kind of drafter is asked on its own schedule (drafts judged in the shadow
+    // of plain decoding), so the acceptance statistics keep learning when the text becomes
+    // predictable again. A costly probe asks the cheap drafters too.
+    const cheap = this.probes.cheap.tick();
+    if (this.probes.costly.tick()) {
+      this.probes.cheap.restart();
+      this.probing = 'costly';
+      return this.probeBudget;
+    }
+    if (!cheap) return NO_DRAFT;
+    this.probing = 'cheap';
+    return this.cheapProbeBudget;
   }
 
   /**
@@ -156,25 +178,31 @@ export class AdaptivePlanner implements TreePlanner {
     return maxNodes === this.maxBudget.maxNodes ? this.maxBudget : { ...this.maxBudget, maxNodes };
   }
 
-  plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch): TokenTree {
+  plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch, drafting: Exclude<Drafting, 'none'> = 'cheap'): TokenTree {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
     const curve = batch ? sharedBatchCost(this.curve, batch) : this.curve;
-    const plan = planTree(tree, this.stats, curve, this.extraCost(), { maxLeaves });
+    const plan = planTree(tree, this.stats, curve, this.extraCost(drafting), { maxLeaves });
     this.speculating = plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
     if (this.speculating) {
       this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;
       this.backingOff = false;
-      this.probeInterval = this.probeEvery;
+      this.probes.cheap.reset();
+      this.probes.costly.reset();
       this.lastPlanSaving = plan.expectedTokens * (1 - 1 / plan.speedup);
       this.draftingSinceLastPlan = 0;
       return plan.tree;
     }
-    this.draftingSinceLastPlan += this.draftingCost() ?? Infinity;
+    this.draftingSinceLastPlan += this.draftingCost(drafting) ?? Infinity;
     if (!this.backingOff && this.draftingSinceLastPlan < this.lastPlanSaving) return tree.prune(0);
-    // Drafting backs off at once; a probe that finds nothing worth verifying doubles the interval.
-    if (this.backingOff) this.probeInterval = Math.min(this.probeInterval * 2, this.maxProbeInterval());
+    // Drafting backs off at once; a probe that finds nothing worth verifying doubles its schedule's
+    // interval, up to what the drafting it did allows (a probe open to a draft model that did not
+    // ask one, because it does not pay or there is none, cost what cheap drafting costs).
+    if (this.probing) this.probes[this.probing].lengthen(this.maxProbeInterval(drafting));
+    else {
+      this.probes.cheap.restart();
+      this.probes.costly.restart();
+    }
     this.backingOff = true;
-    this.stepsSinceProbe = 0;
     // Drafts that do not pay are not verified: the decoder follows them against the tokens that
     // plain decoding emits next (shadow verification) and reports the outcome through observe().
     return tree.prune(0);
@@ -185,29 +213,33 @@ export class AdaptivePlanner implements TreePlanner {
    * its size (the in-place penalties are roughly constant); may be negative when the curve
    * overestimates.
    */
-  private extraCost(): number {
+  private extraCost(drafting: Exclude<Drafting, 'none'>): number {
     const decode = (this.decodeExtra.value ?? 0) + Math.max(0, this.returnExtra.value ?? 0);
-    return decode + (this.draftingCost() ?? 0);
+    return decode + (this.draftingCost(drafting) ?? 0);
   }
 
-  /** Probes may come this rarely at most: as often as keeps their drafting within PROBE_TIME_SHARE of the time. */
-  private maxProbeInterval(): number {
-    const cost = this.draftingCost();
+  /** Probes of a kind may come this rarely at most: as often as keeps their drafting within PROBE_TIME_SHARE of the time. */
+  private maxProbeInterval(drafting: Exclude<Drafting, 'none'>): number {
+    const cost = this.draftingCost(drafting);
     if (cost === undefined) return MAX_PROBE_INTERVAL;
     return Math.max(1, Math.min(MAX_PROBE_INTERVAL, Math.ceil(cost / PROBE_TIME_SHARE)));
   }
 
-  /** What drafting adds to a step, in plain-step units (undefined until measured). */
-  private draftingCost(): number | undefined {
+  /** What drafting of this kind adds to a step, in plain-step units (undefined until measured). */
+  private draftingCost(drafting: Exclude<Drafting, 'none'>): number | undefined {
     const single = this.singleDecodeMs.value;
-    const plainOutside = this.plainOverheadMs.value;
-    const draftingOutside = this.draftingOverheadMs.value;
+    const plainOutside = this.overheadMs.none.value;
+    const draftingOutside = this.overheadMs[drafting].value;
     if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return undefined;
     return Math.max(0, draftingOutside - plainOutside) / single;
   }
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
     observeVerification(this.stats, tree, acceptedNodes);
+  }
+
+  expectedAccepted(tree: TokenTree): number {
+    return expectedTokens(tree, calibratedScores(tree, this.stats)) - 1;
   }
 
   observeVerifyTime(batchSize: number, ms: number): void {
@@ -232,11 +264,43 @@ export class AdaptivePlanner implements TreePlanner {
     return single * Math.max(0, 1 - marginal);
   }
 
-  observeStep(emitted: number, ms: number, drafted: boolean): void {
-    const outside = Math.max(0, ms - this.lastDecodeMs);
-    (drafted ? this.draftingOverheadMs : this.plainOverheadMs).add(outside);
+  observeStep(emitted: number, ms: number, drafting: Drafting): void {
+    this.overheadMs[drafting].add(Math.max(0, ms - this.lastDecodeMs));
     this.judge.observeStep(emitted, ms, this.speculating);
     this.speculating = false;
+  }
+}
+
+/** Steps between the probes of one kind of drafter while drafting backs off. */
+class ProbeSchedule {
+  private interval: number;
+  private steps = 0;
+
+  constructor(private readonly first: number) {
+    this.interval = first;
+  }
+
+  /** Counts a step; true when it is time to probe. */
+  tick(): boolean {
+    if (++this.steps < this.interval) return false;
+    this.steps = 0;
+    return true;
+  }
+
+  /** Counts from zero again (a probe of another kind just looked). */
+  restart(): void {
+    this.steps = 0;
+  }
+
+  /** After a probe that found nothing worth verifying: twice the interval, up to `max`. */
+  lengthen(max: number): void {
+    this.interval = Math.min(this.interval * 2, max);
+  }
+
+  /** Speculation pays again: back to the first interval. */
+  reset(): void {
+    this.interval = this.first;
+    this.steps = 0;
   }
 }
 

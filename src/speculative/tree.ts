@@ -19,6 +19,8 @@ export interface DraftBudget {
   maxNodes: number;
   maxDepth: number;
   maxBranches: number;
+  /** Whether costly drafters (a draft model) may be asked this step (default true). */
+  costly?: boolean;
 }
 
 export interface Drafter {
