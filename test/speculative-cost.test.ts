@@ -1,3 +1,4 @@
+import { plausibleCurve } from '../src/speculative/cost-curve.js';
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -481,5 +482,20 @@ describe('AdaptivePlanner with realized speed', () => {
     }
     assert.ok(planner.judge.bar > 1, `bar ${planner.judge.bar}`);
     assert.equal(lastSize, 0, 'the last plans verify nothing');
+  });
+});
+
+describe('plausibleCurve', () => {
+  const curve = (ratios: Record<number, number>) => Object.entries(ratios).map(([n, ratio]) => ({ n: Number(n), seconds: 0.015 * ratio }));
+
+  it('accepts curves measured on a quiet machine, the one-thread 2-token jump included', () => {
+    assert.ok(plausibleCurve(curve({ 1: 1, 2: 2.9, 3: 3.4, 8: 4.4, 32: 11.3, 64: 17 })));
+    assert.ok(plausibleCurve(curve({ 1: 1, 2: 3.99, 4: 6.09, 64: 23.9 })));
+  });
+
+  it('rejects curves measured under load, which must not be cached', () => {
+    assert.ok(!plausibleCurve(curve({ 1: 1, 2: 1.75, 6: 296, 64: 827 })));
+    assert.ok(!plausibleCurve(curve({ 1: 1, 2: 29.9, 24: 3.42 })));
+    assert.ok(!plausibleCurve(curve({ 2: 1, 4: 2 })), 'no single-token time');
   });
 });

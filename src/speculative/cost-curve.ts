@@ -89,8 +89,22 @@ async function cacheKey(context: Context, threads: number): Promise<string> {
 }
 
 /**
+ * A batch of n tokens costs at most a few times n single decodes (measured up to 2n on one
+ * thread, where a 2-token batch leaves the fast single-token kernels). Far more means the
+ * machine was busy while it was measured: c(6) = 296 and c(2) = 30 were seen under load, and a
+ * curve like that, cached, would keep speculation off on that machine for good.
+ */
+export function plausibleCurve(points: readonly CostPoint[]): boolean {
+  const single = points.find((p) => p.n === 1)?.seconds;
+  return single !== undefined && points.every((p) => p.seconds / single <= 3 * p.n);
+}
+
+/** Measurements before an implausible curve is used anyway (for this process only, never cached). */
+const MEASUREMENT_ATTEMPTS = 3;
+
+/**
  * The cached curve for this model and machine, or a fresh measurement in sequence `seq` (an id
- * nobody else uses meanwhile), then cached atomically.
+ * nobody else uses meanwhile), then cached atomically if it is plausible.
  */
 export async function costCurveFor(context: Context, seq: number, threads: number, onMeasure?: () => void): Promise<MeasuredCostCurve> {
   const key = await cacheKey(context, threads);
@@ -98,8 +112,9 @@ export async function costCurveFor(context: Context, seq: number, threads: numbe
   let points = await readCached(file, key);
   if (!points) {
     onMeasure?.();
-    points = measureCostCurve(context, seq);
-    await writeFileAtomic(file, JSON.stringify({ key, points } satisfies CachedCurve), { shared: true });
+    for (let attempt = 1; attempt <= MEASUREMENT_ATTEMPTS && !(points && plausibleCurve(points)); attempt++) points = measureCostCurve(context, seq);
+    points = points!;
+    if (plausibleCurve(points)) await writeFileAtomic(file, JSON.stringify({ key, points } satisfies CachedCurve), { shared: true });
   }
   return { points, curve: new CostCurve(points) };
 }
@@ -112,7 +127,8 @@ async function readCached(file: string, key: string): Promise<CostPoint[] | unde
       cached.key === key &&
       Array.isArray(cached.points) &&
       cached.points.length > 0 &&
-      cached.points.every((p) => p.n >= 1 && p.seconds > 0);
+      cached.points.every((p) => p.n >= 1 && p.seconds > 0) &&
+      plausibleCurve(cached.points);
     return valid ? cached.points : undefined;
   } catch {
     return undefined;
