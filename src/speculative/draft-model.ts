@@ -117,7 +117,10 @@ export class DraftModelDrafter implements Drafter {
     if (this.lastChain.length === 0 || !this.adaptive) return;
     let accepted = 0;
     while (accepted < this.lastChain.length && accepted < tokens.length && this.lastChain[accepted] === tokens[accepted]) accepted++;
-    this.depth = accepted === this.lastChain.length ? Math.min(this.depth + 4, MAX_DRAFT_DEPTH) : Math.max(1, accepted + 1);
+    // A miss halves the depth (at least just past the accepted part): one wrong token in a run of
+    // right ones says little about the next chain, and the chain stops by itself where the draft
+    // is unsure (minPathProbability).
+    this.depth = accepted === this.lastChain.length ? Math.min(this.depth + 4, MAX_DRAFT_DEPTH) : Math.max(accepted + 1, Math.ceil(this.depth / 2));
     this.lastChain = [];
   }
 
