@@ -13,10 +13,17 @@
  */
 const SPECULATING_EPOCH_STEPS = 128;
 const MAX_SPECULATING_EPOCH_STEPS = 1024;
-/** Steps of the plain epoch that follows one that speculated. */
+/** Steps of the plain epoch that follows one that speculated, at most. */
 const PLAIN_EPOCH_STEPS = 32;
 /** First steps of a plain epoch left out of its rate: they still pay for the trees before them. */
 const PLAIN_EPOCH_SETTLE_STEPS = 6;
+/**
+ * A plain epoch ends sooner once it has timed this many steps over this many ms: with decodes of
+ * tens of ms a dozen of them give a steady rate, and every forced plain step forgoes the speedup
+ * being judged; decodes of a fraction of a ms need all the steps to rise above timer noise.
+ */
+const PLAIN_EPOCH_ENOUGH_STEPS = 12;
+const PLAIN_EPOCH_ENOUGH_MS = 150;
 /**
  * An epoch says little about speculation unless speculative steps emitted at least this share of
  * its tokens: otherwise its verdict would mostly be timing noise of plain steps.
@@ -72,7 +79,12 @@ export class RealizedJudge {
       tally.ms += ms;
     }
     if (speculative) tally.speculativeTokens += emitted;
-    if (this.plainPhase ? tally.steps >= PLAIN_EPOCH_STEPS : tally.steps >= this.speculatingEpochSteps) this.endEpoch();
+    if (this.plainPhase ? this.plainEpochDone(tally) : tally.steps >= this.speculatingEpochSteps) this.endEpoch();
+  }
+
+  private plainEpochDone({ steps, ms }: Tally): boolean {
+    const timed = steps - PLAIN_EPOCH_SETTLE_STEPS;
+    return steps >= PLAIN_EPOCH_STEPS || (timed >= PLAIN_EPOCH_ENOUGH_STEPS && ms >= PLAIN_EPOCH_ENOUGH_MS);
   }
 
   private endEpoch(): void {
