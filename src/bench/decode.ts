@@ -7,7 +7,7 @@
 import type { GpuChoice } from '../llama/library.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import { runJob, type DecodeJob, type DecodeResult, type Side } from './child.js';
-import { ratio, round, summarize, median, type Summary } from './stats.js';
+import { commonPrefixLength, ratio, round, summarize, median, type Summary } from './stats.js';
 
 export const PEER_NAME = 'node-llama-cpp';
 
@@ -111,8 +111,7 @@ function summarizeSide(results: readonly DecodeResult[]): SideSummary {
 }
 
 function agreement(a: readonly number[], b: readonly number[], of: number) {
-  let prefix = 0;
-  while (prefix < a.length && prefix < b.length && a[prefix] === b[prefix]) prefix++;
+  const prefix = commonPrefixLength(a, b);
   let identical = 0;
   for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] === b[i]) identical++;
   return { matching_prefix: prefix, identical, of };

@@ -28,12 +28,7 @@ export function ratio(a: number | null | undefined, b: number | null | undefined
   return a / b;
 }
 
-/** How many leading tokens two sequences share. */
-export function commonPrefixLength(a: readonly number[], b: readonly number[]): number {
-  let length = 0;
-  while (length < a.length && length < b.length && a[length] === b[length]) length++;
-  return length;
-}
+export { commonPrefixLength } from '../token-sequences.js';
 
 /** Rounds for JSON output (keeps reports readable without losing meaningful digits). */
 export function round(value: number | null, digits = 3): number | null {

@@ -11,6 +11,7 @@
 import { DEFAULT_ANSWER_PREFIX } from './answers.js';
 import type { ThinkingTagTokens } from './segments.js';
 import { ROOT, TokenTree } from '../speculative/tree.js';
+import { commonPrefixLength } from '../token-sequences.js';
 
 /** The tokens of one probe and where the candidate answer starts among them. */
 export interface ProbeRequest {
@@ -42,8 +43,7 @@ export async function probeRequest(
 ): Promise<ProbeRequest> {
   const lead = await tokenize(`\n${prefix}`);
   const full = await tokenize(`\n${prefix} ${candidate}`);
-  let shared = 0;
-  while (shared < lead.length && lead[shared] === full[shared]) shared++;
+  const shared = commonPrefixLength(lead, full);
   return { tokens: [tags.close, ...full], answerStart: 1 + shared };
 }
 

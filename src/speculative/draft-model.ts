@@ -13,6 +13,7 @@ import { Model, type LoadModelOptions } from '../llama/model.js';
 import { greedyToken, isGreedy, tokenDistribution, drawFrom, type SamplingOptions, type TokenDistribution } from '../generate/sampling.js';
 import { Prng } from '../generate/prng.js';
 import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
+import { commonPrefixLength } from '../token-sequences.js';
 
 /**
  * Longest chain the adaptive depth reaches. Where a target decode is dear, verifying 24 tokens
@@ -115,8 +116,7 @@ export class DraftModelDrafter implements Drafter {
   append(tokens: readonly number[]): void {
     this.sequence.push(...tokens);
     if (this.lastChain.length === 0 || !this.adaptive) return;
-    let accepted = 0;
-    while (accepted < this.lastChain.length && accepted < tokens.length && this.lastChain[accepted] === tokens[accepted]) accepted++;
+    const accepted = commonPrefixLength(this.lastChain, tokens);
     // A miss halves the depth (at least just past the accepted part): one wrong token in a run of
     // right ones says little about the next chain, and the chain stops by itself where the draft
     // is unsure (minPathProbability).
@@ -164,9 +164,7 @@ export class DraftModelDrafter implements Drafter {
    * last one (the pending root).
    */
   private catchUp(): Float32Array {
-    let common = 0;
-    const limit = Math.min(this.cached.length, this.sequence.length - 1);
-    while (common < limit && this.cached[common] === this.sequence[common]) common++;
+    const common = commonPrefixLength(this.cached, this.sequence, this.sequence.length - 1);
     this.context.seqRemove(this.seq, common, -1);
     this.cached.length = common;
     const fresh = this.sequence.slice(common);
