@@ -52,6 +52,25 @@ describe('many requests in one engine loop', () => {
     });
   }
 
+  test('a new request shares the prompt cells of one already running (seq_cp); outputs do not change', async () => {
+    const base = prompts[4]; // a rewrite prompt: a few hundred tokens
+    const variants = [base, `${base} Please be brief.`, `${base} Thank you.`];
+    for (const speculation of ['off', 'auto'] as const) {
+      const options = { maxTokens: 24, speculation };
+      const alone = await solo(engine, variants, options);
+      const sharedBefore = engine.status().sharedPrefixTokens;
+      // The first request's prompt is in the context once its first chunk arrives.
+      const first = engine.generate(variants[0], options);
+      const firstTokens = [...((await first.next()).value as { tokens: number[] }).tokens];
+      const others = together(engine, variants.slice(1), () => options);
+      for (let next = await first.next(); !next.done; next = await first.next()) firstTokens.push(...next.value.tokens);
+      assert.deepEqual([firstTokens, ...(await others)], alone, `speculation ${speculation}`);
+      const prompt = (await engine.tokenize(base)).length;
+      assert.ok(engine.status().sharedPrefixTokens - sharedBefore >= 2 * (prompt - 2), `shared ${engine.status().sharedPrefixTokens - sharedBefore} tokens of a ${prompt}-token prompt`);
+      assert.deepEqual(await engine.kvAudit(), [], 'every request freed its cells');
+    }
+  });
+
   test('seeded sampled requests keep their own random stream under batching', async () => {
     const options = (i: number): GenerateOptions => ({ maxTokens: 32, temperature: 0.9, seed: 100 + i, speculation: 'auto' });
     const alone: number[][] = [];
@@ -68,7 +87,8 @@ describe('many requests in one engine loop', () => {
     const results = await Promise.all(others);
     assert.deepEqual(results.map((r) => r.stats.stopReason), ['length', 'length']);
     assert.deepEqual(await engine.kvAudit(), []);
-    assert.deepEqual(engine.status(), { running: 0, waiting: 0, kvCellsInUse: 0, kvCells: engine.info.kvCells });
+    const { running, waiting, kvCellsInUse, kvCells } = engine.status();
+    assert.deepEqual({ running, waiting, kvCellsInUse, kvCells }, { running: 0, waiting: 0, kvCellsInUse: 0, kvCells: engine.info.kvCells });
   });
 
   test('a consumer that stops iterating cancels its request', async () => {

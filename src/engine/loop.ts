@@ -24,6 +24,7 @@ import { Scheduler } from './scheduler.js';
 import { SequenceIdPool } from './sequence-ids.js';
 import { dropTree, keepAcceptedPath, nodeSequences, shareCommittedPrefix, type PlacedTree } from './tree-kv.js';
 import type { PrefixCache } from '../kvcache/prefix-cache.js';
+import { commonPrefixLength } from '../token-sequences.js';
 
 export interface EngineLoopOptions {
   /** Requests running at once (default 8). */
@@ -43,6 +44,8 @@ export interface EngineStatus {
   waiting: number;
   kvCellsInUse: number;
   kvCells: number;
+  /** Prompt tokens, since start, whose cells a new request shared from one already running (neither restored nor recomputed). */
+  sharedPrefixTokens: number;
 }
 
 /** Prompt tokens a step must evaluate before its time prices recomputation (a few tokens cost mostly overhead). */
@@ -78,6 +81,7 @@ export class EngineLoop {
   private cache: { prefix: PrefixCache; scratch: number } | undefined;
   /** Prefix lookups in flight (they need the event loop to turn). */
   private lookups = 0;
+  private sharedPrefixTokens = 0;
 
   constructor(
     private readonly context: Context,
@@ -145,6 +149,7 @@ export class EngineLoop {
       waiting: this.scheduler.waiting.length,
       kvCellsInUse: this.scheduler.cellsInUse,
       kvCells: this.context.contextSize,
+      sharedPrefixTokens: this.sharedPrefixTokens,
     };
   }
 
@@ -206,6 +211,7 @@ export class EngineLoop {
   private async schedule(): Promise<void> {
     for (const victim of this.scheduler.preempt()) this.evict(victim);
     for (const request of this.scheduler.admit()) {
+      this.shareResidentPrefix(request);
       this.restorePrefix(request);
       if (request.decoder) continue; // resuming after a preemption
       const sampler = new Sampler(request.options);
@@ -234,6 +240,38 @@ export class EngineLoop {
   }
 
   /**
+   * Shares into a just-admitted request's sequence the longest prefix that a running request
+   * already holds (`seq_cp`: in the unified KV the cells get a second sequence id, nothing is
+   * copied or computed). Concurrent requests with one system prompt then hold it once. When the
+   * cache matched further, the share stops at a block boundary, so the restore goes on from there.
+   */
+  private shareResidentPrefix(request: Request): void {
+    const limit = this.prefixLimit(request);
+    let donor: Request | undefined;
+    let shared = 0;
+    for (const other of this.scheduler.running) {
+      if (other === request || other.seq === undefined) continue;
+      const length = commonPrefixLength(other.sequence, request.sequence, Math.min(other.cached, limit));
+      if (length > shared) [donor, shared] = [other, length];
+    }
+    const matched = request.prefix?.ready ? request.prefix.match.tokens : 0;
+    if (this.cache && matched > shared) shared -= shared % this.cache.prefix.blockSize;
+    if (!donor || shared === 0 || this.context.seqPosMax(request.seq!) >= 0) return;
+    this.context.seqCopy(donor.seq!, request.seq!, 0, shared);
+    request.cached = shared;
+    this.sharedPrefixTokens += shared;
+    if (request.resuming && shared >= request.prefillTarget) {
+      request.state = 'decoding';
+      request.resuming = false;
+    }
+  }
+
+  /** How much of its sequence a just-admitted request may take from elsewhere: a new prompt keeps its last token to evaluate (its logits give the first token). */
+  private prefixLimit(request: Request): number {
+    return request.resuming ? request.prefillTarget : request.prompt.length - 1;
+  }
+
+  /**
    * Restores a just-admitted request's cached prefix into its sequence. A new prompt keeps its
    * last token to evaluate (its logits give the first token); a resumed request needs none.
    */
@@ -241,8 +279,7 @@ export class EngineLoop {
     const prefix = request.prefix;
     request.prefix = undefined;
     if (!this.cache || !prefix?.ready || prefix.match.tokens === 0) return;
-    const limit = request.resuming ? request.prefillTarget : request.prompt.length - 1;
-    request.cached = this.cache.prefix.restorePrefix(prefix.match, this.cache.scratch, request.seq!, limit);
+    request.cached = this.cache.prefix.restorePrefix(prefix.match, this.cache.scratch, request.seq!, this.prefixLimit(request));
     if (request.resuming && request.cached >= request.prefillTarget) {
       request.state = 'decoding';
       request.resuming = false;

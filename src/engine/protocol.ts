@@ -29,7 +29,7 @@ export interface WorkerData {
   options: WorkerOptions;
   /** Commands arrive here; the loop drains it between steps with receiveMessageOnPort. */
   commands: MessagePort;
-  /** The loop's status, written after every step: running, waiting, kvCellsInUse, kvCells. */
+  /** The loop's status, written after every step: running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens. */
   status: SharedArrayBuffer;
 }
 
@@ -71,4 +71,4 @@ export type WorkerMessage =
   | { type: 'reply'; id: number; value?: unknown; error?: SerializedError }
   | { type: 'disposed' };
 
-export const STATUS_FIELDS = 4;
+export const STATUS_FIELDS = 5;

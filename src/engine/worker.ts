@@ -144,11 +144,12 @@ function handle(engine: Loaded, command: Command): boolean {
 }
 
 function publishStatus(loop: EngineLoop): void {
-  const { running, waiting, kvCellsInUse, kvCells } = loop.status();
+  const { running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens } = loop.status();
   statusView[0] = running;
   statusView[1] = waiting;
   statusView[2] = kvCellsInUse;
   statusView[3] = kvCells;
+  statusView[4] = sharedPrefixTokens;
 }
 
 async function run(engine: Loaded): Promise<void> {
