@@ -34,6 +34,11 @@ export interface BatchBenchOptions {
   /** Requests per run (each concurrency × target), drawn round-robin from the prompt sets. */
   n: number;
   maxTokens: number;
+  /**
+   * Rounds per concurrency (default 1), the targets interleaved within each; every target's
+   * median round (by tokens/s) is reported, so one noisy round moves no ratio.
+   */
+  repeats?: number;
   /** KV cells of each engine in all; default: the largest concurrency × the longest request. */
   kvCells?: number;
   /** Run llama-server as the peer. */
@@ -75,6 +80,7 @@ export interface BatchBenchResult {
     kv_cells: number;
     n: number;
     max_tokens: number;
+    repeats: number;
     prompts: string[];
     speculation: SpeculationMode[];
     peer: { server: string; version: string | null; flags: string[] } | null;
@@ -92,14 +98,17 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
     const concurrency: Record<string, ConcurrencySummary> = {};
     for (const [index, c] of options.concurrency.entries()) {
       if (requests.length < c) progress(`concurrency ${c}: only ${requests.length} requests (--n), so at most ${requests.length} run at once`);
-      const runs = new Map<string, LoadSummary>();
-      // The order rotates from one concurrency to the next: a machine whose speed drifts favours no target.
+      const rounds = new Map<string, LoadSummary[]>();
+      // The order rotates from one round and concurrency to the next: a machine whose speed drifts favours no target.
       const order = [...options.speculation.map((mode) => ({ mode })), ...(peer ? [{ mode: 'peer' as const }] : [])];
-      for (const k of order.keys()) {
-        const { mode } = order[(k + index) % order.length];
-        const summary = mode === 'peer' ? await peer!.run(c, requests, progress) : await runTarget(new EngineTarget(engine, mode), c, requests, progress);
-        runs.set(summary.target, summary);
+      for (let round = 0; round < (options.repeats ?? 1); round++) {
+        for (const k of order.keys()) {
+          const { mode } = order[(k + index + round) % order.length];
+          const summary = mode === 'peer' ? await peer!.run(c, requests, progress) : await runTarget(new EngineTarget(engine, mode), c, requests, progress);
+          rounds.set(summary.target, [...(rounds.get(summary.target) ?? []), summary]);
+        }
       }
+      const runs = new Map([...rounds].map(([target, summaries]) => [target, medianRun(summaries)]));
       concurrency[String(c)] = summarizeConcurrency(runs, options.speculation);
     }
     const single = concurrency['1'];
@@ -115,6 +124,7 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
         kv_cells: kvCells,
         n: requests.length,
         max_tokens: options.maxTokens,
+        repeats: options.repeats ?? 1,
         prompts: promptSetFiles(options.tasks, options.promptsFile).map((file) => basename(file)),
         speculation: [...options.speculation],
         peer: peer?.describe() ?? null,
@@ -173,6 +183,12 @@ function promptText(row: Record<string, unknown>, formatter: ChatFormatter | und
 }
 
 const roundUp = (value: number, step: number) => Math.ceil(value / step) * step;
+
+/** The round with the median throughput (the lower middle one of an even count). */
+function medianRun(summaries: readonly LoadSummary[]): LoadSummary {
+  const sorted = [...summaries].sort((a, b) => a.tokens_per_second - b.tokens_per_second);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
 
 /** One warm-up request (graphs built, cost curve measured), then the timed run. */
 async function runTarget(target: LoadTarget, concurrency: number, requests: readonly LoadRequest[], progress: (line: string) => void): Promise<LoadSummary> {
@@ -270,7 +286,7 @@ function markdownReport(result: BatchBenchResult): string {
   const lines = [
     '# Concurrent requests on one engine',
     '',
-    `Model \`${basename(result.model)}\`${settings.draft_model ? `, draft \`${basename(settings.draft_model)}\`` : ''}; ${plural(settings.threads, 'thread')} (${settings.gpu}); ${settings.n} greedy requests of up to ${settings.max_tokens} new tokens per run, from ${settings.prompts.join(', ')}; every engine holds ${settings.kv_cells} KV cells in all. One client (src/bench/load.ts) drives every target with the same requests, keeping the given number in flight.`,
+    `Model \`${basename(result.model)}\`${settings.draft_model ? `, draft \`${basename(settings.draft_model)}\`` : ''}; ${plural(settings.threads, 'thread')} (${settings.gpu}); ${settings.n} greedy requests of up to ${settings.max_tokens} new tokens per run, from ${settings.prompts.join(', ')}; every engine holds ${settings.kv_cells} KV cells in all. One client (src/bench/load.ts) drives every target with the same requests, keeping the given number in flight${settings.repeats > 1 ? `; ${settings.repeats} interleaved rounds per concurrency, each target's median round shown` : ''}.`,
     '',
     `Single-stream plain decoding: ${result.ms_per_decode ?? '-'} ms per token; vs llama-server ${result.single_stream_vs_llama_server ?? '-'}×.`,
     '',

@@ -23,6 +23,7 @@ interface BatchFlags {
   prompts?: string;
   n: number;
   maxTokens: number;
+  repeats: number;
   kvCells?: number;
   peer: boolean;
   llamaServer?: string;
@@ -60,6 +61,7 @@ export function registerBenchBatch(bench: Command): void {
     .option('--prompts <file>', 'a JSONL file of {"prompt"|"chat_prompt": …} lines instead of --tasks')
     .option('-n, --n <count>', 'requests per run (one run per concurrency and target)', integer(1), 32)
     .option('--max-tokens <n>', 'new tokens per request at most (greedy; a request may end sooner)', integer(1), 256)
+    .option('--repeats <n>', 'interleaved rounds per concurrency; each target reports its median round', integer(1), 1)
     .option('--kv-cells <n>', 'KV cells of each engine in all (llama-server -c; default: the largest concurrency × the longest request)', integer(16))
     .option('--no-peer', `run Tachyon only (no ${PEER})`)
     .option('--llama-server <path>', `${PEER} binary (default: built once by bench/peers/build-llama-cpp.sh; env TACHYON_LLAMA_SERVER)`)
@@ -79,6 +81,7 @@ export function registerBenchBatch(bench: Command): void {
         promptsFile: flags.prompts,
         n: flags.n,
         maxTokens: flags.maxTokens,
+        repeats: flags.repeats,
         kvCells: flags.kvCells,
         peer: flags.peer,
         llamaServer: flags.llamaServer,
