@@ -6,8 +6,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type * as LlamaServerModule from '../../bench/peers/llama-server.mjs';
 import { packageRoot } from '../paths.js';
 import { median } from './stats.js';
 
@@ -200,14 +201,14 @@ async function startSetup(setup: Setup, options: ServeBenchOptions): Promise<Run
     const url = await printedUrl(child, /at (http:\/\/\S+) /);
     return { url, tachyon: true, stop: () => stopChild(child) };
   }
-  const port = await freePort();
-  const args = ['-m', options.model, '--host', '127.0.0.1', '--port', String(port), '-np', String(options.parallel), '-c', String(options.parallel * options.ctxSize)];
+  // The shared peer helper drains the server's output: a pipe nobody reads fills up at a few
+  // concurrent streams' worth of logs, and llama-server then blocks on its next log line.
+  const servers = (await import(pathToFileURL(join(packageRoot, 'bench', 'peers', 'llama-server.mjs')).href)) as typeof LlamaServerModule;
+  const args = ['-m', options.model, '-np', String(options.parallel), '-c', String(options.parallel * options.ctxSize)];
   args.push('-t', String(options.threads), '-tb', String(options.threads), '-ngl', '0', '--no-webui');
   if (setup === 'llama_spec') args.push(...options.llamaSpecFlags);
-  const child = spawn(options.llamaServer!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  const url = `http://127.0.0.1:${port}`;
-  await waitForHealth(url, child);
-  return { url, tachyon: false, stop: () => stopChild(child) };
+  const server = await new servers.LlamaServer(options.llamaServer!, setup, args, { log: options.onProgress }).start();
+  return { url: server.url, tachyon: false, stop: () => server.stop() };
 }
 
 async function printedUrl(child: ChildProcess, pattern: RegExp): Promise<string> {
@@ -224,21 +225,6 @@ async function printedUrl(child: ChildProcess, pattern: RegExp): Promise<string>
   });
 }
 
-async function waitForHealth(url: string, child: ChildProcess): Promise<void> {
-  let stderr = '';
-  child.stderr!.on('data', (text: Buffer) => (stderr = (stderr + text.toString()).slice(-2000)));
-  for (let attempt = 0; attempt < 600; attempt++) {
-    if (child.exitCode !== null) throw new Error(`llama-server exited with ${child.exitCode}:\n${stderr}`);
-    const healthy = await fetch(`${url}/health`).then(
-      (response) => response.ok,
-      () => false,
-    );
-    if (healthy) return;
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`llama-server at ${url} was not healthy within 120 s:\n${stderr}`);
-}
-
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
   const exited = once(child, 'exit');
@@ -248,11 +234,3 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(forced);
 }
 
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  probe.listen(0, '127.0.0.1');
-  await once(probe, 'listening');
-  const { port } = probe.address() as { port: number };
-  probe.close();
-  return port;
-}
