@@ -18,10 +18,33 @@ import { AdaptivePlanner, FixedPlanner } from '../src/speculative/planner.js';
 import { acceptanceKey, CostCurve } from '../src/speculative/cost-model.js';
 import { SuffixDrafter } from '../src/speculative/suffix.js';
 import type { DraftBudget, Drafter, TokenTree } from '../src/speculative/tree.js';
+import type { Drafting } from '../src/speculative/decoder.js';
 import { loadModel, testbedDraft, testbedPrompts, testbedTarget, tinyModelPath } from './helpers/models.js';
 import { decoderSource, runSolo } from './helpers/loop.js';
 
 const budget = { maxNodes: 24, maxDepth: 10, maxBranches: 3 };
+
+/**
+ * The adaptive planner on made-up timings: 1 ms per plain decode, tree decodes as its curve says,
+ * 0.05 ms of drafting. Its decisions then depend on the tokens only, never on this machine's load,
+ * so a test that needs drafts to be judged cannot pass on one run and fail on the next.
+ */
+class FixedTimingPlanner extends AdaptivePlanner {
+  private decodeMs = 0;
+
+  constructor(private readonly fixedCurve: CostCurve) {
+    super({ curve: fixedCurve });
+  }
+
+  override observeVerifyTime(batchSize: number): void {
+    this.decodeMs = this.fixedCurve.cost(batchSize);
+    super.observeVerifyTime(batchSize, this.decodeMs);
+  }
+
+  override observeStep(emitted: number, _ms: number, drafting: Drafting): void {
+    super.observeStep(emitted, this.decodeMs + (drafting === 'none' ? 0 : 0.05), drafting);
+  }
+}
 type DrafterKind = 'ngram' | 'suffix' | 'draft';
 
 interface Rig {
@@ -135,8 +158,8 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     for (const text of [testbedPrompts.reasoning, testbedPrompts.story]) {
       const prompt = testbed.target.model.tokenizer.tokenize(text);
       const reference = await plain(testbed, prompt, {}, 300);
-      // Whether a tree is worth verifying depends on this machine's timings; losslessness must not.
-      const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.5) });
+      // Whether a tree is worth verifying depends on the timings (fixed here); losslessness must not.
+      const planner = new FixedTimingPlanner(CostCurve.linear(0.5));
       const suffix = new SuffixDrafter();
       for (const round of [1, 2]) {
         const result = await runSolo(testbed.target, (sampler) => new SpeculativeDecoder(sampler, { drafters: [new NgramDrafter(), suffix], planner }), prompt, { maxTokens: 300 });
