@@ -1,8 +1,9 @@
 /**
  * `tachyon bench kvcache`: time to first token of a shared prefix + a question, recomputed (cold)
- * vs restored from each cache tier, in one process on one context. The engine loop has no cache
- * hook yet, so this drives a bare context the way the loop will: match, restore, prefill the rest,
- * sample the first token. First tokens are compared with the cold run's (identity).
+ * vs restored from each cache tier, in one process on one context. It drives a bare context the
+ * way the engine loop does (match, restore, prefill the rest, sample the first token), so the
+ * figures are the cache's own, without the loop's scheduling around them. First tokens are
+ * compared with the cold run's (identity).
  */
 import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
