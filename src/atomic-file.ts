@@ -5,7 +5,7 @@
  * temp file, which `sweepTempFiles` removes once its writer is gone.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 const TEMP_SUFFIX = '.tmp';
@@ -18,13 +18,18 @@ export interface AtomicWriteOptions {
 }
 
 export async function writeFileAtomic(path: string, data: Uint8Array | string, options: AtomicWriteOptions = {}): Promise<void> {
+  await writeFileAtomicWith(path, (handle) => handle.writeFile(data), options);
+}
+
+/** The same, for contents too large to hold at once: `write` streams them into the temp file. */
+export async function writeFileAtomicWith(path: string, write: (handle: FileHandle) => Promise<void>, options: AtomicWriteOptions = {}): Promise<void> {
   const folder = dirname(path);
   await mkdir(folder, { recursive: true, mode: options.shared ? 0o755 : 0o700 });
   // The writer's pid is in the name so a sweep can tell a live writer's file from a dead one's.
   const temporary = join(folder, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}${TEMP_SUFFIX}`);
   const handle = await open(temporary, 'wx', options.shared ? 0o644 : 0o600);
   try {
-    await handle.writeFile(data);
+    await write(handle);
     await handle.sync();
     await handle.close();
     await rename(temporary, path);

@@ -1,10 +1,10 @@
 // GGUF v3 writer. Tensors are streamed: each tensor's values are produced (in chunks), encoded,
 // written and dropped, so peak memory is one chunk, not the model. The file appears atomically:
-// it is written to a temp file in the target folder, fsynced, then renamed over the target.
+// it is written to a temp file in the target folder, fsynced, renamed over the target, and the
+// folder fsynced (src/atomic-file.ts).
 
-import { randomBytes } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
+import { writeFileAtomicWith } from '../atomic-file.js';
 
 import { encodeTensorValues, isWritableTensorType, type WritableTensorType } from './codec.js';
 import {
@@ -92,20 +92,15 @@ export async function writeGguf(path: string, spec: GgufWriteSpec, options: Writ
   const layout = layoutTensors(spec.tensors, alignment);
   const header = encodeHeader(metadata, spec.tensors, layout.offsets, alignment);
   const totalBytes = header.length + layout.dataBytes;
-  const tempPath = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const handle = await open(tempPath, 'wx');
-  try {
-    const progress = new ProgressCounter(totalBytes, options.onProgress);
-    await writeAll(handle, header, progress);
-    for (const tensor of spec.tensors) await writeTensor(handle, tensor, alignment, progress);
-    await handle.sync();
-    await handle.close();
-    await rename(tempPath, path);
-  } catch (error) {
-    await handle.close().catch(() => undefined);
-    await rm(tempPath, { force: true });
-    throw error;
-  }
+  const progress = new ProgressCounter(totalBytes, options.onProgress);
+  await writeFileAtomicWith(
+    path,
+    async (handle) => {
+      await writeAll(handle, header, progress);
+      for (const tensor of spec.tensors) await writeTensor(handle, tensor, alignment, progress);
+    },
+    { shared: true },
+  );
   return { path, bytes: totalBytes };
 }
 
