@@ -2,6 +2,7 @@
 import { mkdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { cacheDir } from '../paths.js';
+import { onceByKey } from '../memo.js';
 
 const pendingBuilds = new Map<string, Promise<string>>();
 
@@ -12,13 +13,7 @@ const pendingBuilds = new Map<string, Promise<string>>();
  */
 export function cachedModel(name: string, build: (path: string) => Promise<unknown>): Promise<string> {
   const path = join(cacheDir, 'models', name);
-  let pending = pendingBuilds.get(path);
-  if (!pending) {
-    pending = buildIfMissing(path, build);
-    pendingBuilds.set(path, pending);
-    pending.catch(() => pendingBuilds.delete(path));
-  }
-  return pending;
+  return onceByKey(pendingBuilds, path, () => buildIfMissing(path, build));
 }
 
 async function buildIfMissing(path: string, build: (path: string) => Promise<unknown>): Promise<string> {

@@ -10,8 +10,7 @@
 // - rows beyond the small model's (Q/K/V, FFN, outputs into dims ≥ d) are zero, so the residual
 //   stays zero beyond d; extra layers are all zero, an identity on the residual.
 
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { modelFingerprint } from './fingerprint.js';
 import { cachedModel } from './cached-model.js';
 import { describeModel, type ModelDescription } from './describe.js';
 import { type ModelQuant, type ModelShape, shapeMetadata, writeModel } from './make-model.js';
@@ -245,16 +244,10 @@ export interface EmbeddedModelRequest {
  * the source file's SHA-256 and EMBED_VERSION; built when missing.
  */
 export async function ensureEmbeddedModel(request: EmbeddedModelRequest): Promise<string> {
-  const hash = await fileSha256(request.source);
+  const hash = await modelFingerprint(request.source);
   const { source, shape, quant, onProgress } = request;
   return cachedModel(`embed-${shape}-${quant}-${hash.slice(0, 16)}-v${EMBED_VERSION}.gguf`, (out) =>
     embedModel({ source, shape: EMBED_SHAPES[shape], shapeName: shape, out, quant, onProgress }));
-}
-
-async function fileSha256(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /** Which shapes a named target/draft pair is embedded in. */

@@ -10,6 +10,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { cacheDir } from '../paths.js';
 import { writeFileAtomic } from '../atomic-file.js';
+import { onceByKey } from '../memo.js';
 
 interface RememberedFingerprint {
   readonly path: string;
@@ -23,13 +24,7 @@ const memo = new Map<string, Promise<string>>();
 /** Hex SHA-256 of the model file; computed once per (path, size, mtime). */
 export function modelFingerprint(path: string, rememberIn = join(cacheDir, 'fingerprints')): Promise<string> {
   const absolute = resolve(path);
-  let pending = memo.get(absolute);
-  if (!pending) {
-    pending = fingerprintOf(absolute, rememberIn);
-    memo.set(absolute, pending);
-    pending.catch(() => memo.delete(absolute));
-  }
-  return pending;
+  return onceByKey(memo, absolute, () => fingerprintOf(absolute, rememberIn));
 }
 
 async function fingerprintOf(path: string, rememberIn: string): Promise<string> {

@@ -10,7 +10,7 @@
 import type { Context } from '../llama/context.js';
 import { probeStateLayout, readBlockState, restoreBlockState, type BlockSpan } from './blocks.js';
 import { checkEntry, decodeEntry, encodeEntry } from './entry.js';
-import { modelFingerprint } from './fingerprint.js';
+import { modelFingerprint } from '../gguf/fingerprint.js';
 import { blockKeys, rootKey, type CacheNamespace } from './keys.js';
 import { describeSequenceState, holdsExactly } from './state-format.js';
 import { TieredStore, type EntrySource, type StoreStats } from './tiered-store.js';
