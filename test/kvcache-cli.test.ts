@@ -65,14 +65,20 @@ describe('tachyon cache', () => {
     );
     assert.equal(result.code, 0, result.stderr);
     const output = JSON.parse(result.stdout) as {
-      prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; restored_tokens: number; identical: boolean }>;
-      chat10: { turns: number; identical: boolean; cached_tier: string };
+      prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; restored_tokens: number; identical: boolean; breakdown: Record<string, { lookup_ms: number; restore_ms: number; prefill_ms: number }> }>;
+      chat10: { turns: number; identical: boolean; cached_tier: string; cached_ms: number; cached_decode_ms: number };
       shared_redis: { prefix_tokens: number; restored_tokens: number; identical: boolean };
     };
     const row = output.prefix['64'];
     assert.equal(row.identical, true);
     for (const value of [row.cold_ttft_ms, row.ram_ttft_ms, row.disk_ttft_ms, row.redis_ttft_ms]) assert.ok(value > 0);
     assert.equal(row.restored_tokens, 64, 'every tier restored the whole prefix');
+    for (const tier of ['ram', 'disk', 'redis']) {
+      const { lookup_ms, restore_ms, prefill_ms } = row.breakdown[tier];
+      assert.ok(lookup_ms > 0 && restore_ms > 0 && prefill_ms > 0, `${tier}: where a hit's time goes`);
+      assert.ok(lookup_ms + restore_ms + prefill_ms <= row[`${tier}_ttft_ms` as 'ram_ttft_ms'] * 1.01, `${tier}: the parts add up to at most the TTFT`);
+    }
+    assert.ok(output.chat10.cached_decode_ms > 0 && output.chat10.cached_decode_ms < output.chat10.cached_ms, 'the chat\'s decoding is part of its total');
     assert.deepEqual(output.shared_redis, { ...output.shared_redis, prefix_tokens: 64, restored_tokens: 64, identical: true }, 'a second process restores what the first stored');
     assert.deepEqual(output.chat10 && [output.chat10.turns, output.chat10.identical, output.chat10.cached_tier], [2, true, 'ram']);
     assert.match(await readFile(join(report, 'bench-kvcache.svg'), 'utf8'), /^<svg[\s\S]*64-token prefix[\s\S]*2-turn chat/);

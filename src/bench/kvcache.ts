@@ -45,6 +45,14 @@ export interface PrefixResult {
   /** Fewest tokens a tier restored (the rest was prefilled). */
   restored_tokens: number;
   identical: boolean;
+  /** Where a hit's time goes, per tier (medians, ms): the lookup, the restore, the rest of the prompt prefilled and the first token. */
+  breakdown: Partial<Record<TierName, HitBreakdown>>;
+}
+
+export interface HitBreakdown {
+  lookup_ms: number;
+  restore_ms: number;
+  prefill_ms: number;
 }
 
 export interface SharedRedisResult {
@@ -62,6 +70,8 @@ export interface ChatResult {
   cold_ms: number;
   cached_ms: number;
   cached_tier: TierName;
+  /** Of cached_ms: generating each turn's answer token by token, which no cache saves (the floor). */
+  cached_decode_ms: number;
   identical: boolean;
   /** Where the outputs first differ (conversation position) and plain decoding's top-2 logit gap there. */
   mismatch?: { position: number; cold_top2_gap: number };
@@ -120,23 +130,34 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
     if (run >= 0) cold.push(performance.now() - started);
   }
   options.onProgress?.(`${prompt.length - options.questionTokens}-token prefix: cold ${median(cold).toFixed(1)} ms`);
-  const result: PrefixResult = { cold_ttft_ms: round(median(cold), 2) ?? 0, restored_tokens: caches.size > 0 ? prompt.length : 0, identical: true };
+  const result: PrefixResult = { cold_ttft_ms: round(median(cold), 2) ?? 0, restored_tokens: caches.size > 0 ? prompt.length : 0, identical: true, breakdown: {} };
   for (const [tier, cache] of caches) {
     if (!options.readOnly) cache.storeBlocks(DEST, prompt, '', SCRATCH);
     await cache.flush();
     const times: number[] = [];
+    const parts = { lookup: [] as number[], restore: [] as number[], prefill: [] as number[] };
     for (let run = -1; run < options.runs; run++) {
       context.seqRemove(DEST);
       const started = performance.now();
       const match = await cache.match(prompt);
+      const matched = performance.now();
       const held = cache.restorePrefix(match, SCRATCH, DEST, prompt.length - 1);
+      const restored = performance.now();
       const [token] = (await greedyContinue(context, prompt, held, 1)).tokens;
+      const done = performance.now();
       result.restored_tokens = Math.min(result.restored_tokens, held);
-      if (run >= 0) times.push(performance.now() - started);
+      if (run >= 0) {
+        times.push(done - started);
+        parts.lookup.push(matched - started);
+        parts.restore.push(restored - matched);
+        parts.prefill.push(done - restored);
+      }
       result.identical &&= token === firstToken;
     }
     result[`${tier}_ttft_ms`] = round(median(times), 2) ?? 0;
-    options.onProgress?.(`  from ${tier}: ${median(times).toFixed(1)} ms`);
+    const breakdown = { lookup_ms: round(median(parts.lookup), 2) ?? 0, restore_ms: round(median(parts.restore), 2) ?? 0, prefill_ms: round(median(parts.prefill), 2) ?? 0 };
+    result.breakdown[tier] = breakdown;
+    options.onProgress?.(`  from ${tier}: ${median(times).toFixed(1)} ms (lookup ${breakdown.lookup_ms}, restore ${breakdown.restore_ms}, prefill of ${prompt.length - result.restored_tokens} tokens + first token ${breakdown.prefill_ms})`);
   }
   context.seqRemove(DEST);
   return result;
@@ -148,22 +169,24 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
  * turn recomputes it (cold) or restores it from the cache.
  */
 async function measureChat(context: Context, cache: PrefixCache, tier: TierName, options: KvCacheBenchOptions): Promise<ChatResult> {
-  const run = async (withCache: boolean): Promise<{ ms: number; tokens: number[]; gaps: Map<number, number> }> => {
+  const run = async (withCache: boolean): Promise<{ ms: number; decodeMs: number; tokens: number[]; gaps: Map<number, number> }> => {
     const conversation = fillerTokens(context.model, 1, 0);
     const gaps = new Map<number, number>();
     let ms = 0;
+    let decodeMs = 0;
     for (let turn = 0; turn < options.chat.turns; turn++) {
       conversation.push(...fillerTokens(context.model, options.chat.userTokens, turn + 1));
       context.seqRemove(DEST);
       const started = performance.now();
       const held = withCache ? cache.restorePrefix(await cache.match(conversation), SCRATCH, DEST, conversation.length - 1) : 0;
       const answer = await greedyContinue(context, conversation, held, options.chat.newTokens);
+      decodeMs += answer.decodeMs;
       answer.gaps.forEach((gap, i) => gaps.set(conversation.length + i, gap));
       conversation.push(...answer.tokens);
       if (withCache) cache.storeBlocks(DEST, conversation, '', SCRATCH);
       ms += performance.now() - started;
     }
-    return { ms, tokens: conversation, gaps };
+    return { ms, decodeMs, tokens: conversation, gaps };
   };
   const cold = await run(false);
   options.onProgress?.(`${options.chat.turns}-turn chat: cold ${cold.ms.toFixed(0)} ms`);
@@ -173,7 +196,14 @@ async function measureChat(context: Context, cache: PrefixCache, tier: TierName,
   const position = commonPrefixLength(cold.tokens, cached.tokens);
   const identical = position === cold.tokens.length && position === cached.tokens.length;
   const mismatch = identical ? undefined : { position, cold_top2_gap: round(cold.gaps.get(position) ?? Number.NaN, 6) ?? Number.NaN };
-  const result: ChatResult = { turns: options.chat.turns, cold_ms: round(cold.ms, 1) ?? 0, cached_ms: round(cached.ms, 1) ?? 0, cached_tier: tier, identical };
+  const result: ChatResult = {
+    turns: options.chat.turns,
+    cold_ms: round(cold.ms, 1) ?? 0,
+    cached_ms: round(cached.ms, 1) ?? 0,
+    cached_tier: tier,
+    cached_decode_ms: round(cached.decodeMs, 1) ?? 0,
+    identical,
+  };
   return mismatch ? { ...result, mismatch } : result;
 }
 
@@ -189,8 +219,11 @@ async function measureSharedRedis(options: KvCacheBenchOptions, size: number): P
   return { prefix_tokens: size, cold_ttft_ms: row.cold_ttft_ms, hit_ttft_ms: row.redis_ttft_ms ?? null, restored_tokens: row.restored_tokens, identical: row.identical };
 }
 
-/** Prefills `prompt` from `from` in batch-size chunks, then decodes `steps` greedy tokens (with each choice's top-2 logit gap). */
-async function greedyContinue(context: Context, prompt: readonly number[], from: number, steps: number): Promise<{ tokens: number[]; gaps: number[] }> {
+/**
+ * Prefills `prompt` from `from` in batch-size chunks, then decodes `steps` greedy tokens (with each
+ * choice's top-2 logit gap, and the time spent decoding after the first token).
+ */
+async function greedyContinue(context: Context, prompt: readonly number[], from: number, steps: number): Promise<{ tokens: number[]; gaps: number[]; decodeMs: number }> {
   const batch = new TokenBatch(context.batchSize, 1);
   try {
     for (let start = from; start < prompt.length; start += context.batchSize) {
@@ -198,7 +231,7 @@ async function greedyContinue(context: Context, prompt: readonly number[], from:
       await context.decode(batch);
     }
     const history = [...prompt];
-    const generated = { tokens: [] as number[], gaps: [] as number[] };
+    const generated = { tokens: [] as number[], gaps: [] as number[], decodeMs: 0 };
     for (let step = 0; step < steps; step++) {
       const logits = context.logits(batch.size - 1);
       const token = greedyToken(logits, history, { temperature: 0 });
@@ -207,7 +240,9 @@ async function greedyContinue(context: Context, prompt: readonly number[], from:
       history.push(token);
       if (step + 1 === steps) break;
       batch.clear().add(token, history.length - 1, DEST, true);
+      const started = performance.now();
       await context.decode(batch);
+      generated.decodeMs += performance.now() - started;
     }
     return generated;
   } finally {

@@ -98,6 +98,11 @@ function formatReport(report: KvCacheBenchReport): string {
   for (const [size, result] of Object.entries(report.prefix)) {
     lines.push(`${size.padStart(6)} ${cell(result.cold_ttft_ms)} ${cell(result.ram_ttft_ms)} ${cell(result.disk_ttft_ms)} ${cell(result.redis_ttft_ms)}  ${result.identical}`);
   }
+  for (const [size, result] of Object.entries(report.prefix)) {
+    for (const [tier, part] of Object.entries(result.breakdown)) {
+      lines.push(`  ${size}-token prefix from ${tier}: lookup ${part.lookup_ms} ms, restore ${part.restore_ms} ms, prefill of the rest + first token ${part.prefill_ms} ms`);
+    }
+  }
   if (report.shared_redis) {
     const shared = report.shared_redis;
     lines.push(`second process, ${shared.prefix_tokens}-token prefix: cold ${shared.cold_ttft_ms.toFixed(1)} ms, from the first's Redis entries ${shared.hit_ttft_ms?.toFixed(1) ?? '-'} ms (${shared.restored_tokens} tokens restored), identical ${shared.identical}`);
@@ -105,7 +110,7 @@ function formatReport(report: KvCacheBenchReport): string {
   if (report.chat10) {
     const { chat10 } = report;
     const mismatch = chat10.mismatch ? ` (first difference at position ${chat10.mismatch.position}, where plain decoding's top-2 gap was ${chat10.mismatch.cold_top2_gap})` : '';
-    lines.push(`${chat10.turns}-turn chat: cold ${chat10.cold_ms.toFixed(0)} ms, with the ${chat10.cached_tier} cache ${chat10.cached_ms.toFixed(0)} ms, identical ${chat10.identical}${mismatch}`);
+    lines.push(`${chat10.turns}-turn chat: cold ${chat10.cold_ms.toFixed(0)} ms, with the ${chat10.cached_tier} cache ${chat10.cached_ms.toFixed(0)} ms (of which ${chat10.cached_decode_ms.toFixed(0)} ms decoding the answers, which no cache saves), identical ${chat10.identical}${mismatch}`);
   }
   return `${lines.join('\n')}\n`;
 }
