@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { fitLevels, oracleExit, promptHalf, replayExit, type ProbedBoundary, type ThinkingTrace } from '../src/reasoning/calibrate.js';
-import { loadReasoningPresets, modelFingerprint, saveReasoningPresets, withReasoningPresets, type ReasoningPresets } from '../src/reasoning/presets.js';
+import { loadReasoningPresets, presetFingerprint, saveReasoningPresets, withReasoningPresets, type ReasoningPresets } from '../src/reasoning/presets.js';
 import type { ExitThresholds } from '../src/reasoning/controller.js';
 import { budgetMatching } from '../src/bench/reasoning.js';
 import { loadModel, scratchDir, testbedTarget, tinyModelPath } from './helpers/models.js';
@@ -73,7 +73,7 @@ test('presets are stored per model fingerprint; a model without presets gets a c
   const tiny = await loadModel(await tinyModelPath());
   await assert.rejects(withReasoningPresets(tiny.path, { reasoningEffort: 'low' }, dir), /no reasoning-effort presets for .*calibrate reasoning/);
   const presets: ReasoningPresets = {
-    fingerprint: await modelFingerprint(tiny.path),
+    fingerprint: await presetFingerprint(tiny.path),
     model: 'tiny',
     levels: { low: { ...never, agreement: 1 }, medium: { ...never, agreement: 2 }, high: never },
     calibration: {},
@@ -82,7 +82,7 @@ test('presets are stored per model fingerprint; a model without presets gets a c
   assert.deepEqual(readdirSync(dir), [`${presets.fingerprint}.json`], 'written atomically: no temporary file left');
   assert.deepEqual(await loadReasoningPresets(tiny.path, dir), presets, 'Infinity survives the JSON round trip');
   assert.deepEqual((await withReasoningPresets(tiny.path, { reasoningEffort: 'medium' }, dir)).exitThresholds, presets.levels.medium);
-  assert.notEqual(await modelFingerprint(testbedTarget), presets.fingerprint);
+  assert.notEqual(await presetFingerprint(testbedTarget), presets.fingerprint);
   await assert.rejects(withReasoningPresets(tiny.path, { reasoningEffort: 'extreme' as 'low' }, dir), /must be one of low, medium, high/);
 });
 

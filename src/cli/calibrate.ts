@@ -5,7 +5,7 @@ import { Engine } from '../engine/engine.js';
 import { readReasoningItems } from '../bench/reasoning.js';
 import { evaluatePolicy, fitLevels, oracleExit, promptHalf, traceThinking, type ThinkingTrace } from '../reasoning/calibrate.js';
 import { REASONING_EFFORTS } from '../reasoning/controller.js';
-import { modelFingerprint, presetsDir, saveReasoningPresets } from '../reasoning/presets.js';
+import { presetFingerprint, presetsDir, saveReasoningPresets } from '../reasoning/presets.js';
 import { defaultReasoningPrompts } from '../bench/reasoning.js';
 import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';
 import { integer } from './options.js';
@@ -49,7 +49,7 @@ export function registerCalibrate(program: Command): void {
       const fitted = fitLevels(traces, answers);
       const oracle = evaluatePolicy(traces, answers, oracleExit);
       const presets = {
-        fingerprint: await modelFingerprint(resolve(flags.model)),
+        fingerprint: await presetFingerprint(resolve(flags.model)),
         model: resolve(flags.model).split('/').at(-1) ?? flags.model,
         levels: { low: fitted.levels.low.thresholds, medium: fitted.levels.medium.thresholds, high: fitted.levels.high.thresholds },
         calibration: {

@@ -30,8 +30,12 @@ export interface ReasoningPresets {
 /** Bytes hashed from each end of the file: a whole multi-GB file would take seconds to hash. */
 const SAMPLE_BYTES = 1 << 20;
 
-/** A content fingerprint: size + the first and last MiB of the file. */
-export async function modelFingerprint(path: string): Promise<string> {
+/**
+ * The key of a model's presets: size + the first and last MiB of the file, cheap for a multi-GB
+ * model. Not the full-file hash that keys KV cache entries (src/gguf/fingerprint.ts): presets only
+ * need to find their model, cache entries must never meet another model's bytes.
+ */
+export async function presetFingerprint(path: string): Promise<string> {
   const { size } = await stat(path);
   const file = await open(path, 'r');
   try {
@@ -53,7 +57,7 @@ export function presetsPath(fingerprint: string, dir = presetsDir): string {
 
 /** The presets of the model at `path`; a clear error when it has none (or they are malformed). */
 export async function loadReasoningPresets(path: string, dir = presetsDir): Promise<ReasoningPresets> {
-  const fingerprint = await modelFingerprint(path);
+  const fingerprint = await presetFingerprint(path);
   const file = presetsPath(fingerprint, dir);
   let text: string;
   try {
