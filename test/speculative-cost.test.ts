@@ -349,6 +349,15 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(cheap <= 2, `a probe every ${cheap} steps when drafting costs 2% of a decode`);
   });
 
+  it('charges drafting to every sequence that shares the step: what pays alone may not among others', () => {
+    // A flat curve: a shared step costs one decode whatever it holds. Drafting costs 3 decodes.
+    const alone = plannerAfterPlans(CostCurve.flat(), 30.1);
+    assert.equal(alone.plan(sureChain(16), 4).draftCount, 16, 'alone, 17 tokens for 4 decodes of time pay');
+    const shared = plannerAfterPlans(CostCurve.flat(), 30.1);
+    // Among 7 others, those 3 decodes of drafting hold up 8 sequences: 24 tokens forgone for 16.
+    assert.equal(shared.plan(sureChain(16), 4, { tokens: 7, sequences: 7 }).draftCount, 0);
+  });
+
   it('probes cheap drafters often and a dear draft model rarely, each on its own schedule', () => {
     const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
     // Steps that asked the draft model spent a decode's time drafting.

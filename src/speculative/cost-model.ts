@@ -84,6 +84,16 @@ export function sharedBatchCost(curve: CostCurve, others: { tokens: number; sequ
   return { cost: (n) => 1 + (sequences * (curve.cost(batch - 1 + n) - plain)) / plain };
 }
 
+/**
+ * What time outside the shared decode (drafting, a slower tree decode), counted in units of this
+ * sequence's plain step when alone, costs it in `sharedBatchCost`'s units: that time holds up the
+ * whole step, which all S sequences wait for, and the step itself takes c(B) single decodes, so it
+ * weighs S / c(B) as much (a draft model's decodes for one request stall every other one).
+ */
+export function sharedStepFactor(curve: CostCurve, others: { tokens: number; sequences: number }): number {
+  return (others.sequences + 1) / curve.cost(others.tokens + 1);
+}
+
 /** Least-squares non-decreasing fit of `values` (pool adjacent violators). */
 function isotonic(values: readonly number[]): number[] {
   const blocks: { sum: number; count: number }[] = [];

@@ -9,7 +9,7 @@
  * verifying, so it notices (through shadow verification) when drafts start to pay.
  */
 import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
-import { AcceptanceStats, calibratedScores, expectedTokens, observeVerification, planTree, sharedBatchCost, type CostCurve } from './cost-model.js';
+import { AcceptanceStats, calibratedScores, expectedTokens, observeVerification, planTree, sharedBatchCost, sharedStepFactor, type CostCurve } from './cost-model.js';
 import { median } from '../stats.js';
 import { RealizedJudge } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
@@ -181,7 +181,8 @@ export class AdaptivePlanner implements TreePlanner {
   plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch, drafting: Exclude<Drafting, 'none'> = 'cheap'): TokenTree {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
     const curve = batch ? sharedBatchCost(this.curve, batch) : this.curve;
-    const plan = planTree(tree, this.stats, curve, this.extraCost(drafting), { maxLeaves });
+    const extra = this.extraCost(drafting) * (batch ? sharedStepFactor(this.curve, batch) : 1);
+    const plan = planTree(tree, this.stats, curve, extra, { maxLeaves });
     this.speculating = plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
     if (this.speculating) {
       this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;
