@@ -92,7 +92,7 @@ export class Engine {
   private constructor(
     private readonly worker: Worker,
     private readonly commands: MessagePort,
-    private readonly statusView: Int32Array,
+    private readonly statusView: Float64Array,
     /** The model and the limits the engine runs with. */
     readonly info: EngineInfo,
   ) {
@@ -106,7 +106,7 @@ export class Engine {
     const { onProgress, onNotice, onMeasure, ...rest } = options;
     const workerOptions: WorkerOptions = { ...rest, model: options.model ?? defaultModelPath, reportProgress: onProgress !== undefined };
     const channel = new MessageChannel();
-    const status = new SharedArrayBuffer(4 * STATUS_FIELDS);
+    const status = new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT * STATUS_FIELDS);
     const worker = new Worker(new URL('./worker.js', import.meta.url), {
       workerData: { options: workerOptions, commands: channel.port2, status },
       transferList: [channel.port2],
@@ -128,7 +128,7 @@ export class Engine {
     });
     // The cost curve is measured on the first speculative request, after load.
     if (onMeasure) worker.on('message', (message: WorkerMessage) => message.type === 'measuring' && onMeasure());
-    return new Engine(worker, channel.port1, new Int32Array(status), info);
+    return new Engine(worker, channel.port1, new Float64Array(status), info);
   }
 
   /** Text prompts get BOS (if the model wants it) and control tokens written as text are recognised. */

@@ -29,7 +29,10 @@ export interface WorkerData {
   options: WorkerOptions;
   /** Commands arrive here; the loop drains it between steps with receiveMessageOnPort. */
   commands: MessagePort;
-  /** The loop's status, written after every step: running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens. */
+  /**
+   * The loop's status, written after every step as float64s (a running total of shared tokens
+   * outgrows an int32 on a long-lived server): running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens.
+   */
   status: SharedArrayBuffer;
 }
 

@@ -28,7 +28,7 @@ const YIELD_EVERY_MS = 2;
 const MAX_SEQUENCES = 256;
 
 const { options, commands, status } = workerData as WorkerData;
-const statusView = new Int32Array(status);
+const statusView = new Float64Array(status);
 const post = (message: WorkerMessage) => parentPort!.postMessage(message);
 
 interface Loaded {
