@@ -213,6 +213,11 @@ export class EngineLoop {
     for (const request of this.scheduler.admit()) {
       this.shareResidentPrefix(request);
       this.restorePrefix(request);
+      if (request.resuming && request.cached >= request.prefillTarget) {
+        // Its KV came back whole (shared or restored): it decodes its pending token at once.
+        request.state = 'decoding';
+        request.resuming = false;
+      }
       if (request.decoder) continue; // resuming after a preemption
       const sampler = new Sampler(request.options);
       try {
@@ -260,10 +265,6 @@ export class EngineLoop {
     this.context.seqCopy(donor.seq!, request.seq!, 0, shared);
     request.cached = shared;
     this.sharedPrefixTokens += shared;
-    if (request.resuming && shared >= request.prefillTarget) {
-      request.state = 'decoding';
-      request.resuming = false;
-    }
   }
 
   /** How much of its sequence a just-admitted request may take from elsewhere: a new prompt keeps its last token to evaluate (its logits give the first token). */
@@ -280,10 +281,6 @@ export class EngineLoop {
     request.prefix = undefined;
     if (!this.cache || !prefix?.ready || prefix.match.tokens === 0) return;
     request.cached = this.cache.prefix.restorePrefix(prefix.match, this.cache.scratch, request.seq!, this.prefixLimit(request));
-    if (request.resuming && request.cached >= request.prefillTarget) {
-      request.state = 'decoding';
-      request.resuming = false;
-    }
   }
 
   /** Keeps the complete blocks of what the request's sequence holds (tier writes happen in the background). */
