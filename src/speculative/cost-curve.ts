@@ -112,8 +112,8 @@ export async function costCurveFor(context: Context, seq: number, threads: numbe
   let points = await readCached(file, key);
   if (!points) {
     onMeasure?.();
-    for (let attempt = 1; attempt <= MEASUREMENT_ATTEMPTS && !(points && plausibleCurve(points)); attempt++) points = measureCostCurve(context, seq);
-    points = points!;
+    points = measureCostCurve(context, seq);
+    for (let attempt = 2; attempt <= MEASUREMENT_ATTEMPTS && !plausibleCurve(points); attempt++) points = measureCostCurve(context, seq);
     if (plausibleCurve(points)) await writeFileAtomic(file, JSON.stringify({ key, points } satisfies CachedCurve), { shared: true });
   }
   return { points, curve: new CostCurve(points) };
