@@ -103,6 +103,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
   readonly name: string;
   readonly timings = emptyTimings();
   private readonly drafterStats: Record<string, DrafterStats> = {};
+  private readonly hasCostlyDrafter: boolean;
   private steps = 0;
   private speculativeSteps = 0;
   private emitted = 0;
@@ -130,6 +131,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
     private readonly options: SpeculativeDecoderOptions,
   ) {
     this.name = `speculative(${options.drafters.map((d) => d.name).join('+')})`;
+    this.hasCostlyDrafter = options.drafters.some((drafter) => drafter.costly);
     for (const drafter of options.drafters) this.drafterStats[drafter.name] = { proposed: 0, accepted: 0 };
   }
 
@@ -226,7 +228,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
     this.step.drafting = trees.length > 0 ? 'cheap' : 'none';
     const planner = this.options.planner;
     const expected = (tree: TokenTree) => planner.expectedAccepted?.(tree) ?? tree.maxDepth();
-    if (limited.costly !== false && !trees.some((tree) => expected(tree) >= CHEAP_DRAFTS_ENOUGH)) {
+    if (this.hasCostlyDrafter && limited.costly !== false && !trees.some((tree) => expected(tree) >= CHEAP_DRAFTS_ENOUGH)) {
       for (const drafter of this.options.drafters) {
         if (!drafter.costly || !this.costlyPays(drafter.name)) continue;
         trees.push(await this.proposeCostly(drafter, root, limited));
