@@ -7,7 +7,7 @@ import { Request } from '../src/engine/request.js';
 import { QueueFullError } from '../src/engine/errors.js';
 import type { GenerationOutput } from '../src/generate/generate.js';
 
-const limits: SchedulerLimits = { maxSequences: 2, maxQueued: 3, kvCells: 100, prefillChunk: 16 };
+const limits: SchedulerLimits = { maxSequences: 2, maxQueued: 3, kvCells: 100 };
 
 function request(id: number, promptLength: number): Request {
   return new Request(id, Array.from({ length: promptLength }, (_, i) => i), {}, {} as GenerationOutput, () => {});
@@ -66,9 +66,9 @@ test("prefill chunks share the step's budget first come, first served", () => {
   scheduler.enqueue(a);
   scheduler.enqueue(b);
   scheduler.admit();
-  assert.deepEqual(scheduler.prefillChunks(100).map((c) => [c.request.id, c.count]), [[1, 16]], 'at most one chunk of prefillChunk tokens per step');
+  assert.deepEqual(scheduler.prefillChunks(16).map((c) => [c.request.id, c.count]), [[1, 16]], 'the oldest prompt first, within the budget');
   a.cached = 16;
-  assert.deepEqual(scheduler.prefillChunks(100).map((c) => [c.request.id, c.count]), [[1, 4], [2, 12]]);
+  assert.deepEqual(scheduler.prefillChunks(16).map((c) => [c.request.id, c.count]), [[1, 4], [2, 12]]);
   assert.deepEqual(scheduler.prefillChunks(3).map((c) => [c.request.id, c.count]), [[1, 3]], 'within what the batch has left');
 });
 

@@ -2,9 +2,10 @@
 import { basename } from 'node:path';
 import { Option, type Command } from 'commander';
 import { Engine } from '../engine/engine.js';
+import { DEFAULT_PREFILL_STRETCH } from '../engine/prefill-pacer.js';
 import { createServer } from '../server/app.js';
 import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';
-import { integer } from './options.js';
+import { decimal, integer } from './options.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 
 interface ServeFlags extends ModelFlags {
@@ -19,6 +20,7 @@ interface ServeFlags extends ModelFlags {
   timeout: number;
   grace: number;
   spec: SpeculationMode;
+  prefillStretch: number;
 }
 
 export function registerServe(program: Command): void {
@@ -34,6 +36,7 @@ export function registerServe(program: Command): void {
     .option('--cors [origin]', 'allow browser clients from this origin (default with the flag: any)')
     .option('--timeout <seconds>', 'longest a request may take, waiting included', integer(1), 600)
     .addOption(new Option('--spec <mode>', 'speculative decoding of every request (lossless)').choices([...SPECULATION_MODES]).default('auto'))
+    .option('--prefill-stretch <x>', 'while requests generate, a step that also prefills a new prompt may take this many times a step without (lower: steadier streams, later first tokens for new prompts)', decimal(1.1), DEFAULT_PREFILL_STRETCH)
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, how long in-flight requests may finish before they are cancelled', integer(0), 30)
     .action(async (flags: ServeFlags) => serveCommand(flags));
 }
@@ -44,6 +47,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     draftModel: flags.draftModel,
     maxSequences: flags.parallel,
     maxQueued: flags.maxQueued,
+    prefillStretch: flags.prefillStretch,
   });
   const modelId = flags.alias ?? basename(flags.model).replace(/\.gguf$/i, '');
   const server = await createServer({

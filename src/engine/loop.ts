@@ -21,6 +21,7 @@ import type { SequenceDecoder } from '../generate/decoder.js';
 import { EngineDisposedError } from './errors.js';
 import { Request, type RequestOptions, type RequestSink } from './request.js';
 import { Scheduler } from './scheduler.js';
+import { PrefillPacer } from './prefill-pacer.js';
 import { SequenceIdPool } from './sequence-ids.js';
 import { dropTree, keepAcceptedPath, nodeSequences, shareCommittedPrefix, type PlacedTree } from './tree-kv.js';
 import type { PrefixCache } from '../kvcache/prefix-cache.js';
@@ -33,8 +34,10 @@ export interface EngineLoopOptions {
   maxQueued?: number;
   /** Positions one request may use, prompt included (default: the context's size). */
   sequenceLength?: number;
-  /** Most prompt tokens evaluated per step (default 256). */
+  /** Most prompt tokens evaluated per step (default 256); fewer while other requests decode (see PrefillPacer). */
   prefillChunk?: number;
+  /** A step that carries a prompt chunk may take this many times a decode-only step (default 2; see PrefillPacer). */
+  prefillStretch?: number;
   /** Most nodes of one request's token tree (default 64). */
   maxTreeNodes?: number;
 }
@@ -66,6 +69,9 @@ export interface DecoderSource {
 interface StepWork {
   trees: { request: Request; placed: PlacedTree; firstIndex: number }[];
   chunks: { request: Request; from: number; count: number; lastIndex: number }[];
+  /** Tokens of the trees (running streams) and of the prompt chunks in the batch. */
+  decodingTokens: number;
+  promptTokens: number;
 }
 
 export class EngineLoop {
@@ -73,6 +79,7 @@ export class EngineLoop {
   readonly sequenceLength: number;
   readonly maxSequences: number;
   private readonly scheduler: Scheduler;
+  private readonly pacer: PrefillPacer;
   private readonly batch: TokenBatch;
   private readonly maxTreeNodes: number;
   private readonly byId = new Map<number, Request>();
@@ -93,15 +100,8 @@ export class EngineLoop {
     this.sequenceLength = Math.min(options.sequenceLength ?? context.contextSize, context.contextSize);
     this.maxTreeNodes = options.maxTreeNodes ?? 64;
     this.maxSequences = Math.min(options.maxSequences ?? 8, context.sequences);
-    this.scheduler = new Scheduler(
-      {
-        maxSequences: this.maxSequences,
-        maxQueued: options.maxQueued ?? 64,
-        kvCells: context.contextSize,
-        prefillChunk: options.prefillChunk ?? 256,
-      },
-      this.ids,
-    );
+    this.scheduler = new Scheduler({ maxSequences: this.maxSequences, maxQueued: options.maxQueued ?? 64, kvCells: context.contextSize }, this.ids);
+    this.pacer = new PrefillPacer({ maxChunk: options.prefillChunk ?? 256, stretch: options.prefillStretch });
     // A token carries at most every sequence id (the root of a tree spanning all borrowed ids).
     this.batch = new TokenBatch(context.batchSize, context.sequences);
   }
@@ -193,7 +193,9 @@ export class EngineLoop {
     } catch (error) {
       return this.recoverFailedDecode(work, error);
     }
-    await this.finishStep(work, performance.now() - started);
+    const ms = performance.now() - started;
+    this.pacer.observe(work.decodingTokens, work.promptTokens, ms);
+    await this.finishStep(work, ms);
   }
 
   /** Ends every request (stop reason `abort`) and frees their KV; later submits throw. */
@@ -291,7 +293,7 @@ export class EngineLoop {
 
   /** Trees of decoding requests first (each priced against what the batch already holds), then prompt chunks. */
   private async buildBatch(): Promise<StepWork> {
-    const work: StepWork = { trees: [], chunks: [] };
+    const work: StepWork = { trees: [], chunks: [], decodingTokens: 0, promptTokens: 0 };
     this.batch.clear();
     const decoding = this.scheduler.running.filter((r) => r.state === 'decoding');
     let freeCells = this.context.contextSize - this.scheduler.cellsInUse - decoding.length;
@@ -307,8 +309,10 @@ export class EngineLoop {
         this.endWithError(request, error);
       }
     }
-    const budget = Math.min(this.batch.capacity - this.batch.size, freeCells);
+    work.decodingTokens = this.batch.size;
+    const budget = Math.min(this.batch.capacity - this.batch.size, freeCells, this.pacer.chunk(work.decodingTokens));
     for (const { request, count } of this.scheduler.prefillChunks(budget)) {
+      work.promptTokens += count;
       const from = request.cached;
       const wantsLogits = !request.resuming && from + count === request.prompt.length;
       for (let i = 0; i < count; i++) this.batch.add(request.sequence[from + i], from + i, request.seq!, wantsLogits && i === count - 1);

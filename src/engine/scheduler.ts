@@ -1,8 +1,8 @@
 /**
  * Who runs: admission (first come, first served, within running slots, sequence ids and KV room),
  * preemption when KV room runs out (the newest running request goes back to the front of the
- * queue and recomputes later), and how this step's prefill budget is shared. Policy only: the
- * loop carries out what it decides (batches, KV ops).
+ * queue and recomputes later), and how this step's prefill budget is shared (its size is the
+ * PrefillPacer's). Policy only: the loop carries out what it decides (batches, KV ops).
  */
 import { QueueFullError } from './errors.js';
 import type { Request } from './request.js';
@@ -15,8 +15,6 @@ export interface SchedulerLimits {
   maxQueued: number;
   /** KV cells of the context. */
   kvCells: number;
-  /** Most prompt tokens one step evaluates (chunked prefill: a long prompt never stalls running streams for more than one chunk). */
-  prefillChunk: number;
 }
 
 export class Scheduler {
@@ -101,10 +99,13 @@ export class Scheduler {
     return newest;
   }
 
-  /** Prompt tokens each prefilling request evaluates this step, first come first, within `budget`. */
+  /**
+   * Prompt tokens each prefilling request evaluates this step, first come first, within `budget`
+   * (the step's chunk: a long prompt never stalls running streams for more than one).
+   */
   prefillChunks(budget: number): { request: Request; count: number }[] {
     const chunks: { request: Request; count: number }[] = [];
-    let left = Math.min(budget, this.limits.prefillChunk);
+    let left = budget;
     for (const request of this.running) {
       if (left <= 0) break;
       if (request.state !== 'prefilling') continue;
