@@ -8,6 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Engine } from '../engine/engine.js';
+import { DEFAULT_PREFILL_STRETCH } from '../engine/prefill-pacer.js';
 import { ChatFormatter } from '../generate/chat.js';
 import { detachLlamaLogger, type GpuChoice } from '../llama/library.js';
 import { Model } from '../llama/model.js';
@@ -18,6 +19,7 @@ import { barChartSvg, type BarGroup } from './chart.js';
 import { plural } from './decode.js';
 import { writeFileAtomic } from '../atomic-file.js';
 import { promptSetFiles, readJsonLines } from './jsonl.js';
+import { runAdmission, type AdmissionRequests, type AdmissionResult } from './admission.js';
 import { EngineTarget, engineTargetName, OpenAiCompletionsTarget, runLoad, summarizeLoad, type LoadRequest, type LoadSummary, type LoadTarget } from './load.js';
 import { ratio, round } from './stats.js';
 
@@ -41,6 +43,13 @@ export interface BatchBenchOptions {
   repeats?: number;
   /** KV cells of each engine in all; default: the largest concurrency × the longest request. */
   kvCells?: number;
+  /**
+   * Also admit a long prompt among running streams (plain decoding, Tachyon and the peer): the
+   * streams' inter-token latency while it is prefilled, and its TTFT against its prefill alone.
+   */
+  admission?: AdmissionOptions;
+  /** Tachyon's PrefillPacer stretch (default DEFAULT_PREFILL_STRETCH). */
+  prefillStretch?: number;
   /** Run llama-server as the peer. */
   peer: boolean;
   /** A llama-server binary (default: built once by bench/peers/build-llama-cpp.sh). */
@@ -50,6 +59,17 @@ export interface BatchBenchOptions {
 }
 
 export const PEER = 'llama-server';
+
+export type AdmissionOutcome = AdmissionResult | { error: string };
+
+export interface AdmissionOptions {
+  /** Tokens of the admitted prompt (e.g. 2048). */
+  promptTokens: number;
+  /** Streams decoding while it arrives (e.g. 4). */
+  streams: number;
+  /** Most tokens of each stream (they are stopped once the prompt's first token is out). */
+  streamTokens: number;
+}
 
 export interface ConcurrencySummary {
   plain_tps: number | null;
@@ -73,6 +93,8 @@ export interface BatchBenchResult {
   ms_per_decode: number | null;
   single_stream_vs_llama_server: number | null;
   concurrency: Record<string, ConcurrencySummary>;
+  /** The long-prompt admission, by target (when asked for); a target that could not run it says why. */
+  admission: Record<string, AdmissionOutcome> | null;
   settings: {
     draft_model: string | null;
     threads: number;
@@ -81,6 +103,8 @@ export interface BatchBenchResult {
     n: number;
     max_tokens: number;
     repeats: number;
+    prefill_stretch: number;
+    admission: AdmissionOptions | null;
     prompts: string[];
     speculation: SpeculationMode[];
     peer: { server: string; version: string | null; flags: string[] } | null;
@@ -89,10 +113,10 @@ export interface BatchBenchResult {
 
 export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBenchResult> {
   const progress = options.onProgress ?? (() => {});
-  const maxConcurrency = Math.max(...options.concurrency);
-  const requests = await loadRequests(options);
-  const kvCells = options.kvCells ?? roundUp(maxConcurrency * Math.max(...requests.map((r) => r.promptTokens + r.maxTokens)), 256);
-  const engine = await Engine.load({ model: options.model, draftModel: options.draftModel, gpu: options.gpu, threads: options.threads, kvCells, maxSequences: maxConcurrency, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
+  const { requests, admission } = await loadRequests(options);
+  const maxConcurrency = Math.max(1, ...options.concurrency, admission ? admission.streams.length + 1 : 1);
+  const kvCells = options.kvCells ?? roundUp(Math.max(maxConcurrency * Math.max(...requests.map((r) => r.promptTokens + r.maxTokens)), admission?.kvCells ?? 0), 256);
+  const engine = await Engine.load({ model: options.model, draftModel: options.draftModel, gpu: options.gpu, threads: options.threads, kvCells, maxSequences: maxConcurrency, prefillStretch: options.prefillStretch, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
   const peer = options.peer ? await LlamaServerPeer.locate(options, kvCells, progress) : undefined;
   try {
     const concurrency: Record<string, ConcurrencySummary> = {};
@@ -111,12 +135,14 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
       const runs = new Map([...rounds].map(([target, summaries]) => [target, medianRun(summaries)]));
       concurrency[String(c)] = summarizeConcurrency(runs, options.speculation);
     }
+    const admitted = admission ? await runAdmissions(engine, peer, admission, progress) : null;
     const single = concurrency['1'];
     const result: BatchBenchResult = {
       model: options.model,
       ms_per_decode: single?.itl_p50_ms ?? null,
       single_stream_vs_llama_server: round(ratio(single?.plain_tps, single?.peer_tps)),
       concurrency,
+      admission: admitted,
       settings: {
         draft_model: options.draftModel ?? null,
         threads: options.threads,
@@ -125,6 +151,8 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
         n: requests.length,
         max_tokens: options.maxTokens,
         repeats: options.repeats ?? 1,
+        prefill_stretch: options.prefillStretch ?? DEFAULT_PREFILL_STRETCH,
+        admission: options.admission ?? null,
         prompts: promptSetFiles(options.tasks, options.promptsFile).map((file) => basename(file)),
         speculation: [...options.speculation],
         peer: peer?.describe() ?? null,
@@ -144,36 +172,62 @@ interface BenchRequest extends LoadRequest {
 /**
  * `n` requests drawn round-robin from the prompt sets (so every run mixes them), each prompt as
  * chat-formatted text that every target tokenizes alike (BOS added, special tokens parsed). Prompts
- * that leave no room for `maxTokens` within the model's trained context are skipped.
+ * that leave no room for `maxTokens` within the model's trained context are skipped. With
+ * `admission`, also its streams and long prompts.
  */
-async function loadRequests(options: BatchBenchOptions): Promise<BenchRequest[]> {
+async function loadRequests(options: BatchBenchOptions): Promise<{ requests: BenchRequest[]; admission?: AdmissionRequests & { kvCells: number } }> {
   const model = await Model.load(options.model, { gpu: 'cpu' });
   try {
     const formatter = model.metadata.chatTemplate ? ChatFormatter.forModel(model) : undefined;
     const limit = model.metadata.contextLength || 4096;
-    const sets = await Promise.all(
-      promptSetFiles(options.tasks, options.promptsFile).map(async (file) => {
-        const fitting: BenchRequest[] = [];
-        for (const { line, row } of await readJsonLines(file)) {
-          const prompt = promptText(row, formatter, `${file}:${line}`);
-          const promptTokens = model.tokenizer.tokenize(prompt).length;
-          if (promptTokens + options.maxTokens <= limit) fitting.push({ id: row.id != null ? String(row.id) : `${basename(file)}:${line}`, prompt, promptTokens, maxTokens: options.maxTokens });
-        }
-        return fitting;
-      }),
-    );
+    const rows = await Promise.all(promptSetFiles(options.tasks, options.promptsFile).map(async (file) => (await readJsonLines(file)).map(({ line, row }) => ({ row, where: `${file}:${line}`, id: row.id != null ? String(row.id) : `${basename(file)}:${line}` }))));
+    const sets = rows.map((set) => {
+      const fitting: BenchRequest[] = [];
+      for (const { row, where, id } of set) {
+        const prompt = promptText(row, formatter, where);
+        const promptTokens = model.tokenizer.tokenize(prompt).length;
+        if (promptTokens + options.maxTokens <= limit) fitting.push({ id, prompt, promptTokens, maxTokens: options.maxTokens });
+      }
+      return fitting;
+    });
     const requests: BenchRequest[] = [];
     for (let i = 0; requests.length < options.n && sets.some((set) => i < set.length); i++) {
       for (const set of sets) if (i < set.length && requests.length < options.n) requests.push(set[i]);
     }
     if (requests.length === 0) throw new Error(`no prompt fits the model's context (${limit} tokens) with ${options.maxTokens} new tokens`);
-    return requests;
+    const admission = options.admission && admissionRequests(options.admission, requests, rows.flat().map(({ row, where }) => promptText(row, undefined, where)), model, limit);
+    return { requests, admission };
   } finally {
     model.dispose();
     // llama.cpp's log callback is process-wide: this thread's must not outlive its model, or the
     // engine worker's llama.cpp would call into this thread's JavaScript.
     detachLlamaLogger();
   }
+}
+
+/**
+ * The admission's streams (the first requests, running long) and two long prompts of exactly
+ * `promptTokens` tokens made of the prompt sets' texts, in different orders (they share no prefix,
+ * so neither reuses the other's KV).
+ */
+function admissionRequests(options: AdmissionOptions, requests: readonly BenchRequest[], texts: readonly string[], model: Model, limit: number): AdmissionRequests & { kvCells: number } {
+  if (options.promptTokens + 2 > limit) throw new Error(`the admitted prompt (${options.promptTokens} tokens) does not fit the model's context (${limit} tokens)`);
+  const longPrompt = (id: string, first: number): LoadRequest => {
+    const parts: string[] = [];
+    for (let i = 0, tokens = 0; tokens <= options.promptTokens; i++) {
+      parts.push(texts[(first + i) % texts.length]);
+      tokens += model.tokenizer.tokenize(parts.at(-1)!, { addSpecial: false }).length;
+    }
+    const tokens = model.tokenizer.tokenize(parts.join('\n\n'), { addSpecial: false }).slice(0, options.promptTokens - 1);
+    return { id, prompt: model.tokenizer.detokenize(tokens), maxTokens: 1 };
+  };
+  const streams = Array.from({ length: options.streams }, (_, i) => {
+    const request = requests[i % requests.length];
+    return { ...request, id: `stream-${i}`, maxTokens: Math.min(options.streamTokens, limit - request.promptTokens) };
+  });
+  // Every stream at its longest, and the long prompt (a few tokens more if re-tokenizing its text merges differently).
+  const kvCells = streams.reduce((sum, stream) => sum + stream.promptTokens + stream.maxTokens, 0) + options.promptTokens + 64;
+  return { streams, admitted: longPrompt('admitted', 0), solo: longPrompt('solo', Math.floor(texts.length / 2)), kvCells };
 }
 
 function promptText(row: Record<string, unknown>, formatter: ChatFormatter | undefined, where: string): string {
@@ -201,6 +255,27 @@ async function runTarget(target: LoadTarget, concurrency: number, requests: read
   return summarizeLoad(run);
 }
 
+/** The long prompt among running streams, on Tachyon's plain decoding and on the peer (one slot more than streams). */
+async function runAdmissions(engine: Engine, peer: LlamaServerPeer | undefined, admission: AdmissionRequests, progress: (line: string) => void): Promise<Record<string, AdmissionOutcome>> {
+  const targets: { name: string; run: () => Promise<AdmissionResult> }[] = [{ name: engineTargetName('off'), run: () => runAdmission(new EngineTarget(engine, 'off'), admission) }];
+  if (peer) targets.push({ name: PEER, run: () => peer.withServer(admission.streams.length + 1, progress, (target) => runAdmission(target, admission)) });
+  const results: Record<string, AdmissionOutcome> = {};
+  for (const { name, run } of targets) {
+    progress(`admission: ${plural(admission.streams.length, 'stream')} running, a long prompt arrives · ${name}`);
+    try {
+      results[name] = roundAdmission(await run());
+    } catch (error) {
+      results[name] = { error: error instanceof Error ? error.message : String(error) };
+      progress(`admission · ${name} failed: ${results[name].error}`);
+    }
+  }
+  return results;
+}
+
+function roundAdmission(result: AdmissionResult): AdmissionResult {
+  return Object.fromEntries(Object.entries(result).map(([key, value]) => [key, round(value, 2) ?? Number.NaN])) as Record<keyof AdmissionResult, number>;
+}
+
 /** llama-server, started for each concurrency with that many slots over the same total KV. */
 class LlamaServerPeer {
   private constructor(
@@ -221,6 +296,10 @@ class LlamaServerPeer {
     if (servers.helpHasFlag(help, '--kv-unified')) flags.push('--kv-unified');
     if (servers.helpHasFlag(help, '--no-webui')) flags.push('--no-webui');
     if (servers.helpHasFlag(help, '--cache-ram')) flags.push('--cache-ram', '0');
+    // Prompts come chat-formatted already; with its template engine on, llama-server runs raw
+    // completions through its chat parser, which fails a stream whose text ends inside a UTF-8
+    // character (a random-weight model emits lone byte tokens).
+    if (servers.helpHasFlag(help, '--no-jinja')) flags.push('--no-jinja');
     return new LlamaServerPeer(servers, path, servers.serverVersion(path), flags);
   }
 
@@ -228,11 +307,16 @@ class LlamaServerPeer {
     return { server: this.bin, version: this.version, flags: this.flags };
   }
 
-  async run(concurrency: number, requests: readonly LoadRequest[], progress: (line: string) => void): Promise<LoadSummary> {
-    const server = new this.servers.LlamaServer(this.bin, `parallel-${concurrency}`, [...this.flags, '--parallel', String(concurrency)], { log: progress });
+  run(concurrency: number, requests: readonly LoadRequest[], progress: (line: string) => void): Promise<LoadSummary> {
+    return this.withServer(concurrency, progress, (target) => runTarget(target, concurrency, requests, progress));
+  }
+
+  /** Runs `use` against a server started with `parallel` slots, stopped afterwards. */
+  async withServer<T>(parallel: number, progress: (line: string) => void, use: (target: LoadTarget) => Promise<T>): Promise<T> {
+    const server = new this.servers.LlamaServer(this.bin, `parallel-${parallel}`, [...this.flags, '--parallel', String(parallel)], { log: progress });
     try {
       await server.start();
-      return await runTarget(new OpenAiCompletionsTarget(PEER, server.url), concurrency, requests, progress);
+      return await use(new OpenAiCompletionsTarget(PEER, server.url));
     } finally {
       await server.stop();
     }
@@ -277,8 +361,39 @@ async function writeBatchReport(dir: string, result: BatchBenchResult): Promise<
     }));
   await writeFileAtomic(join(dir, 'batch-throughput.svg'), barChartSvg('Aggregate throughput under concurrent requests', subtitle, groups('tokens_per_second', 'tokens/s')), { shared: true });
   await writeFileAtomic(join(dir, 'batch-itl-p99.svg'), barChartSvg('Inter-token latency, 99th percentile', subtitle, groups('itl_p99_ms', 'ms')), { shared: true });
+  if (result.admission) await writeFileAtomic(join(dir, 'batch-admission.svg'), admissionSvg(result.admission, subtitle), { shared: true });
   await writeFileAtomic(join(dir, 'batch-report.json'), `${JSON.stringify(result, null, 2)}\n`, { shared: true });
   await writeFileAtomic(join(dir, 'batch-report.md'), markdownReport(result), { shared: true });
+}
+
+/** The targets that ran the admission. */
+const admitted = (admission: Record<string, AdmissionOutcome>) => Object.entries(admission).filter((entry): entry is [string, AdmissionResult] => !('error' in entry[1]));
+
+function admissionSvg(admission: Record<string, AdmissionOutcome>, subtitle: string): string {
+  const entries = admitted(admission);
+  const groups: BarGroup[] = [
+    { title: 'Streams\' inter-token latency', unit: 'ms', bars: entries.flatMap(([name, r]) => [{ label: `${name} steady p50`, median: r.steady_itl_p50_ms, color: '#bbbbbb' }, { label: `${name} admitting p99`, median: r.admission_itl_p99_ms, color: COLORS[name] ?? SPEC_COLOR }]) },
+    { title: 'Long prompt\'s first token', unit: 'ms', bars: entries.flatMap(([name, r]) => [{ label: `${name} alone`, median: r.solo_ttft_ms, color: '#bbbbbb' }, { label: `${name} among streams`, median: r.ttft_ms, color: COLORS[name] ?? SPEC_COLOR }]) },
+  ];
+  return barChartSvg('A long prompt admitted among running streams', subtitle, groups);
+}
+
+function admissionSection(admission: Record<string, AdmissionOutcome>, options: AdmissionOptions, stretch: number): string[] {
+  const lines = [
+    `## A ${options.promptTokens}-token prompt admitted among ${plural(options.streams, 'running stream')}`,
+    '',
+    '![admission](batch-admission.svg)',
+    '',
+    `The streams (plain decoding; one that ends or fails is sent again at once) run steadily (Tachyon's prefill stretch ${stretch}); the long prompt (1 new token) is sent; their inter-token gaps until its first token are compared with their own steady median, and its TTFT with the same-length prompt (no shared prefix) prefilled alone first. Targets: admitting p99 ≤ 2× steady p50, TTFT ≤ 1.5× alone.`,
+    '',
+    '| target | steady ITL p50 ms | admitting ITL p50 ms | admitting ITL p99 ms | p99 / steady | TTFT ms | alone ms | TTFT / alone | stream restarts |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const [name, r] of admitted(admission)) {
+    lines.push(`| ${name} | ${r.steady_itl_p50_ms} | ${r.admission_itl_p50_ms} | ${r.admission_itl_p99_ms} | ${r.itl_p99_vs_steady} | ${r.ttft_ms} | ${r.solo_ttft_ms} | ${r.ttft_vs_solo} | ${r.stream_restarts} |`);
+  }
+  for (const [name, outcome] of Object.entries(admission)) if ('error' in outcome) lines.push('', `${name} could not run it: ${outcome.error}`);
+  return lines;
 }
 
 function markdownReport(result: BatchBenchResult): string {
@@ -299,6 +414,7 @@ function markdownReport(result: BatchBenchResult): string {
       lines.push(`| ${c} | ${name} | ${run.tokens_per_second ?? '-'} | ${run.ttft_p50_ms ?? '-'} | ${run.ttft_p99_ms ?? '-'} | ${run.itl_p50_ms ?? '-'} | ${run.itl_p99_ms ?? '-'} | ${run.failed} |`);
     }
   }
+  if (result.admission) lines.push('', ...admissionSection(result.admission, settings.admission!, settings.prefill_stretch));
   const failures = Object.entries(result.concurrency).flatMap(([c, summary]) => Object.entries(summary.runs).filter(([, run]) => run.first_error).map(([name, run]) => `- ${c} concurrent, ${name}: ${run.failed} failed; the first: ${run.first_error}`));
   if (failures.length > 0) lines.push('', 'Failed requests (left out of the numbers above):', '', ...failures);
   lines.push('', 'Tokens/s: all requests\' tokens over the run\'s wall time. TTFT: from sending a request to its first token. ITL: gaps between tokens; a piece of k tokens (a speculative step) counts as k gaps of a k-th of its wait.');

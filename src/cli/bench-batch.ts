@@ -5,10 +5,11 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { DEFAULT_TASKS } from '../bench/spec.js';
 import { PEER, runBatchBench, type BatchBenchResult } from '../bench/batch.js';
 import type { GpuChoice } from '../llama/library.js';
+import { DEFAULT_PREFILL_STRETCH } from '../engine/prefill-pacer.js';
 import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 import { backendOption } from './engine-options.js';
-import { integer } from './options.js';
+import { decimal, integer } from './options.js';
 import { formatTable } from './table.js';
 
 interface BatchFlags {
@@ -25,6 +26,10 @@ interface BatchFlags {
   maxTokens: number;
   repeats: number;
   kvCells?: number;
+  admit?: number;
+  admitStreams: number;
+  admitStreamTokens: number;
+  prefillStretch: number;
   peer: boolean;
   llamaServer?: string;
   json?: boolean;
@@ -41,6 +46,8 @@ function listOf<T>(parse: (item: string) => T) {
 }
 
 const concurrencyLevel = integer(1, 256);
+/** A list of concurrency levels, or `none` (e.g. to run only the admission). */
+const concurrencyLevels = (value: string): number[] => (value.trim() === 'none' ? [] : listOf(concurrencyLevel)(value));
 function speculationMode(item: string): SpeculationMode {
   if (!(SPECULATION_MODES as readonly string[]).includes(item)) throw new InvalidArgumentError(`"${item}" is not one of ${SPECULATION_MODES.join(', ')}`);
   return item as SpeculationMode;
@@ -55,7 +62,7 @@ export function registerBenchBatch(bench: Command): void {
     .option('--no-draft', 'run without a draft model')
     .addOption(backendOption('--gpu <backend>', 'llama.cpp backend', 'cpu'))
     .option('-t, --threads <n>', 'CPU threads of every engine (default: all cores here)', integer(1, 512), availableParallelism())
-    .option('--concurrency <list>', 'requests in flight, one run per level', listOf(concurrencyLevel), [1, 2, 4, 8, 16])
+    .option('--concurrency <list>', 'requests in flight, one run per level (none: no such runs)', concurrencyLevels, [1, 2, 4, 8, 16])
     .option('--spec <list>', "Tachyon's decoding modes (off = plain)", listOf(speculationMode), ['off', 'auto'])
     .option('--tasks <list>', 'prompt sets from bench/prompts/, drawn round-robin', DEFAULT_TASKS.join(','))
     .option('--prompts <file>', 'a JSONL file of {"prompt"|"chat_prompt": …} lines instead of --tasks')
@@ -63,10 +70,14 @@ export function registerBenchBatch(bench: Command): void {
     .option('--max-tokens <n>', 'new tokens per request at most (greedy; a request may end sooner)', integer(1), 256)
     .option('--repeats <n>', 'interleaved rounds per concurrency; each target reports its median round', integer(1), 1)
     .option('--kv-cells <n>', 'KV cells of each engine in all (llama-server -c; default: the largest concurrency × the longest request)', integer(16))
+    .option('--admit <tokens>', 'also admit a prompt of this many tokens among running streams: their inter-token latency meanwhile, its TTFT vs alone', integer(16))
+    .option('--admit-streams <n>', 'streams decoding when it arrives', integer(1, 255), 4)
+    .option('--admit-stream-tokens <n>', 'most tokens per stream (they stop once the prompt\'s first token is out)', integer(64), 1024)
+    .option('--prefill-stretch <x>', "Tachyon's limit on a step that prefills while streams decode, in decode-only steps (as tachyon serve --prefill-stretch)", decimal(1.1), DEFAULT_PREFILL_STRETCH)
     .option('--no-peer', `run Tachyon only (no ${PEER})`)
     .option('--llama-server <path>', `${PEER} binary (default: built once by bench/peers/build-llama-cpp.sh; env TACHYON_LLAMA_SERVER)`)
     .option('--json', 'print one JSON object')
-    .option('--report <dir>', 'write batch-report.md, batch-report.json, batch-throughput.svg and batch-itl-p99.svg here')
+    .option('--report <dir>', 'write batch-report.md, batch-report.json, batch-throughput.svg, batch-itl-p99.svg (and batch-admission.svg) here')
     .action(async (flags: BatchFlags) => {
       const model = resolve(flags.model);
       const draftModel = !flags.draft ? undefined : flags.draftModel ? resolve(flags.draftModel) : model === defaultModelPath ? defaultDraftModelPath : undefined;
@@ -83,6 +94,8 @@ export function registerBenchBatch(bench: Command): void {
         maxTokens: flags.maxTokens,
         repeats: flags.repeats,
         kvCells: flags.kvCells,
+        prefillStretch: flags.prefillStretch,
+        admission: flags.admit ? { promptTokens: flags.admit, streams: flags.admitStreams, streamTokens: flags.admitStreamTokens } : undefined,
         peer: flags.peer,
         llamaServer: flags.llamaServer,
         reportDir: flags.report,
@@ -100,6 +113,13 @@ function formatBatchTable(result: BatchBenchResult): string {
     }
   }
   const lines = formatTable(rows);
+  if (result.admission) {
+    const admission = [['admission', 'steady ITL p50', 'ITL p99 admitting', 'p99/steady', 'TTFT', 'alone', 'TTFT/alone']];
+    for (const [name, r] of Object.entries(result.admission)) {
+      admission.push('error' in r ? [name, `failed: ${r.error}`] : [name, ...[r.steady_itl_p50_ms, r.admission_itl_p99_ms, r.itl_p99_vs_steady, r.ttft_ms, r.solo_ttft_ms, r.ttft_vs_solo].map(String)]);
+    }
+    lines.push('', ...formatTable(admission));
+  }
   lines.push('', `times in ms; single stream: ${result.ms_per_decode ?? '-'} ms per token, ${result.single_stream_vs_llama_server ?? '-'}× ${PEER}`);
   return `${lines.join('\n')}\n`;
 }
