@@ -59,10 +59,13 @@ test('on a GPU, where big batches cost little more, chunks grow to the maximum',
 
 test('a chunk starts at the minimum and grows at most twofold per step', () => {
   const pacer = new PrefillPacer({ maxChunk: 256, minChunk: 8 });
-  assert.equal(pacer.chunk(4), 8, 'nothing learned yet: the smallest chunk');
+  assert.equal(pacer.chunk(4), 0, 'a decode-only step first: its time is the budget');
   pacer.observe(4, 0, 80);
+  assert.equal(pacer.chunk(4), 8, 'nothing learned of prompt tokens yet: the smallest chunk');
   pacer.observe(4, 8, 81);
   assert.equal(pacer.chunk(4), 16);
+  assert.equal(pacer.chunk(8), 0, 'steps decoding twice as many are timed apart');
+  assert.equal(pacer.chunk(3), 32, '3 and 4 decoding tokens are one class (timed: a chunk, grown again)');
 });
 
 test('where even the smallest chunk breaks the budget, the smallest it is (the budget held as nearly as it can be)', () => {

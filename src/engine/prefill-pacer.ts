@@ -35,8 +35,11 @@ export class PrefillPacer {
   private readonly maxChunk: number;
   private readonly stretch: number;
   private readonly minChunk: number;
-  /** Time of a step that decodes only (ms, running estimate). */
-  private decodeStepMs: number | undefined;
+  /**
+   * Time of a step that decodes only (ms, running estimate), by how many tokens it decodes, in
+   * powers of two: the budget of a step that decodes 8 streams is not that of one decoding 1.
+   */
+  private readonly decodeStepMs = new Map<number, number>();
   /** What one prompt token adds to a step (ms, running estimate). */
   private promptTokenMs: number | undefined;
   /** The chunk last given while streams decode (it grows from there at most MAX_GROWTH-fold). */
@@ -49,11 +52,17 @@ export class PrefillPacer {
     this.lastChunk = this.minChunk;
   }
 
-  /** Prompt tokens the next step may evaluate, given how many of its tokens decode running streams. */
+  /**
+   * Prompt tokens the next step may evaluate, given how many of its tokens decode running
+   * streams. None when a step decoding that many has not been timed yet: every step would carry
+   * a chunk while prompts wait, and the budget would never be known.
+   */
   chunk(decodingTokens: number): number {
     if (decodingTokens === 0) return this.maxChunk;
-    if (this.decodeStepMs === undefined || this.promptTokenMs === undefined) return this.lastChunk;
-    const room = ((this.stretch - 1) * this.decodeStepMs) / this.promptTokenMs;
+    const decodeStepMs = this.decodeStepMs.get(sizeClass(decodingTokens));
+    if (decodeStepMs === undefined) return 0;
+    if (this.promptTokenMs === undefined) return this.lastChunk;
+    const room = ((this.stretch - 1) * decodeStepMs) / this.promptTokenMs;
     this.lastChunk = Math.round(Math.min(this.maxChunk, this.lastChunk * MAX_GROWTH, Math.max(this.minChunk, room)));
     return this.lastChunk;
   }
@@ -61,14 +70,21 @@ export class PrefillPacer {
   /** Learns from a decode: `ms` for `decodingTokens` tokens of running streams and `promptTokens` prompt tokens. */
   observe(decodingTokens: number, promptTokens: number, ms: number): void {
     if (decodingTokens === 0) return;
+    const size = sizeClass(decodingTokens);
+    const decodeStepMs = this.decodeStepMs.get(size);
     if (promptTokens === 0) {
-      this.decodeStepMs = smooth(this.decodeStepMs, ms);
+      this.decodeStepMs.set(size, smooth(decodeStepMs, ms));
       return;
     }
-    if (this.decodeStepMs === undefined) return;
+    if (decodeStepMs === undefined) return;
     // A step faster than decoding alone (noise) says a prompt token is nearly free, not negative.
-    this.promptTokenMs = smooth(this.promptTokenMs, Math.max(ms - this.decodeStepMs, 0.01 * this.decodeStepMs) / promptTokens);
+    this.promptTokenMs = smooth(this.promptTokenMs, Math.max(ms - decodeStepMs, 0.01 * decodeStepMs) / promptTokens);
   }
+}
+
+/** 1, 2, 3–4, 5–8, …: steps whose decode-only times are told apart. */
+function sizeClass(tokens: number): number {
+  return Math.ceil(Math.log2(tokens));
 }
 
 function smooth(previous: number | undefined, value: number): number {
