@@ -115,10 +115,12 @@ function formatBatchTable(result: BatchBenchResult): string {
   const lines = formatTable(rows);
   if (result.admission) {
     const admission = [['admission', 'steady ITL p50', 'ITL p99 admitting', 'p99/steady', 'TTFT', 'alone', 'TTFT/alone']];
+    const failed: string[] = [];
     for (const [name, r] of Object.entries(result.admission)) {
-      admission.push('error' in r ? [name, `failed: ${r.error}`] : [name, ...[r.steady_itl_p50_ms, r.admission_itl_p99_ms, r.itl_p99_vs_steady, r.ttft_ms, r.solo_ttft_ms, r.ttft_vs_solo].map(String)]);
+      if ('error' in r) failed.push(`${name} failed: ${r.error}`);
+      else admission.push([name, ...[r.steady_itl_p50_ms, r.admission_itl_p99_ms, r.itl_p99_vs_steady, r.ttft_ms, r.solo_ttft_ms, r.ttft_vs_solo].map(String)]);
     }
-    lines.push('', ...formatTable(admission));
+    lines.push('', ...formatTable(admission), ...failed);
   }
   lines.push('', `times in ms; single stream: ${result.ms_per_decode ?? '-'} ms per token, ${result.single_stream_vs_llama_server ?? '-'}× ${PEER}`);
   return `${lines.join('\n')}\n`;
