@@ -17,7 +17,7 @@ function admitLongPrompt(curve: CostCurve, pacer: PrefillPacer, promptTokens = 2
   for (let i = 0; i < 10; i++) pacer.observe(streams, 0, stepMs(curve, streams));
   const steps: { chunk: number; ms: number }[] = [];
   for (let left = promptTokens; left > 0; ) {
-    const chunk = Math.min(left, pacer.chunk(streams));
+    const chunk = Math.min(left, pacer.chunk(streams, { decoding: streams, prefilling: 1 }));
     const ms = stepMs(curve, streams + chunk);
     pacer.observe(streams, chunk, ms);
     steps.push({ chunk, ms });
@@ -28,9 +28,9 @@ function admitLongPrompt(curve: CostCurve, pacer: PrefillPacer, promptTokens = 2
 
 test('with nothing decoding, a prompt goes at full chunk size', () => {
   const pacer = new PrefillPacer({ maxChunk: 256 });
-  assert.equal(pacer.chunk(0), 256);
+  assert.equal(pacer.chunk(0, { decoding: 0, prefilling: 1 }), 256);
   admitLongPrompt(cpu, pacer);
-  assert.equal(pacer.chunk(0), 256, 'what was learned under load does not slow an idle engine');
+  assert.equal(pacer.chunk(0, { decoding: 0, prefilling: 1 }), 256, 'what was learned under load does not slow an idle engine');
 });
 
 for (const stretch of [1.5, 2, 3]) {
@@ -57,15 +57,23 @@ test('on a GPU, where big batches cost little more, chunks grow to the maximum',
   assert.ok(steps.length < 20, `${steps.length} steps for 2,048 tokens`);
 });
 
+test('while as many requests wait for their first token as there are streams, prompts go at full size', () => {
+  const pacer = new PrefillPacer({ maxChunk: 256 });
+  admitLongPrompt(cpu, pacer);
+  assert.equal(pacer.chunk(1, { decoding: 1, prefilling: 7 }), 256, 'one stream does not hold back seven prompts');
+  assert.equal(pacer.chunk(4, { decoding: 4, prefilling: 4 }), 256);
+  assert.ok(pacer.chunk(4, { decoding: 4, prefilling: 3 }) < 64, 'the streams are the majority: paced');
+});
+
 test('a chunk starts at the minimum and grows at most twofold per step', () => {
   const pacer = new PrefillPacer({ maxChunk: 256, minChunk: 8 });
-  assert.equal(pacer.chunk(4), 0, 'a decode-only step first: its time is the budget');
+  assert.equal(pacer.chunk(4, { decoding: 4, prefilling: 1 }), 0, 'a decode-only step first: its time is the budget');
   pacer.observe(4, 0, 80);
-  assert.equal(pacer.chunk(4), 8, 'nothing learned of prompt tokens yet: the smallest chunk');
+  assert.equal(pacer.chunk(4, { decoding: 4, prefilling: 1 }), 8, 'nothing learned of prompt tokens yet: the smallest chunk');
   pacer.observe(4, 8, 81);
-  assert.equal(pacer.chunk(4), 16);
-  assert.equal(pacer.chunk(8), 0, 'steps decoding twice as many are timed apart');
-  assert.equal(pacer.chunk(3), 32, '3 and 4 decoding tokens are one class (timed: a chunk, grown again)');
+  assert.equal(pacer.chunk(4, { decoding: 4, prefilling: 1 }), 16);
+  assert.equal(pacer.chunk(8, { decoding: 8, prefilling: 1 }), 0, 'steps decoding twice as many are timed apart');
+  assert.equal(pacer.chunk(3, { decoding: 3, prefilling: 1 }), 32, '3 and 4 decoding tokens are one class (timed: a chunk, grown again)');
 });
 
 test('where even the smallest chunk breaks the budget, the smallest it is (the budget held as nearly as it can be)', () => {

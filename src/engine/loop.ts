@@ -310,7 +310,8 @@ export class EngineLoop {
       }
     }
     work.decodingTokens = this.batch.size;
-    const budget = Math.min(this.batch.capacity - this.batch.size, freeCells, this.pacer.chunk(work.decodingTokens));
+    const prefilling = this.scheduler.running.length - decoding.length;
+    const budget = Math.min(this.batch.capacity - this.batch.size, freeCells, this.pacer.chunk(work.decodingTokens, { decoding: decoding.length, prefilling }));
     for (const { request, count } of this.scheduler.prefillChunks(budget)) {
       work.promptTokens += count;
       const from = request.cached;

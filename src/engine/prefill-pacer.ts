@@ -11,7 +11,9 @@
  * stretch / (stretch − 1) times later than alone). Where even the smallest chunk breaks the
  * budget (a tiny model, whose steps are mostly fixed overhead), the smallest chunk it is: the
  * budget is held as nearly as it can be, at a higher price in time to first token. With nothing
- * decoding, prompts go at full chunk size.
+ * decoding, prompts go at full chunk size, and so they do while at least as many requests wait
+ * for their first token as there are streams: holding one stream's pace would make seven
+ * prompts wait (a wave of requests arriving together).
  */
 
 export interface PrefillPacerOptions {
@@ -54,11 +56,12 @@ export class PrefillPacer {
 
   /**
    * Prompt tokens the next step may evaluate, given how many of its tokens decode running
-   * streams. None when a step decoding that many has not been timed yet: every step would carry
-   * a chunk while prompts wait, and the budget would never be known.
+   * streams and how many requests decode or prefill. None when a step decoding that many tokens
+   * has not been timed yet: every step would carry a chunk while prompts wait, and the budget
+   * would never be known.
    */
-  chunk(decodingTokens: number): number {
-    if (decodingTokens === 0) return this.maxChunk;
+  chunk(decodingTokens: number, requests: { decoding: number; prefilling: number }): number {
+    if (decodingTokens === 0 || requests.prefilling >= requests.decoding) return this.maxChunk;
     const decodeStepMs = this.decodeStepMs.get(sizeClass(decodingTokens));
     if (decodeStepMs === undefined) return 0;
     if (this.promptTokenMs === undefined) return this.lastChunk;
