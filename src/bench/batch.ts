@@ -359,8 +359,10 @@ async function writeBatchReport(dir: string, result: BatchBenchResult): Promise<
       bars: Object.entries(summary.runs).map(([name, run]) => ({ label: name.replace('tachyon spec ', 'spec '), median: run[metric] ?? 0, color: COLORS[name] ?? SPEC_COLOR })),
       note: summary.spec_speedup != null ? `spec / plain = ${summary.spec_speedup}` : undefined,
     }));
-  await writeFileAtomic(join(dir, 'batch-throughput.svg'), barChartSvg('Aggregate throughput under concurrent requests', subtitle, groups('tokens_per_second', 'tokens/s')), { shared: true });
-  await writeFileAtomic(join(dir, 'batch-itl-p99.svg'), barChartSvg('Inter-token latency, 99th percentile', subtitle, groups('itl_p99_ms', 'ms')), { shared: true });
+  if (Object.keys(result.concurrency).length > 0) {
+    await writeFileAtomic(join(dir, 'batch-throughput.svg'), barChartSvg('Aggregate throughput under concurrent requests', subtitle, groups('tokens_per_second', 'tokens/s')), { shared: true });
+    await writeFileAtomic(join(dir, 'batch-itl-p99.svg'), barChartSvg('Inter-token latency, 99th percentile', subtitle, groups('itl_p99_ms', 'ms')), { shared: true });
+  }
   if (result.admission) await writeFileAtomic(join(dir, 'batch-admission.svg'), admissionSvg(result.admission, subtitle), { shared: true });
   await writeFileAtomic(join(dir, 'batch-report.json'), `${JSON.stringify(result, null, 2)}\n`, { shared: true });
   await writeFileAtomic(join(dir, 'batch-report.md'), markdownReport(result), { shared: true });
@@ -407,11 +409,13 @@ function markdownReport(result: BatchBenchResult): string {
     '',
   ];
   if (settings.peer) lines.push(`Peer: \`llama-server ${settings.peer.flags.join(' ')} --parallel N\` (${settings.peer.version ?? 'version unknown'}), over HTTP (\`/v1/completions\`, streamed).`, '');
-  lines.push('![throughput](batch-throughput.svg)', '', '![inter-token latency p99](batch-itl-p99.svg)', '');
-  lines.push('| concurrency | target | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | failed |', '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
-  for (const [c, summary] of Object.entries(result.concurrency)) {
-    for (const [name, run] of Object.entries(summary.runs)) {
-      lines.push(`| ${c} | ${name} | ${run.tokens_per_second ?? '-'} | ${run.ttft_p50_ms ?? '-'} | ${run.ttft_p99_ms ?? '-'} | ${run.itl_p50_ms ?? '-'} | ${run.itl_p99_ms ?? '-'} | ${run.failed} |`);
+  if (Object.keys(result.concurrency).length > 0) {
+    lines.push('![throughput](batch-throughput.svg)', '', '![inter-token latency p99](batch-itl-p99.svg)', '');
+    lines.push('| concurrency | target | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | failed |', '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    for (const [c, summary] of Object.entries(result.concurrency)) {
+      for (const [name, run] of Object.entries(summary.runs)) {
+        lines.push(`| ${c} | ${name} | ${run.tokens_per_second ?? '-'} | ${run.ttft_p50_ms ?? '-'} | ${run.ttft_p99_ms ?? '-'} | ${run.itl_p50_ms ?? '-'} | ${run.itl_p99_ms ?? '-'} | ${run.failed} |`);
+      }
     }
   }
   if (result.admission) lines.push('', ...admissionSection(result.admission, settings.admission!, settings.prefill_stretch));
