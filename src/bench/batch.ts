@@ -6,15 +6,13 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { Engine } from '../engine/engine.js';
 import { DEFAULT_PREFILL_STRETCH } from '../engine/prefill-pacer.js';
 import { ChatFormatter } from '../generate/chat.js';
 import { detachLlamaLogger, type GpuChoice } from '../llama/library.js';
 import { Model } from '../llama/model.js';
-import { packageRoot } from '../paths.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
-import type * as LlamaServerModule from '../../bench/peers/llama-server.mjs';
+import { llamaServers, type LlamaServers } from './peer-server.js';
 import { barChartSvg, type BarGroup } from './chart.js';
 import { plural } from './decode.js';
 import { writeFileAtomic } from '../atomic-file.js';
@@ -279,15 +277,14 @@ function roundAdmission(result: AdmissionResult): AdmissionResult {
 /** llama-server, started for each concurrency with that many slots over the same total KV. */
 class LlamaServerPeer {
   private constructor(
-    private readonly servers: typeof LlamaServerModule,
+    private readonly servers: LlamaServers,
     private readonly bin: string,
     private readonly version: string | null,
     private readonly flags: string[],
   ) {}
 
   static async locate(options: BatchBenchOptions, kvCells: number, progress: (line: string) => void): Promise<LlamaServerPeer> {
-    // A plain script shared with bench/peers/llama-spec.mjs, so it is loaded from the package, not compiled.
-    const servers = (await import(pathToFileURL(join(packageRoot, 'bench', 'peers', 'llama-server.mjs')).href)) as typeof LlamaServerModule;
+    const servers = await llamaServers();
     const { path } = servers.locateLlamaServer({ server: options.llamaServer, log: progress });
     const help = servers.serverHelp(path);
     const flags = ['-m', options.model, '-c', String(kvCells), '-t', String(options.threads), '-tb', String(options.threads), '--cont-batching'];

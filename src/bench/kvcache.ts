@@ -19,6 +19,7 @@ import { packageRoot } from '../paths.js';
 import { openTiers } from '../kvcache/tiers/open.js';
 import type { TierName } from '../kvcache/tiers/tier.js';
 import { commonPrefixLength, median, round, top2Gap } from './stats.js';
+import { measureLlamaServerCache, type KvCachePeerResult, type PeerWorkload } from './kvcache-peer.js';
 
 export interface KvCacheBenchOptions {
   readonly model: string;
@@ -34,6 +35,9 @@ export interface KvCacheBenchOptions {
   readonly readOnly?: boolean;
   /** After measuring, a second process reads the largest prefix from Redis (which this one filled). */
   readonly sharedRedis?: boolean;
+  /** Then llama-server's own RAM prompt cache on the same prefixes (`llamaServer`: its binary, else the peer build). */
+  readonly peer?: boolean;
+  readonly llamaServer?: string;
   readonly onProgress?: (line: string) => void;
 }
 
@@ -83,6 +87,7 @@ export interface KvCacheBenchReport {
   readonly prefix: Record<string, PrefixResult>;
   readonly chat10?: ChatResult;
   readonly shared_redis?: SharedRedisResult;
+  readonly peer?: KvCachePeerResult;
 }
 
 const DEST = 0;
@@ -102,16 +107,19 @@ export async function runKvCacheBench(options: KvCacheBenchOptions): Promise<KvC
       caches.set(tier, await PrefixCache.create(context, SCRATCH, { tiers, blockSize: options.blockSize }));
     }
     const prefix: Record<string, PrefixResult> = {};
+    const peerWorkloads: PeerWorkload[] = [];
     for (const size of options.prefixSizes) {
       const prompt = [...fillerTokens(model, size, 0), ...fillerTokens(model, options.questionTokens, 1)];
       prefix[String(size)] = await measurePrefix(context, prompt, caches, options);
+      if (options.peer) peerWorkloads.push(peerWorkload(model, size, options));
     }
     const [firstTier] = options.tiers;
     const firstCache = caches.get(firstTier);
     const chat10 = options.chat.turns > 0 && firstCache ? await measureChat(context, firstCache, firstTier, options) : undefined;
     for (const cache of caches.values()) await cache.close();
     const shared = options.sharedRedis ? await measureSharedRedis(options, Math.max(...options.prefixSizes)) : undefined;
-    return { model: options.model, runs: options.runs, prefix, ...(chat10 ? { chat10 } : {}), ...(shared ? { shared_redis: shared } : {}) };
+    const peer = options.peer ? await measureLlamaServerCache({ model: options.model, contextSize: largest, llamaServer: options.llamaServer, onProgress: options.onProgress }, peerWorkloads) : undefined;
+    return { model: options.model, runs: options.runs, prefix, ...(chat10 ? { chat10 } : {}), ...(shared ? { shared_redis: shared } : {}), ...(peer ? { peer } : {}) };
   } finally {
     context.dispose();
     model.dispose();
@@ -248,6 +256,26 @@ async function greedyContinue(context: Context, prompt: readonly number[], from:
   } finally {
     batch.dispose();
   }
+}
+
+/**
+ * The peer's prompts for one prefix size: the prefix with a new question for each restore, and
+ * as many prompts of the same length that share only BOS with it (cold), and one that takes the
+ * slot before each restore.
+ */
+function peerWorkload(model: Model, size: number, options: KvCacheBenchOptions): PeerWorkload {
+  const bos = model.tokenizer.tokenize('', { addSpecial: true });
+  const prefix = fillerTokens(model, size, 0);
+  const question = (variant: number) => fillerTokens(model, options.questionTokens, variant);
+  const unrelated = (variant: number, length: number) => [...bos, ...question(variant), ...prefix.slice(bos.length)].slice(0, length);
+  const runs = Array.from({ length: options.runs + 1 }, (_, run) => run);
+  return {
+    size,
+    first: [...prefix, ...question(1)],
+    hits: runs.map((run) => [...prefix, ...question(2 + run)]),
+    cold: runs.map((run) => unrelated(100 + run, size + options.questionTokens)),
+    evict: unrelated(99, Math.min(size, 128)),
+  };
 }
 
 /** `count` tokens of ordinary text (from BOS when `variant` is 0); other variants are questions that differ from each other. */

@@ -7,8 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import type * as LlamaServerModule from '../../bench/peers/llama-server.mjs';
+import { llamaServers } from './peer-server.js';
 import { packageRoot } from '../paths.js';
 import { median } from './stats.js';
 
@@ -201,9 +200,7 @@ async function startSetup(setup: Setup, options: ServeBenchOptions): Promise<Run
     const url = await printedUrl(child, /at (http:\/\/\S+) /);
     return { url, tachyon: true, stop: () => stopChild(child) };
   }
-  // The shared peer helper drains the server's output: a pipe nobody reads fills up at a few
-  // concurrent streams' worth of logs, and llama-server then blocks on its next log line.
-  const servers = (await import(pathToFileURL(join(packageRoot, 'bench', 'peers', 'llama-server.mjs')).href)) as typeof LlamaServerModule;
+  const servers = await llamaServers();
   const args = ['-m', options.model, '-np', String(options.parallel), '-c', String(options.parallel * options.ctxSize)];
   args.push('-t', String(options.threads), '-tb', String(options.threads), '-ngl', '0', '--no-webui');
   if (setup === 'llama_spec') args.push(...options.llamaSpecFlags);

@@ -21,6 +21,8 @@ interface KvCacheFlags {
   newTokens: number;
   readOnly?: boolean;
   sharedRedis?: boolean;
+  peer?: boolean;
+  llamaServer?: string;
   json?: boolean;
   report?: string;
 }
@@ -40,6 +42,8 @@ export function registerBenchKvCache(bench: Command): void {
     .option('--user-tokens <n>', 'user tokens per chat turn', integer(1, 4096), 64)
     .option('--new-tokens <n>', 'generated tokens per chat turn', integer(1, 4096), 128)
     .option('--shared-redis', 'then a second process reads the largest prefix from Redis, as stored by this one')
+    .option('--peer', "then llama-server's own RAM prompt cache (--parallel 1 --cache-ram) on the same prefixes: a restore after another prompt took its slot")
+    .option('--llama-server <path>', 'llama-server binary for --peer (default: built once by bench/peers/build-llama-cpp.sh; env TACHYON_LLAMA_SERVER)')
     .option('--read-only', 'store nothing: measure hits on entries other processes stored')
     .option('--json', 'print one JSON object')
     .option('--report <dir>', 'also write bench-kvcache.json and a bench-kvcache.svg chart into this folder')
@@ -55,6 +59,8 @@ export function registerBenchKvCache(bench: Command): void {
         chat: { turns: flags.chatTurns, userTokens: flags.userTokens, newTokens: flags.newTokens },
         readOnly: flags.readOnly,
         sharedRedis: flags.sharedRedis,
+        peer: flags.peer,
+        llamaServer: flags.llamaServer,
         onProgress: (line) => process.stderr.write(`bench: ${line}\n`),
       });
       if (flags.report) await writeReport(flags.report, report);
@@ -63,16 +69,20 @@ export function registerBenchKvCache(bench: Command): void {
 }
 
 const TIER_COLORS = { cold: '#999999', ram: '#2f6fdf', disk: '#3a9a5b', redis: '#d0453a' } as const;
+const PEER_COLORS = { cold: '#cccccc', restored: '#7a5fb0' } as const;
 
 async function writeReport(dir: string, report: KvCacheBenchReport): Promise<void> {
   await mkdir(dir, { recursive: true });
   const groups: BarGroup[] = Object.entries(report.prefix).map(([size, result]) => ({
     title: `${size}-token prefix`,
     unit: 'ms to first token',
-    bars: (['cold', 'ram', 'disk', 'redis'] as const).flatMap((source) => {
-      const median = result[`${source}_ttft_ms`];
-      return median === undefined ? [] : [{ label: source, median, color: TIER_COLORS[source] }];
-    }),
+    bars: [
+      ...(['cold', 'ram', 'disk', 'redis'] as const).flatMap((source) => {
+        const median = result[`${source}_ttft_ms`];
+        return median === undefined ? [] : [{ label: source, median, color: TIER_COLORS[source] }];
+      }),
+      ...peerBars(report, size),
+    ],
     note: result.identical ? 'first tokens identical' : 'first tokens DIFFER',
   }));
   if (report.chat10) {
@@ -92,6 +102,16 @@ async function writeReport(dir: string, report: KvCacheBenchReport): Promise<voi
   await writeFile(join(dir, 'bench-kvcache.json'), `${JSON.stringify(report, null, 2)}\n`);
 }
 
+/** llama-server's cold and restored times for one prefix size, when the peer ran. */
+function peerBars(report: KvCacheBenchReport, size: string) {
+  const peer = report.peer?.prefix[size];
+  if (!peer) return [];
+  return [
+    { label: 'llama-server cold', median: peer.cold_ttft_ms, color: PEER_COLORS.cold },
+    { label: 'llama-server --cache-ram', median: peer.restore_ttft_ms, color: PEER_COLORS.restored },
+  ];
+}
+
 function formatReport(report: KvCacheBenchReport): string {
   const lines = [`time to first token (ms, median of ${report.runs}), ${report.model}`, 'prefix    cold     ram    disk   redis  identical'];
   const cell = (value: number | undefined) => (value === undefined ? '-' : value.toFixed(1)).padStart(7);
@@ -102,6 +122,9 @@ function formatReport(report: KvCacheBenchReport): string {
     for (const [tier, part] of Object.entries(result.breakdown)) {
       lines.push(`  ${size}-token prefix from ${tier}: lookup ${part.lookup_ms} ms, restore ${part.restore_ms} ms, prefill of the rest + first token ${part.prefill_ms} ms`);
     }
+  }
+  for (const [size, peer] of Object.entries(report.peer?.prefix ?? {})) {
+    lines.push(`llama-server --cache-ram, ${size}-token prefix: cold ${peer.cold_ttft_ms.toFixed(1)} ms, restored after another prompt took its slot ${peer.restore_ttft_ms.toFixed(1)} ms (${peer.restored_tokens} tokens reused)`);
   }
   if (report.shared_redis) {
     const shared = report.shared_redis;

@@ -1,0 +1,15 @@
+/**
+ * The llama-server helper shared with the plain-script peers (bench/peers/): a plain script, so it
+ * is loaded from the package, not compiled. It drains the server's output (a pipe nobody reads
+ * fills up, and llama-server then blocks on its next log line) and stops it with the process.
+ */
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { packageRoot } from '../paths.js';
+import type * as LlamaServerModule from '../../bench/peers/llama-server.mjs';
+
+export type LlamaServers = typeof LlamaServerModule;
+
+export async function llamaServers(): Promise<LlamaServers> {
+  return (await import(pathToFileURL(join(packageRoot, 'bench', 'peers', 'llama-server.mjs')).href)) as LlamaServers;
+}
