@@ -273,8 +273,9 @@ function peerWorkload(model: Model, size: number, options: KvCacheBenchOptions):
     size,
     first: [...prefix, ...question(1)],
     hits: runs.map((run) => [...prefix, ...question(2 + run)]),
-    cold: runs.map((run) => unrelated(100 + run, size + options.questionTokens)),
-    evict: unrelated(99, Math.min(size, 128)),
+    // Variants unique to this size: a cold prompt of a smaller size would otherwise be a cached prefix of this one's.
+    cold: runs.map((run) => unrelated(size * 100 + run + 1, size + options.questionTokens)),
+    evict: unrelated(size * 100, Math.min(size, 128)),
   };
 }
 
