@@ -397,16 +397,16 @@ function admissionSection(admission: Record<string, AdmissionOutcome>, options: 
 
 function markdownReport(result: BatchBenchResult): string {
   const { settings } = result;
+  const runs = Object.keys(result.concurrency).length > 0;
   const lines = [
     '# Concurrent requests on one engine',
     '',
-    `Model \`${basename(result.model)}\`${settings.draft_model ? `, draft \`${basename(settings.draft_model)}\`` : ''}; ${plural(settings.threads, 'thread')} (${settings.gpu}); ${settings.n} greedy requests of up to ${settings.max_tokens} new tokens per run, from ${settings.prompts.join(', ')}; every engine holds ${settings.kv_cells} KV cells in all. One client (src/bench/load.ts) drives every target with the same requests, keeping the given number in flight${settings.repeats > 1 ? `; ${settings.repeats} interleaved rounds per concurrency, each target's median round shown` : ''}.`,
-    '',
-    `Single-stream plain decoding: ${result.ms_per_decode ?? '-'} ms per token; vs llama-server ${result.single_stream_vs_llama_server ?? '-'}×.`,
+    `Model \`${basename(result.model)}\`${settings.draft_model ? `, draft \`${basename(settings.draft_model)}\`` : ''}; ${plural(settings.threads, 'thread')} (${settings.gpu}); ${runs ? `${settings.n} greedy requests of up to ${settings.max_tokens} new tokens per run, ` : 'prompts '}from ${settings.prompts.join(', ')}; every engine holds ${settings.kv_cells} KV cells in all. One client (src/bench/load.ts) drives every target with the same requests${runs ? `, keeping the given number in flight${settings.repeats > 1 ? `; ${settings.repeats} interleaved rounds per concurrency, each target's median round shown` : ''}` : ''}.`,
     '',
   ];
+  if (runs) lines.push(`Single-stream plain decoding: ${result.ms_per_decode ?? '-'} ms per token; vs llama-server ${result.single_stream_vs_llama_server ?? '-'}×.`, '');
   if (settings.peer) lines.push(`Peer: \`llama-server ${settings.peer.flags.join(' ')} --parallel N\` (${settings.peer.version ?? 'version unknown'}), over HTTP (\`/v1/completions\`, streamed).`, '');
-  if (Object.keys(result.concurrency).length > 0) {
+  if (runs) {
     lines.push('![throughput](batch-throughput.svg)', '', '![inter-token latency p99](batch-itl-p99.svg)', '');
     lines.push('| concurrency | target | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | failed |', '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const [c, summary] of Object.entries(result.concurrency)) {
