@@ -1,7 +1,8 @@
 /**
  * The KV prefix cache inside the engine loop: a repeated prefix is restored, not recomputed, and
  * the output is the recompute's; salts isolate tenants; the next turn of a chat hits the blocks of
- * the previous answer; the disk tier outlives the engine.
+ * the previous answer; a request preempted under KV pressure is swapped out to a tier and back;
+ * the disk tier outlives the engine.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,6 +11,7 @@ import { Engine } from '../src/engine/engine.js';
 import { readJsonLines } from '../src/bench/jsonl.js';
 import { generateAll } from '../src/generate/generate.js';
 import { projectRoot, scratchDir } from './helpers/models.js';
+import { benchPrompts, solo, together } from './helpers/engine.js';
 
 async function rewritePrompt(): Promise<string> {
   const [{ row }] = await readJsonLines(join(projectRoot, 'bench', 'prompts', 'rewrite.jsonl'));
@@ -50,6 +52,25 @@ test("a chat's next turn restores the blocks of the previous answer too", async 
     const restored = (await engine.cacheStats())!.restoredTokens - before;
     assert.ok(restored > first.stats.promptTokens, `restored ${restored} tokens, beyond the first prompt's ${first.stats.promptTokens}`);
     assert.ok(second.tokens.length > 0);
+  } finally {
+    await engine.dispose();
+  }
+});
+
+test('under KV pressure a preempted request is swapped out to the cache and restored, not recomputed; outputs do not change', async () => {
+  const prompts = (await benchPrompts()).slice(0, 4);
+  const options = { maxTokens: 120, ignoreEos: true, speculation: 'off' as const };
+  const plain = await Engine.load({ gpu: 'cpu' });
+  const alone = await solo(plain, prompts, options).finally(() => plain.dispose());
+  // Four prompts of 20–40 tokens growing by 120 each need more than 512 cells at once.
+  const engine = await Engine.load({ gpu: 'cpu', maxSequences: 4, contextSize: 512, kvCells: 512, cache: { tiers: ['ram'], blockSize: 16 } });
+  try {
+    assert.deepEqual(await together(engine, prompts, () => options), alone);
+    // All four were submitted at once, before any block was stored: only a preempted request's
+    // own blocks (prompt and generated tokens) can have been restored.
+    const { restoredTokens } = (await engine.cacheStats())!;
+    assert.ok(restoredTokens >= 16, `${restoredTokens} tokens swapped back in`);
+    assert.deepEqual(await engine.kvAudit(), []);
   } finally {
     await engine.dispose();
   }

@@ -8,30 +8,8 @@ import assert from 'node:assert/strict';
 import { Engine, type GenerateOptions } from '../src/engine/engine.js';
 import { QueueFullError } from '../src/engine/errors.js';
 import { PromptTooLongError } from '../src/generate/decoder.js';
-import { readJsonLines } from '../src/bench/jsonl.js';
-import { join } from 'node:path';
-import { projectRoot, testbedPrompts } from './helpers/models.js';
-
-/** Two held-out prompts per task, chat-formatted. */
-async function benchPrompts(): Promise<string[]> {
-  const prompts: string[] = [];
-  for (const task of ['reasoning', 'longgen', 'rewrite']) {
-    const rows = await readJsonLines(join(projectRoot, 'bench', 'prompts', `${task}.jsonl`));
-    prompts.push(...rows.slice(0, 2).map(({ row }) => String(row.chat_prompt)));
-  }
-  return prompts;
-}
-
-async function solo(engine: Engine, prompts: readonly string[], options: GenerateOptions): Promise<number[][]> {
-  const outputs: number[][] = [];
-  for (const prompt of prompts) outputs.push((await engine.complete(prompt, options)).tokens);
-  return outputs;
-}
-
-async function together(engine: Engine, prompts: readonly string[], options: (i: number) => GenerateOptions): Promise<number[][]> {
-  const results = await Promise.all(prompts.map((prompt, i) => engine.complete(prompt, options(i))));
-  return results.map((result) => result.tokens);
-}
+import { testbedPrompts } from './helpers/models.js';
+import { benchPrompts, solo, together } from './helpers/engine.js';
 
 describe('many requests in one engine loop', () => {
   let engine: Engine;

@@ -32,6 +32,19 @@ test('admission is first come, first served, within running slots and KV room', 
   assert.equal(small.state, 'waiting');
 });
 
+test("a decoding request's generated tokens hold KV room: no admission into cells it fills", () => {
+  const scheduler = new Scheduler({ ...limits, kvCells: 100 }, new SequenceIdPool(8));
+  const long = request(1, 10);
+  scheduler.enqueue(long);
+  scheduler.admit();
+  long.state = 'decoding';
+  long.cached = 80; // 10 prompt tokens and 70 generated
+  scheduler.enqueue(request(2, 30));
+  assert.deepEqual(scheduler.admit(), [], '80 cells held + 1 for its next token + 31 would pass 100 (counting 10 − 80 of "prefill left" admitted it, and it was preempted again at once, for good)');
+  long.cached = 60;
+  assert.equal(scheduler.admit().length, 1);
+});
+
 test('a queue beyond the free running slots plus maxQueued is refused', () => {
   const scheduler = new Scheduler(limits, new SequenceIdPool(8));
   for (let i = 0; i < 5; i++) scheduler.enqueue(request(i, 4));

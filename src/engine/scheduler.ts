@@ -56,7 +56,8 @@ export class Scheduler {
   admit(): Request[] {
     const admitted: Request[] = [];
     let committed = this.cellsInUse + this.running.length;
-    for (const request of this.running) committed += request.prefillTarget - request.cached;
+    // What running prompts still have to prefill (a decoding request is past its prompt: nothing).
+    for (const request of this.running) committed += Math.max(0, request.prefillTarget - request.cached);
     while (this.waiting.length > 0 && this.running.length < this.limits.maxSequences) {
       const next = this.waiting[0];
       // Its cached prefix is still being fetched (first come, first served: nothing overtakes it).
