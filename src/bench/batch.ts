@@ -12,7 +12,7 @@ import { ChatFormatter } from '../generate/chat.js';
 import { detachLlamaLogger, type GpuChoice } from '../llama/library.js';
 import { Model } from '../llama/model.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
-import { llamaServers, type LlamaServers } from './peer-server.js';
+import { llamaServers, rawCompletionFlags, type LlamaServers } from './peer-server.js';
 import { barChartSvg, type BarGroup } from './chart.js';
 import { plural } from './decode.js';
 import { writeFileAtomic } from '../atomic-file.js';
@@ -291,12 +291,8 @@ class LlamaServerPeer {
     flags.push('-ngl', options.gpu === 'cpu' ? '0' : '999');
     // One KV buffer for all slots, as Tachyon's engine has: any request may use any cell.
     if (servers.helpHasFlag(help, '--kv-unified')) flags.push('--kv-unified');
-    if (servers.helpHasFlag(help, '--no-webui')) flags.push('--no-webui');
+    flags.push(...rawCompletionFlags(servers, help));
     if (servers.helpHasFlag(help, '--cache-ram')) flags.push('--cache-ram', '0');
-    // Prompts come chat-formatted already; with its template engine on, llama-server runs raw
-    // completions through its chat parser, which fails a stream whose text ends inside a UTF-8
-    // character (a random-weight model emits lone byte tokens).
-    if (servers.helpHasFlag(help, '--no-jinja')) flags.push('--no-jinja');
     return new LlamaServerPeer(servers, path, servers.serverVersion(path), flags);
   }
 

@@ -8,7 +8,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { median, round } from './stats.js';
-import { llamaServers } from './peer-server.js';
+import { llamaServers, rawCompletionFlags } from './peer-server.js';
 
 export interface PeerWorkload {
   /** Prefix length (the report's key). */
@@ -56,8 +56,7 @@ export async function measureLlamaServerCache(
   if (!servers.helpHasFlag(help, '--cache-ram')) throw new Error(`${path} has no --cache-ram (too old a llama.cpp for the peer)`);
   const threads = String(availableParallelism());
   const flags = ['-m', options.model, '-c', String(options.contextSize), '--parallel', '1', '--cache-ram', String(CACHE_RAM_MIB), '-t', threads, '-tb', threads, '-ngl', '0'];
-  // Its template engine runs raw completions through a chat parser that fails on a random-weight model's lone byte tokens.
-  for (const flag of ['--no-webui', '--no-jinja']) if (servers.helpHasFlag(help, flag)) flags.push(flag);
+  flags.push(...rawCompletionFlags(servers, help));
   const server = await new servers.LlamaServer(path, 'cache-ram', flags, { log: progress }).start();
   try {
     const timed = async (prompt: readonly number[]): Promise<{ ms: number; reused: number }> => {

@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
-import { llamaServers } from './peer-server.js';
+import { llamaServers, rawCompletionFlags } from './peer-server.js';
 import { packageRoot } from '../paths.js';
 import { median } from './stats.js';
 
@@ -202,7 +202,7 @@ async function startSetup(setup: Setup, options: ServeBenchOptions): Promise<Run
   }
   const servers = await llamaServers();
   const args = ['-m', options.model, '-np', String(options.parallel), '-c', String(options.parallel * options.ctxSize)];
-  args.push('-t', String(options.threads), '-tb', String(options.threads), '-ngl', '0', '--no-webui');
+  args.push('-t', String(options.threads), '-tb', String(options.threads), '-ngl', '0', ...rawCompletionFlags(servers, servers.serverHelp(options.llamaServer!)));
   if (setup === 'llama_spec') args.push(...options.llamaSpecFlags);
   const server = await new servers.LlamaServer(options.llamaServer!, setup, args, { log: options.onProgress }).start();
   return { url: server.url, tachyon: false, stop: () => server.stop() };
