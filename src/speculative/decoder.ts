@@ -41,7 +41,7 @@ export interface TreePlanner {
    * a verify batch (ms; undefined until measured). A drafter whose tokens cost more to draft,
    * per accepted token, than this cannot pay.
    */
-  acceptedTokenValueMs?(): number | undefined;
+  acceptedTokenValueMs?(batch?: SharedBatch): number | undefined;
 }
 
 /**
@@ -230,7 +230,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const expected = (tree: TokenTree) => planner.expectedAccepted?.(tree) ?? tree.maxDepth();
     if (this.hasCostlyDrafter && limited.costly !== false && !trees.some((tree) => expected(tree) >= CHEAP_DRAFTS_ENOUGH)) {
       for (const drafter of this.options.drafters) {
-        if (!drafter.costly || !this.costlyPays(drafter.name)) continue;
+        if (!drafter.costly || !this.costlyPays(drafter.name, batch)) continue;
         trees.push(await this.proposeCostly(drafter, root, limited));
         this.step.drafting = 'costly';
       }
@@ -262,11 +262,12 @@ export class SpeculativeDecoder implements SequenceDecoder {
   /**
    * A costly drafter (a draft model) pays only if its drafting time per accepted token is below
    * what an accepted token saves. On a tiny target on a CPU a draft decode costs about as much as
-   * the verify time a token saves, so it never does; with a large target it easily does.
+   * the verify time a token saves, so it never does; with a large target it easily does, alone,
+   * but among 8 sequences a token saves only its share of the step while drafting holds up all 8.
    */
-  private costlyPays(name: string): boolean {
+  private costlyPays(name: string, batch: SharedBatch | undefined): boolean {
     const msPerNode = this.costlyMsPerNode.get(name);
-    const value = this.options.planner.acceptedTokenValueMs?.();
+    const value = this.options.planner.acceptedTokenValueMs?.(batch);
     if (msPerNode === undefined || value === undefined) return true;
     const { proposed, accepted } = this.drafterStats[name];
     const acceptance = (accepted + 1) / (proposed + 1);

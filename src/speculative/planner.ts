@@ -38,6 +38,11 @@ export interface AdaptivePlannerOptions {
    * interval doubles after each probe that finds nothing worth verifying (up to MAX_PROBE_INTERVAL).
    */
   probeEvery?: number;
+  /**
+   * A single-token decode's time when the curve was measured (ms): what an accepted token is
+   * worth until decodes alone are timed here (a server that is never idle never times one).
+   */
+  singleDecodeMs?: number;
 }
 
 /**
@@ -87,6 +92,8 @@ export class AdaptivePlanner implements TreePlanner {
    * Plans are charged what steps really cost here, in plain-step units.
    */
   private readonly singleDecodeMs = new RecentMedian(COST_WINDOW);
+  /** The cost curve's single-token time: the prior of singleDecodeMs where accepted tokens are valued. */
+  private readonly measuredSingleMs: number | undefined;
   /**
    * What a tree decode costs in place beyond c(n) single decodes (in single-decode units). On a
    * loaded CPU a decode that follows the drafters' JS work pays a roughly constant penalty (caches
@@ -138,6 +145,7 @@ export class AdaptivePlanner implements TreePlanner {
 
   constructor(options: AdaptivePlannerOptions) {
     this.curve = options.curve;
+    this.measuredSingleMs = options.singleDecodeMs;
     this.maxBudget = options.budget ?? MAX_DRAFT_BUDGET;
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
     // verification is dear, and a probe must be able to see one; branches would only add cost.
@@ -258,11 +266,18 @@ export class AdaptivePlanner implements TreePlanner {
     else this.returnExtra.add(ms / single - 1);
   }
 
-  acceptedTokenValueMs(): number | undefined {
-    const single = this.singleDecodeMs.value;
+  /**
+   * An accepted token saves its sequence a share of a plain step, c(B) / S single decodes when
+   * S sequences share a batch of B tokens (1 alone), and costs what it adds to the verify batch.
+   * In wall time of the step every sequence waits for, as drafting time is.
+   */
+  acceptedTokenValueMs(batch?: SharedBatch): number | undefined {
+    const single = this.singleDecodeMs.value ?? this.measuredSingleMs;
     if (single === undefined) return undefined;
-    const marginal = (this.curve.cost(MARGINAL_SPAN + 1) - this.curve.cost(1)) / MARGINAL_SPAN;
-    return single * Math.max(0, 1 - marginal);
+    const tokens = batch ? batch.tokens + 1 : 1;
+    const share = this.curve.cost(tokens) / (batch ? batch.sequences + 1 : 1);
+    const marginal = (this.curve.cost(tokens + MARGINAL_SPAN) - this.curve.cost(tokens)) / MARGINAL_SPAN;
+    return single * Math.max(0, share - marginal);
   }
 
   observeStep(emitted: number, ms: number, drafting: Drafting): void {

@@ -101,8 +101,9 @@ export class Speculation {
     const key = `${mode}:${sampler.options.temperature > 0 ? 'sampled' : 'greedy'}`;
     let planner = this.planners.get(key);
     if (!planner) {
-      const { curve } = await this.measuredCostCurve(seq);
-      planner = new AdaptivePlanner({ curve });
+      const { curve, points } = await this.measuredCostCurve(seq);
+      const single = points.find((point) => point.n === 1);
+      planner = new AdaptivePlanner({ curve, singleDecodeMs: single ? single.seconds * 1000 : undefined });
       this.planners.set(key, planner);
     }
     return planner;
