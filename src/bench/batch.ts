@@ -12,7 +12,7 @@ import { ChatFormatter } from '../generate/chat.js';
 import { detachLlamaLogger, type GpuChoice } from '../llama/library.js';
 import { Model } from '../llama/model.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
-import { llamaServers, rawCompletionFlags, type LlamaServers } from './peer-server.js';
+import { locatePeer, rawCompletionFlags, type LlamaServers } from './peer-server.js';
 import { barChartSvg, type BarGroup } from './chart.js';
 import { plural } from './decode.js';
 import { writeFileAtomic } from '../atomic-file.js';
@@ -284,16 +284,14 @@ class LlamaServerPeer {
   ) {}
 
   static async locate(options: BatchBenchOptions, kvCells: number, progress: (line: string) => void): Promise<LlamaServerPeer> {
-    const servers = await llamaServers();
-    const { path } = servers.locateLlamaServer({ server: options.llamaServer, log: progress });
-    const help = servers.serverHelp(path);
+    const { servers, path, help, version } = await locatePeer(options.llamaServer, progress);
     const flags = ['-m', options.model, '-c', String(kvCells), '-t', String(options.threads), '-tb', String(options.threads), '--cont-batching'];
     flags.push('-ngl', options.gpu === 'cpu' ? '0' : '999');
     // One KV buffer for all slots, as Tachyon's engine has: any request may use any cell.
     if (servers.helpHasFlag(help, '--kv-unified')) flags.push('--kv-unified');
     flags.push(...rawCompletionFlags(servers, help));
     if (servers.helpHasFlag(help, '--cache-ram')) flags.push('--cache-ram', '0');
-    return new LlamaServerPeer(servers, path, servers.serverVersion(path), flags);
+    return new LlamaServerPeer(servers, path, version, flags);
   }
 
   describe() {

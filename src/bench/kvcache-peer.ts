@@ -8,7 +8,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { median, round } from './stats.js';
-import { llamaServers, rawCompletionFlags } from './peer-server.js';
+import { locatePeer, rawCompletionFlags } from './peer-server.js';
 
 export interface PeerWorkload {
   /** Prefix length (the report's key). */
@@ -50,9 +50,7 @@ export async function measureLlamaServerCache(
   workloads: readonly PeerWorkload[],
 ): Promise<KvCachePeerResult> {
   const progress = options.onProgress ?? (() => {});
-  const servers = await llamaServers();
-  const { path } = servers.locateLlamaServer({ server: options.llamaServer, log: progress });
-  const help = servers.serverHelp(path);
+  const { servers, path, help, version } = await locatePeer(options.llamaServer, progress);
   if (!servers.helpHasFlag(help, '--cache-ram')) throw new Error(`${path} has no --cache-ram (too old a llama.cpp for the peer)`);
   const threads = String(availableParallelism());
   const flags = ['-m', options.model, '-c', String(options.contextSize), '--parallel', '1', '--cache-ram', String(CACHE_RAM_MIB), '-t', threads, '-tb', threads, '-ngl', '0'];
@@ -84,7 +82,7 @@ export async function measureLlamaServerCache(
       prefix[String(workload.size)] = { cold_ttft_ms: round(median(cold), 2) ?? 0, restore_ttft_ms: round(median(restore), 2) ?? 0, restored_tokens: restored };
       progress(`llama-server --cache-ram, ${workload.size}-token prefix: cold ${median(cold).toFixed(1)} ms, restored ${median(restore).toFixed(1)} ms (${restored} tokens reused)`);
     }
-    return { server: path, version: servers.serverVersion(path), flags, prefix };
+    return { server: path, version, flags, prefix };
   } finally {
     await server.stop();
   }

@@ -14,6 +14,20 @@ export async function llamaServers(): Promise<LlamaServers> {
   return (await import(pathToFileURL(join(packageRoot, 'bench', 'peers', 'llama-server.mjs')).href)) as LlamaServers;
 }
 
+/** A llama-server binary found (or built once by bench/peers/build-llama-cpp.sh), with its help text and version. */
+export interface LocatedPeer {
+  servers: LlamaServers;
+  path: string;
+  help: string;
+  version: string | null;
+}
+
+export async function locatePeer(binary: string | undefined, log: (line: string) => void): Promise<LocatedPeer> {
+  const servers = await llamaServers();
+  const { path } = servers.locateLlamaServer({ server: binary, log });
+  return { servers, path, help: servers.serverHelp(path), version: servers.serverVersion(path) };
+}
+
 /**
  * Flags for a llama-server that serves raw completions to a benchmark: no web UI, and no template
  * engine (with it on, llama-server runs raw completions through its chat parser, which costs it

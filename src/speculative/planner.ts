@@ -275,7 +275,7 @@ export class AdaptivePlanner implements TreePlanner {
     const single = this.singleDecodeMs.value ?? this.measuredSingleMs;
     if (single === undefined) return undefined;
     const tokens = batch ? batch.tokens + 1 : 1;
-    const share = this.curve.cost(tokens) / (batch ? batch.sequences + 1 : 1);
+    const share = batch ? 1 / sharedStepFactor(this.curve, batch) : 1;
     const marginal = (this.curve.cost(tokens + MARGINAL_SPAN) - this.curve.cost(tokens)) / MARGINAL_SPAN;
     return single * Math.max(0, share - marginal);
   }
