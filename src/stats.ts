@@ -17,3 +17,25 @@ export function percentile(values: readonly number[], p: number): number {
   const above = Math.min(below + 1, sorted.length - 1);
   return sorted[below] + (sorted[above] - sorted[below]) * (rank - below);
 }
+
+/** Median of the last `size` values added (undefined before the first). */
+export class RecentMedian {
+  private readonly values: number[] = [];
+  private next = 0;
+  private cached: number | undefined;
+
+  constructor(private readonly size: number) {}
+
+  add(value: number): void {
+    if (this.values.length < this.size) this.values.push(value);
+    else this.values[this.next] = value;
+    this.next = (this.next + 1) % this.size;
+    this.cached = undefined;
+  }
+
+  get value(): number | undefined {
+    if (this.values.length === 0) return undefined;
+    this.cached ??= median(this.values);
+    return this.cached;
+  }
+}

@@ -12,8 +12,13 @@ import {
   planTree,
 } from '../src/speculative/cost-model.js';
 import { AdaptivePlanner } from '../src/speculative/planner.js';
+import type { DecodedStep } from '../src/generate/decoder.js';
 import { RealizedJudge } from '../src/speculative/realized.js';
+import { SharedStepCosts } from '../src/speculative/shared-step-costs.js';
 import { ROOT, TokenTree } from '../src/speculative/tree.js';
+
+/** A decode of one sequence alone, `tokens` tokens. */
+const alone = (tokens: number): DecodedStep => ({ index: -1, tokens, decodingTokens: tokens, sequences: 1 });
 
 const close = (a: number, b: number, tolerance = 1e-9): boolean => Math.abs(a - b) <= tolerance;
 
@@ -263,10 +268,10 @@ describe('AdaptivePlanner', () => {
 
   it('stops verifying trees when they cost far more in place than the curve says', () => {
     const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
-    for (let k = 0; k < 16; k++) planner.observeVerifyTime(1, 1);
+    for (let k = 0; k < 16; k++) planner.observeDecode(alone(1), 1);
     let verified = 0;
     feed(planner, 60, (size) => {
-      planner.observeVerifyTime(size, size === 1 ? 1 : 10 * size);
+      planner.observeDecode(alone(size), size === 1 ? 1 : 10 * size);
       verified = size;
     });
     assert.ok(verified <= 2, `at most a probe once the costs are known (last batch ${verified})`);
@@ -274,12 +279,12 @@ describe('AdaptivePlanner', () => {
 
   it('charges plans for the slow single-token decode that follows a tree, and keeps it out of the single-decode time', () => {
     const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
-    for (let k = 0; k < 16; k++) planner.observeVerifyTime(1, 1);
+    for (let k = 0; k < 16; k++) planner.observeDecode(alone(1), 1);
     let verified = 0;
     feed(planner, 60, (size) => {
       // Trees cost exactly what the curve says, but the decode after each one costs 30 plain decodes.
-      planner.observeVerifyTime(size, size === 1 ? 1 : 1 + 0.3 * (size - 1));
-      if (size > 1) planner.observeVerifyTime(1, 30);
+      planner.observeDecode(alone(size), size === 1 ? 1 : 1 + 0.3 * (size - 1));
+      if (size > 1) planner.observeDecode(alone(1), 30);
       verified = size;
     });
     assert.ok(verified <= 2, `at most a probe once the cost of coming back is known (last batch ${verified})`);
@@ -289,7 +294,7 @@ describe('AdaptivePlanner', () => {
   it('values an accepted token at a plain decode minus its marginal verify cost', () => {
     const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.25) });
     assert.equal(planner.acceptedTokenValueMs(), undefined);
-    for (let k = 0; k < 5; k++) planner.observeVerifyTime(1, 2);
+    for (let k = 0; k < 5; k++) planner.observeDecode(alone(1), 2);
     assert.ok(close(planner.acceptedTokenValueMs()!, 1.5));
   });
 });
@@ -306,14 +311,14 @@ function plannerAfterPlans(curve: CostCurve, draftingMs: number): AdaptivePlanne
     planner.observe(sureChain(16), Array.from({ length: 16 }, (_, i) => i + 1));
   }
   for (let k = 0; k < 16; k++) {
-    planner.observeVerifyTime(1, 10);
+    planner.observeDecode(alone(1), 10);
     planner.observeStep(1, 10.1, 'none');
   }
   for (let k = 0; k < 8; k++) {
     planner.budget();
     const plan = planner.plan(sureChain(16), 4);
     planner.observe(plan, Array.from({ length: plan.draftCount }, (_, i) => i + 1));
-    planner.observeVerifyTime(plan.size, 10 * curve.cost(plan.size));
+    planner.observeDecode(alone(plan.size), 10 * curve.cost(plan.size));
     planner.observeStep(plan.draftCount + 1, 10 * curve.cost(plan.size) + draftingMs, 'cheap');
   }
   return planner;
@@ -362,7 +367,7 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
     // Steps that asked the draft model spent a decode's time drafting.
     for (let k = 0; k < 16; k++) {
-      planner.observeVerifyTime(1, 10);
+      planner.observeDecode(alone(1), 10);
       planner.observeStep(1, 20.1, 'costly');
     }
     missesBeforeBackOff(planner, 10_000);
@@ -392,6 +397,74 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     const fresh = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
     for (let k = 0; k < 20; k++) fresh.observe(chain(0.2, 2), []);
     assert.equal(missesBeforeBackOff(fresh, 100), 1);
+  });
+});
+
+/** A decode of `sequences` sequences sharing a step (no prompt chunk), `tokens` tokens in all. */
+const shared = (index: number, sequences: number, tokens: number): DecodedStep => ({ index, tokens, decodingTokens: tokens, sequences });
+
+describe('SharedStepCosts', () => {
+  const curve = CostCurve.linear(0.3);
+  /** Plain steps of 8 sequences at 31 ms, then trees of 24 tokens whose growth is `scale` times the curve's. */
+  function observeSteps(costs: SharedStepCosts, scale: number, trees: number, first = 0): number {
+    let index = first;
+    const plainMs = 10 * curve.cost(8);
+    for (let k = 0; k < 4; k++) costs.observe(shared(index++, 8, 8), plainMs);
+    const predicted = curve.cost(24) / curve.cost(8) - 1;
+    for (let k = 0; k < trees; k++) costs.observe(shared(index++, 8, 24), plainMs * (1 + scale * predicted));
+    return index;
+  }
+
+  it('learns how much more than the curve says a shared step grows with its tokens, once it has seen a few', () => {
+    const costs = new SharedStepCosts(curve);
+    observeSteps(costs, 2.5, 3);
+    assert.equal(costs.scale(8), 1, 'three tree steps are not enough to move off the curve');
+    observeSteps(costs, 2.5, 2, 100);
+    assert.ok(close(costs.scale(8), 2.5, 1e-6), `scale ${costs.scale(8)}`);
+    assert.equal(costs.scale(4), 1, 'other concurrencies keep their own scale');
+  });
+
+  it('counts a step once however many sequences report it, and leaves out steps with a prompt chunk', () => {
+    const once = new SharedStepCosts(curve);
+    observeSteps(once, 2, 4);
+    const byEach = new SharedStepCosts(curve);
+    const plainMs = 10 * curve.cost(8);
+    const predicted = curve.cost(24) / curve.cost(8) - 1;
+    // Four plain steps, eight tree steps growing 4x the curve's growth, then two growing as it says,
+    // each step reported by all 8 of its sequences in turn: the last two must not fill the window.
+    const growths = [0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4, 1, 1];
+    for (const [index, scale] of growths.entries()) {
+      for (let seq = 0; seq < 8; seq++) byEach.observe(shared(index, 8, scale === 0 ? 8 : 24), plainMs * (1 + scale * predicted));
+    }
+    assert.ok(close(byEach.scale(8), (8 * 4 + 2 * 1) / 10, 1e-6), `scale ${byEach.scale(8)}`);
+    // Slow steps that also prefilled a prompt chunk say nothing about verify tokens.
+    for (let k = 0; k < 8; k++) once.observe({ index: 100 + k, tokens: 88, decodingTokens: 24, sequences: 8 }, 1000);
+    assert.ok(close(once.scale(8), 2, 1e-6), `scale ${once.scale(8)}`);
+  });
+});
+
+describe('AdaptivePlanner among other sequences', () => {
+  it('plans each sequence on its own: one whose drafts miss backs off, another goes on, and both learn acceptance together', () => {
+    const root = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
+    const missing = root.forSequence();
+    const other = root.forSequence();
+    assert.equal(missesBeforeBackOff(missing, 100), 1, 'no plan of its own to break even against: it backs off at once');
+    assert.ok(other.budget({ tokens: 7, sequences: 7 }).maxNodes > 0, 'the other sequence still drafts');
+    assert.equal(other.plan(sureChain(16), 4, { tokens: 7, sequences: 7 }).draftCount, 16);
+    assert.equal(missing.stats, other.stats);
+  });
+
+  it('shrinks shared trees once steps are seen to grow more with their tokens than the curve says', () => {
+    const curve = CostCurve.linear(0.3);
+    const planner = plannerAfterPlans(curve, 0.3);
+    const batch = { tokens: 7, sequences: 7 };
+    assert.equal(planner.plan(sureChain(16), 4, batch).draftCount, 16, 'the curve prices 16 sure tokens as worth verifying among 8 sequences');
+    const plainMs = 10 * curve.cost(8);
+    let index = 0;
+    for (let k = 0; k < 4; k++) planner.observeDecode(shared(index++, 8, 8), plainMs);
+    for (let k = 0; k < 8; k++) planner.observeDecode(shared(index++, 8, 24), plainMs * (1 + 3 * (curve.cost(24) / curve.cost(8) - 1)));
+    assert.ok(planner.plan(sureChain(16), 4, batch).draftCount < 16, 'a tree costing 3x the curve\'s growth is cut');
+    assert.equal(planner.plan(sureChain(16), 4).draftCount, 16, 'alone, the curve still holds');
   });
 });
 
@@ -477,14 +550,14 @@ describe('AdaptivePlanner with realized speed', () => {
     for (let step = 0; step < 2000; step++) {
       const budget = planner.budget();
       if (budget.maxNodes === 0) {
-        planner.observeVerifyTime(1, 1);
+        planner.observeDecode(alone(1), 1);
         planner.observeStep(1, 1, 'none');
         continue;
       }
       const plan = planner.plan(sureChain(16), 4);
       const accepted = Array.from({ length: plan.draftCount }, (_, k) => k + 1);
       planner.observe(plan, accepted);
-      planner.observeVerifyTime(plan.size, 1 + 0.3 * (plan.size - 1));
+      planner.observeDecode(alone(plan.size), 1 + 0.3 * (plan.size - 1));
       // What the decode does not show: the step as a whole costs 40 plain steps.
       planner.observeStep(plan.draftCount + 1, plan.draftCount > 0 ? 40 : 1, 'cheap');
       lastSize = plan.draftCount;

@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Context } from '../src/llama/context.js';
 import { TokenBatch } from '../src/llama/batch.js';
-import { PlainDecoder } from '../src/generate/decoder.js';
+import { PlainDecoder, type DecodedStep } from '../src/generate/decoder.js';
 import type { GenerationResult } from '../src/generate/generate.js';
 import type { Sampler, SamplingOptions } from '../src/generate/sampling.js';
 import { EngineLoop } from '../src/engine/loop.js';
@@ -36,9 +36,9 @@ class FixedTimingPlanner extends AdaptivePlanner {
     super({ curve: fixedCurve });
   }
 
-  override observeVerifyTime(batchSize: number): void {
-    this.decodeMs = this.fixedCurve.cost(batchSize);
-    super.observeVerifyTime(batchSize, this.decodeMs);
+  override observeDecode(step: DecodedStep): void {
+    this.decodeMs = this.fixedCurve.cost(step.tokens);
+    super.observeDecode(step, this.decodeMs);
   }
 
   override observeStep(emitted: number, _ms: number, drafting: Drafting): void {

@@ -17,7 +17,7 @@ import { GenerationOutput, type ForcedTokens, type StopReason } from '../generat
 import { ROOT, type TokenTree } from '../speculative/tree.js';
 import { Sampler } from '../generate/sampling.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
-import type { SequenceDecoder } from '../generate/decoder.js';
+import type { DecodedStep, SequenceDecoder } from '../generate/decoder.js';
 import { EngineDisposedError } from './errors.js';
 import { Request, type RequestOptions, type RequestSink } from './request.js';
 import { Scheduler } from './scheduler.js';
@@ -89,6 +89,8 @@ export class EngineLoop {
   /** Prefix lookups in flight (they need the event loop to turn). */
   private lookups = 0;
   private sharedPrefixTokens = 0;
+  /** Decodes run so far (numbers the steps decoders observe). */
+  private steps = 0;
 
   constructor(
     private readonly context: Context,
@@ -350,13 +352,13 @@ export class EngineLoop {
 
   /** After the decode: each tree's request accepts and emits; finished prompts give their first token. */
   private async finishStep(work: StepWork, ms: number): Promise<void> {
-    const alone = work.trees.length + work.chunks.length === 1;
+    const step: DecodedStep = { index: this.steps++, tokens: this.batch.size, decodingTokens: work.decodingTokens, sequences: work.trees.length };
     for (const { request, placed, firstIndex } of work.trees) {
       this.release(placed);
       if (request.state === 'finished') continue;
       try {
         const decoder = request.decoder!;
-        decoder.observeDecode(ms, this.batch.size, alone);
+        decoder.observeDecode(ms, step);
         const accepted = decoder.accept(placed.tree, (node) => this.context.logits(firstIndex + node), request.sequence);
         keepAcceptedPath(this.context, placed, accepted.lastNode);
         request.cached = placed.position + placed.tree.depth(accepted.lastNode) + 1;

@@ -35,6 +35,23 @@ export interface StepLimits {
   sequences: number;
 }
 
+/** What one step's decode held (the same for every sequence in it). */
+export interface DecodedStep {
+  /** The engine's step number: sequences of one step report the same one. */
+  index: number;
+  /** Tokens in the batch, prompt chunks included. */
+  tokens: number;
+  /** Of those, the decoding sequences' tokens (their pending tokens and trees). */
+  decodingTokens: number;
+  /** Decoding sequences in the batch. */
+  sequences: number;
+}
+
+/** A step of one sequence with nothing else in its batch: what cost curves describe. */
+export function decodedAlone(step: DecodedStep): boolean {
+  return step.sequences === 1 && step.tokens === step.decodingTokens;
+}
+
 /** Logits predicted after node `node` of the verified tree (zero-copy, valid during the call). */
 export type NodeLogits = (node: number) => Float32Array;
 
@@ -56,8 +73,8 @@ export interface SequenceDecoder {
   start(prompt: readonly number[], logits: Float32Array): Promise<number>;
   /** The tree to verify this step, rooted at the pending last token of `sequence`. */
   propose(sequence: readonly number[], limits: StepLimits): Promise<TokenTree>;
-  /** The step's decode took `ms` for a batch of `batchSize` tokens. */
-  observeDecode(ms: number, batchSize: number, alone: boolean): void;
+  /** The step's decode took `ms`. */
+  observeDecode(ms: number, step: DecodedStep): void;
   /** After the decode: what the sequence emits. `sequence` ends with the tree's root. */
   accept(tree: TokenTree, logitsOf: NodeLogits, sequence: readonly number[]): Accepted;
   /** The request is over (drafters keep what outlives it). */

@@ -75,13 +75,14 @@ export class CostCurve implements VerifyCost {
  * `others.tokens` tokens. Its plain step is its share of the batch, c(B)/S with B = others + 1
  * tokens and S = others + 1 sequences; n tokens of its own add c(B − 1 + n) − c(B) to a step every
  * sequence waits for. In plain-step units: cost(n) = 1 + S·(c(B − 1 + n) − c(B)) / c(B), which is
- * c(n) when alone. A tree pays when it raises the whole batch's tokens per second.
+ * c(n) when alone. A tree pays when it raises the whole batch's tokens per second. `growthScale`
+ * corrects the curve's growth for what sharing adds in place (shared-step-costs.ts).
  */
-export function sharedBatchCost(curve: CostCurve, others: { tokens: number; sequences: number }): VerifyCost {
+export function sharedBatchCost(curve: CostCurve, others: { tokens: number; sequences: number }, growthScale = 1): VerifyCost {
   const batch = others.tokens + 1;
   const sequences = others.sequences + 1;
   const plain = curve.cost(batch);
-  return { cost: (n) => 1 + (sequences * (curve.cost(batch - 1 + n) - plain)) / plain };
+  return { cost: (n) => 1 + (growthScale * sequences * (curve.cost(batch - 1 + n) - plain)) / plain };
 }
 
 /**

@@ -7,7 +7,7 @@
  * mechanism (one sequence id per root-to-leaf branch, the committed prefix shared into each,
  * the accepted branch kept and every other cell dropped) belongs to the engine loop.
  */
-import { emptyTimings, type Accepted, type NodeLogits, type SequenceDecoder, type StepLimits } from '../generate/decoder.js';
+import { decodedAlone, emptyTimings, type Accepted, type DecodedStep, type NodeLogits, type SequenceDecoder, type StepLimits } from '../generate/decoder.js';
 import type { Sampler } from '../generate/sampling.js';
 import { acceptTree } from './accept.js';
 import { combineTrees } from './combine.js';
@@ -19,7 +19,7 @@ export interface TreePlanner {
    * The budget drafters get for this step; maxNodes 0 skips drafting (when speculation has not
    * been paying, even asking the drafters costs more than it brings).
    */
-  budget(): DraftBudget;
+  budget(batch?: SharedBatch): DraftBudget;
   /**
    * The part of `tree` to verify (the root alone = a plain step), with at most `maxLeaves` leaves.
    * `batch` says what else the step's batch holds (absent: the sequence runs alone).
@@ -29,8 +29,8 @@ export interface TreePlanner {
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
   /** Drafted tokens of `tree` expected to be accepted if all of it were verified (absent: no estimate). */
   expectedAccepted?(tree: TokenTree): number;
-  /** Called after each verification decode with the batch size and its duration. */
-  observeVerifyTime?(batchSize: number, ms: number): void;
+  /** Called after each decode the sequence took part in, with what the batch held and its duration. */
+  observeDecode?(step: DecodedStep, ms: number): void;
   /**
    * Called after each whole step (drafting, verification, acceptance) with the tokens it emitted,
    * its duration and which drafters were asked (a step that drafted and verified nothing still paid).
@@ -146,18 +146,19 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const root = sequence[sequence.length - 1];
     this.step = { started: performance.now(), drafting: 'none', candidates: NOTHING_DRAFTED, alone: limits.sequences <= 1 };
     // Most steps of a generation where drafts do not pay skip drafting here: nothing allocated, nothing awaited.
-    const budget = this.draftBudget(Math.min(limits.room, limits.maxNodes) - 1);
-    if (!budget) return new TokenTree(root);
     const batch = this.step.alone ? undefined : { tokens: limits.batchTokens, sequences: limits.sequences - 1 };
+    const budget = this.draftBudget(Math.min(limits.room, limits.maxNodes) - 1, batch);
+    if (!budget) return new TokenTree(root);
     const { tree, candidates } = await this.draft(root, budget, limits.maxBranches, batch);
     this.step.candidates = candidates;
     return tree;
   }
 
-  observeDecode(ms: number, batchSize: number, alone: boolean): void {
+  observeDecode(ms: number, step: DecodedStep): void {
     this.timings.verifyMs += ms;
-    // The curve and the in-place corrections describe a sequence decoding alone.
-    if (alone) this.options.planner.observeVerifyTime?.(batchSize, ms);
+    // A prompt chunk that joined the batch after propose() makes the step a shared one.
+    this.step.alone = decodedAlone(step);
+    this.options.planner.observeDecode?.(step, ms);
   }
 
   accept(tree: TokenTree, logitsOf: NodeLogits, sequence: readonly number[]): Accepted {
@@ -210,8 +211,8 @@ export class SpeculativeDecoder implements SequenceDecoder {
   }
 
   /** The planner's budget for this step, within the room left; undefined: no drafting. */
-  private draftBudget(room: number): DraftBudget | undefined {
-    const budget = this.options.planner.budget();
+  private draftBudget(room: number, batch: SharedBatch | undefined): DraftBudget | undefined {
+    const budget = this.options.planner.budget(batch);
     const maxNodes = Math.max(0, Math.min(budget.maxNodes, room));
     return maxNodes > 0 ? { ...budget, maxNodes } : undefined;
   }

@@ -9,8 +9,9 @@
  * verifying, so it notices (through shadow verification) when drafts start to pay.
  */
 import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
-import { AcceptanceStats, calibratedScores, expectedTokens, observeVerification, planTree, sharedBatchCost, sharedStepFactor, type CostCurve } from './cost-model.js';
-import { median } from '../stats.js';
+import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
+import { AcceptanceStats, calibratedScores, expectedTokens, observeVerification, planTree, type CostCurve } from './cost-model.js';
+import { InSituCosts } from './in-situ-costs.js';
 import { RealizedJudge } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
 
@@ -64,12 +65,6 @@ const PROBE_TIME_SHARE = 0.02;
  */
 const MIN_EXPECTED_SPEEDUP = 1.05;
 
-/** In-situ costs are medians of this many recent observations: one slow decode (a first graph allocation, a noisy neighbour) must not stop speculation for long. */
-const COST_WINDOW = 16;
-
-/** Batch growth over which the marginal verify cost of one token is averaged. */
-const MARGINAL_SPAN = 8;
-
 /**
  * The most drafters are ever asked to fill (plans cut it down). As deep as the nodes: where a
  * decode is dear, verifying 64 tokens costs about as much as 32 (measured c(33) 11, c(65) 17 on a
@@ -79,50 +74,32 @@ export const MAX_DRAFT_BUDGET: DraftBudget = Object.freeze({ maxNodes: 64, maxDe
 
 const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 
+/**
+ * What a planner learns that holds for every sequence it serves: acceptance rates, what steps cost
+ * here, and the realized verdict. One per speculation mode and sampling regime, kept across requests.
+ */
+interface PlannerKnowledge {
+  readonly stats: AcceptanceStats;
+  readonly costs: InSituCosts;
+  readonly judge: RealizedJudge;
+}
+
+/**
+ * Plans one sequence's steps. Whether drafting pays right now (the text being predictable, the
+ * probes while it is not) is the sequence's own state: among 8 sequences, one that is copying a
+ * passage must not start 7 others drafting, and one that is not must not stop the copying one.
+ * What is learnt about drafters and costs is shared (`forSequence`).
+ */
 export class AdaptivePlanner implements TreePlanner {
-  readonly stats = new AcceptanceStats();
-  private readonly curve: CostCurve;
+  private readonly knowledge: PlannerKnowledge;
   private readonly maxBudget: DraftBudget;
   private readonly probeBudget: DraftBudget;
   private readonly cheapProbeBudget: DraftBudget;
-  /**
-   * In-situ costs (medians of recent observations). The curve is measured once per machine, with
-   * nothing between decodes; inside a generation a tree decode also follows the drafters' JS work,
-   * and a speculative step spends time outside the decode (drafting, acceptance, KV bookkeeping).
-   * Plans are charged what steps really cost here, in plain-step units.
-   */
-  private readonly singleDecodeMs = new RecentMedian(COST_WINDOW);
-  /** The cost curve's single-token time: the prior of singleDecodeMs where accepted tokens are valued. */
-  private readonly measuredSingleMs: number | undefined;
-  /**
-   * What a tree decode costs in place beyond c(n) single decodes (in single-decode units). On a
-   * loaded CPU a decode that follows the drafters' JS work pays a roughly constant penalty (caches
-   * gone cold), not a share of its size: long, likely chains amortize it.
-   */
-  private readonly decodeExtra = new RecentMedian(COST_WINDOW);
-  /**
-   * What the first single-token decode after a tree costs beyond a settled one (single-decode
-   * units): llama.cpp rebuilds the one-token graph, and caches the tree decode displaced refill.
-   * The curve measures going into a tree, not coming back; plans pay for both. Those decodes are
-   * kept out of the single-decode median, which they would inflate.
-   */
-  private readonly returnExtra = new RecentMedian(COST_WINDOW);
+  /** Whether this sequence's last decode, alone, verified a tree. */
   private afterTree = false;
   private lastDecodeMs = 0;
-  /**
-   * Time of a step outside its decode (ms), for plain steps and for steps that drafted. A plan is
-   * charged the drafting too: sunk for this step, but speculating step after step means drafting
-   * step after step, so a plan that cannot pay for its drafting is not worth continuing.
-   */
-  private readonly overheadMs: Record<Drafting, RecentMedian> = {
-    none: new RecentMedian(COST_WINDOW),
-    cheap: new RecentMedian(COST_WINDOW),
-    costly: new RecentMedian(COST_WINDOW),
-  };
   /** Whether the step being run verifies a plan (not a plain step or a probe). */
   private speculating = false;
-  /** Whatever the cost model misses, realized speed decides: see realized.ts. */
-  readonly judge = new RealizedJudge();
   /**
    * A plan that does not pay is no reason to stop drafting while the drafting spent since the last
    * verified plan (plain-step units) stays below what that plan was expected to save: a streak of
@@ -143,9 +120,11 @@ export class AdaptivePlanner implements TreePlanner {
   /** The schedule whose probe this step is (undefined: not a probe). */
   private probing: Exclude<Drafting, 'none'> | undefined;
 
-  constructor(options: AdaptivePlannerOptions) {
-    this.curve = options.curve;
-    this.measuredSingleMs = options.singleDecodeMs;
+  constructor(
+    private readonly options: AdaptivePlannerOptions,
+    knowledge?: PlannerKnowledge,
+  ) {
+    this.knowledge = knowledge ?? { stats: new AcceptanceStats(), costs: new InSituCosts(options.curve, options.singleDecodeMs), judge: new RealizedJudge() };
     this.maxBudget = options.budget ?? MAX_DRAFT_BUDGET;
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
     // verification is dear, and a probe must be able to see one; branches would only add cost.
@@ -156,9 +135,24 @@ export class AdaptivePlanner implements TreePlanner {
     this.probes = { cheap: new ProbeSchedule(probeEvery), costly: new ProbeSchedule(probeEvery) };
   }
 
-  budget(): DraftBudget {
+  /** A planner for another sequence: its own step state, this one's acceptance statistics and costs. */
+  forSequence(): AdaptivePlanner {
+    return new AdaptivePlanner(this.options, this.knowledge);
+  }
+
+  get stats(): AcceptanceStats {
+    return this.knowledge.stats;
+  }
+
+  /** Whatever the cost model misses, realized speed decides: see realized.ts. */
+  get judge(): RealizedJudge {
+    return this.knowledge.judge;
+  }
+
+  budget(batch?: SharedBatch): DraftBudget {
     this.probing = undefined;
-    if (this.judge.forcePlain) return NO_DRAFT;
+    // The judge's plain epochs time a sequence decoding alone; beside others they would prove nothing.
+    if (!batch && this.judge.forcePlain) return NO_DRAFT;
     if (!this.backingOff) return this.speculatingBudget();
     // Backing off: each kind of drafter is asked on its own schedule (drafts judged in the shadow
     // of plain decoding), so the acceptance statistics keep learning when the text becomes
@@ -188,9 +182,8 @@ export class AdaptivePlanner implements TreePlanner {
 
   plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch, drafting: Exclude<Drafting, 'none'> = 'cheap'): TokenTree {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
-    const curve = batch ? sharedBatchCost(this.curve, batch) : this.curve;
-    const extra = this.extraCost(drafting) * (batch ? sharedStepFactor(this.curve, batch) : 1);
-    const plan = planTree(tree, this.stats, curve, extra, { maxLeaves });
+    const costs = this.knowledge.costs;
+    const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost(drafting, batch), { maxLeaves });
     this.speculating = plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
     if (this.speculating) {
       this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;
@@ -201,7 +194,7 @@ export class AdaptivePlanner implements TreePlanner {
       this.draftingSinceLastPlan = 0;
       return plan.tree;
     }
-    this.draftingSinceLastPlan += this.draftingCost(drafting) ?? Infinity;
+    this.draftingSinceLastPlan += costs.draftingCost(drafting) ?? Infinity;
     if (!this.backingOff && this.draftingSinceLastPlan < this.lastPlanSaving) return tree.prune(0);
     // Drafting backs off at once; a probe that finds nothing worth verifying doubles its schedule's
     // interval, up to what the drafting it did allows (a probe open to a draft model that did not
@@ -217,30 +210,11 @@ export class AdaptivePlanner implements TreePlanner {
     return tree.prune(0);
   }
 
-  /**
-   * What a speculative step costs beyond c(n) of its verify batch, in plain-step units, whatever
-   * its size (the in-place penalties are roughly constant); may be negative when the curve
-   * overestimates.
-   */
-  private extraCost(drafting: Exclude<Drafting, 'none'>): number {
-    const decode = (this.decodeExtra.value ?? 0) + Math.max(0, this.returnExtra.value ?? 0);
-    return decode + (this.draftingCost(drafting) ?? 0);
-  }
-
   /** Probes of a kind may come this rarely at most: as often as keeps their drafting within PROBE_TIME_SHARE of the time. */
   private maxProbeInterval(drafting: Exclude<Drafting, 'none'>): number {
-    const cost = this.draftingCost(drafting);
+    const cost = this.knowledge.costs.draftingCost(drafting);
     if (cost === undefined) return MAX_PROBE_INTERVAL;
     return Math.max(1, Math.min(MAX_PROBE_INTERVAL, Math.ceil(cost / PROBE_TIME_SHARE)));
-  }
-
-  /** What drafting of this kind adds to a step, in plain-step units (undefined until measured). */
-  private draftingCost(drafting: Exclude<Drafting, 'none'>): number | undefined {
-    const single = this.singleDecodeMs.value;
-    const plainOutside = this.overheadMs.none.value;
-    const draftingOutside = this.overheadMs[drafting].value;
-    if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return undefined;
-    return Math.max(0, draftingOutside - plainOutside) / single;
   }
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
@@ -251,37 +225,19 @@ export class AdaptivePlanner implements TreePlanner {
     return expectedTokens(tree, calibratedScores(tree, this.stats)) - 1;
   }
 
-  observeVerifyTime(batchSize: number, ms: number): void {
+  observeDecode(step: DecodedStep, ms: number): void {
+    this.knowledge.costs.observeDecode(step, ms, this.afterTree);
+    if (!decodedAlone(step)) return;
     this.lastDecodeMs = ms;
-    const afterTree = this.afterTree;
-    this.afterTree = batchSize > 1;
-    // The common case, a settled single-token decode, only feeds the median it is measured against.
-    if (batchSize === 1 && !afterTree) {
-      this.singleDecodeMs.add(ms);
-      return;
-    }
-    const single = this.singleDecodeMs.value;
-    if (single === undefined) return;
-    if (batchSize > 1) this.decodeExtra.add(ms / single - this.curve.cost(batchSize));
-    else this.returnExtra.add(ms / single - 1);
+    this.afterTree = step.tokens > 1;
   }
 
-  /**
-   * An accepted token saves its sequence a share of a plain step, c(B) / S single decodes when
-   * S sequences share a batch of B tokens (1 alone), and costs what it adds to the verify batch.
-   * In wall time of the step every sequence waits for, as drafting time is.
-   */
   acceptedTokenValueMs(batch?: SharedBatch): number | undefined {
-    const single = this.singleDecodeMs.value ?? this.measuredSingleMs;
-    if (single === undefined) return undefined;
-    const tokens = batch ? batch.tokens + 1 : 1;
-    const share = batch ? 1 / sharedStepFactor(this.curve, batch) : 1;
-    const marginal = (this.curve.cost(tokens + MARGINAL_SPAN) - this.curve.cost(tokens)) / MARGINAL_SPAN;
-    return single * Math.max(0, share - marginal);
+    return this.knowledge.costs.acceptedTokenValueMs(batch);
   }
 
   observeStep(emitted: number, ms: number, drafting: Drafting): void {
-    this.overheadMs[drafting].add(Math.max(0, ms - this.lastDecodeMs));
+    this.knowledge.costs.observeOverhead(drafting, ms - this.lastDecodeMs);
     this.judge.observeStep(emitted, ms, this.speculating);
     this.speculating = false;
   }
@@ -317,27 +273,5 @@ class ProbeSchedule {
   reset(): void {
     this.interval = this.first;
     this.steps = 0;
-  }
-}
-
-/** Median of the last `size` values added (undefined before the first). */
-class RecentMedian {
-  private readonly values: number[] = [];
-  private next = 0;
-  private cached: number | undefined;
-
-  constructor(private readonly size: number) {}
-
-  add(value: number): void {
-    if (this.values.length < this.size) this.values.push(value);
-    else this.values[this.next] = value;
-    this.next = (this.next + 1) % this.size;
-    this.cached = undefined;
-  }
-
-  get value(): number | undefined {
-    if (this.values.length === 0) return undefined;
-    this.cached ??= median(this.values);
-    return this.cached;
   }
 }

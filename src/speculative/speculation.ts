@@ -95,7 +95,7 @@ export class Speculation {
     return suffix;
   }
 
-  /** Acceptance statistics are kept per mode and sampling regime across requests. */
+  /** Acceptance statistics and costs are kept per mode and sampling regime across requests; each request plans its own steps. */
   private async planner(mode: SpeculationMode, sampler: Sampler, seq: number): Promise<TreePlanner> {
     if (this.options.fixedBudget) return new FixedPlanner(this.options.fixedBudget);
     const key = `${mode}:${sampler.options.temperature > 0 ? 'sampled' : 'greedy'}`;
@@ -106,7 +106,7 @@ export class Speculation {
       planner = new AdaptivePlanner({ curve, singleDecodeMs: single ? single.seconds * 1000 : undefined });
       this.planners.set(key, planner);
     }
-    return planner;
+    return planner.forSequence();
   }
 }
 

@@ -1,0 +1,116 @@
+/**
+ * What steps really cost here, learnt from the engine's own steps and shared by every sequence a
+ * planner serves. The cost curve is measured once per machine, with nothing between decodes;
+ * inside a generation a tree decode also follows the drafters' JS work, a speculative step spends
+ * time outside the decode (drafting, acceptance, KV bookkeeping), and a step shared with other
+ * sequences attends over their cells too. Plans are charged what steps cost in place.
+ */
+import { RecentMedian } from '../stats.js';
+import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
+import { sharedBatchCost, sharedStepFactor, type CostCurve, type VerifyCost } from './cost-model.js';
+import type { Drafting, SharedBatch } from './decoder.js';
+import { SharedStepCosts } from './shared-step-costs.js';
+
+/** In-situ costs are medians of this many recent observations: one slow decode (a first graph allocation, a noisy neighbour) must not stop speculation for long. */
+const COST_WINDOW = 16;
+
+/** Batch growth over which the marginal verify cost of one token is averaged. */
+const MARGINAL_SPAN = 8;
+
+export class InSituCosts {
+  /** A settled single-token decode of a sequence alone (ms). */
+  private readonly singleDecodeMs = new RecentMedian(COST_WINDOW);
+  /** The cost curve's single-token time: the prior of singleDecodeMs where accepted tokens are valued. */
+  private readonly measuredSingleMs: number | undefined;
+  /**
+   * What a tree decode costs in place beyond c(n) single decodes (in single-decode units). On a
+   * loaded CPU a decode that follows the drafters' JS work pays a roughly constant penalty (caches
+   * gone cold), not a share of its size: long, likely chains amortize it.
+   */
+  private readonly decodeExtra = new RecentMedian(COST_WINDOW);
+  /**
+   * What the first single-token decode after a tree costs beyond a settled one (single-decode
+   * units): llama.cpp rebuilds the one-token graph, and caches the tree decode displaced refill.
+   * The curve measures going into a tree, not coming back; plans pay for both. Those decodes are
+   * kept out of the single-decode median, which they would inflate.
+   */
+  private readonly returnExtra = new RecentMedian(COST_WINDOW);
+  /**
+   * Time of a step outside its decode (ms), for plain steps and for steps that drafted. A plan is
+   * charged the drafting too: sunk for this step, but speculating step after step means drafting
+   * step after step, so a plan that cannot pay for its drafting is not worth continuing.
+   */
+  private readonly overheadMs: Record<Drafting, RecentMedian> = {
+    none: new RecentMedian(COST_WINDOW),
+    cheap: new RecentMedian(COST_WINDOW),
+    costly: new RecentMedian(COST_WINDOW),
+  };
+  /** What verify tokens cost in steps shared with other sequences, which the curve underestimates. */
+  private readonly shared: SharedStepCosts;
+
+  constructor(
+    readonly curve: CostCurve,
+    singleDecodeMs?: number,
+  ) {
+    this.measuredSingleMs = singleDecodeMs;
+    this.shared = new SharedStepCosts(curve);
+  }
+
+  /**
+   * A decode a sequence took part in. `afterTree`: the sequence's previous decode, alone, verified
+   * a tree (the first single decode after one pays to come back).
+   */
+  observeDecode(step: DecodedStep, ms: number, afterTree: boolean): void {
+    if (!decodedAlone(step)) return this.shared.observe(step, ms);
+    // The common case, a settled single-token decode, only feeds the median it is measured against.
+    if (step.tokens === 1 && !afterTree) return this.singleDecodeMs.add(ms);
+    const single = this.singleDecodeMs.value;
+    if (single === undefined) return;
+    if (step.tokens > 1) this.decodeExtra.add(ms / single - this.curve.cost(step.tokens));
+    else this.returnExtra.add(ms / single - 1);
+  }
+
+  /** A whole step of a sequence alone, `outsideMs` of it outside the decode. */
+  observeOverhead(drafting: Drafting, outsideMs: number): void {
+    this.overheadMs[drafting].add(Math.max(0, outsideMs));
+  }
+
+  /** A tree of n tokens' cost in this sequence's plain steps, alone or beside `batch`. */
+  verifyCost(batch?: SharedBatch): VerifyCost {
+    return batch ? sharedBatchCost(this.curve, batch, this.shared.scale(batch.sequences + 1)) : this.curve;
+  }
+
+  /**
+   * What a speculative step costs beyond its verify batch, in this sequence's plain-step units,
+   * whatever its size (the in-place penalties are roughly constant); may be negative when the
+   * curve overestimates. Beside other sequences it holds up a step they all wait for.
+   */
+  extraCost(drafting: Exclude<Drafting, 'none'>, batch?: SharedBatch): number {
+    const decode = (this.decodeExtra.value ?? 0) + Math.max(0, this.returnExtra.value ?? 0);
+    return (decode + (this.draftingCost(drafting) ?? 0)) * (batch ? sharedStepFactor(this.curve, batch) : 1);
+  }
+
+  /** What drafting of this kind adds to a step, in single-decode units (undefined until measured). */
+  draftingCost(drafting: Exclude<Drafting, 'none'>): number | undefined {
+    const single = this.singleDecodeMs.value;
+    const plainOutside = this.overheadMs.none.value;
+    const draftingOutside = this.overheadMs[drafting].value;
+    if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return undefined;
+    return Math.max(0, draftingOutside - plainOutside) / single;
+  }
+
+  /**
+   * An accepted token saves its sequence a share of a plain step, c(B) / S single decodes when
+   * S sequences share a batch of B tokens (1 alone), and costs what it adds to the verify batch.
+   * In wall time of the step every sequence waits for, as drafting time is.
+   */
+  acceptedTokenValueMs(batch?: SharedBatch): number | undefined {
+    const single = this.singleDecodeMs.value ?? this.measuredSingleMs;
+    if (single === undefined) return undefined;
+    const tokens = batch ? batch.tokens + 1 : 1;
+    const share = batch ? 1 / sharedStepFactor(this.curve, batch) : 1;
+    const growthScale = batch ? this.shared.scale(batch.sequences + 1) : 1;
+    const marginal = (growthScale * (this.curve.cost(tokens + MARGINAL_SPAN) - this.curve.cost(tokens))) / MARGINAL_SPAN;
+    return single * Math.max(0, share - marginal);
+  }
+}
