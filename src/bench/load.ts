@@ -180,7 +180,12 @@ export class OpenAiCompletionsTarget implements LoadTarget {
   constructor(
     readonly name: string,
     private readonly baseUrl: string,
-    private readonly options: { model?: string; apiKey?: string } = {},
+    private readonly options: {
+      model?: string;
+      apiKey?: string;
+      /** The server is `tachyon serve`: its chunks name their tokens (include_drafters), so a chunk of k tokens counts k. */
+      tachyon?: boolean;
+    } = {},
   ) {}
 
   async *stream(request: LoadRequest, signal: AbortSignal): AsyncGenerator<Arrival, number | undefined, void> {
@@ -193,7 +198,7 @@ export class OpenAiCompletionsTarget implements LoadTarget {
         max_tokens: request.maxTokens,
         temperature: 0,
         stream: true,
-        stream_options: { include_usage: true },
+        stream_options: this.options.tachyon ? { include_usage: true, include_drafters: true } : { include_usage: true },
       }),
       signal,
     });
@@ -203,7 +208,8 @@ export class OpenAiCompletionsTarget implements LoadTarget {
     for await (const event of events) {
       if (event.data === '[DONE]') break;
       const chunk = parseChunk(this.name, event.data);
-      if (chunk.text) yield { tokens: 1 };
+      const tokens = this.options.tachyon ? chunk.tachyonTokens : chunk.text ? 1 : 0;
+      if (tokens > 0) yield { tokens };
       completionTokens = chunk.completionTokens ?? completionTokens;
     }
     return completionTokens;
@@ -212,12 +218,14 @@ export class OpenAiCompletionsTarget implements LoadTarget {
 
 interface CompletionChunk {
   text: string;
+  /** Tokens `tachyon serve` names in the chunk (0 from other servers). */
+  tachyonTokens: number;
   completionTokens?: number;
 }
 
 /** One streamed `text_completion` chunk: its text, and the token count when it carries `usage`. */
 function parseChunk(target: string, data: string): CompletionChunk {
-  let chunk: { choices?: { text?: unknown }[]; usage?: { completion_tokens?: unknown }; error?: { message?: unknown } };
+  let chunk: { choices?: { text?: unknown }[]; usage?: { completion_tokens?: unknown }; tachyon?: { tokens?: unknown }; error?: { message?: unknown } };
   try {
     chunk = JSON.parse(data) as typeof chunk;
   } catch {
@@ -226,5 +234,6 @@ function parseChunk(target: string, data: string): CompletionChunk {
   if (chunk.error) throw new Error(`${target}: ${String(chunk.error.message ?? JSON.stringify(chunk.error))}`);
   const text = chunk.choices?.[0]?.text;
   const completionTokens = chunk.usage?.completion_tokens;
-  return { text: typeof text === 'string' ? text : '', completionTokens: typeof completionTokens === 'number' ? completionTokens : undefined };
+  const tachyonTokens = Array.isArray(chunk.tachyon?.tokens) ? chunk.tachyon.tokens.length : 0;
+  return { text: typeof text === 'string' ? text : '', tachyonTokens, completionTokens: typeof completionTokens === 'number' ? completionTokens : undefined };
 }

@@ -9,7 +9,10 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { llamaServers, rawCompletionFlags } from './peer-server.js';
 import { packageRoot } from '../paths.js';
-import { median } from './stats.js';
+import { OpenAiCompletionsTarget, runLoad, summarizeLoad, type LoadRequest, type LoadSummary } from './load.js';
+
+/** The name both servers answer to (`--alias` for Tachyon; llama-server serves any). */
+const SERVED_MODEL_NAME = 'bench';
 
 export const SETUPS = ['tachyon', 'tachyon_spec', 'llama', 'llama_spec'] as const;
 export type Setup = (typeof SETUPS)[number];
@@ -32,14 +35,6 @@ export interface ServeBenchOptions {
   /** llama-server's speculative flags (its best setting on this model). */
   llamaSpecFlags: readonly string[];
   onProgress: (line: string) => void;
-}
-
-/** One streamed request as the client saw it. */
-interface RequestTiming {
-  tokens: number;
-  ttftMs: number;
-  /** Gaps between streamed tokens (a chunk of k tokens counts as k gaps of a k-th of its wait). */
-  itlMs: number[];
 }
 
 export interface LevelMeasurement {
@@ -71,7 +66,7 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
     try {
       details[setup] = {};
       for (const level of options.concurrency) {
-        await streamCompletion(server, options.prompts[0], 8); // warm-up: first-request costs are not the level's
+        await drive(server, [{ id: 'warm-up', prompt: options.prompts[0], maxTokens: 8 }], 1); // first-request costs are not the level's
         const measured = await measureLevel(server, level, options);
         details[setup][level] = measured;
         options.onProgress(`${setup} × ${level}: ${measured.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${measured.ttftP50Ms.toFixed(1)} ms, ITL p50 ${measured.itlP50Ms.toFixed(2)} ms`);
@@ -109,103 +104,50 @@ function summary(details: ServeBenchReport['details'], levels: readonly number[]
 }
 
 async function measureLevel(server: RunningSetup, level: number, options: ServeBenchOptions): Promise<LevelMeasurement> {
-  const total = Math.max(level, options.requests);
-  let next = 0;
-  const timings: RequestTiming[] = [];
-  const started = performance.now();
-  await Promise.all(
-    Array.from({ length: level }, async () => {
-      while (next < total) {
-        const prompt = options.prompts[next++ % options.prompts.length];
-        timings.push(await streamCompletion(server, prompt, options.maxTokens));
-      }
-    }),
-  );
-  const seconds = (performance.now() - started) / 1000;
-  const tokens = timings.reduce((sum, timing) => sum + timing.tokens, 0);
-  const ttft = timings.map((timing) => timing.ttftMs);
-  const itl = timings.flatMap((timing) => timing.itlMs);
+  const requests = Array.from({ length: Math.max(level, options.requests) }, (_, i) => ({ id: String(i), prompt: options.prompts[i % options.prompts.length], maxTokens: options.maxTokens }));
+  const summary = await drive(server, requests, level);
   return {
-    tokensPerSecond: tokens / seconds,
-    ttftP50Ms: median(ttft),
-    ttftP99Ms: percentile(ttft, 0.99),
-    itlP50Ms: median(itl),
-    itlP99Ms: percentile(itl, 0.99),
-    requests: timings.length,
-    tokens,
+    tokensPerSecond: summary.tokens_per_second,
+    ttftP50Ms: summary.ttft_p50_ms,
+    ttftP99Ms: summary.ttft_p99_ms,
+    itlP50Ms: summary.itl_p50_ms,
+    itlP99Ms: summary.itl_p99_ms,
+    requests: summary.requests,
+    tokens: summary.tokens,
   };
 }
 
-/** Nearest-rank percentile. */
-function percentile(values: readonly number[], fraction: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1)];
+/** Sends `requests`, `concurrency` at a time, through the client every benchmark shares; a failed request fails the run. */
+async function drive(server: RunningSetup, requests: readonly LoadRequest[], concurrency: number): Promise<LoadSummary> {
+  const target = new OpenAiCompletionsTarget(server.name, server.url, { model: SERVED_MODEL_NAME, tachyon: server.tachyon });
+  const summary = summarizeLoad(await runLoad(target, requests, { concurrency }));
+  if (summary.failed > 0) throw new Error(`${server.name}: ${summary.failed} of ${summary.requests} requests failed: ${summary.first_error}`);
+  return summary;
 }
 
 interface RunningSetup {
+  name: Setup;
   url: string;
-  /** Tachyon names each chunk's tokens (include_drafters), so a chunk of k tokens counts k. */
+  /** `tachyon serve` names each chunk's tokens, so a chunk of k tokens counts k. */
   tachyon: boolean;
   stop(): Promise<void>;
 }
 
-/** Streams one greedy completion through /v1/completions and times what the client sees. */
-async function streamCompletion(server: RunningSetup, prompt: string, maxTokens: number): Promise<RequestTiming> {
-  const started = performance.now();
-  const response = await fetch(`${server.url}/v1/completions`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({
-      model: 'bench',
-      prompt,
-      max_tokens: maxTokens,
-      temperature: 0,
-      stream: true,
-      stream_options: server.tachyon ? { include_usage: true, include_drafters: true } : { include_usage: true },
-    }),
-  });
-  if (!response.ok || !response.body) throw new Error(`${server.url}: HTTP ${response.status} ${await response.text()}`);
-  let ttftMs = Number.NaN;
-  let previous = 0;
-  let tokens = 0;
-  const itlMs: number[] = [];
-  let buffer = '';
-  for await (const bytes of response.body.pipeThrough(new TextDecoderStream())) {
-    buffer += bytes;
-    let end: number;
-    while ((end = buffer.indexOf('\n\n')) >= 0) {
-      const event = buffer.slice(0, end).replace(/^data: /, '');
-      buffer = buffer.slice(end + 2);
-      if (event === '[DONE]' || !event.startsWith('{')) continue;
-      const chunk = JSON.parse(event) as { choices?: { text?: string }[]; tachyon?: { tokens?: unknown[] }; usage?: { completion_tokens: number } };
-      const count = server.tachyon ? (chunk.tachyon?.tokens?.length ?? 0) : chunk.choices?.[0]?.text ? 1 : 0;
-      if (count === 0) continue;
-      const now = performance.now();
-      if (tokens === 0) ttftMs = now - started;
-      else for (let i = 0; i < count; i++) itlMs.push((now - previous) / count);
-      previous = now;
-      tokens += count;
-    }
-  }
-  return { tokens, ttftMs, itlMs };
-}
-
 async function startSetup(setup: Setup, options: ServeBenchOptions): Promise<RunningSetup> {
   if (setup.startsWith('tachyon')) {
-    const args = ['serve', '--port', '0', '--model', options.model, '--alias', 'bench', '--parallel', String(options.parallel), '--ctx-size', String(options.ctxSize)];
+    const args = ['serve', '--port', '0', '--model', options.model, '--alias', SERVED_MODEL_NAME, '--parallel', String(options.parallel), '--ctx-size', String(options.ctxSize)];
     args.push('--threads', String(options.threads), '--max-queued', '4096', '--spec', setup === 'tachyon_spec' ? 'auto' : 'off');
     if (setup === 'tachyon_spec' && options.draftModel) args.push('--draft-model', options.draftModel);
     const child = spawn(process.execPath, [join(packageRoot, 'bin', 'tachyon.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const url = await printedUrl(child, /at (http:\/\/\S+) /);
-    return { url, tachyon: true, stop: () => stopChild(child) };
+    return { name: setup, url, tachyon: true, stop: () => stopChild(child) };
   }
   const servers = await llamaServers();
   const args = ['-m', options.model, '-np', String(options.parallel), '-c', String(options.parallel * options.ctxSize)];
   args.push('-t', String(options.threads), '-tb', String(options.threads), '-ngl', '0', ...rawCompletionFlags(servers, servers.serverHelp(options.llamaServer!)));
   if (setup === 'llama_spec') args.push(...options.llamaSpecFlags);
   const server = await new servers.LlamaServer(options.llamaServer!, setup, args, { log: options.onProgress }).start();
-  return { url: server.url, tachyon: false, stop: () => server.stop() };
+  return { name: setup, url: server.url, tachyon: false, stop: () => server.stop() };
 }
 
 async function printedUrl(child: ChildProcess, pattern: RegExp): Promise<string> {
