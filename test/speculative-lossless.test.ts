@@ -17,7 +17,7 @@ import { NgramDrafter } from '../src/speculative/ngram.js';
 import { AdaptivePlanner, FixedPlanner } from '../src/speculative/planner.js';
 import { acceptanceKey, CostCurve } from '../src/speculative/cost-model.js';
 import { SuffixDrafter } from '../src/speculative/suffix.js';
-import type { DraftBudget, Drafter, TokenTree } from '../src/speculative/tree.js';
+import { ROOT, type DraftBudget, type Drafter, type TokenTree } from '../src/speculative/tree.js';
 import type { Drafting } from '../src/speculative/decoder.js';
 import { loadModel, testbedDraft, testbedPrompts, testbedTarget, tinyModelPath } from './helpers/models.js';
 import { decoderSource, runSolo } from './helpers/loop.js';
@@ -196,6 +196,29 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     assert.equal(always.asked, always.steps, 'a drafter that pays is asked every step');
     const never = await proposals(0);
     assert.ok(never.asked <= 1 + Math.ceil(never.steps / 64), `asked ${never.asked} times in ${never.steps} steps`);
+  });
+
+  test("a draft model's chains grow while plain steps confirm them one token at a time, and shrink at a miss", () => {
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
+    const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0 });
+    const wide: DraftBudget = { maxNodes: 64, maxDepth: 64, maxBranches: 1 };
+    drafter.begin(prompt);
+    let root = prompt[prompt.length - 1];
+    const depths: number[] = [];
+    // Steps that verify nothing emit one token: here always the chain's first, as when the draft is right.
+    for (let step = 0; step < 48; step++) {
+      const chain = drafter.propose(root, wide);
+      depths.push(chain.maxDepth());
+      root = chain.token(chain.children(ROOT)[0]);
+      drafter.append([root]);
+    }
+    assert.ok(Math.max(...depths.slice(-16)) >= 12, `chain depths ${depths.join(' ')}`);
+    const before = drafter.propose(root, wide);
+    const wrong = before.token(before.children(ROOT)[0]) === 300 ? 301 : 300;
+    drafter.append([wrong]);
+    const after = drafter.propose(wrong, wide);
+    drafter.end();
+    assert.ok(after.maxDepth() <= Math.ceil(before.maxDepth() / 2), `${before.maxDepth()} then ${after.maxDepth()} after a miss`);
   });
 
   test('the suffix history carries across requests', async () => {

@@ -78,6 +78,13 @@ export class DraftModelDrafter implements Drafter {
   private depth: number;
   private readonly adaptive: boolean;
   private lastChain: number[] = [];
+  /**
+   * Tokens emitted in a row that began the chain proposed before them, over steps that verified
+   * no chain (such a step emits one token, so it judges only a chain's first). The draft is
+   * deterministic given the text, so a run as long as the depth means a chain of that depth would
+   * have been accepted whole: the depth grows as if it had been verified.
+   */
+  private unverifiedRun = 0;
 
   constructor(
     private readonly context: Context,
@@ -117,11 +124,21 @@ export class DraftModelDrafter implements Drafter {
     this.sequence.push(...tokens);
     if (this.lastChain.length === 0 || !this.adaptive) return;
     const accepted = commonPrefixLength(this.lastChain, tokens);
-    // A miss halves the depth (at least just past the accepted part): one wrong token in a run of
-    // right ones says little about the next chain, and the chain stops by itself where the draft
-    // is unsure (minPathProbability).
-    this.depth = accepted === this.lastChain.length ? Math.min(this.depth + 4, MAX_DRAFT_DEPTH) : Math.max(accepted + 1, Math.ceil(this.depth / 2));
+    if (accepted === this.lastChain.length) this.grow();
+    else if (accepted < tokens.length) {
+      // A miss halves the depth (at least just past the accepted part): one wrong token in a run of
+      // right ones says little about the next chain, and the chain stops by itself where the draft
+      // is unsure (minPathProbability).
+      this.depth = Math.max(accepted + 1, Math.ceil(this.depth / 2));
+      this.unverifiedRun = 0;
+    } else if ((this.unverifiedRun += accepted) >= this.depth) this.grow();
+    // Otherwise every emitted token matched a chain that runs on: the chain is not judged yet.
     this.lastChain = [];
+  }
+
+  private grow(): void {
+    this.depth = Math.min(this.depth + 4, MAX_DRAFT_DEPTH);
+    this.unverifiedRun = 0;
   }
 
   propose(root: number, budget: DraftBudget): TokenTree {
