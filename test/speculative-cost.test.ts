@@ -291,6 +291,23 @@ describe('AdaptivePlanner', () => {
     assert.ok(close(planner.acceptedTokenValueMs()!, 1 - 0.3), 'the single-decode time stays that of settled decodes');
   });
 
+  it('expects accepted tokens only from the part of a tree worth verifying', () => {
+    const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
+    assert.ok(planner.expectedAccepted(sureChain(16)) > 8, 'sure chains are verified and pay');
+    // A 60-node chain whose every node is accepted 9 times in 10: about 9 tokens in all, most of
+    // them deep, where verifying costs more than they bring.
+    const likely = chain(0.5, 60);
+    let seed = 1;
+    for (let k = 0; k < 400; k++) {
+      let accepted = 0;
+      while (accepted < 60 && ((seed = (seed * 48271) % 2147483647) % 10) !== 0) accepted++;
+      planner.observe(likely, Array.from({ length: accepted }, (_, i) => i + 1));
+    }
+    const whole = expectedTokens(likely, calibratedScores(likely, planner.stats)) - 1;
+    assert.ok(whole >= 8, `the whole chain expects ${whole}`);
+    assert.ok(planner.expectedAccepted(likely) < 8, `its plan expects ${planner.expectedAccepted(likely)}`);
+  });
+
   it('values an accepted token at a plain decode minus its marginal verify cost', () => {
     const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.25) });
     assert.equal(planner.acceptedTokenValueMs(), undefined);

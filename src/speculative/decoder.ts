@@ -27,8 +27,11 @@ export interface TreePlanner {
   plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch, drafting?: Drafting): TokenTree;
   /** Called after each verification with the verified tree and the accepted node indices. */
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
-  /** Drafted tokens of `tree` expected to be accepted if all of it were verified (absent: no estimate). */
-  expectedAccepted?(tree: TokenTree): number;
+  /**
+   * Drafted tokens expected to be accepted from the part of `tree` worth verifying now (beside
+   * `batch` when shared); a pure estimate that changes no state (absent: no estimate).
+   */
+  expectedAccepted?(tree: TokenTree, batch?: SharedBatch): number;
   /** Called after each decode the sequence took part in, with what the batch held and its duration. */
   observeDecode?(step: DecodedStep, ms: number): void;
   /**
@@ -89,7 +92,8 @@ export interface SpeculativeDecoderOptions {
  * Model-free drafts expected to yield this many accepted tokens make a draft model's proposal not
  * worth its decodes this step. Expected, not merely deep: on reasoning text the n-gram and suffix
  * drafters offer 60-token chains of which a couple of tokens are accepted, while the draft model
- * is right 19 times in 20.
+ * is right 19 times in 20. And expected from what is worth verifying: 9 tokens spread over a
+ * 63-node tree that costs 17 decodes to verify are no reason to skip the draft model.
  */
 const CHEAP_DRAFTS_ENOUGH = 8;
 
@@ -228,7 +232,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
     for (const drafter of this.options.drafters) if (!drafter.costly) trees.push(await drafter.propose(root, limited));
     this.step.drafting = trees.length > 0 ? 'cheap' : 'none';
     const planner = this.options.planner;
-    const expected = (tree: TokenTree) => planner.expectedAccepted?.(tree) ?? tree.maxDepth();
+    const expected = (tree: TokenTree) => planner.expectedAccepted?.(tree, batch) ?? tree.maxDepth();
     if (this.hasCostlyDrafter && limited.costly !== false && !trees.some((tree) => expected(tree) >= CHEAP_DRAFTS_ENOUGH)) {
       for (const drafter of this.options.drafters) {
         if (!drafter.costly || !this.costlyPays(drafter.name, batch)) continue;

@@ -10,7 +10,7 @@
  */
 import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
 import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
-import { AcceptanceStats, calibratedScores, expectedTokens, observeVerification, planTree, type CostCurve } from './cost-model.js';
+import { AcceptanceStats, observeVerification, planTree, type CostCurve, type TreePlan } from './cost-model.js';
 import { InSituCosts } from './in-situ-costs.js';
 import { RealizedJudge } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
@@ -184,7 +184,7 @@ export class AdaptivePlanner implements TreePlanner {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
     const costs = this.knowledge.costs;
     const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost(drafting, batch), { maxLeaves });
-    this.speculating = plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
+    this.speculating = this.pays(plan);
     if (this.speculating) {
       this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;
       this.backingOff = false;
@@ -221,8 +221,15 @@ export class AdaptivePlanner implements TreePlanner {
     observeVerification(this.stats, tree, acceptedNodes);
   }
 
-  expectedAccepted(tree: TokenTree): number {
-    return expectedTokens(tree, calibratedScores(tree, this.stats)) - 1;
+  expectedAccepted(tree: TokenTree, batch?: SharedBatch): number {
+    const costs = this.knowledge.costs;
+    const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost('cheap', batch));
+    return this.pays(plan) ? plan.expectedTokens - 1 : 0;
+  }
+
+  /** A plan is verified when it promises enough over plain decoding (and more while realized speed says the model is optimistic). */
+  private pays(plan: TreePlan): boolean {
+    return plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
   }
 
   observeDecode(step: DecodedStep, ms: number): void {
