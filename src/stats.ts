@@ -18,24 +18,41 @@ export function percentile(values: readonly number[], p: number): number {
   return sorted[below] + (sorted[above] - sorted[below]) * (rank - below);
 }
 
-/** Median of the last `size` values added (undefined before the first). */
-export class RecentMedian {
-  private readonly values: number[] = [];
+/** The last `size` values added (the oldest is overwritten first). */
+export class RecentValues {
+  private readonly items: number[] = [];
   private next = 0;
-  private cached: number | undefined;
 
   constructor(private readonly size: number) {}
 
   add(value: number): void {
-    if (this.values.length < this.size) this.values.push(value);
-    else this.values[this.next] = value;
+    if (this.items.length < this.size) this.items.push(value);
+    else this.items[this.next] = value;
     this.next = (this.next + 1) % this.size;
+  }
+
+  get values(): readonly number[] {
+    return this.items;
+  }
+}
+
+/** Median of the last `size` values added (undefined before the first). */
+export class RecentMedian {
+  private readonly recent: RecentValues;
+  private cached: number | undefined;
+
+  constructor(size: number) {
+    this.recent = new RecentValues(size);
+  }
+
+  add(value: number): void {
+    this.recent.add(value);
     this.cached = undefined;
   }
 
   get value(): number | undefined {
-    if (this.values.length === 0) return undefined;
-    this.cached ??= median(this.values);
+    if (this.recent.values.length === 0) return undefined;
+    this.cached ??= median(this.recent.values);
     return this.cached;
   }
 }

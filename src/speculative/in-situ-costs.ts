@@ -77,7 +77,7 @@ export class InSituCosts {
 
   /** A tree of n tokens' cost in this sequence's plain steps, alone or beside `batch`. */
   verifyCost(batch?: SharedBatch): VerifyCost {
-    return batch ? sharedBatchCost(this.curve, batch, this.shared.scale(batch.sequences + 1)) : this.curve;
+    return batch ? sharedBatchCost(this.curve, batch, this.growthScale(batch)) : this.curve;
   }
 
   /**
@@ -109,8 +109,12 @@ export class InSituCosts {
     if (single === undefined) return undefined;
     const tokens = batch ? batch.tokens + 1 : 1;
     const share = batch ? 1 / sharedStepFactor(this.curve, batch) : 1;
-    const growthScale = batch ? this.shared.scale(batch.sequences + 1) : 1;
-    const marginal = (growthScale * (this.curve.cost(tokens + MARGINAL_SPAN) - this.curve.cost(tokens))) / MARGINAL_SPAN;
+    const marginal = (this.growthScale(batch) * (this.curve.cost(tokens + MARGINAL_SPAN) - this.curve.cost(tokens))) / MARGINAL_SPAN;
     return single * Math.max(0, share - marginal);
+  }
+
+  /** What the curve's growth is multiplied by for a step shared with `batch` (1 alone). */
+  private growthScale(batch: SharedBatch | undefined): number {
+    return batch ? this.shared.scale(batch.sequences + 1) : 1;
   }
 }

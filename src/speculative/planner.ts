@@ -12,6 +12,7 @@ import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
 import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
 import { AcceptanceStats, observeVerification, planTree, type CostCurve, type TreePlan } from './cost-model.js';
 import { InSituCosts } from './in-situ-costs.js';
+import { RecentValues } from '../stats.js';
 import { RealizedJudge } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
 
@@ -112,9 +113,8 @@ export class AdaptivePlanner implements TreePlanner {
   private draftingSinceLastPlan = 0;
   /** Set when a plan did not pay: drafting is then asked only at probes, until one pays again. */
   private backingOff = false;
-  /** Sizes of the last verified plans (ring buffer), which bound the drafting budget. */
-  private readonly recentPlanSizes = new Array<number>(16).fill(0);
-  private plans = 0;
+  /** Sizes of the last verified plans, which bound the drafting budget. */
+  private readonly recentPlanSizes = new RecentValues(16);
   /** When each kind of drafter is next asked while backing off. */
   private readonly probes: Record<Exclude<Drafting, 'none'>, ProbeSchedule>;
   /** The schedule whose probe this step is (undefined: not a probe). */
@@ -174,8 +174,8 @@ export class AdaptivePlanner implements TreePlanner {
    * (at least a probe's budget), so plans can still grow step by step.
    */
   private speculatingBudget(): DraftBudget {
-    if (this.plans === 0) return this.maxBudget;
-    const largest = Math.max(0, ...this.recentPlanSizes);
+    if (this.recentPlanSizes.values.length === 0) return this.maxBudget;
+    const largest = Math.max(...this.recentPlanSizes.values);
     const maxNodes = Math.min(this.maxBudget.maxNodes, Math.max(this.probeBudget.maxNodes, Math.ceil(largest * 1.5)));
     return maxNodes === this.maxBudget.maxNodes ? this.maxBudget : { ...this.maxBudget, maxNodes };
   }
@@ -186,7 +186,7 @@ export class AdaptivePlanner implements TreePlanner {
     const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost(drafting, batch), { maxLeaves });
     this.speculating = this.pays(plan);
     if (this.speculating) {
-      this.recentPlanSizes[this.plans++ % this.recentPlanSizes.length] = plan.size;
+      this.recentPlanSizes.add(plan.size);
       this.backingOff = false;
       this.probes.cheap.reset();
       this.probes.costly.reset();

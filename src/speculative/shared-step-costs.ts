@@ -14,7 +14,7 @@
  * Both sides are ratios to a step measured in place, so neither needs a decode timed alone (a busy
  * server never runs one). Scales are kept per number of sequences: the cells behind them differ.
  */
-import { RecentMedian } from '../stats.js';
+import { RecentMedian, RecentValues } from '../stats.js';
 import type { DecodedStep } from '../generate/decoder.js';
 import type { CostCurve } from './cost-model.js';
 
@@ -43,10 +43,9 @@ const MAX_SCALE = 4;
 interface AtConcurrency {
   /** Plain steps of this many sequences (ms). */
   plainMs: RecentMedian;
-  /** Recent tree steps: observed and predicted growth over the plain step (ring buffers). */
-  observed: number[];
-  predicted: number[];
-  next: number;
+  /** Recent tree steps: observed and predicted growth over the plain step (added in pairs). */
+  observed: RecentValues;
+  predicted: RecentValues;
 }
 
 export class SharedStepCosts {
@@ -69,9 +68,8 @@ export class SharedStepCosts {
     const predicted = this.curve.cost(step.tokens) / this.curve.cost(step.sequences) - 1;
     if (plain === undefined || predicted < MIN_PREDICTED_GROWTH) return;
     const observed = Math.min(MAX_SCALE * predicted, Math.max(MIN_SCALE * predicted, ms / plain - 1));
-    costs.observed[costs.next] = observed;
-    costs.predicted[costs.next] = predicted;
-    costs.next = (costs.next + 1) % GROWTH_WINDOW;
+    costs.observed.add(observed);
+    costs.predicted.add(predicted);
   }
 
   /**
@@ -81,15 +79,15 @@ export class SharedStepCosts {
    */
   scale(sequences: number): number {
     const costs = this.bySequences.get(sequences);
-    if (!costs || costs.observed.length < MIN_OBSERVATIONS) return 1;
-    const scale = sum(costs.observed) / sum(costs.predicted);
+    if (!costs || costs.observed.values.length < MIN_OBSERVATIONS) return 1;
+    const scale = sum(costs.observed.values) / sum(costs.predicted.values);
     return Math.min(MAX_SCALE, Math.max(MIN_SCALE, scale));
   }
 
   private at(sequences: number): AtConcurrency {
     let costs = this.bySequences.get(sequences);
     if (!costs) {
-      costs = { plainMs: new RecentMedian(PLAIN_WINDOW), observed: [], predicted: [], next: 0 };
+      costs = { plainMs: new RecentMedian(PLAIN_WINDOW), observed: new RecentValues(GROWTH_WINDOW), predicted: new RecentValues(GROWTH_WINDOW) };
       this.bySequences.set(sequences, costs);
     }
     return costs;
