@@ -65,8 +65,8 @@ describe('tachyon cache', () => {
     );
     assert.equal(result.code, 0, result.stderr);
     const output = JSON.parse(result.stdout) as {
-      prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; restored_tokens: number; identical: boolean; breakdown: Record<string, { lookup_ms: number; restore_ms: number; prefill_ms: number }> }>;
-      chat10: { turns: number; identical: boolean; cached_tier: string; cached_ms: number; cached_decode_ms: number };
+      prefix: Record<string, { cold_ttft_ms: number; ram_ttft_ms: number; disk_ttft_ms: number; redis_ttft_ms: number; restored_tokens: number; identical: boolean; ceiling_x: number; breakdown: Record<string, { lookup_ms: number; restore_ms: number; prefill_ms: number }> }>;
+      chat10: { turns: number; identical: boolean; cached_tier: string; cold_ms: number; cached_ms: number; cached_decode_ms: number; cached_cache_ms: number; ceiling_x: number };
       shared_redis: { prefix_tokens: number; restored_tokens: number; identical: boolean };
     };
     const row = output.prefix['64'];
@@ -78,7 +78,12 @@ describe('tachyon cache', () => {
       assert.ok(lookup_ms > 0 && restore_ms > 0 && prefill_ms > 0, `${tier}: where a hit's time goes`);
       assert.ok(lookup_ms + restore_ms + prefill_ms <= row[`${tier}_ttft_ms` as 'ram_ttft_ms'] * 1.01, `${tier}: the parts add up to at most the TTFT`);
     }
-    assert.ok(output.chat10.cached_decode_ms > 0 && output.chat10.cached_decode_ms < output.chat10.cached_ms, 'the chat\'s decoding is part of its total');
+    const fastest = Math.min(row.ram_ttft_ms, row.disk_ttft_ms, row.redis_ttft_ms);
+    assert.ok(row.ceiling_x >= (0.95 * row.cold_ttft_ms) / fastest, 'a free cache gains at least what the fastest tier did');
+    const { chat10 } = output;
+    assert.ok(chat10.cached_decode_ms > 0 && chat10.cached_decode_ms < chat10.cached_ms, 'the chat\'s decoding is part of its total');
+    assert.ok(chat10.cached_cache_ms > 0 && chat10.cached_cache_ms < chat10.cached_ms - chat10.cached_decode_ms, 'the cache\'s own work is part of the rest');
+    assert.ok(chat10.ceiling_x > chat10.cold_ms / chat10.cached_ms, 'a free cache gains more than this one');
     assert.deepEqual(output.shared_redis, { ...output.shared_redis, prefix_tokens: 64, restored_tokens: 64, identical: true }, 'a second process restores what the first stored');
     assert.deepEqual(output.chat10 && [output.chat10.turns, output.chat10.identical, output.chat10.cached_tier], [2, true, 'ram']);
     assert.match(await readFile(join(report, 'bench-kvcache.svg'), 'utf8'), /^<svg[\s\S]*64-token prefix[\s\S]*2-turn chat/);

@@ -51,6 +51,12 @@ export interface PrefixResult {
   identical: boolean;
   /** Where a hit's time goes, per tier (medians, ms): the lookup, the restore, the rest of the prompt prefilled and the first token. */
   breakdown: Partial<Record<TierName, HitBreakdown>>;
+  /**
+   * cold_ttft_ms over the fastest tier's prefill of the rest + first token: the most any cache
+   * could gain here, were its lookup and restore free (the question's tokens still attend over
+   * the whole prefix).
+   */
+  ceiling_x?: number;
 }
 
 export interface HitBreakdown {
@@ -76,6 +82,10 @@ export interface ChatResult {
   cached_tier: TierName;
   /** Of cached_ms: generating each turn's answer token by token, which no cache saves (the floor). */
   cached_decode_ms: number;
+  /** Of cached_ms: the cache's own work (lookups, restores, stores); the rest is what a free cache would still take. */
+  cached_cache_ms: number;
+  /** cold_ms over cached_ms less the cache's own work: the most any cache could gain on this chat. */
+  ceiling_x: number;
   identical: boolean;
   /** Where the outputs first differ (conversation position) and plain decoding's top-2 logit gap there. */
   mismatch?: { position: number; cold_top2_gap: number };
@@ -165,6 +175,7 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
     result[`${tier}_ttft_ms`] = round(median(times), 2) ?? 0;
     const breakdown = { lookup_ms: round(median(parts.lookup), 2) ?? 0, restore_ms: round(median(parts.restore), 2) ?? 0, prefill_ms: round(median(parts.prefill), 2) ?? 0 };
     result.breakdown[tier] = breakdown;
+    result.ceiling_x = Math.max(result.ceiling_x ?? 0, round(result.cold_ttft_ms / breakdown.prefill_ms, 1) ?? 0);
     options.onProgress?.(`  from ${tier}: ${median(times).toFixed(1)} ms (lookup ${breakdown.lookup_ms}, restore ${breakdown.restore_ms}, prefill of ${prompt.length - result.restored_tokens} tokens + first token ${breakdown.prefill_ms})`);
   }
   context.seqRemove(DEST);
@@ -177,24 +188,29 @@ async function measurePrefix(context: Context, prompt: number[], caches: Map<Tie
  * turn recomputes it (cold) or restores it from the cache.
  */
 async function measureChat(context: Context, cache: PrefixCache, tier: TierName, options: KvCacheBenchOptions): Promise<ChatResult> {
-  const run = async (withCache: boolean): Promise<{ ms: number; decodeMs: number; tokens: number[]; gaps: Map<number, number> }> => {
+  const run = async (withCache: boolean): Promise<{ ms: number; decodeMs: number; cacheMs: number; tokens: number[]; gaps: Map<number, number> }> => {
     const conversation = fillerTokens(context.model, 1, 0);
     const gaps = new Map<number, number>();
     let ms = 0;
     let decodeMs = 0;
+    let cacheMs = 0;
     for (let turn = 0; turn < options.chat.turns; turn++) {
       conversation.push(...fillerTokens(context.model, options.chat.userTokens, turn + 1));
       context.seqRemove(DEST);
       const started = performance.now();
       const held = withCache ? cache.restorePrefix(await cache.match(conversation), SCRATCH, DEST, conversation.length - 1) : 0;
+      const restored = performance.now();
       const answer = await greedyContinue(context, conversation, held, options.chat.newTokens);
       decodeMs += answer.decodeMs;
       answer.gaps.forEach((gap, i) => gaps.set(conversation.length + i, gap));
       conversation.push(...answer.tokens);
+      const answered = performance.now();
       if (withCache) cache.storeBlocks(DEST, conversation, '', SCRATCH);
-      ms += performance.now() - started;
+      const done = performance.now();
+      if (withCache) cacheMs += restored - started + (done - answered);
+      ms += done - started;
     }
-    return { ms, decodeMs, tokens: conversation, gaps };
+    return { ms, decodeMs, cacheMs, tokens: conversation, gaps };
   };
   const cold = await run(false);
   options.onProgress?.(`${options.chat.turns}-turn chat: cold ${cold.ms.toFixed(0)} ms`);
@@ -210,6 +226,8 @@ async function measureChat(context: Context, cache: PrefixCache, tier: TierName,
     cached_ms: round(cached.ms, 1) ?? 0,
     cached_tier: tier,
     cached_decode_ms: round(cached.decodeMs, 1) ?? 0,
+    cached_cache_ms: round(cached.cacheMs, 1) ?? 0,
+    ceiling_x: round(cold.ms / (cached.ms - cached.cacheMs), 2) ?? 0,
     identical,
   };
   return mismatch ? { ...result, mismatch } : result;

@@ -122,6 +122,7 @@ function formatReport(report: KvCacheBenchReport): string {
     for (const [tier, part] of Object.entries(result.breakdown)) {
       lines.push(`  ${size}-token prefix from ${tier}: lookup ${part.lookup_ms} ms, restore ${part.restore_ms} ms, prefill of the rest + first token ${part.prefill_ms} ms`);
     }
+    if (result.ceiling_x !== undefined) lines.push(`  ${size}-token prefix: a cache whose lookup and restore cost nothing would be at most ${result.ceiling_x}× faster than cold`);
   }
   for (const [size, peer] of Object.entries(report.peer?.prefix ?? {})) {
     lines.push(`llama-server --cache-ram, ${size}-token prefix: cold ${peer.cold_ttft_ms.toFixed(1)} ms, restored after another prompt took its slot ${peer.restore_ttft_ms.toFixed(1)} ms (${peer.restored_tokens} tokens reused)`);
@@ -133,7 +134,7 @@ function formatReport(report: KvCacheBenchReport): string {
   if (report.chat10) {
     const { chat10 } = report;
     const mismatch = chat10.mismatch ? ` (first difference at position ${chat10.mismatch.position}, where plain decoding's top-2 gap was ${chat10.mismatch.cold_top2_gap})` : '';
-    lines.push(`${chat10.turns}-turn chat: cold ${chat10.cold_ms.toFixed(0)} ms, with the ${chat10.cached_tier} cache ${chat10.cached_ms.toFixed(0)} ms (of which ${chat10.cached_decode_ms.toFixed(0)} ms decoding the answers, which no cache saves), identical ${chat10.identical}${mismatch}`);
+    lines.push(`${chat10.turns}-turn chat: cold ${chat10.cold_ms.toFixed(0)} ms, with the ${chat10.cached_tier} cache ${chat10.cached_ms.toFixed(0)} ms (of which ${chat10.cached_decode_ms.toFixed(0)} ms decoding the answers, which no cache saves, and ${chat10.cached_cache_ms.toFixed(0)} ms in the cache itself: a free cache would be at most ${chat10.ceiling_x}× faster), identical ${chat10.identical}${mismatch}`);
   }
   return `${lines.join('\n')}\n`;
 }
