@@ -72,7 +72,7 @@ describe('tachyon cache', () => {
     const row = output.prefix['64'];
     assert.equal(row.identical, true);
     for (const value of [row.cold_ttft_ms, row.ram_ttft_ms, row.disk_ttft_ms, row.redis_ttft_ms]) assert.ok(value > 0);
-    assert.equal(row.restored_tokens, 64, 'every tier restored the whole prefix');
+    assert.ok(row.restored_tokens >= 64 && row.restored_tokens < 64 + 8, `every tier restored the prefix, and of the new question only what it shares with the earlier one (${row.restored_tokens})`);
     for (const tier of ['ram', 'disk', 'redis']) {
       const { lookup_ms, restore_ms, prefill_ms } = row.breakdown[tier];
       assert.ok(lookup_ms > 0 && restore_ms > 0 && prefill_ms > 0, `${tier}: where a hit's time goes`);
@@ -84,7 +84,7 @@ describe('tachyon cache', () => {
     assert.ok(chat10.cached_decode_ms > 0 && chat10.cached_decode_ms < chat10.cached_ms, 'the chat\'s decoding is part of its total');
     assert.ok(chat10.cached_cache_ms > 0 && chat10.cached_cache_ms < chat10.cached_ms - chat10.cached_decode_ms, 'the cache\'s own work is part of the rest');
     assert.ok(chat10.ceiling_x > chat10.cold_ms / chat10.cached_ms, 'a free cache gains more than this one');
-    assert.deepEqual(output.shared_redis, { ...output.shared_redis, prefix_tokens: 64, restored_tokens: 64, identical: true }, 'a second process restores what the first stored');
+    assert.deepEqual(output.shared_redis, { ...output.shared_redis, prefix_tokens: 64, restored_tokens: row.restored_tokens, identical: true }, 'a second process restores what the first stored');
     assert.deepEqual(output.chat10 && [output.chat10.turns, output.chat10.identical, output.chat10.cached_tier], [2, true, 'ram']);
     assert.match(await readFile(join(report, 'bench-kvcache.svg'), 'utf8'), /^<svg[\s\S]*64-token prefix[\s\S]*2-turn chat/);
   });

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Context } from '../src/llama/context.js';
 import type { Model } from '../src/llama/model.js';
 import { readGgufHeader } from '../src/gguf/reader.js';
-import { CACHE_FORMAT_VERSION } from '../src/kvcache/keys.js';
+import { CACHE_FORMAT_VERSION, continuationName } from '../src/kvcache/keys.js';
 import { decodeEntry, encodeEntry, type RejectReason } from '../src/kvcache/entry.js';
 import { readBlockState } from '../src/kvcache/blocks.js';
 import { PrefixCache } from '../src/kvcache/prefix-cache.js';
@@ -94,7 +94,7 @@ describe('planted bad cache entries on the testbed target', () => {
 
   test('the good entry is a hit and restores losslessly', async () => {
     const match = await cache.match(prompt);
-    assert.equal(match.tokens, 2 * BLOCK);
+    assert.equal(match.tokens, prompt.length, 'two blocks and the partial one');
     const restored = cache.restorePrefix(match, SCRATCH, DEST, prompt.length - 1);
     assertSameGreedy(await continueGreedy(context, DEST, prompt, restored, STEPS), reference);
     context.seqRemove(DEST);
@@ -146,11 +146,37 @@ describe('planted bad cache entries on the testbed target', () => {
     await assertPlantedMiss(encodeEntry({ ...ours, state: secondBlockState }), 'layout');
   });
 
+  test('a partial block: flipped, or under the continuation name of another prefix', async () => {
+    const [first, second] = cache.keysFor(prompt);
+    const pathOf = (parentHex: string) => join(disk.folder, `${continuationName(Buffer.from(parentHex, 'hex')).toString('hex')}.kv`);
+    const partial = await readFile(pathOf(second));
+    // The prompt's first block, then other tokens: the lookup asks for the partial block after block 0.
+    const diverging = [...prompt.slice(0, BLOCK), ...prompt.slice(BLOCK).map((token) => (token + 7) % model.metadata.vocabularySize)];
+    const expectMiss = async (tokens: number[], path: string, bytes: Uint8Array, matched: number, reason: RejectReason) => {
+      await writeFile(path, bytes);
+      const before = cache.stats().rejected[reason] ?? 0;
+      const match = await cache.match(tokens);
+      assert.equal(match.tokens, matched, 'only the whole blocks are used');
+      assert.equal(cache.stats().rejected[reason], before + 1, `counted as ${reason}`);
+      const restored = cache.restorePrefix(match, SCRATCH, DEST, tokens.length - 1);
+      assert.equal(context.seqPosMax(DEST), restored - 1, 'the destination holds exactly the restored blocks');
+      const recompute = await continueGreedy(context, SCRATCH, tokens, 0, STEPS);
+      context.seqRemove(SCRATCH);
+      assertSameGreedy(await continueGreedy(context, DEST, tokens, restored, STEPS), recompute);
+      context.seqRemove(DEST);
+    };
+    const flipped = Uint8Array.from(partial);
+    flipped[flipped.length - 40] ^= 0x10;
+    await expectMiss(prompt, pathOf(second), flipped, 2 * BLOCK, 'checksum');
+    await expectMiss(diverging, pathOf(first), partial, BLOCK, 'key');
+    await writeFile(pathOf(second), partial);
+  });
+
   test('a restore llama.cpp refuses (no free cells) is a counted miss and poisons nothing', async () => {
     const crowded = Context.create(model, { contextSize: 256, sequences: 3 });
     const crowdedCache = await PrefixCache.create(crowded, SCRATCH, { tiers: [disk], blockSize: BLOCK, fingerprintFolder });
     const match = await crowdedCache.match(prompt);
-    assert.equal(match.tokens, 2 * BLOCK);
+    assert.equal(match.tokens, prompt.length);
     const filler = model.tokenizer.tokenize(testbedPrompts.story.repeat(12)).slice(0, crowded.contextSize - BLOCK / 2);
     const crowd = 2;
     await continueGreedy(crowded, crowd, filler, 0, 0);

@@ -60,18 +60,24 @@ for (const testCase of cases) {
       const disk = await DiskTier.open(join(folder, 'kv'), 64 * MB);
       const cache = await PrefixCache.create(first, SCRATCH, { tiers: [new RamTier(64 * MB), disk], blockSize: testCase.blockSize });
       const reference = await continueGreedy(first, DEST, prompt, 0, testCase.steps);
-      const blocks = Math.floor((prompt.length + testCase.steps) / testCase.blockSize);
-      assert.equal(cache.storeBlocks(DEST, [...prompt, ...reference.tokens], '', SCRATCH), blocks);
+      // As the engine stores them: the prompt's blocks once it is in, the rest when the request ends.
+      const sequence = [...prompt, ...reference.tokens];
+      const wholeBlocks = (tokens: number[]) => Math.floor(tokens.length / testCase.blockSize);
+      const partial = (tokens: number[]) => (tokens.length % testCase.blockSize > 0 ? 1 : 0);
+      assert.equal(cache.storeBlocks(DEST, prompt, '', SCRATCH), wholeBlocks(prompt) + partial(prompt), "the prompt's whole blocks, then its partial one");
+      assert.equal(cache.storeBlocks(DEST, sequence, '', SCRATCH), wholeBlocks(sequence) - wholeBlocks(prompt) + partial(sequence), 'then the answer\'s');
       await cache.flush();
-      assert.equal(cache.storeBlocks(DEST, [...prompt, ...reference.tokens], '', SCRATCH), 0, 'stored blocks are not read again');
+      assert.equal(cache.storeBlocks(DEST, sequence, '', SCRATCH), 0, 'stored blocks are not read again');
 
       // RAM hit in the same context, after the sequence's cells are gone.
       first.seqRemove(DEST);
       const fromRam = await cache.match(prompt);
-      assert.equal(fromRam.tokens, Math.floor(prompt.length / testCase.blockSize) * testCase.blockSize);
+      assert.equal(fromRam.tokens, prompt.length, 'whole blocks, then the partial one');
+      assert.equal(fromRam.blocks.length, wholeBlocks(prompt) + 1);
       assert.ok(fromRam.blocks.every((block) => block.source === 'ram'));
       const restored = cache.restorePrefix(fromRam, SCRATCH, DEST, prompt.length - 1);
-      assert.equal(restored, fromRam.tokens);
+      assert.equal(restored, prompt.length - 1, 'all but the last token, decoded again for its logits');
+      assert.equal(first.seqPosMax(DEST), prompt.length - 2, 'the cells past the limit are dropped');
       assert.equal(first.seqPosMax(SCRATCH), -1, 'the scratch sequence is empty again');
       assertSameGreedy(await continueGreedy(first, DEST, prompt, restored, testCase.steps), reference);
       assert.equal(cache.stats().tiers.ram?.hits, fromRam.blocks.length);
@@ -87,7 +93,7 @@ for (const testCase of cases) {
       const fromDisk = await reopened.match(prompt);
       assert.ok(fromDisk.blocks.length > 0 && fromDisk.blocks.every((block) => block.source === 'disk'));
       const fromDiskRestored = reopened.restorePrefix(fromDisk, SCRATCH, DEST, prompt.length - 1);
-      assert.equal(fromDiskRestored, fromDisk.tokens);
+      assert.equal(fromDiskRestored, prompt.length - 1);
       assertSameGreedy(await continueGreedy(second, DEST, prompt, fromDiskRestored, testCase.steps), reference);
       await reopened.flush();
       assert.equal(reopened.stats().tiers.ram?.stores, fromDisk.blocks.length, 'disk hits are promoted to RAM');
@@ -123,6 +129,29 @@ describe('prefix cache bookkeeping on the testbed target', () => {
     context.seqRemove(DEST);
     const stats = cache.stats();
     assert.deepEqual([stats.lookups, stats.hitBlocks, stats.missBlocks, stats.queuedHits, stats.storedBlocks], [3, 2, 2, 2, 2]);
+  });
+
+  test('a stored partial block is reused as far as its tokens match, losslessly', async () => {
+    const prompt = model.tokenizer.tokenize(testbedPrompts.story + ' Otto flew home over the hills and the river.'.repeat(3)).slice(0, 40);
+    await continueGreedy(context, DEST, prompt, 0, 0);
+    assert.equal(cache.storeBlocks(DEST, prompt, 'partial', SCRATCH), 3, 'two whole blocks and the partial one');
+    context.seqRemove(DEST);
+    const before = cache.stats().hitContinuations;
+    // Shares 36 tokens with the stored prompt: two blocks and 4 of the partial block's 8.
+    const next = [...prompt.slice(0, 36), ...model.tokenizer.tokenize(' Then the crow sang a song about the sea.')];
+    assert.notEqual(next[36], prompt[36]);
+    const match = await cache.match(next, 'partial');
+    assert.equal(match.tokens, 36);
+    assert.equal(cache.stats().hitContinuations, before + 1);
+    assert.equal(cache.restorePrefix(match, SCRATCH, DEST, next.length - 1), 36);
+    assert.equal(context.seqPosMax(DEST), 35, 'the partial block\'s cells past the match are dropped');
+    const recompute = await continueGreedy(context, 2, next, 0, 8);
+    context.seqRemove(2);
+    assertSameGreedy(await continueGreedy(context, DEST, next, 36, 8), recompute);
+    context.seqRemove(DEST);
+    // Diverging at the block boundary: the partial block has nothing to give.
+    const diverging = [...prompt.slice(0, 32), ...next.slice(36)];
+    assert.equal((await cache.match(diverging, 'partial')).tokens, 32);
   });
 
   test('restoring skips blocks the destination already holds and never touches other sequences', async () => {
@@ -166,7 +195,8 @@ describe('prefix cache shared through Redis on the testbed target', () => {
     const reader = Context.create(model, { contextSize: 256, sequences: 2 });
     const second = await PrefixCache.create(reader, SCRATCH, { tiers: [new RamTier(64 * MB), await RedisTier.open({ url: server.url })], blockSize: 32 });
     const match = await second.match(prompt, 'tenant');
-    assert.equal(match.tokens, Math.floor(prompt.length / 32) * 32);
+    assert.ok(prompt.length % 32 > 0);
+    assert.equal(match.tokens, prompt.length, 'whole blocks and the partial one');
     assert.ok(match.blocks.every((block) => block.source === 'redis'));
     const restored = second.restorePrefix(match, SCRATCH, DEST, prompt.length - 1);
     assertSameGreedy(await continueGreedy(reader, DEST, prompt, restored, 16), reference);

@@ -119,8 +119,9 @@ export async function runKvCacheBench(options: KvCacheBenchOptions): Promise<KvC
     const prefix: Record<string, PrefixResult> = {};
     const peerWorkloads: PeerWorkload[] = [];
     for (const size of options.prefixSizes) {
-      const prompt = [...fillerTokens(model, size, 0), ...fillerTokens(model, options.questionTokens, 1)];
-      prefix[String(size)] = await measurePrefix(context, prompt, caches, options);
+      const prefixTokens = fillerTokens(model, size, 0);
+      const prompts = { earlier: [...prefixTokens, ...fillerTokens(model, options.questionTokens, 1)], asked: [...prefixTokens, ...fillerTokens(model, options.questionTokens, 2)] };
+      prefix[String(size)] = await measurePrefix(context, prompts, caches, options);
       if (options.peer) peerWorkloads.push(peerWorkload(model, size, options));
     }
     const [firstTier] = options.tiers;
@@ -137,20 +138,28 @@ export async function runKvCacheBench(options: KvCacheBenchOptions): Promise<KvC
   }
 }
 
-async function measurePrefix(context: Context, prompt: number[], caches: Map<TierName, PrefixCache>, options: KvCacheBenchOptions): Promise<PrefixResult> {
+/**
+ * One prefix size: an earlier request (the prefix and another question) left its blocks in each
+ * tier, as the engine leaves a finished request's; the request measured asks a new question, so
+ * only the prefix and the questions' common leading tokens are cached.
+ */
+async function measurePrefix(context: Context, prompts: { earlier: number[]; asked: number[] }, caches: Map<TierName, PrefixCache>, options: KvCacheBenchOptions): Promise<PrefixResult> {
+  const prompt = prompts.asked;
+  // The earlier request, unmeasured (it also allocates the graphs and warms the caches).
+  context.seqRemove(DEST);
+  await greedyContinue(context, prompts.earlier, 0, 1);
+  if (!options.readOnly) for (const cache of caches.values()) cache.storeBlocks(DEST, prompts.earlier, '', SCRATCH);
   const cold: number[] = [];
   let firstToken = -1;
-  // One unmeasured run first in each configuration: graph allocation and cold caches.
-  for (let run = -1; run < options.runs; run++) {
+  for (let run = 0; run < options.runs; run++) {
     context.seqRemove(DEST);
     const started = performance.now();
     [firstToken] = (await greedyContinue(context, prompt, 0, 1)).tokens;
-    if (run >= 0) cold.push(performance.now() - started);
+    cold.push(performance.now() - started);
   }
   options.onProgress?.(`${prompt.length - options.questionTokens}-token prefix: cold ${median(cold).toFixed(1)} ms`);
   const result: PrefixResult = { cold_ttft_ms: round(median(cold), 2) ?? 0, restored_tokens: caches.size > 0 ? prompt.length : 0, identical: true, breakdown: {} };
   for (const [tier, cache] of caches) {
-    if (!options.readOnly) cache.storeBlocks(DEST, prompt, '', SCRATCH);
     await cache.flush();
     const times: number[] = [];
     const parts = { lookup: [] as number[], restore: [] as number[], prefill: [] as number[] };

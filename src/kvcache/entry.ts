@@ -128,14 +128,36 @@ export interface ExpectedBlock {
 
 /** Checks a decoded entry is exactly the block expected, down to its state's cells; throws EntryRejected. */
 export function checkEntry(entry: CacheEntry, expected: ExpectedBlock): void {
-  if (!equalBytes(entry.root, expected.root)) throw new EntryRejected('namespace', 'made for another model, KV layout or salt');
+  checkNamespace(entry, expected.root);
   if (!equalBytes(entry.key, expected.key)) throw new EntryRejected('key', 'stored under another key');
   const sameTokens = entry.tokens.length === expected.tokens.length && expected.tokens.every((token, i) => entry.tokens[i] === token);
   if (!sameTokens || entry.firstPosition !== expected.firstPosition) throw new EntryRejected('tokens', 'holds other tokens');
-  checkState(entry.state, expected);
+  checkState(entry.state, expected.layout, expected.firstPosition, expected.tokens.length);
 }
 
-function checkState(state: Uint8Array, expected: ExpectedBlock): void {
+export interface ExpectedContinuation {
+  readonly root: Uint8Array;
+  readonly parent: Uint8Array;
+  readonly firstPosition: number;
+  readonly layout: SequenceStateLayout;
+}
+
+/**
+ * Checks a decoded entry is a partial block that follows `parent` at `firstPosition`, down to its
+ * state's cells; which of its tokens are wanted is the caller's to compare. Throws EntryRejected.
+ */
+export function checkContinuation(entry: CacheEntry, expected: ExpectedContinuation): void {
+  checkNamespace(entry, expected.root);
+  if (!equalBytes(entry.parent, expected.parent)) throw new EntryRejected('key', 'follows another prefix');
+  if (entry.firstPosition !== expected.firstPosition || entry.tokens.length === 0) throw new EntryRejected('tokens', 'holds other positions');
+  checkState(entry.state, expected.layout, expected.firstPosition, entry.tokens.length);
+}
+
+function checkNamespace(entry: CacheEntry, root: Uint8Array): void {
+  if (!equalBytes(entry.root, root)) throw new EntryRejected('namespace', 'made for another model, KV layout or salt');
+}
+
+function checkState(state: Uint8Array, layout: SequenceStateLayout, firstPosition: number, count: number): void {
   let info;
   try {
     info = describeSequenceState(state);
@@ -143,11 +165,10 @@ function checkState(state: Uint8Array, expected: ExpectedBlock): void {
     if (error instanceof StateFormatError) throw new EntryRejected('layout', error.message);
     throw error;
   }
-  const { layout } = expected;
   if (info.layers !== layout.layers || info.kType !== layout.kType || info.vType !== layout.vType || info.vTransposed !== layout.vTransposed) {
     throw new EntryRejected('layout', 'KV types or V layout differ from this context');
   }
-  if (!holdsExactly(info.positions, expected.firstPosition, expected.tokens.length)) {
+  if (!holdsExactly(info.positions, firstPosition, count)) {
     throw new EntryRejected('layout', 'state cells are not exactly the block positions');
   }
 }

@@ -50,6 +50,16 @@ export function chainKey(parent: Uint8Array, tokens: readonly number[] | Int32Ar
   return createHash('sha256').update(parent).update(new Uint8Array(ids.buffer)).digest();
 }
 
+/**
+ * The name the partial block after `parent` is stored under: looked up knowing only the prefix
+ * (its tokens are what the lookup wants to learn), so a sequence's last, incomplete block can be
+ * reused token by token, as llama-server reuses a slot. The entry itself still proves its own
+ * key from its parent and tokens. Domain-separated from chainKey, which starts with the parent.
+ */
+export function continuationName(parent: Uint8Array): Buffer {
+  return createHash('sha256').update('tachyon-continuation\0').update(parent).digest();
+}
+
 /** Keys of every complete block of `tokens`, in order. */
 export function blockKeys(root: Uint8Array, tokens: readonly number[], blockSize: number): Buffer[] {
   const keys: Buffer[] = [];

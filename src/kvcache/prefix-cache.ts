@@ -9,9 +9,9 @@
  */
 import type { Context } from '../llama/context.js';
 import { probeStateLayout, readBlockState, restoreBlockState, type BlockSpan } from './blocks.js';
-import { checkEntry, decodeEntry, encodeEntry } from './entry.js';
+import { checkContinuation, checkEntry, decodeEntry, encodeEntry } from './entry.js';
 import { modelFingerprint } from '../gguf/fingerprint.js';
-import { blockKeys, rootKey, type CacheNamespace } from './keys.js';
+import { blockKeys, chainKey, continuationName, rootKey, type CacheNamespace } from './keys.js';
 import { describeSequenceState, holdsExactly } from './state-format.js';
 import { TieredStore, type EntrySource, type StoreStats } from './tiered-store.js';
 import type { CacheTier } from './tiers/tier.js';
@@ -39,14 +39,17 @@ export interface PrefixCacheOptions {
 
 export interface MatchedBlock {
   readonly key: string;
+  /** The positions the entry's state holds. */
   readonly span: BlockSpan;
+  /** End of the positions wanted (span.end, or less for a continuation that matches in part). */
+  readonly end: number;
   /** Checked state bytes, ready for llama.cpp. */
   readonly state: Uint8Array;
   readonly source: EntrySource;
 }
 
 export interface PrefixMatch {
-  /** Leading tokens covered by the matched blocks (a multiple of the block size). */
+  /** Leading tokens covered: whole blocks, then the part of a stored continuation that matches. */
   readonly tokens: number;
   readonly blocks: readonly MatchedBlock[];
 }
@@ -60,12 +63,16 @@ export interface PrefixCacheStats extends StoreStats {
   /** Matched tokens the destination already held (resident in the context, nothing loaded). */
   readonly residentTokens: number;
   readonly storedBlocks: number;
+  /** Partial blocks found after the matched whole blocks (their matching tokens count as restored). */
+  readonly hitContinuations: number;
 }
 
 export class PrefixCache {
   private readonly roots = new Map<string, Buffer>();
   private readonly stored = new Set<string>();
-  private readonly counters = { lookups: 0, hitBlocks: 0, missBlocks: 0, restoredTokens: 0, residentTokens: 0, storedBlocks: 0 };
+  /** Continuation name → key of the partial block this process last stored under it. */
+  private readonly storedContinuations = new Map<string, string>();
+  private readonly counters = { lookups: 0, hitBlocks: 0, missBlocks: 0, restoredTokens: 0, residentTokens: 0, storedBlocks: 0, hitContinuations: 0 };
 
   private constructor(
     readonly context: Context,
@@ -102,12 +109,16 @@ export class PrefixCache {
     this.recomputeMsPerToken = msPerToken;
   }
 
-  /** The longest run of leading blocks of `tokens` that some tier holds, fetched and checked. */
+  /**
+   * The longest run of leading blocks of `tokens` that some tier holds, then as much of the
+   * stored partial block after them as matches `tokens`; fetched and checked.
+   */
   async match(tokens: readonly number[], salt = ''): Promise<PrefixMatch> {
     this.counters.lookups++;
     const root = this.rootFor(salt);
     const keys = blockKeys(root, tokens, this.blockSize);
     const blocks: MatchedBlock[] = [];
+    let parent: Buffer = root;
     for (const [index, key] of keys.entries()) {
       const hex = key.toString('hex');
       const span = { first: index * this.blockSize, end: (index + 1) * this.blockSize };
@@ -125,9 +136,31 @@ export class PrefixCache {
         break;
       }
       this.counters.hitBlocks++;
-      blocks.push({ key: hex, span, state: found.value, source: found.source });
+      blocks.push({ key: hex, span, end: span.end, state: found.value, source: found.source });
+      parent = key;
     }
-    return { tokens: blocks.length * this.blockSize, blocks };
+    const matched = blocks.length * this.blockSize;
+    const continuation = matched < tokens.length ? await this.matchContinuation(root, parent, tokens, matched) : undefined;
+    if (continuation) blocks.push(continuation);
+    return { tokens: continuation?.end ?? matched, blocks };
+  }
+
+  /** The stored partial block after `parent` (at `first`), when its leading tokens are the next of `tokens`. */
+  private async matchContinuation(root: Buffer, parent: Buffer, tokens: readonly number[], first: number): Promise<MatchedBlock | undefined> {
+    const name = continuationName(parent).toString('hex');
+    const expected = { root, parent, firstPosition: first, layout: this.namespace.layout };
+    const accept = (bytes: Uint8Array) => {
+      const entry = decodeEntry(bytes);
+      checkContinuation(entry, expected);
+      let same = 0;
+      while (same < entry.tokens.length && first + same < tokens.length && entry.tokens[same] === tokens[first + same]) same++;
+      return { state: entry.state, stored: entry.tokens.length, same };
+    };
+    const found = await this.store.load(name, accept, this.recomputeMsPerToken * this.blockSize);
+    if (!found || found.value.same === 0) return undefined;
+    this.counters.hitContinuations++;
+    const { state, stored, same } = found.value;
+    return { key: name, span: { first, end: first + stored }, end: first + same, state, source: found.source };
   }
 
   /**
@@ -141,8 +174,8 @@ export class PrefixCache {
     let held = this.context.seqPosMax(destSeq) + 1;
     for (const block of match.blocks) {
       if (held >= limit) break;
-      if (block.span.end <= held) {
-        this.counters.residentTokens += block.span.end - block.span.first;
+      if (block.end <= held) {
+        this.counters.residentTokens += block.end - block.span.first;
         continue;
       }
       if (block.span.first !== held) break;
@@ -152,8 +185,11 @@ export class PrefixCache {
         this.store.countRejected('restore');
         break;
       }
-      this.counters.restoredTokens += block.span.end - block.span.first;
-      held = block.span.end;
+      // Cells past the limit, or past the tokens a partial block shares, are not this sequence's.
+      const end = Math.min(block.end, limit);
+      if (end < block.span.end) this.context.seqRemove(destSeq, end, -1);
+      this.counters.restoredTokens += end - block.span.first;
+      held = end;
     }
     if (held > limit) {
       this.context.seqRemove(destSeq, limit, -1);
@@ -163,22 +199,31 @@ export class PrefixCache {
   }
 
   /**
-   * Queues every complete block of `tokens` that `seq` holds and that is not stored yet. `tokens`
-   * are the sequence's tokens from position 0 (prompt and generated). The KV is read now, through
-   * `scratchSeq`; the tier writes happen in the background. Returns the number of blocks queued.
+   * Queues every complete block of `tokens` that `seq` holds and that is not stored yet, then the
+   * partial block after them (under its parent's continuation name, replacing the one before).
+   * `tokens` are the sequence's tokens from position 0 (prompt and generated). The KV is read
+   * now, through `scratchSeq`; the tier writes happen in the background. Returns the number of
+   * blocks queued (a partial one included).
    */
   storeBlocks(seq: number, tokens: readonly number[], salt: string, scratchSeq: number): number {
     const root = this.rootFor(salt);
-    const held = this.context.seqPosMax(seq) + 1;
+    const held = Math.min(this.context.seqPosMax(seq) + 1, tokens.length);
     let parent: Buffer = root;
     let queued = 0;
+    let stored = 0;
     for (const [index, key] of blockKeys(root, tokens, this.blockSize).entries()) {
       const span = { first: index * this.blockSize, end: (index + 1) * this.blockSize };
       if (span.end > held) break;
       const hex = key.toString('hex');
-      if (!this.stored.has(hex) && this.queueBlock({ root, parent, key, hex, span, tokens: tokens.slice(span.first, span.end) }, seq, scratchSeq)) queued++;
+      if (!this.stored.has(hex) && this.queueBlock({ root, parent, key, name: hex, span, tokens: tokens.slice(span.first, span.end) }, seq, scratchSeq)) {
+        if (this.stored.size >= MAX_REMEMBERED_KEYS) this.stored.clear();
+        this.stored.add(hex);
+        queued++;
+      }
       parent = key;
+      stored = span.end;
     }
+    if (stored < held && this.queueContinuation(root, parent, tokens.slice(stored, held), stored, seq, scratchSeq)) queued++;
     return queued;
   }
 
@@ -201,15 +246,25 @@ export class PrefixCache {
     return this.store.close();
   }
 
+  private queueContinuation(root: Buffer, parent: Buffer, tokens: readonly number[], first: number, seq: number, scratchSeq: number): boolean {
+    const key = chainKey(parent, tokens);
+    const hex = key.toString('hex');
+    const name = continuationName(parent).toString('hex');
+    if (this.storedContinuations.get(name) === hex) return false;
+    if (!this.queueBlock({ root, parent, key, name, span: { first, end: first + tokens.length }, tokens }, seq, scratchSeq)) return false;
+    if (this.storedContinuations.size >= MAX_REMEMBERED_KEYS) this.storedContinuations.clear();
+    this.storedContinuations.set(name, hex);
+    return true;
+  }
+
+  /** Reads the block's KV and queues its entry under `block.name`; false when there is nothing whole to store or the queue is full. */
   private queueBlock(block: BlockToStore, seq: number, scratchSeq: number): boolean {
     const state = readBlockState(this.context, seq, scratchSeq, block.span);
     // A sequence with a hole in the block (cells removed by the engine) has nothing to store.
-    if (!holdsExactly(describeSequenceState(state).positions, block.span.first, this.blockSize)) return false;
+    if (!holdsExactly(describeSequenceState(state).positions, block.span.first, block.span.end - block.span.first)) return false;
     const encode = (): Uint8Array =>
       encodeEntry({ root: block.root, parent: block.parent, key: block.key, firstPosition: block.span.first, tokens: Int32Array.from(block.tokens), state });
-    if (!this.store.enqueue(block.hex, encode, state.length)) return false;
-    if (this.stored.size >= MAX_REMEMBERED_KEYS) this.stored.clear();
-    this.stored.add(block.hex);
+    if (!this.store.enqueue(block.name, encode, state.length)) return false;
     this.counters.storedBlocks++;
     return true;
   }
@@ -228,7 +283,8 @@ interface BlockToStore {
   readonly root: Buffer;
   readonly parent: Buffer;
   readonly key: Buffer;
-  readonly hex: string;
+  /** What the tiers call it: the key's hex, or its parent's continuation name. */
+  readonly name: string;
   readonly span: BlockSpan;
   readonly tokens: readonly number[];
 }

@@ -1,8 +1,10 @@
 /**
  * Checks every entry a tier holds without a model: whole, checksum right, current format, and its
- * key both provable from its parent and tokens and equal to the name it is stored under.
+ * key both provable from its parent and tokens and equal to the name it is stored under (or, for a
+ * partial block, stored under its parent's continuation name).
  */
 import { decodeEntry, EntryRejected, type RejectReason } from './entry.js';
+import { continuationName } from './keys.js';
 import type { CacheTier } from './tiers/tier.js';
 
 export interface VerifyReport {
@@ -40,7 +42,8 @@ export async function verifyTier(tier: CacheTier, options: { removeBad?: boolean
 function problemOf(bytes: Uint8Array, key: string): RejectReason | undefined {
   try {
     const entry = decodeEntry(bytes);
-    return Buffer.from(entry.key).toString('hex') === key ? undefined : 'key';
+    const names = [Buffer.from(entry.key).toString('hex'), continuationName(entry.parent).toString('hex')];
+    return names.includes(key) ? undefined : 'key';
   } catch (error) {
     if (error instanceof EntryRejected) return error.reason;
     throw error;

@@ -40,6 +40,7 @@ export class ServerMetrics {
     });
     // The prefix cache's running totals (read from the engine at each scrape, so gauges).
     this.gauge('prefix_cache_hit_blocks', 'KV blocks found in a cache tier.', () => this.cache?.hitBlocks ?? 0);
+    this.gauge('prefix_cache_hit_partial_blocks', "Partial last blocks of stored sequences whose leading tokens a prompt reused.", () => this.cache?.hitContinuations ?? 0);
     this.gauge('prefix_cache_miss_blocks', 'KV block lookups that found nothing usable.', () => this.cache?.missBlocks ?? 0);
     this.gauge('prefix_cache_restored_tokens', 'Prompt tokens restored from the cache instead of recomputed.', () => this.cache?.restoredTokens ?? 0);
     this.gauge('prefix_cache_stored_blocks', 'KV blocks queued for storage.', () => this.cache?.storedBlocks ?? 0);
