@@ -77,7 +77,8 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
   }
   return {
     model: options.model,
-    ms_per_decode: details.tachyon?.[options.concurrency[0]]?.itlP50Ms ?? null,
+    // One decode is a single stream's inter-token gap: at more clients a gap is a shared step.
+    ms_per_decode: details.tachyon?.[1]?.itlP50Ms ?? null,
     settings: { ...settingsOf(options), prompts: options.prompts.length },
     concurrency: summary(details, options.concurrency),
     details,
