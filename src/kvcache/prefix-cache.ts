@@ -15,10 +15,11 @@ import { blockKeys, chainKey, continuationName, rootKey, type CacheNamespace } f
 import { describeSequenceState, holdsExactly } from './state-format.js';
 import { TieredStore, type EntrySource, type StoreStats } from './tiered-store.js';
 import type { CacheTier } from './tiers/tier.js';
+import { commonPrefixLength } from '../token-sequences.js';
 
 export const DEFAULT_BLOCK_SIZE = 64;
 const DEFAULT_MAX_QUEUED_BYTES = 256 * 1024 * 1024;
-/** Keys remembered as stored; past this the memory is reset (the tiers still hold the entries). */
+/** Entries remembered as queued; past this the memory is reset (the tiers still hold the entries). */
 const MAX_REMEMBERED_KEYS = 100_000;
 
 export interface PrefixCacheOptions {
@@ -69,9 +70,8 @@ export interface PrefixCacheStats extends StoreStats {
 
 export class PrefixCache {
   private readonly roots = new Map<string, Buffer>();
-  private readonly stored = new Set<string>();
-  /** Continuation name → key of the partial block this process last stored under it. */
-  private readonly storedContinuations = new Map<string, string>();
+  /** Name → key (hex) of the entry this process last queued under it; a whole block's name is its key. */
+  private readonly stored = new Map<string, string>();
   private readonly counters = { lookups: 0, hitBlocks: 0, missBlocks: 0, restoredTokens: 0, residentTokens: 0, storedBlocks: 0, hitContinuations: 0 };
 
   private constructor(
@@ -152,8 +152,7 @@ export class PrefixCache {
     const accept = (bytes: Uint8Array) => {
       const entry = decodeEntry(bytes);
       checkContinuation(entry, expected);
-      let same = 0;
-      while (same < entry.tokens.length && first + same < tokens.length && entry.tokens[same] === tokens[first + same]) same++;
+      const same = commonPrefixLength(entry.tokens, tokens.slice(first, first + entry.tokens.length));
       return { state: entry.state, stored: entry.tokens.length, same };
     };
     const found = await this.store.load(name, accept, this.recomputeMsPerToken * this.blockSize);
@@ -215,15 +214,16 @@ export class PrefixCache {
       const span = { first: index * this.blockSize, end: (index + 1) * this.blockSize };
       if (span.end > held) break;
       const hex = key.toString('hex');
-      if (!this.stored.has(hex) && this.queueBlock({ root, parent, key, name: hex, span, tokens: tokens.slice(span.first, span.end) }, seq, scratchSeq)) {
-        if (this.stored.size >= MAX_REMEMBERED_KEYS) this.stored.clear();
-        this.stored.add(hex);
-        queued++;
-      }
+      if (this.queueBlock({ root, parent, key, hex, name: hex, span, tokens: tokens.slice(span.first, span.end) }, seq, scratchSeq)) queued++;
       parent = key;
       stored = span.end;
     }
-    if (stored < held && this.queueContinuation(root, parent, tokens.slice(stored, held), stored, seq, scratchSeq)) queued++;
+    if (stored < held) {
+      const rest = tokens.slice(stored, held);
+      const key = chainKey(parent, rest);
+      const partial = { root, parent, key, hex: key.toString('hex'), name: continuationName(parent).toString('hex'), span: { first: stored, end: held }, tokens: rest };
+      if (this.queueBlock(partial, seq, scratchSeq)) queued++;
+    }
     return queued;
   }
 
@@ -246,25 +246,20 @@ export class PrefixCache {
     return this.store.close();
   }
 
-  private queueContinuation(root: Buffer, parent: Buffer, tokens: readonly number[], first: number, seq: number, scratchSeq: number): boolean {
-    const key = chainKey(parent, tokens);
-    const hex = key.toString('hex');
-    const name = continuationName(parent).toString('hex');
-    if (this.storedContinuations.get(name) === hex) return false;
-    if (!this.queueBlock({ root, parent, key, name, span: { first, end: first + tokens.length }, tokens }, seq, scratchSeq)) return false;
-    if (this.storedContinuations.size >= MAX_REMEMBERED_KEYS) this.storedContinuations.clear();
-    this.storedContinuations.set(name, hex);
-    return true;
-  }
-
-  /** Reads the block's KV and queues its entry under `block.name`; false when there is nothing whole to store or the queue is full. */
+  /**
+   * Reads the block's KV and queues its entry under `block.name`; false when this process already
+   * queued that entry there, when there is nothing whole to store, or when the queue is full.
+   */
   private queueBlock(block: BlockToStore, seq: number, scratchSeq: number): boolean {
+    if (this.stored.get(block.name) === block.hex) return false;
     const state = readBlockState(this.context, seq, scratchSeq, block.span);
     // A sequence with a hole in the block (cells removed by the engine) has nothing to store.
     if (!holdsExactly(describeSequenceState(state).positions, block.span.first, block.span.end - block.span.first)) return false;
     const encode = (): Uint8Array =>
       encodeEntry({ root: block.root, parent: block.parent, key: block.key, firstPosition: block.span.first, tokens: Int32Array.from(block.tokens), state });
     if (!this.store.enqueue(block.name, encode, state.length)) return false;
+    if (this.stored.size >= MAX_REMEMBERED_KEYS) this.stored.clear();
+    this.stored.set(block.name, block.hex);
     this.counters.storedBlocks++;
     return true;
   }
@@ -283,6 +278,7 @@ interface BlockToStore {
   readonly root: Buffer;
   readonly parent: Buffer;
   readonly key: Buffer;
+  readonly hex: string;
   /** What the tiers call it: the key's hex, or its parent's continuation name. */
   readonly name: string;
   readonly span: BlockSpan;
