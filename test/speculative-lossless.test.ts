@@ -20,7 +20,8 @@ import { SuffixDrafter } from '../src/speculative/suffix.js';
 import { ROOT, type DraftBudget, type Drafter, type TokenTree } from '../src/speculative/tree.js';
 import type { Drafting } from '../src/speculative/decoder.js';
 import { loadModel, testbedDraft, testbedPrompts, testbedTarget, tinyModelPath } from './helpers/models.js';
-import { decoderSource, runSolo } from './helpers/loop.js';
+import { decoderSource, runLoop, runSolo } from './helpers/loop.js';
+import { draftBatcherOf } from '../src/speculative/draft-batcher.js';
 
 const budget = { maxNodes: 24, maxDepth: 10, maxBranches: 3 };
 
@@ -170,6 +171,24 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     }
   });
 
+  test("concurrent requests share the draft model's decodes and each equals its plain solo run", async () => {
+    const texts = [testbedPrompts.reasoning, testbedPrompts.story, '<|user|>\nWhat is 19 + 23?<|end|>\n<|assistant|>\n', samplingPrompt];
+    const prompts = texts.map((text) => testbed.target.model.tokenizer.tokenize(text));
+    const references = [];
+    for (const prompt of prompts) references.push((await plain(testbed, prompt, {}, 120)).tokens);
+    const before = draftBatcherOf(testbed.draft).stats;
+    const requests = prompts.map((prompt) => ({ prompt, options: { maxTokens: 120 } }));
+    const results = await runLoop(testbed.target, decoderSource(speculativeDecoder(testbed, ['draft'], {})), requests);
+    assert.deepEqual(
+      results.map((result) => result.tokens),
+      references,
+    );
+    const after = draftBatcherOf(testbed.draft).stats;
+    const perDecode = (after.entries - before.entries) / (after.decodes - before.decodes);
+    assert.ok(perDecode > 1.5, `a draft decode served ${perDecode.toFixed(2)} requests on average (4 drafting)`);
+    assert.ok(results.every((result) => result.stats.speculation!.tau > 1.5), 'every request accepted drafts');
+  });
+
   test('a costly drafter is asked only while its tokens can pay, and re-checked now and then', async () => {
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.story);
     const reference = await plain(testbed, prompt, {}, 200);
@@ -181,7 +200,7 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
         costly: true,
         begin: (prompt) => drafter.begin(prompt),
         append: (tokens) => drafter.append(tokens),
-        propose: (root: number, budget: DraftBudget): TokenTree => {
+        propose: (root: number, budget: DraftBudget): Promise<TokenTree> => {
           asked++;
           return drafter.propose(root, budget);
         },
@@ -198,7 +217,7 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     assert.ok(never.asked <= 1 + Math.ceil(never.steps / 64), `asked ${never.asked} times in ${never.steps} steps`);
   });
 
-  test("a draft model's chains grow while plain steps confirm them one token at a time, and shrink at a miss", () => {
+  test("a draft model's chains grow while plain steps confirm them one token at a time, and shrink at a miss", async () => {
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
     const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0 });
     const wide: DraftBudget = { maxNodes: 64, maxDepth: 64, maxBranches: 1 };
@@ -207,16 +226,16 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     const depths: number[] = [];
     // Steps that verify nothing emit one token: here always the chain's first, as when the draft is right.
     for (let step = 0; step < 48; step++) {
-      const chain = drafter.propose(root, wide);
+      const chain = await drafter.propose(root, wide);
       depths.push(chain.maxDepth());
       root = chain.token(chain.children(ROOT)[0]);
       drafter.append([root]);
     }
     assert.ok(Math.max(...depths.slice(-16)) >= 12, `chain depths ${depths.join(' ')}`);
-    const before = drafter.propose(root, wide);
+    const before = await drafter.propose(root, wide);
     const wrong = before.token(before.children(ROOT)[0]) === 300 ? 301 : 300;
     drafter.append([wrong]);
-    const after = drafter.propose(wrong, wide);
+    const after = await drafter.propose(wrong, wide);
     drafter.end();
     assert.ok(after.maxDepth() <= Math.ceil(before.maxDepth() / 2), `${before.maxDepth()} then ${after.maxDepth()} after a miss`);
   });

@@ -17,7 +17,7 @@ import { GenerationOutput, type ForcedTokens, type StopReason } from '../generat
 import { ROOT, type TokenTree } from '../speculative/tree.js';
 import { Sampler } from '../generate/sampling.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
-import type { DecodedStep, SequenceDecoder } from '../generate/decoder.js';
+import type { DecodedStep, SequenceDecoder, StepLimits } from '../generate/decoder.js';
 import { EngineDisposedError } from './errors.js';
 import { Request, type RequestOptions, type RequestSink } from './request.js';
 import { Scheduler } from './scheduler.js';
@@ -297,6 +297,8 @@ export class EngineLoop {
   private async buildBatch(): Promise<StepWork> {
     const work: StepWork = { trees: [], chunks: [], decodingTokens: 0, promptTokens: 0 };
     this.batch.clear();
+    await this.draftAll(this.scheduler.running.filter((r) => r.state === 'decoding'));
+    // Without those whose drafting failed (they have ended).
     const decoding = this.scheduler.running.filter((r) => r.state === 'decoding');
     let freeCells = this.context.contextSize - this.scheduler.cellsInUse - decoding.length;
     for (const [i, request] of decoding.entries()) {
@@ -324,17 +326,43 @@ export class EngineLoop {
     return work;
   }
 
-  /** Asks the request's decoder what to verify and gives the tree its sequence ids. */
-  private async placeTree(request: Request, spare: number, sequences: number, othersTokens: number): Promise<PlacedTree> {
+  /**
+   * Every decoding request's drafters at once, so that their draft-model decodes share batches.
+   * Each gets an even share of the batch and of the free cells, and prices its drafts as if the
+   * others verified their pending tokens only; placeTree then cuts each plan to the step's room.
+   */
+  private async draftAll(decoding: readonly Request[]): Promise<void> {
+    const share = Math.floor((this.batch.capacity - decoding.length) / Math.max(1, decoding.length)) + 1;
+    const freeCells = this.context.contextSize - this.scheduler.cellsInUse - decoding.length;
+    const cellShare = Math.floor(Math.max(0, freeCells) / Math.max(1, decoding.length)) + 1;
+    await Promise.all(
+      decoding.map(async (request) => {
+        try {
+          await request.decoder!.draft?.(request.sequence, this.stepLimits(request, Math.min(share, cellShare), decoding.length, decoding.length - 1));
+        } catch (error) {
+          this.endWithError(request, error);
+        }
+      }),
+    );
+  }
+
+  /** What a request's tree may use this step, beside `othersTokens` of `sequences` sequences in all. */
+  private stepLimits(request: Request, spare: number, sequences: number, othersTokens: number): StepLimits {
     const position = request.sequence.length - 1;
-    const limits = {
+    return {
       room: this.sequenceLength - position,
       maxNodes: Math.max(1, Math.min(this.maxTreeNodes, spare)),
       maxBranches: 1 + this.ids.available,
       batchTokens: othersTokens,
       sequences,
+      step: this.steps,
     };
-    const tree = await request.decoder!.propose(request.sequence, limits);
+  }
+
+  /** Asks the request's decoder what to verify and gives the tree its sequence ids. */
+  private async placeTree(request: Request, spare: number, sequences: number, othersTokens: number): Promise<PlacedTree> {
+    const position = request.sequence.length - 1;
+    const tree = await request.decoder!.propose(request.sequence, this.stepLimits(request, spare, sequences, othersTokens));
     if (tree.size === 1) return { tree, branchSeqs: [request.seq!], nodeBranches: undefined, firstBranch: undefined, position };
     const assignment = tree.branchIds();
     const borrowed = this.ids.borrow(assignment.branchCount - 1);

@@ -33,6 +33,12 @@ export interface StepLimits {
   batchTokens: number;
   /** Sequences sharing the step (1 when alone). */
   sequences: number;
+  /**
+   * The engine's number of this step, the same for every sequence in it: drafting schedules
+   * (probes, draft-model re-checks) fall on multiples of their intervals, so concurrent requests
+   * probe in the same step and their draft-model decodes share batches.
+   */
+  step: number;
 }
 
 /** What one step's decode held (the same for every sequence in it). */
@@ -71,6 +77,12 @@ export interface SequenceDecoder {
   readonly speculation?: SpeculationStats;
   /** The prompt's KV is in place; `logits` predict the first token. Returns it (pending). */
   start(prompt: readonly number[], logits: Float32Array): Promise<number>;
+  /**
+   * Optional first half of propose(): ask the drafters. The loop calls it for every decoding
+   * sequence at once (their draft-model decodes batch together) with estimated limits, then
+   * propose() on each in turn with the step's own.
+   */
+  draft?(sequence: readonly number[], limits: StepLimits): Promise<void>;
   /** The tree to verify this step, rooted at the pending last token of `sequence`. */
   propose(sequence: readonly number[], limits: StepLimits): Promise<TokenTree>;
   /** The step's decode took `ms`. */

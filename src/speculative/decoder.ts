@@ -17,9 +17,10 @@ import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 export interface TreePlanner {
   /**
    * The budget drafters get for this step; maxNodes 0 skips drafting (when speculation has not
-   * been paying, even asking the drafters costs more than it brings).
+   * been paying, even asking the drafters costs more than it brings). `step` is the engine's step
+   * number (StepLimits.step), on which probe schedules line up across requests.
    */
-  budget(batch?: SharedBatch): DraftBudget;
+  budget(batch?: SharedBatch, step?: number): DraftBudget;
   /**
    * The part of `tree` to verify (the root alone = a plain step), with at most `maxLeaves` leaves.
    * `batch` says what else the step's batch holds (absent: the sequence runs alone).
@@ -97,6 +98,11 @@ export interface SpeculativeDecoderOptions {
  */
 const CHEAP_DRAFTS_ENOUGH = 8;
 
+/** Other sequences in the step's batch, as a planner prices them (undefined: the sequence runs alone). */
+function sharedBatch(limits: StepLimits): SharedBatch | undefined {
+  return limits.sequences <= 1 ? undefined : { tokens: limits.batchTokens, sequences: limits.sequences - 1 };
+}
+
 /** Marks a step whose drafters were not asked. */
 const NOTHING_DRAFTED = new TokenTree(-1);
 
@@ -114,7 +120,6 @@ export class SpeculativeDecoder implements SequenceDecoder {
   private verifiedNodes = 0;
   /** Drafting time per drafted node of each costly drafter (ms, running mean). */
   private readonly costlyMsPerNode = new Map<string, number>();
-  private stepsSinceCostly = 0;
   /**
    * Tokens emitted since the drafters were last asked. Drafters need them only to propose, so
    * while drafting backs off they are handed over in one batch: a call per step into cold
@@ -129,6 +134,8 @@ export class SpeculativeDecoder implements SequenceDecoder {
   private shadow: { tree: TokenTree; node: number; accepted: number[] } | undefined;
   /** This step: when it started, which drafters it asked, the candidates the plan was cut from, whether it ran alone. */
   private step: { started: number; drafting: Drafting; candidates: TokenTree; alone: boolean } = { started: 0, drafting: 'none', candidates: NOTHING_DRAFTED, alone: true };
+  /** What draft() got this step, for propose() to cut (no budget: the planner skipped drafting). */
+  private drafts: { budget?: DraftBudget; trees: TokenTree[] } | undefined;
 
   constructor(
     private readonly sampler: Sampler,
@@ -146,15 +153,34 @@ export class SpeculativeDecoder implements SequenceDecoder {
     return first;
   }
 
-  async propose(sequence: readonly number[], limits: StepLimits): Promise<TokenTree> {
+  /**
+   * Asks the drafters for this step's candidates. The engine loop calls it for every decoding
+   * request at once, so their draft-model decodes are batched; `limits` are then an estimate (the
+   * other sequences' pending tokens only), and propose() cuts the plan with the step's own.
+   */
+  async draft(sequence: readonly number[], limits: StepLimits): Promise<void> {
     const root = sequence[sequence.length - 1];
     this.step = { started: performance.now(), drafting: 'none', candidates: NOTHING_DRAFTED, alone: limits.sequences <= 1 };
+    this.drafts = { trees: [] };
     // Most steps of a generation where drafts do not pay skip drafting here: nothing allocated, nothing awaited.
-    const batch = this.step.alone ? undefined : { tokens: limits.batchTokens, sequences: limits.sequences - 1 };
-    const budget = this.draftBudget(Math.min(limits.room, limits.maxNodes) - 1, batch);
-    if (!budget) return new TokenTree(root);
-    const { tree, candidates } = await this.draft(root, budget, limits.maxBranches, batch);
-    this.step.candidates = candidates;
+    const budget = this.draftBudget(Math.min(limits.room, limits.maxNodes) - 1, sharedBatch(limits), limits.step);
+    if (!budget) return;
+    this.drafts = { budget, trees: await this.askDrafters(root, budget, sharedBatch(limits), limits.step) };
+    this.timings.draftMs += performance.now() - this.step.started;
+  }
+
+  async propose(sequence: readonly number[], limits: StepLimits): Promise<TokenTree> {
+    if (!this.drafts) await this.draft(sequence, limits);
+    const { budget, trees } = this.drafts!;
+    this.drafts = undefined;
+    const root = new TokenTree(sequence[sequence.length - 1]);
+    const maxNodes = Math.min(budget?.maxNodes ?? 0, Math.min(limits.room, limits.maxNodes) - 1);
+    if (trees.length === 0 || maxNodes <= 0) return root;
+    const started = performance.now();
+    const union = combineTrees(trees, maxNodes, { maxLeaves: limits.maxBranches });
+    const tree = this.options.planner.plan(union, limits.maxBranches, sharedBatch(limits), this.step.drafting);
+    this.step.candidates = union;
+    this.timings.draftMs += performance.now() - started;
     return tree;
   }
 
@@ -215,18 +241,14 @@ export class SpeculativeDecoder implements SequenceDecoder {
   }
 
   /** The planner's budget for this step, within the room left; undefined: no drafting. */
-  private draftBudget(room: number, batch: SharedBatch | undefined): DraftBudget | undefined {
-    const budget = this.options.planner.budget(batch);
+  private draftBudget(room: number, batch: SharedBatch | undefined, step: number): DraftBudget | undefined {
+    const budget = this.options.planner.budget(batch, step);
     const maxNodes = Math.max(0, Math.min(budget.maxNodes, room));
     return maxNodes > 0 ? { ...budget, maxNodes } : undefined;
   }
 
-  /**
-   * Asks every drafter, merges their trees and cuts the union to what the planner says pays.
-   * Returns the tree to verify and the candidates it was cut from (NOTHING_DRAFTED when no drafter was asked).
-   */
-  private async draft(root: number, limited: DraftBudget, maxBranches: number, batch: SharedBatch | undefined): Promise<{ tree: TokenTree; candidates: TokenTree }> {
-    const started = performance.now();
+  /** Asks every drafter worth asking this step; the costly ones only when the cheap ones found too little. */
+  private async askDrafters(root: number, limited: DraftBudget, batch: SharedBatch | undefined, step: number): Promise<TokenTree[]> {
     this.flushToDrafters();
     const trees: TokenTree[] = [];
     for (const drafter of this.options.drafters) if (!drafter.costly) trees.push(await drafter.propose(root, limited));
@@ -235,17 +257,14 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const expected = (tree: TokenTree) => planner.expectedAccepted?.(tree, batch) ?? tree.maxDepth();
     if (this.hasCostlyDrafter && limited.costly !== false && !trees.some((tree) => expected(tree) >= CHEAP_DRAFTS_ENOUGH)) {
       for (const drafter of this.options.drafters) {
-        if (!drafter.costly || !this.costlyPays(drafter.name, batch)) continue;
+        if (!drafter.costly || !this.costlyPays(drafter.name, batch, step)) continue;
         trees.push(await this.proposeCostly(drafter, root, limited));
         this.step.drafting = 'costly';
       }
     }
-    if (trees.length === 0) return { tree: new TokenTree(root), candidates: NOTHING_DRAFTED };
-    const union = combineTrees(trees, limited.maxNodes, { maxLeaves: maxBranches });
-    const tree = this.options.planner.plan(union, maxBranches, batch, this.step.drafting);
-    this.timings.draftMs += performance.now() - started;
-    return { tree, candidates: union };
+    return trees;
   }
+
   /** Walks the shadow tree along emitted tokens; reports it once the walk leaves the tree. */
   private followShadow(tokens: readonly number[]): void {
     const shadow = this.shadow;
@@ -270,23 +289,22 @@ export class SpeculativeDecoder implements SequenceDecoder {
    * the verify time a token saves, so it never does; with a large target it easily does, alone,
    * but among 8 sequences a token saves only its share of the step while drafting holds up all 8.
    */
-  private costlyPays(name: string, batch: SharedBatch | undefined): boolean {
+  private costlyPays(name: string, batch: SharedBatch | undefined, step: number): boolean {
     const msPerNode = this.costlyMsPerNode.get(name);
     const value = this.options.planner.acceptedTokenValueMs?.(batch);
     if (msPerNode === undefined || value === undefined) return true;
     const { proposed, accepted } = this.drafterStats[name];
     const acceptance = (accepted + 1) / (proposed + 1);
-    if (msPerNode < value * acceptance) return true;
-    if (++this.stepsSinceCostly < COSTLY_RECHECK_STEPS) return false;
-    this.stepsSinceCostly = 0;
-    return true;
+    // Re-checked on the engine's step number: every request that skips it re-checks in one step.
+    return msPerNode < value * acceptance || step % COSTLY_RECHECK_STEPS === 0;
   }
 
   private async proposeCostly(drafter: Drafter, root: number, budget: DraftBudget): Promise<TokenTree> {
-    const started = performance.now();
+    const spent = () => drafter.spentMs ?? performance.now();
+    const before = spent();
     const tree = await drafter.propose(root, budget);
     if (tree.draftCount > 0) {
-      const msPerNode = (performance.now() - started) / tree.draftCount;
+      const msPerNode = (spent() - before) / tree.draftCount;
       const previous = this.costlyMsPerNode.get(drafter.name);
       this.costlyMsPerNode.set(drafter.name, previous === undefined ? msPerNode : previous * 0.8 + msPerNode * 0.2);
     }

@@ -5,15 +5,16 @@
  *
  * Its KV cache (sequence 0 of its own context) follows the committed sequence: after a step, the
  * drafted tokens the target accepted are kept and the rest is cut with seq_rm, so the next
- * proposal only decodes what is new.
+ * proposal only decodes what is new. Its decodes go through the context's DraftBatcher, so the
+ * chains of all requests drafting in one engine step are decoded side by side, a batch per depth.
  */
-import { TokenBatch } from '../llama/batch.js';
-import { Context, evaluateTokens } from '../llama/context.js';
+import { Context } from '../llama/context.js';
 import { Model, type LoadModelOptions } from '../llama/model.js';
 import { greedyToken, isGreedy, tokenDistribution, drawFrom, type SamplingOptions, type TokenDistribution } from '../generate/sampling.js';
 import { Prng } from '../generate/prng.js';
 import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 import { commonPrefixLength } from '../token-sequences.js';
+import { draftBatcherOf, type DraftBatcher, type DraftDecode } from './draft-batcher.js';
 
 /**
  * Longest chain the adaptive depth reaches. Where a target decode is dear, verifying 24 tokens
@@ -60,7 +61,7 @@ export function checkSameVocabulary(target: Model, draft: Model): void {
 export class DraftModelDrafter implements Drafter {
   readonly name = 'draft';
   readonly costly = true;
-  private readonly batch: TokenBatch;
+  private readonly batcher: DraftBatcher;
   private readonly rng: Prng;
   private readonly greedy: boolean;
   private readonly minPathProbability: number;
@@ -85,13 +86,15 @@ export class DraftModelDrafter implements Drafter {
    * have been accepted whole: the depth grows as if it had been verified.
    */
   private unverifiedRun = 0;
+  /** This drafter's share of the batched draft decodes so far (ms). */
+  private decodeShareMs = 0;
 
   constructor(
     private readonly context: Context,
     private readonly sampling: SamplingOptions,
     options: DraftModelOptions = {},
   ) {
-    this.batch = new TokenBatch(Math.min(context.batchSize, 512), 1);
+    this.batcher = draftBatcherOf(context);
     this.rng = new Prng(options.seed ?? 0x5eed);
     this.greedy = isGreedy(sampling);
     this.minPathProbability = options.minPathProbability ?? 0.3;
@@ -113,7 +116,13 @@ export class DraftModelDrafter implements Drafter {
     return draft;
   }
 
+  /** Time its proposals cost the step (ms): its share of each batched decode, not the wall time it waited for its batch-mates. */
+  get spentMs(): number {
+    return this.decodeShareMs;
+  }
+
   begin(prompt: readonly number[]): void {
+    if (this.sequence.length === 0) this.batcher.join();
     this.sequence = [...prompt];
     // Another request's drafter may have used this sequence id before.
     this.context.seqRemove(this.seq);
@@ -141,18 +150,19 @@ export class DraftModelDrafter implements Drafter {
     this.unverifiedRun = 0;
   }
 
-  propose(root: number, budget: DraftBudget): TokenTree {
+  async propose(root: number, budget: DraftBudget): Promise<TokenTree> {
     const tree = new TokenTree(root);
     this.lastChain = [];
     const room = this.context.contextSize - this.sequence.length - 1;
     const depthLimit = Math.min(this.depth, budget.maxDepth, budget.maxNodes, room);
     if (depthLimit <= 0) return tree;
-    let logits = this.catchUp();
     const history = [...this.sequence];
+    // Each decode's logits are read during its (batched) decode: the next one overwrites them.
+    const choose = (logits: Float32Array) => this.choose(logits, history);
+    let choice = await this.catchUp(choose);
     let parent = ROOT;
     let pathProbability = 1;
     for (let depth = 1; depth <= depthLimit && tree.draftCount < budget.maxNodes; depth++) {
-      const choice = this.choose(logits, history);
       pathProbability *= choice.probability;
       if (pathProbability < this.minPathProbability && depth > 1) break;
       const node = tree.addChild(parent, choice.token, pathProbability, this.name);
@@ -164,37 +174,35 @@ export class DraftModelDrafter implements Drafter {
       history.push(choice.token);
       this.lastChain.push(choice.token);
       if (depth === depthLimit) break;
-      logits = this.decodeOne(choice.token);
+      choice = await this.decode([choice.token], choose);
     }
     return tree;
   }
 
   /** The drafter serves one request: its native batch is released here. */
   end(): void {
+    if (this.sequence.length > 0) this.batcher.leave();
     this.sequence = [];
-    this.batch.dispose();
   }
 
   /**
    * Brings the draft KV in line with the committed sequence: keeps the longest common prefix
-   * (accepted drafts stay), cuts the rest, decodes the new tokens; returns the logits after the
-   * last one (the pending root).
+   * (accepted drafts stay), cuts the rest, decodes the new tokens; `read` gets the logits after
+   * the last one (the pending root).
    */
-  private catchUp(): Float32Array {
+  private catchUp<T>(read: (logits: Float32Array) => T): Promise<T> {
     const common = commonPrefixLength(this.cached, this.sequence, this.sequence.length - 1);
     this.context.seqRemove(this.seq, common, -1);
     this.cached.length = common;
-    const fresh = this.sequence.slice(common);
-    const last = evaluateTokens(this.context, this.batch, fresh, common, this.seq);
-    this.cached.push(...fresh);
-    return this.context.logits(last);
+    return this.decode(this.sequence.slice(common), read);
   }
 
-  private decodeOne(token: number): Float32Array {
-    this.batch.clear().add(token, this.cached.length, this.seq, true);
-    this.context.decodeSync(this.batch);
-    this.cached.push(token);
-    return this.context.logits(0);
+  /** Evaluates `tokens` after what is cached (batched with other requests' drafting). */
+  private async decode<T>(tokens: readonly number[], read: (logits: Float32Array) => T): Promise<T> {
+    const result: DraftDecode<T> = await this.batcher.evaluate(this.seq, tokens, this.cached.length, read);
+    this.cached.push(...tokens);
+    this.decodeShareMs += result.ms;
+    return result.value;
   }
 
   /** Greedy: the draft's argmax (and runner-up when unsure). Sampling: a draw from q, recorded for rejection sampling. */

@@ -119,6 +119,9 @@ export class AdaptivePlanner implements TreePlanner {
   private readonly probes: Record<Exclude<Drafting, 'none'>, ProbeSchedule>;
   /** The schedule whose probe this step is (undefined: not a probe). */
   private probing: Exclude<Drafting, 'none'> | undefined;
+  /** This step's number (the engine's, or else this planner's count of budget() calls). */
+  private step = 0;
+  private budgetCalls = 0;
 
   constructor(
     private readonly options: AdaptivePlannerOptions,
@@ -149,17 +152,19 @@ export class AdaptivePlanner implements TreePlanner {
     return this.knowledge.judge;
   }
 
-  budget(batch?: SharedBatch): DraftBudget {
+  budget(batch?: SharedBatch, step = this.budgetCalls): DraftBudget {
+    this.budgetCalls++;
     this.probing = undefined;
+    this.step = step;
     // The judge's plain epochs time a sequence decoding alone; beside others they would prove nothing.
     if (!batch && this.judge.forcePlain) return NO_DRAFT;
     if (!this.backingOff) return this.speculatingBudget();
     // Backing off: each kind of drafter is asked on its own schedule (drafts judged in the shadow
     // of plain decoding), so the acceptance statistics keep learning when the text becomes
     // predictable again. A costly probe asks the cheap drafters too.
-    const cheap = this.probes.cheap.tick();
-    if (this.probes.costly.tick()) {
-      this.probes.cheap.restart();
+    const cheap = this.probes.cheap.tick(step);
+    if (this.probes.costly.tick(step)) {
+      this.probes.cheap.restart(step);
       this.probing = 'costly';
       return this.probeBudget;
     }
@@ -201,8 +206,8 @@ export class AdaptivePlanner implements TreePlanner {
     // ask one, because it does not pay or there is none, cost what cheap drafting costs).
     if (this.probing) this.probes[this.probing].lengthen(this.maxProbeInterval(drafting));
     else {
-      this.probes.cheap.restart();
-      this.probes.costly.restart();
+      this.probes.cheap.restart(this.step);
+      this.probes.costly.restart(this.step);
     }
     this.backingOff = true;
     // Drafts that do not pay are not verified: the decoder follows them against the tokens that
@@ -250,35 +255,39 @@ export class AdaptivePlanner implements TreePlanner {
   }
 }
 
-/** Steps between the probes of one kind of drafter while drafting backs off. */
+/**
+ * When one kind of drafter is next probed while drafting backs off. Probes fall on multiples of a
+ * power-of-two interval of the engine's step number, so concurrent requests that back off probe in
+ * the same steps: their draft-model decodes then share batches, and the other steps stay plain.
+ */
 class ProbeSchedule {
   private interval: number;
-  private steps = 0;
+  private next = 0;
 
   constructor(private readonly first: number) {
     this.interval = first;
   }
 
-  /** Counts a step; true when it is time to probe. */
-  tick(): boolean {
-    if (++this.steps < this.interval) return false;
-    this.steps = 0;
+  /** True when `step` is due for a probe (then the next is one interval on). */
+  tick(step: number): boolean {
+    if (step < this.next) return false;
+    this.restart(step);
     return true;
   }
 
-  /** Counts from zero again (a probe of another kind just looked). */
-  restart(): void {
-    this.steps = 0;
+  /** Counts from `step` again (a probe of another kind just looked). */
+  restart(step: number): void {
+    this.next = (Math.floor(step / this.interval) + 1) * this.interval;
   }
 
-  /** After a probe that found nothing worth verifying: twice the interval, up to `max`. */
+  /** After a probe that found nothing worth verifying: twice the interval, up to `max` (rounded up to a power of two). */
   lengthen(max: number): void {
-    this.interval = Math.min(this.interval * 2, max);
+    this.interval = Math.min(this.interval * 2, 2 ** Math.ceil(Math.log2(Math.max(1, max))));
   }
 
   /** Speculation pays again: back to the first interval. */
   reset(): void {
     this.interval = this.first;
-    this.steps = 0;
+    this.next = 0;
   }
 }

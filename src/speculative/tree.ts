@@ -30,6 +30,11 @@ export interface Drafter {
    * little, since its drafts are paid for whether or not they get verified.
    */
   readonly costly?: boolean;
+  /**
+   * What its proposals have cost so far (ms), where that is not the wall time of propose(): a
+   * draft model's decodes are batched with other requests', and it pays only its share.
+   */
+  readonly spentMs?: number;
   /** Called once per request with the prompt tokens. */
   begin(prompt: readonly number[]): void | Promise<void>;
   /**
