@@ -582,6 +582,34 @@ describe('AdaptivePlanner with realized speed', () => {
     assert.ok(planner.judge.bar > 1, `bar ${planner.judge.bar}`);
     assert.equal(lastSize, 0, 'the last plans verify nothing');
   });
+
+  it('judges steps shared by 8 sequences whole, apart from steps alone, and stops trees that lose there', () => {
+    const root = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    const planners = Array.from({ length: 8 }, () => root.forSequence());
+    const others = { tokens: 7, sequences: 7 };
+    let lastTrees = 0;
+    let plainEpochs = 0;
+    for (let index = 0; index < 1500; index++) {
+      const plans = planners.map((planner) => {
+        const budget = planner.budget(others, index);
+        return budget.maxNodes === 0 ? undefined : planner.plan(sureChain(16), 4, others);
+      });
+      if (plans.every((plan) => plan === undefined)) plainEpochs++;
+      const tokens = plans.reduce((sum, plan) => sum + (plan?.size ?? 1), 0);
+      // The decode looks as the curve says; the step as a whole is 3x slower whenever it holds a tree.
+      const ms = tokens > 8 ? 3 * (1 + 0.3 * (tokens - 1)) : 1 + 0.3 * 7;
+      planners.forEach((planner, seq) => {
+        const plan = plans[seq];
+        if (plan) planner.observe(plan, Array.from({ length: plan.draftCount }, (_, k) => k + 1));
+        planner.observeDecode(shared(index, 8, tokens), ms);
+        planner.observeStep((plan?.draftCount ?? 0) + 1, ms, plan ? 'cheap' : 'none');
+      });
+      lastTrees = plans.filter((plan) => (plan?.draftCount ?? 0) > 0).length;
+    }
+    assert.ok(plainEpochs > 0, 'shared steps had plain epochs');
+    assert.equal(root.judge.bar, 1, 'steps alone keep their own verdict');
+    assert.equal(lastTrees, 0, 'the last shared steps verify no tree');
+  });
 });
 
 describe('plausibleCurve', () => {

@@ -7,7 +7,7 @@
  * mechanism (one sequence id per root-to-leaf branch, the committed prefix shared into each,
  * the accepted branch kept and every other cell dropped) belongs to the engine loop.
  */
-import { decodedAlone, emptyTimings, type Accepted, type DecodedStep, type NodeLogits, type SequenceDecoder, type StepLimits } from '../generate/decoder.js';
+import { emptyTimings, type Accepted, type DecodedStep, type NodeLogits, type SequenceDecoder, type StepLimits } from '../generate/decoder.js';
 import type { Sampler } from '../generate/sampling.js';
 import { acceptTree } from './accept.js';
 import { combineTrees } from './combine.js';
@@ -37,7 +37,8 @@ export interface TreePlanner {
   observeDecode?(step: DecodedStep, ms: number): void;
   /**
    * Called after each whole step (drafting, verification, acceptance) with the tokens it emitted,
-   * its duration and which drafters were asked (a step that drafted and verified nothing still paid).
+   * its duration and which drafters were asked (a step that drafted and verified nothing still
+   * paid); the step is the one observeDecode() last saw, alone or shared.
    */
   observeStep?(emitted: number, ms: number, drafting: Drafting): void;
   /**
@@ -132,8 +133,8 @@ export class SpeculativeDecoder implements SequenceDecoder {
    * acceptance keeps being learnt without paying for verification.
    */
   private shadow: { tree: TokenTree; node: number; accepted: number[] } | undefined;
-  /** This step: when it started, which drafters it asked, the candidates the plan was cut from, whether it ran alone. */
-  private step: { started: number; drafting: Drafting; candidates: TokenTree; alone: boolean } = { started: 0, drafting: 'none', candidates: NOTHING_DRAFTED, alone: true };
+  /** This step: when it started, which drafters it asked, the candidates the plan was cut from. */
+  private step: { started: number; drafting: Drafting; candidates: TokenTree } = { started: 0, drafting: 'none', candidates: NOTHING_DRAFTED };
   /** What draft() got this step, for propose() to cut (no budget: the planner skipped drafting). */
   private drafts: { budget?: DraftBudget; trees: TokenTree[] } | undefined;
 
@@ -160,7 +161,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
    */
   async draft(sequence: readonly number[], limits: StepLimits): Promise<void> {
     const root = sequence[sequence.length - 1];
-    this.step = { started: performance.now(), drafting: 'none', candidates: NOTHING_DRAFTED, alone: limits.sequences <= 1 };
+    this.step = { started: performance.now(), drafting: 'none', candidates: NOTHING_DRAFTED };
     this.drafts = { trees: [] };
     // Most steps of a generation where drafts do not pay skip drafting here: nothing allocated, nothing awaited.
     const budget = this.draftBudget(Math.min(limits.room, limits.maxNodes) - 1, sharedBatch(limits), limits.step);
@@ -186,8 +187,6 @@ export class SpeculativeDecoder implements SequenceDecoder {
 
   observeDecode(ms: number, step: DecodedStep): void {
     this.timings.verifyMs += ms;
-    // A prompt chunk that joined the batch after propose() makes the step a shared one.
-    this.step.alone = decodedAlone(step);
     this.options.planner.observeDecode?.(step, ms);
   }
 
@@ -197,13 +196,13 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const emitted = accepted.tokens;
     this.emitted += emitted.length;
     this.followShadow(emitted);
-    const { candidates, drafting, started, alone } = this.step;
+    const { candidates, drafting, started } = this.step;
     if (tree.draftCount === 0 && candidates.draftCount > 0 && !this.shadow) {
       this.shadow = { tree: candidates, node: ROOT, accepted: [] };
       this.followShadow(emitted);
     }
     for (const token of emitted) this.unappended.push(token);
-    if (alone) this.options.planner.observeStep?.(emitted.length, performance.now() - started, drafting);
+    this.options.planner.observeStep?.(emitted.length, performance.now() - started, drafting);
     return accepted;
   }
 

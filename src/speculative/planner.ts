@@ -13,7 +13,7 @@ import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
 import { AcceptanceStats, observeVerification, planTree, type CostCurve, type TreePlan } from './cost-model.js';
 import { InSituCosts } from './in-situ-costs.js';
 import { RecentValues } from '../stats.js';
-import { RealizedJudge } from './realized.js';
+import { RealizedJudge, SharedStepJudges } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
 
 /** Verifies whatever the drafters propose within a fixed budget (tests and ablations). */
@@ -83,6 +83,8 @@ interface PlannerKnowledge {
   readonly stats: AcceptanceStats;
   readonly costs: InSituCosts;
   readonly judge: RealizedJudge;
+  /** The verdicts on steps shared with other sequences. */
+  readonly shared: SharedStepJudges;
 }
 
 /**
@@ -99,6 +101,8 @@ export class AdaptivePlanner implements TreePlanner {
   /** Whether this sequence's last decode, alone, verified a tree. */
   private afterTree = false;
   private lastDecodeMs = 0;
+  /** The last decode this sequence took part in. */
+  private lastStep: DecodedStep | undefined;
   /** Whether the step being run verifies a plan (not a plain step or a probe). */
   private speculating = false;
   /**
@@ -127,7 +131,7 @@ export class AdaptivePlanner implements TreePlanner {
     private readonly options: AdaptivePlannerOptions,
     knowledge?: PlannerKnowledge,
   ) {
-    this.knowledge = knowledge ?? { stats: new AcceptanceStats(), costs: new InSituCosts(options.curve, options.singleDecodeMs), judge: new RealizedJudge() };
+    this.knowledge = knowledge ?? { stats: new AcceptanceStats(), costs: new InSituCosts(options.curve, options.singleDecodeMs), judge: new RealizedJudge(), shared: new SharedStepJudges() };
     this.maxBudget = options.budget ?? MAX_DRAFT_BUDGET;
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
     // verification is dear, and a probe must be able to see one; branches would only add cost.
@@ -156,8 +160,8 @@ export class AdaptivePlanner implements TreePlanner {
     this.budgetCalls++;
     this.probing = undefined;
     this.step = step;
-    // The judge's plain epochs time a sequence decoding alone; beside others they would prove nothing.
-    if (!batch && this.judge.forcePlain) return NO_DRAFT;
+    // A plain epoch of the judge of this step's kind (alone, or shared by so many sequences).
+    if (this.judgeOf(batch).forcePlain) return NO_DRAFT;
     if (!this.backingOff) return this.speculatingBudget();
     // Backing off: each kind of drafter is asked on its own schedule (drafts judged in the shadow
     // of plain decoding), so the acceptance statistics keep learning when the text becomes
@@ -189,7 +193,7 @@ export class AdaptivePlanner implements TreePlanner {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
     const costs = this.knowledge.costs;
     const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost(drafting, batch), { maxLeaves });
-    this.speculating = this.pays(plan);
+    this.speculating = this.pays(plan, batch);
     if (this.speculating) {
       this.recentPlanSizes.add(plan.size);
       this.backingOff = false;
@@ -229,16 +233,22 @@ export class AdaptivePlanner implements TreePlanner {
   expectedAccepted(tree: TokenTree, batch?: SharedBatch): number {
     const costs = this.knowledge.costs;
     const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost('cheap', batch));
-    return this.pays(plan) ? plan.expectedTokens - 1 : 0;
+    return this.pays(plan, batch) ? plan.expectedTokens - 1 : 0;
   }
 
   /** A plan is verified when it promises enough over plain decoding (and more while realized speed says the model is optimistic). */
-  private pays(plan: TreePlan): boolean {
-    return plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judge.bar;
+  private pays(plan: TreePlan, batch: SharedBatch | undefined): boolean {
+    return plan.size > 0 && plan.speedup >= MIN_EXPECTED_SPEEDUP * this.judgeOf(batch).bar;
+  }
+
+  /** The realized judge of a step alone, or of one shared with `batch`'s sequences. */
+  private judgeOf(batch: SharedBatch | undefined): RealizedJudge {
+    return batch ? this.knowledge.shared.judge(batch.sequences + 1) : this.judge;
   }
 
   observeDecode(step: DecodedStep, ms: number): void {
     this.knowledge.costs.observeDecode(step, ms, this.afterTree);
+    this.lastStep = step;
     if (!decodedAlone(step)) return;
     this.lastDecodeMs = ms;
     this.afterTree = step.tokens > 1;
@@ -249,8 +259,11 @@ export class AdaptivePlanner implements TreePlanner {
   }
 
   observeStep(emitted: number, ms: number, drafting: Drafting): void {
-    this.knowledge.costs.observeOverhead(drafting, ms - this.lastDecodeMs);
-    this.judge.observeStep(emitted, ms, this.speculating);
+    if (this.lastStep && !decodedAlone(this.lastStep)) this.knowledge.shared.observe(this.lastStep, emitted, ms, this.speculating);
+    else {
+      this.knowledge.costs.observeOverhead(drafting, ms - this.lastDecodeMs);
+      this.judge.observeStep(emitted, ms, this.speculating);
+    }
     this.speculating = false;
   }
 }

@@ -6,6 +6,7 @@
  * machine load, so their ratio is a fair verdict; while speculating epochs lose, the planner must
  * be promised more before it verifies a tree.
  */
+import type { DecodedStep } from '../generate/decoder.js';
 
 /**
  * Steps of an epoch in which the planner may speculate; after each won verdict the next is twice
@@ -117,5 +118,41 @@ export class RealizedJudge {
       this.barFactor = Math.max(1, this.barFactor / BAR_STEP);
       this.speculatingEpochSteps = Math.min(MAX_SPECULATING_EPOCH_STEPS, this.speculatingEpochSteps * 2);
     }
+  }
+}
+
+/**
+ * The same verdicts for steps that several sequences share, one judge per number of sequences
+ * (their tokens per ms differ by that number). Nothing else checks the cost model there: a shared
+ * step's speculation must beat plain shared steps, and it is judged whole, every sequence's tokens
+ * over the step's time, since all of them wait for it. Each request reports its part; a step is
+ * passed to its judge when the next step's first report arrives. Steps that carried a prompt chunk
+ * are left out (their time is mostly prefill).
+ */
+export class SharedStepJudges {
+  private readonly judges = new Map<number, RealizedJudge>();
+  private pending: { step: DecodedStep; tokens: number; ms: number; speculative: boolean } | undefined;
+
+  /** The judge of steps shared by `sequences` sequences. */
+  judge(sequences: number): RealizedJudge {
+    let judge = this.judges.get(sequences);
+    if (!judge) {
+      judge = new RealizedJudge();
+      this.judges.set(sequences, judge);
+    }
+    return judge;
+  }
+
+  /** One sequence's part of a shared step: what it emitted, the step's time as it saw it, whether it verified drafts. */
+  observe(step: DecodedStep, emitted: number, ms: number, speculative: boolean): void {
+    const pending = this.pending;
+    if (pending?.step.index === step.index) {
+      pending.tokens += emitted;
+      pending.ms = Math.max(pending.ms, ms);
+      pending.speculative ||= speculative;
+      return;
+    }
+    if (pending && pending.step.tokens === pending.step.decodingTokens) this.judge(pending.step.sequences).observeStep(pending.tokens, pending.ms, pending.speculative);
+    this.pending = { step, tokens: emitted, ms, speculative };
   }
 }
