@@ -300,7 +300,7 @@ export class EngineLoop {
     await this.draftAll(this.scheduler.running.filter((r) => r.state === 'decoding'));
     // Without those whose drafting failed (they have ended).
     const decoding = this.scheduler.running.filter((r) => r.state === 'decoding');
-    let freeCells = this.context.contextSize - this.scheduler.cellsInUse - decoding.length;
+    let freeCells = this.freeCellsBeside(decoding);
     for (const [i, request] of decoding.entries()) {
       const othersLeft = decoding.length - 1 - i;
       const spare = Math.min(this.batch.capacity - this.batch.size - othersLeft, freeCells + 1);
@@ -333,8 +333,7 @@ export class EngineLoop {
    */
   private async draftAll(decoding: readonly Request[]): Promise<void> {
     const share = Math.floor((this.batch.capacity - decoding.length) / Math.max(1, decoding.length)) + 1;
-    const freeCells = this.context.contextSize - this.scheduler.cellsInUse - decoding.length;
-    const cellShare = Math.floor(Math.max(0, freeCells) / Math.max(1, decoding.length)) + 1;
+    const cellShare = Math.floor(Math.max(0, this.freeCellsBeside(decoding)) / Math.max(1, decoding.length)) + 1;
     await Promise.all(
       decoding.map(async (request) => {
         try {
@@ -344,6 +343,11 @@ export class EngineLoop {
         }
       }),
     );
+  }
+
+  /** KV cells free for trees once every decoding request's pending token has its cell. */
+  private freeCellsBeside(decoding: readonly Request[]): number {
+    return this.context.contextSize - this.scheduler.cellsInUse - decoding.length;
   }
 
   /** What a request's tree may use this step, beside `othersTokens` of `sequences` sequences in all. */

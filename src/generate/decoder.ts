@@ -55,7 +55,12 @@ export interface DecodedStep {
 
 /** A step of one sequence with nothing else in its batch: what cost curves describe. */
 export function decodedAlone(step: DecodedStep): boolean {
-  return step.sequences === 1 && step.tokens === step.decodingTokens;
+  return step.sequences === 1 && decodingOnly(step);
+}
+
+/** A step without prompt chunks: its time is the decoding sequences' alone. */
+export function decodingOnly(step: DecodedStep): boolean {
+  return step.tokens === step.decodingTokens;
 }
 
 /** Logits predicted after node `node` of the verified tree (zero-copy, valid during the call). */

@@ -163,10 +163,11 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const root = sequence[sequence.length - 1];
     this.step = { started: performance.now(), drafting: 'none', candidates: NOTHING_DRAFTED };
     this.drafts = { trees: [] };
+    const batch = sharedBatch(limits);
     // Most steps of a generation where drafts do not pay skip drafting here: nothing allocated, nothing awaited.
-    const budget = this.draftBudget(Math.min(limits.room, limits.maxNodes) - 1, sharedBatch(limits), limits.step);
+    const budget = this.draftBudget(Math.min(limits.room, limits.maxNodes) - 1, batch, limits.step);
     if (!budget) return;
-    this.drafts = { budget, trees: await this.askDrafters(root, budget, sharedBatch(limits), limits.step) };
+    this.drafts = { budget, trees: await this.askDrafters(root, budget, batch, limits.step) };
     this.timings.draftMs += performance.now() - this.step.started;
   }
 

@@ -49,15 +49,14 @@ export function draftBatcherOf(context: Context): DraftBatcher {
 }
 
 export class DraftBatcher {
-  private readonly batch: TokenBatch;
+  /** Native batch, held while drafters are members (released when the last one leaves). */
+  private held: TokenBatch | undefined;
   private queue: Pending[] = [];
   private flushScheduled = false;
   private members = 0;
   private readonly counts: DraftBatcherStats = { decodes: 0, entries: 0 };
 
-  constructor(readonly context: Context) {
-    this.batch = new TokenBatch(Math.min(context.batchSize, 512), 1);
-  }
+  constructor(readonly context: Context) {}
 
   /** A drafter starts serving a request (while more than one does, decodes wait to be batched). */
   join(): void {
@@ -66,6 +65,14 @@ export class DraftBatcher {
 
   leave(): void {
     this.members = Math.max(0, this.members - 1);
+    if (this.members > 0 || this.queue.length > 0) return;
+    this.held?.dispose();
+    this.held = undefined;
+  }
+
+  private get batch(): TokenBatch {
+    this.held ??= new TokenBatch(Math.min(this.context.batchSize, 512), 1);
+    return this.held;
   }
 
   get stats(): DraftBatcherStats {
@@ -112,7 +119,7 @@ export class DraftBatcher {
     this.batch.clear();
     const last: number[] = [];
     for (const entry of group) {
-      entry.tokens.forEach((token, i) => this.batch.add(token, entry.position + i, entry.seq, i === entry.tokens.length - 1));
+      this.batch.addSequence(entry.tokens, entry.position, entry.seq);
       last.push(this.batch.size - 1);
     }
     this.run(group, () => {

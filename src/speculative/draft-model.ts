@@ -179,7 +179,7 @@ export class DraftModelDrafter implements Drafter {
     return tree;
   }
 
-  /** The drafter serves one request: its native batch is released here. */
+  /** The drafter serves one request: it leaves its context's batcher here. */
   end(): void {
     if (this.sequence.length > 0) this.batcher.leave();
     this.sequence = [];

@@ -6,7 +6,7 @@
  * machine load, so their ratio is a fair verdict; while speculating epochs lose, the planner must
  * be promised more before it verifies a tree.
  */
-import type { DecodedStep } from '../generate/decoder.js';
+import { decodingOnly, type DecodedStep } from '../generate/decoder.js';
 
 /**
  * Steps of an epoch in which the planner may speculate; after each won verdict the next is twice
@@ -152,7 +152,7 @@ export class SharedStepJudges {
       pending.speculative ||= speculative;
       return;
     }
-    if (pending && pending.step.tokens === pending.step.decodingTokens) this.judge(pending.step.sequences).observeStep(pending.tokens, pending.ms, pending.speculative);
+    if (pending && decodingOnly(pending.step)) this.judge(pending.step.sequences).observeStep(pending.tokens, pending.ms, pending.speculative);
     this.pending = { step, tokens: emitted, ms, speculative };
   }
 }

@@ -15,7 +15,7 @@
  * server never runs one). Scales are kept per number of sequences: the cells behind them differ.
  */
 import { RecentMedian, RecentValues } from '../stats.js';
-import type { DecodedStep } from '../generate/decoder.js';
+import { decodingOnly, type DecodedStep } from '../generate/decoder.js';
 import type { CostCurve } from './cost-model.js';
 
 /**
@@ -57,7 +57,7 @@ export class SharedStepCosts {
 
   /** Learns from a decode that decoding sequences alone shared (a prompt chunk's share is unknown). */
   observe(step: DecodedStep, ms: number): void {
-    if (step.index === this.lastStep || step.sequences < 2 || step.tokens !== step.decodingTokens) return;
+    if (step.index === this.lastStep || step.sequences < 2 || !decodingOnly(step)) return;
     this.lastStep = step.index;
     const costs = this.at(step.sequences);
     if (step.tokens === step.sequences) {
