@@ -15,12 +15,16 @@ import { AdaptivePlanner } from '../src/speculative/planner.js';
 import type { DecodedStep } from '../src/generate/decoder.js';
 import { RealizedJudge } from '../src/speculative/realized.js';
 import { SharedStepCosts } from '../src/speculative/shared-step-costs.js';
-import { ROOT, TokenTree } from '../src/speculative/tree.js';
+import { ROOT, TokenTree, type Drafter } from '../src/speculative/tree.js';
+import { SpeculativeDecoder } from '../src/speculative/decoder.js';
+import { Sampler } from '../src/generate/sampling.js';
 
 /** A decode of one sequence alone, `tokens` tokens. */
 const alone = (tokens: number): DecodedStep => ({ index: -1, tokens, decodingTokens: tokens, sequences: 1 });
 
 const close = (a: number, b: number, tolerance = 1e-9): boolean => Math.abs(a - b) <= tolerance;
+/** Room for a whole 64-node tree with up to 4 branches. */
+const LIMITS = { maxNodes: 64, maxLeaves: 4 };
 
 /** A chain whose k-th node scores alpha^k. */
 function chain(alpha: number, length: number): TokenTree {
@@ -207,6 +211,33 @@ describe('evidence', () => {
     assert.ok(calibratedScores(tree, stats)[unseen] > 0.9);
   });
 
+  it('learns nodes that several drafters agree on apart from those one drafter proposes alone', () => {
+    const stats = new AcceptanceStats();
+    // The draft model and the n-gram agree and are right; the n-gram alone is wrong; the suffix
+    // drafter alone is right.
+    for (let k = 0; k < 50; k++) {
+      const tree = new TokenTree(0);
+      const agreed = tree.addChild(ROOT, 1, 0.95, 'draft');
+      tree.addChild(ROOT, 1, 0.95, 'ngram');
+      tree.addChild(ROOT, 2, 0.95, 'ngram');
+      observeVerification(stats, tree, [agreed]);
+      const suffixAlone = new TokenTree(0);
+      observeVerification(stats, suffixAlone, [suffixAlone.addChild(ROOT, 3, 0.95, 'suffix')]);
+    }
+    const tree = new TokenTree(0);
+    const alone = tree.addChild(ROOT, 2, 0.95, 'ngram');
+    const scores = calibratedScores(tree, stats);
+    assert.ok(scores[alone] < 0.1, `the n-gram alone keeps its own record (${scores[alone]}), not the agreement's`);
+    const both = new TokenTree(0);
+    const agreed = both.addChild(ROOT, 1, 0.95, 'ngram');
+    both.addChild(ROOT, 1, 0.95, 'draft');
+    assert.ok(calibratedScores(both, stats)[agreed] > 0.9, 'the agreement keeps its record, whatever the drafters\' order');
+    const unseen = new TokenTree(0);
+    const newSet = unseen.addChild(ROOT, 3, 0.95, 'suffix');
+    unseen.addChild(ROOT, 3, 0.95, 'draft');
+    assert.ok(calibratedScores(unseen, stats)[newSet] > 0.9, 'a set without a record starts from its best member\'s');
+  });
+
   it('merging keeps the evidence of each source', () => {
     const tree = new TokenTree(0);
     const node = tree.addChild(ROOT, 1, 0.5, 'ngram', 3);
@@ -238,6 +269,47 @@ describe('planTree', () => {
     assert.ok(plan.speedup > 10);
     assert.ok(close(plan.expectedTokens, expectedTokens(plan.tree, plan.scores)));
   });
+  it('cuts a tree larger than its limits by calibrated acceptance, not by the drafters\' own scores', () => {
+    const plan = planTree(unsureNgramBesideDraftChain(0), recordsOfNgramAndDraft(new AcceptanceStats()), CostCurve.linear(0.05), 0, { maxNodes: 16, maxLeaves: 4 });
+    assert.equal(plan.size, 12, 'the whole draft chain, within 16 nodes');
+    assert.deepEqual([...plan.tree.sources(1)], ['draft']);
+  });
+});
+
+/** Records that say the n-gram's sure-looking first tokens fail and the draft model's chains hold. */
+function recordsOfNgramAndDraft(stats: AcceptanceStats): AcceptanceStats {
+  for (let k = 0; k < 200; k++) {
+    stats.observe(acceptanceKey('ngram', 1), 1, false);
+    for (let depth = 1; depth <= 12; depth++) stats.observe(acceptanceKey('draft', 0.9), depth, true);
+  }
+  return stats;
+}
+
+/** 40 n-gram nodes the n-gram is sure of (own score 1) beside a 12-token draft-model chain. */
+function unsureNgramBesideDraftChain(root: number, only?: 'ngram' | 'draft'): TokenTree {
+  const tree = new TokenTree(root);
+  if (only !== 'draft') tree.addPath(Array.from({ length: 40 }, (_, k) => 100 + k), Array(40).fill(1), 'ngram');
+  if (only !== 'ngram') tree.addPath(Array.from({ length: 12 }, (_, k) => 200 + k), Array.from({ length: 12 }, (_, k) => 0.9 ** (k + 1)), 'draft');
+  return tree;
+}
+
+describe('SpeculativeDecoder', () => {
+  it('hands the planner every drafter\'s whole proposal: sure-looking n-gram nodes do not crowd out a right draft chain', async () => {
+    const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.05) });
+    recordsOfNgramAndDraft(planner.stats);
+    const stub = (name: 'ngram' | 'draft'): Drafter => ({
+      name,
+      costly: name === 'draft',
+      begin() {},
+      append() {},
+      end() {},
+      propose: (root) => unsureNgramBesideDraftChain(root, name),
+    });
+    const decoder = new SpeculativeDecoder(new Sampler({ temperature: 0 }), { drafters: [stub('ngram'), stub('draft')], planner });
+    const tree = await decoder.propose([7], { room: 100, maxNodes: 17, maxBranches: 4, batchTokens: 0, sequences: 1, step: 0 });
+    assert.equal(tree.draftCount, 12, 'the draft chain is verified whole');
+    assert.deepEqual([...tree.sources(1)], ['draft']);
+  });
 });
 
 /** A suffix-drafted chain of `length` sure tokens resting on a long match. */
@@ -252,7 +324,7 @@ function sureChain(length: number): TokenTree {
 function feed(planner: AdaptivePlanner, steps: number, onStep: (size: number) => void = () => {}): number {
   let size = 0;
   for (let step = 0; step < steps; step++) {
-    const plan = planner.plan(sureChain(16), 4);
+    const plan = planner.plan(sureChain(16), LIMITS);
     planner.observe(plan, Array.from({ length: plan.draftCount }, (_, k) => k + 1));
     size = plan.draftCount;
     onStep(plan.size);
@@ -333,7 +405,7 @@ function plannerAfterPlans(curve: CostCurve, draftingMs: number): AdaptivePlanne
   }
   for (let k = 0; k < 8; k++) {
     planner.budget();
-    const plan = planner.plan(sureChain(16), 4);
+    const plan = planner.plan(sureChain(16), LIMITS);
     planner.observe(plan, Array.from({ length: plan.draftCount }, (_, i) => i + 1));
     planner.observeDecode(alone(plan.size), 10 * curve.cost(plan.size));
     planner.observeStep(plan.draftCount + 1, 10 * curve.cost(plan.size) + draftingMs, 'cheap');
@@ -345,7 +417,7 @@ function plannerAfterPlans(curve: CostCurve, draftingMs: number): AdaptivePlanne
 function missesBeforeBackOff(planner: AdaptivePlanner, limit: number): number {
   let misses = 0;
   while (misses < limit && planner.budget().maxNodes > 0) {
-    assert.equal(planner.plan(chain(0.2, 2), 4).draftCount, 0, 'the proposal does not pay');
+    assert.equal(planner.plan(chain(0.2, 2), LIMITS).draftCount, 0, 'the proposal does not pay');
     misses++;
   }
   return misses;
@@ -358,7 +430,7 @@ function probeGap(planner: AdaptivePlanner, probes: number): number {
   for (let probe = 0; probe < probes; probe++) {
     gap = 1;
     while (planner.budget().maxNodes === 0) gap++;
-    planner.plan(chain(0.2, 2), 4);
+    planner.plan(chain(0.2, 2), LIMITS);
   }
   return gap;
 }
@@ -374,10 +446,10 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
   it('charges drafting to every sequence that shares the step: what pays alone may not among others', () => {
     // A flat curve: a shared step costs one decode whatever it holds. Drafting costs 3 decodes.
     const alone = plannerAfterPlans(CostCurve.flat(), 30.1);
-    assert.equal(alone.plan(sureChain(16), 4).draftCount, 16, 'alone, 17 tokens for 4 decodes of time pay');
+    assert.equal(alone.plan(sureChain(16), LIMITS).draftCount, 16, 'alone, 17 tokens for 4 decodes of time pay');
     const shared = plannerAfterPlans(CostCurve.flat(), 30.1);
     // Among 7 others, those 3 decodes of drafting hold up 8 sequences: 24 tokens forgone for 16.
-    assert.equal(shared.plan(sureChain(16), 4, { tokens: 7, sequences: 7 }).draftCount, 0);
+    assert.equal(shared.plan(sureChain(16), LIMITS, { tokens: 7, sequences: 7 }).draftCount, 0);
   });
 
   it('probes cheap drafters often and a dear draft model rarely, each on its own schedule', () => {
@@ -394,7 +466,7 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
       if (budget.maxNodes === 0) continue;
       const kind = budget.costly === false ? 'cheap' : 'costly';
       probes[kind]++;
-      assert.equal(planner.plan(chain(0.2, 2), 4, undefined, kind).draftCount, 0);
+      assert.equal(planner.plan(chain(0.2, 2), LIMITS, undefined, kind).draftCount, 0);
     }
     assert.ok(probes.costly <= 640 / 32, `${probes.costly} draft-model probes in 640 steps`);
     assert.ok(probes.cheap >= 640 / 4, `${probes.cheap} cheap probes in 640 steps`);
@@ -467,7 +539,7 @@ describe('AdaptivePlanner among other sequences', () => {
     const other = root.forSequence();
     assert.equal(missesBeforeBackOff(missing, 100), 1, 'no plan of its own to break even against: it backs off at once');
     assert.ok(other.budget({ tokens: 7, sequences: 7 }).maxNodes > 0, 'the other sequence still drafts');
-    assert.equal(other.plan(sureChain(16), 4, { tokens: 7, sequences: 7 }).draftCount, 16);
+    assert.equal(other.plan(sureChain(16), LIMITS, { tokens: 7, sequences: 7 }).draftCount, 16);
     assert.equal(missing.stats, other.stats);
   });
 
@@ -475,13 +547,13 @@ describe('AdaptivePlanner among other sequences', () => {
     const curve = CostCurve.linear(0.3);
     const planner = plannerAfterPlans(curve, 0.3);
     const batch = { tokens: 7, sequences: 7 };
-    assert.equal(planner.plan(sureChain(16), 4, batch).draftCount, 16, 'the curve prices 16 sure tokens as worth verifying among 8 sequences');
+    assert.equal(planner.plan(sureChain(16), LIMITS, batch).draftCount, 16, 'the curve prices 16 sure tokens as worth verifying among 8 sequences');
     const plainMs = 10 * curve.cost(8);
     let index = 0;
     for (let k = 0; k < 4; k++) planner.observeDecode(shared(index++, 8, 8), plainMs);
     for (let k = 0; k < 8; k++) planner.observeDecode(shared(index++, 8, 24), plainMs * (1 + 3 * (curve.cost(24) / curve.cost(8) - 1)));
-    assert.ok(planner.plan(sureChain(16), 4, batch).draftCount < 16, 'a tree costing 3x the curve\'s growth is cut');
-    assert.equal(planner.plan(sureChain(16), 4).draftCount, 16, 'alone, the curve still holds');
+    assert.ok(planner.plan(sureChain(16), LIMITS, batch).draftCount < 16, 'a tree costing 3x the curve\'s growth is cut');
+    assert.equal(planner.plan(sureChain(16), LIMITS).draftCount, 16, 'alone, the curve still holds');
   });
 });
 
@@ -571,7 +643,7 @@ describe('AdaptivePlanner with realized speed', () => {
         planner.observeStep(1, 1, 'none');
         continue;
       }
-      const plan = planner.plan(sureChain(16), 4);
+      const plan = planner.plan(sureChain(16), LIMITS);
       const accepted = Array.from({ length: plan.draftCount }, (_, k) => k + 1);
       planner.observe(plan, accepted);
       planner.observeDecode(alone(plan.size), 1 + 0.3 * (plan.size - 1));
@@ -592,7 +664,7 @@ describe('AdaptivePlanner with realized speed', () => {
     for (let index = 0; index < 1500; index++) {
       const plans = planners.map((planner) => {
         const budget = planner.budget(others, index);
-        return budget.maxNodes === 0 ? undefined : planner.plan(sureChain(16), 4, others);
+        return budget.maxNodes === 0 ? undefined : planner.plan(sureChain(16), LIMITS, others);
       });
       if (plans.every((plan) => plan === undefined)) plainEpochs++;
       const tokens = plans.reduce((sum, plan) => sum + (plan?.size ?? 1), 0);

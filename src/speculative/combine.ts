@@ -9,8 +9,11 @@
  */
 import { TokenTree, ROOT, type SelectOptions } from './tree.js';
 
+/** Union of `trees`' paths; when only one of them drafted anything, that tree itself (not a copy). */
 export function unionTrees(trees: readonly TokenTree[]): TokenTree {
   if (trees.length === 0) throw new RangeError('unionTrees: no trees');
+  const drafted = trees.filter((tree) => tree.draftCount > 0);
+  if (drafted.length === 1 && trees.every((tree) => tree.rootToken === drafted[0].rootToken)) return drafted[0];
   const rootToken = trees[0].rootToken;
   const union = new TokenTree(rootToken);
   for (const tree of trees) {
@@ -22,10 +25,7 @@ export function unionTrees(trees: readonly TokenTree[]): TokenTree {
 
 /** Union of `trees`, pruned to `maxNodes` drafted nodes (and options.maxLeaves leaves). */
 export function combineTrees(trees: readonly TokenTree[], maxNodes: number, options: SelectOptions = {}): TokenTree {
-  // Often only one drafter found something: the union would be a copy of its tree.
-  const drafted = trees.filter((tree) => tree.draftCount > 0);
-  const union = drafted.length === 1 && drafted[0].rootToken === trees[0]?.rootToken ? drafted[0] : unionTrees(trees);
-  return union.prune(maxNodes, options);
+  return unionTrees(trees).prune(maxNodes, options);
 }
 
 function mergeInto(union: TokenTree, tree: TokenTree): void {

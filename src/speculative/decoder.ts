@@ -10,7 +10,8 @@
 import { emptyTimings, type Accepted, type DecodedStep, type NodeLogits, type SequenceDecoder, type StepLimits } from '../generate/decoder.js';
 import type { Sampler } from '../generate/sampling.js';
 import { acceptTree } from './accept.js';
-import { combineTrees } from './combine.js';
+import { unionTrees } from './combine.js';
+import type { TreeLimits } from './cost-model.js';
 import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 
 /** Chooses how much of the candidate tree is worth verifying, and learns from what was accepted. */
@@ -22,10 +23,11 @@ export interface TreePlanner {
    */
   budget(batch?: SharedBatch, step?: number): DraftBudget;
   /**
-   * The part of `tree` to verify (the root alone = a plain step), with at most `maxLeaves` leaves.
-   * `batch` says what else the step's batch holds (absent: the sequence runs alone).
+   * The part of `tree` (every drafter's proposals, merged) to verify within `limits` (the root
+   * alone = a plain step). `batch` says what else the step's batch holds (absent: the sequence
+   * runs alone).
    */
-  plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch, drafting?: Drafting): TokenTree;
+  plan(tree: TokenTree, limits: TreeLimits, batch?: SharedBatch, drafting?: Drafting): TokenTree;
   /** Called after each verification with the verified tree and the accepted node indices. */
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
   /**
@@ -179,8 +181,10 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const maxNodes = Math.min(budget?.maxNodes ?? 0, Math.min(limits.room, limits.maxNodes) - 1);
     if (trees.length === 0 || maxNodes <= 0) return root;
     const started = performance.now();
-    const union = combineTrees(trees, maxNodes, { maxLeaves: limits.maxBranches });
-    const tree = this.options.planner.plan(union, limits.maxBranches, sharedBatch(limits), this.step.drafting);
+    // The planner cuts the union by calibrated acceptance: a drafter's own scores do not compare
+    // with another's, and cutting by them let 60 unsure n-gram nodes crowd out a sure draft chain.
+    const union = unionTrees(trees);
+    const tree = this.options.planner.plan(union, { maxNodes, maxLeaves: limits.maxBranches }, sharedBatch(limits), this.step.drafting);
     this.step.candidates = union;
     this.timings.draftMs += performance.now() - started;
     return tree;

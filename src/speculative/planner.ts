@@ -10,7 +10,7 @@
  */
 import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
 import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
-import { AcceptanceStats, observeVerification, planTree, type CostCurve, type TreePlan } from './cost-model.js';
+import { AcceptanceStats, observeVerification, planTree, type CostCurve, type TreeLimits, type TreePlan } from './cost-model.js';
 import { InSituCosts } from './in-situ-costs.js';
 import { RecentValues } from '../stats.js';
 import { RealizedJudge, SharedStepJudges } from './realized.js';
@@ -24,8 +24,8 @@ export class FixedPlanner implements TreePlanner {
     return this.fixed;
   }
 
-  plan(tree: TokenTree, maxLeaves: number): TokenTree {
-    return tree.prune(this.fixed.maxNodes, { maxLeaves });
+  plan(tree: TokenTree, limits: TreeLimits): TokenTree {
+    return tree.prune(Math.min(this.fixed.maxNodes, limits.maxNodes), { maxLeaves: limits.maxLeaves });
   }
 
   observe(): void {}
@@ -189,10 +189,10 @@ export class AdaptivePlanner implements TreePlanner {
     return maxNodes === this.maxBudget.maxNodes ? this.maxBudget : { ...this.maxBudget, maxNodes };
   }
 
-  plan(tree: TokenTree, maxLeaves: number, batch?: SharedBatch, drafting: Exclude<Drafting, 'none'> = 'cheap'): TokenTree {
+  plan(tree: TokenTree, limits: TreeLimits, batch?: SharedBatch, drafting: Exclude<Drafting, 'none'> = 'cheap'): TokenTree {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
     const costs = this.knowledge.costs;
-    const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost(drafting, batch), { maxLeaves });
+    const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost(drafting, batch), limits);
     this.speculating = this.pays(plan, batch);
     if (this.speculating) {
       this.recentPlanSizes.add(plan.size);
