@@ -12,6 +12,7 @@ import {
   planTree,
 } from '../src/speculative/cost-model.js';
 import { AdaptivePlanner } from '../src/speculative/planner.js';
+import { CostlyDrafts } from '../src/speculative/costly-drafts.js';
 import type { DecodedStep } from '../src/generate/decoder.js';
 import { RealizedJudge } from '../src/speculative/realized.js';
 import { SharedStepCosts } from '../src/speculative/shared-step-costs.js';
@@ -388,6 +389,72 @@ describe('AdaptivePlanner', () => {
   });
 });
 
+describe('CostlyDrafts', () => {
+  /** A record of 64-node drafts at `msPerNode`, `accepted` nodes of each emitted by plain decoding. */
+  function drafts(msPerNode: number, nodes: number, accepted: number): CostlyDrafts {
+    const record = new CostlyDrafts();
+    for (let k = 0; k < 20; k++) {
+      // Asked every step, a draft model catches up in the decode that gives its first node.
+      record.observeDraft('draft', { ms: msPerNode * nodes, catchUpMs: msPerNode, nodes });
+      for (let i = 0; i < accepted; i++) record.observeAccepted('draft');
+    }
+    return record;
+  }
+
+  it('prices a drafter per node drafted, not per node verified', () => {
+    // An accepted token saves 0.17 ms, a drafted node costs 0.1 ms. Ten sure nodes pay; the same
+    // ten at the head of a 64-node chain do not (the old price, per verified node, said they did).
+    assert.equal(drafts(0.1, 10, 10).pays('draft', 0.17, 1), true);
+    assert.equal(drafts(0.1, 64, 10).pays('draft', 0.17, 1), false);
+    // On a large target a token saves 30 ms: the long chain pays easily.
+    assert.equal(drafts(1.5, 64, 10).pays('draft', 30, 1), true);
+  });
+
+  it('prices a node at a draft decode, not at the catch-up of a drafter asked rarely', () => {
+    const record = new CostlyDrafts();
+    // 8-node chains: 0.1 ms per decode, but each first caught up on 200 tokens in 5 ms.
+    for (let k = 0; k < 20; k++) {
+      record.observeDraft('draft', { ms: 5 + 7 * 0.1, catchUpMs: 5, nodes: 8 });
+      for (let i = 0; i < 6; i++) record.observeAccepted('draft');
+    }
+    assert.equal(record.pays('draft', 0.17, 1), true);
+  });
+
+  it('asks an unmeasured drafter, and ignores acceptance credited to other drafters', () => {
+    const record = new CostlyDrafts();
+    assert.equal(record.pays('draft', 0.17, 1), true);
+    record.observeAccepted('ngram');
+    assert.equal(record.pays('draft', undefined, 1), true, 'an unknown token value asks');
+    assert.equal(drafts(0.1, 64, 0).pays('draft', 0.17, 1), false);
+  });
+
+  it('re-checks a drafter that does not pay on steps twice as far apart each time, every sequence in the same step', () => {
+    const record = drafts(0.25, 64, 10);
+    const asked: number[] = [];
+    for (let step = 1; step <= 3000; step++) {
+      const first = record.pays('draft', 0.17, step);
+      assert.equal(record.pays('draft', 0.17, step), first, `a second sequence in step ${step} agrees`);
+      if (first) asked.push(step);
+    }
+    assert.deepEqual(asked, [64, 128, 256, 512, 1024, 2048]);
+  });
+
+  it('is shared by the planners of all sequences', () => {
+    const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.25) });
+    for (let k = 0; k < 5; k++) planner.observeDecode(alone(1), 2);
+    const other = planner.forSequence();
+    assert.equal(other.costlyDrafterPays('draft', undefined, 1), true);
+    // 1 ms per node drafted, a tenth accepted, against a token worth 1.5 ms.
+    for (let k = 0; k < 20; k++) {
+      planner.observeCostlyDraft('draft', { ms: 64, catchUpMs: 1, nodes: 64 });
+      const tree = new TokenTree(0);
+      tree.addPath([1, 2, 3, 4, 5, 6], [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], 'draft');
+      planner.observe(tree, [1, 2, 3, 4, 5, 6]);
+    }
+    assert.equal(other.costlyDrafterPays('draft', undefined, 1), false);
+  });
+});
+
 /**
  * A planner that has timed plain steps (10 ms decodes, 0.1 ms around them), then verified eight
  * sure 16-token chains whose steps spent `draftingMs` outside the decode; it knows that sure
@@ -636,6 +703,8 @@ describe('AdaptivePlanner with realized speed', () => {
   it('stops verifying trees whose steps are slow end to end, though their decodes look cheap', () => {
     const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
     let lastSize = 0;
+    let highestBar = 1;
+    const verified: number[] = [];
     for (let step = 0; step < 2000; step++) {
       const budget = planner.budget();
       if (budget.maxNodes === 0) {
@@ -650,9 +719,13 @@ describe('AdaptivePlanner with realized speed', () => {
       // What the decode does not show: the step as a whole costs 40 plain steps.
       planner.observeStep(plan.draftCount + 1, plan.draftCount > 0 ? 40 : 1, 'cheap');
       lastSize = plan.draftCount;
+      if (plan.draftCount > 0) verified.push(step);
+      highestBar = Math.max(highestBar, planner.judge.bar);
     }
-    assert.ok(planner.judge.bar > 1, `bar ${planner.judge.bar}`);
+    assert.ok(highestBar > 1, 'the realized verdict raised the bar');
     assert.equal(lastSize, 0, 'the last plans verify nothing');
+    // Once the costs are known, probes come as rarely as their drafting costs allow.
+    assert.ok(verified.filter((step) => step >= 200).length <= 2, `verified at steps ${verified.filter((step) => step >= 200).join(' ')}`);
   });
 
   it('judges steps shared by 8 sequences whole, apart from steps alone, and stops trees that lose there', () => {

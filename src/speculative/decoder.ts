@@ -12,6 +12,7 @@ import type { Sampler } from '../generate/sampling.js';
 import { acceptTree } from './accept.js';
 import { unionTrees } from './combine.js';
 import type { TreeLimits } from './cost-model.js';
+import type { CostlyDraft } from './costly-drafts.js';
 import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 
 /** Chooses how much of the candidate tree is worth verifying, and learns from what was accepted. */
@@ -44,11 +45,12 @@ export interface TreePlanner {
    */
   observeStep?(emitted: number, ms: number, drafting: Drafting): void;
   /**
-   * Decode time one more accepted draft token saves: a plain decode minus what the token adds to
-   * a verify batch (ms; undefined until measured). A drafter whose tokens cost more to draft,
-   * per accepted token, than this cannot pay.
+   * Whether the costly drafter `name` is worth asking at engine step `step`, beside `batch` when
+   * shared (absent: always). Asked only when the cheap drafters found too little.
    */
-  acceptedTokenValueMs?(batch?: SharedBatch): number | undefined;
+  costlyDrafterPays?(name: string, batch: SharedBatch | undefined, step: number): boolean;
+  /** A costly drafter's draft and what it cost. */
+  observeCostlyDraft?(name: string, draft: CostlyDraft): void;
 }
 
 /**
@@ -109,9 +111,6 @@ function sharedBatch(limits: StepLimits): SharedBatch | undefined {
 /** Marks a step whose drafters were not asked. */
 const NOTHING_DRAFTED = new TokenTree(-1);
 
-/** While costly drafters do not pay, they are asked once every this many steps, to re-measure. */
-const COSTLY_RECHECK_STEPS = 64;
-
 export class SpeculativeDecoder implements SequenceDecoder {
   readonly name: string;
   readonly timings = emptyTimings();
@@ -121,8 +120,6 @@ export class SpeculativeDecoder implements SequenceDecoder {
   private speculativeSteps = 0;
   private emitted = 0;
   private verifiedNodes = 0;
-  /** Drafting time per drafted node of each costly drafter (ms, running mean). */
-  private readonly costlyMsPerNode = new Map<string, number>();
   /**
    * Tokens emitted since the drafters were last asked. Drafters need them only to propose, so
    * while drafting backs off they are handed over in one batch: a call per step into cold
@@ -261,7 +258,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const expected = (tree: TokenTree) => planner.expectedAccepted?.(tree, batch) ?? tree.maxDepth();
     if (this.hasCostlyDrafter && limited.costly !== false && !trees.some((tree) => expected(tree) >= CHEAP_DRAFTS_ENOUGH)) {
       for (const drafter of this.options.drafters) {
-        if (!drafter.costly || !this.costlyPays(drafter.name, batch, step)) continue;
+        if (!drafter.costly || planner.costlyDrafterPays?.(drafter.name, batch, step) === false) continue;
         trees.push(await this.proposeCostly(drafter, root, limited));
         this.step.drafting = 'costly';
       }
@@ -287,31 +284,11 @@ export class SpeculativeDecoder implements SequenceDecoder {
     }
   }
 
-  /**
-   * A costly drafter (a draft model) pays only if its drafting time per accepted token is below
-   * what an accepted token saves. On a tiny target on a CPU a draft decode costs about as much as
-   * the verify time a token saves, so it never does; with a large target it easily does, alone,
-   * but among 8 sequences a token saves only its share of the step while drafting holds up all 8.
-   */
-  private costlyPays(name: string, batch: SharedBatch | undefined, step: number): boolean {
-    const msPerNode = this.costlyMsPerNode.get(name);
-    const value = this.options.planner.acceptedTokenValueMs?.(batch);
-    if (msPerNode === undefined || value === undefined) return true;
-    const { proposed, accepted } = this.drafterStats[name];
-    const acceptance = (accepted + 1) / (proposed + 1);
-    // Re-checked on the engine's step number: every request that skips it re-checks in one step.
-    return msPerNode < value * acceptance || step % COSTLY_RECHECK_STEPS === 0;
-  }
-
   private async proposeCostly(drafter: Drafter, root: number, budget: DraftBudget): Promise<TokenTree> {
     const spent = () => drafter.spentMs ?? performance.now();
-    const before = spent();
+    const before = { ms: spent(), catchUpMs: drafter.catchUpMs ?? 0 };
     const tree = await drafter.propose(root, budget);
-    if (tree.draftCount > 0) {
-      const msPerNode = (spent() - before) / tree.draftCount;
-      const previous = this.costlyMsPerNode.get(drafter.name);
-      this.costlyMsPerNode.set(drafter.name, previous === undefined ? msPerNode : previous * 0.8 + msPerNode * 0.2);
-    }
+    this.options.planner.observeCostlyDraft?.(drafter.name, { ms: spent() - before.ms, catchUpMs: (drafter.catchUpMs ?? 0) - before.catchUpMs, nodes: tree.draftCount });
     return tree;
   }
 

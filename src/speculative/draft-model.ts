@@ -86,8 +86,9 @@ export class DraftModelDrafter implements Drafter {
    * have been accepted whole: the depth grows as if it had been verified.
    */
   private unverifiedRun = 0;
-  /** This drafter's share of the batched draft decodes so far (ms). */
+  /** This drafter's share of the batched draft decodes so far (ms), and of those that caught up. */
   private decodeShareMs = 0;
+  private catchUpShareMs = 0;
 
   constructor(
     private readonly context: Context,
@@ -119,6 +120,10 @@ export class DraftModelDrafter implements Drafter {
   /** Time its proposals cost the step (ms): its share of each batched decode, not the wall time it waited for its batch-mates. */
   get spentMs(): number {
     return this.decodeShareMs;
+  }
+
+  get catchUpMs(): number {
+    return this.catchUpShareMs;
   }
 
   begin(prompt: readonly number[]): void {
@@ -190,11 +195,14 @@ export class DraftModelDrafter implements Drafter {
    * (accepted drafts stay), cuts the rest, decodes the new tokens; `read` gets the logits after
    * the last one (the pending root).
    */
-  private catchUp<T>(read: (logits: Float32Array) => T): Promise<T> {
+  private async catchUp<T>(read: (logits: Float32Array) => T): Promise<T> {
     const common = commonPrefixLength(this.cached, this.sequence, this.sequence.length - 1);
     this.context.seqRemove(this.seq, common, -1);
     this.cached.length = common;
-    return this.decode(this.sequence.slice(common), read);
+    const before = this.decodeShareMs;
+    const value = await this.decode(this.sequence.slice(common), read);
+    this.catchUpShareMs += this.decodeShareMs - before;
+    return value;
   }
 
   /** Evaluates `tokens` after what is cached (batched with other requests' drafting). */

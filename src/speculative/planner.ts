@@ -11,7 +11,9 @@
 import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
 import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
 import { AcceptanceStats, observeVerification, planTree, type CostCurve, type TreeLimits, type TreePlan } from './cost-model.js';
+import { CostlyDrafts, type CostlyDraft } from './costly-drafts.js';
 import { InSituCosts } from './in-situ-costs.js';
+import { ProbeSchedule } from './probe-schedule.js';
 import { RecentValues } from '../stats.js';
 import { RealizedJudge, SharedStepJudges } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
@@ -36,8 +38,9 @@ export interface AdaptivePlannerOptions {
   /** Largest budget drafters may fill; the plan cuts it down. */
   budget?: DraftBudget;
   /**
-   * While speculation does not pay, drafters are asked only every this many steps at first; the
-   * interval doubles after each probe that finds nothing worth verifying (up to MAX_PROBE_INTERVAL).
+   * While speculation does not pay, drafters are asked only every this many steps at first (or
+   * less often where their drafting costs more); the interval doubles after each probe that finds
+   * nothing worth verifying (up to MAX_PROBE_INTERVAL).
    */
   probeEvery?: number;
   /**
@@ -48,17 +51,26 @@ export interface AdaptivePlannerOptions {
 }
 
 /**
- * A probe costs a drafting step outside any decode: about one decode of the small testbed model on
- * a CPU (one probe every 64 steps keeps that near 1-2%), a few hundredths of one for a model of a
+ * A probe costs a drafting step outside any decode: a few decodes of the small testbed model on a
+ * CPU when it asks the draft model for a 64-token chain, a few hundredths of one for a model of a
  * realistic size, which can then afford to probe nearly every step and learn acceptance fast.
  * Cheap drafters (n-gram, suffix) and a draft model differ in cost by orders of magnitude, so each
- * kind has its own probe schedule: on a realistic target the cheap ones look every few steps for
- * the text turning repetitive while the draft model is asked far more rarely.
+ * kind has its own probe schedule, spaced by what its probes cost: on a realistic target the cheap
+ * ones look every few steps for the text turning repetitive while the draft model is asked far
+ * more rarely, and on the tiny target a cheap probe that costs a few decodes, or a draft-model
+ * chain that costs 15-50, comes every few hundred steps (capped at 64, with every request
+ * starting its own schedule again from 8, probes took a tenth of the time there).
  */
-const MAX_PROBE_INTERVAL = 64;
+const MAX_PROBE_INTERVAL = 1024;
+
+/** Probe interval of a kind whose drafting cost is not measured yet. */
+const UNMEASURED_PROBE_INTERVAL = 64;
 
 /** Share of plain decoding time that probing may take while drafts do not pay. */
 const PROBE_TIME_SHARE = 0.02;
+
+/** Share it may take when drafting has just stopped paying, while probes still learn fast. */
+const FIRST_PROBE_TIME_SHARE = 0.1;
 
 /**
  * Expected speedup a plan must promise over plain decoding: costs are corrected online (below),
@@ -85,13 +97,16 @@ interface PlannerKnowledge {
   readonly judge: RealizedJudge;
   /** The verdicts on steps shared with other sequences. */
   readonly shared: SharedStepJudges;
+  readonly costlyDrafts: CostlyDrafts;
+  /** When each kind of drafter is next asked by sequences that back off. */
+  readonly probes: Record<Exclude<Drafting, 'none'>, ProbeSchedule>;
 }
 
 /**
- * Plans one sequence's steps. Whether drafting pays right now (the text being predictable, the
- * probes while it is not) is the sequence's own state: among 8 sequences, one that is copying a
- * passage must not start 7 others drafting, and one that is not must not stop the copying one.
- * What is learnt about drafters and costs is shared (`forSequence`).
+ * Plans one sequence's steps. Whether drafting pays right now (the text being predictable) is the
+ * sequence's own state: among 8 sequences, one that is copying a passage must not start 7 others
+ * drafting, and one that is not must not stop the copying one. What is learnt about drafters and
+ * costs, and when sequences that back off probe, are shared (`forSequence`).
  */
 export class AdaptivePlanner implements TreePlanner {
   private readonly knowledge: PlannerKnowledge;
@@ -119,27 +134,29 @@ export class AdaptivePlanner implements TreePlanner {
   private backingOff = false;
   /** Sizes of the last verified plans, which bound the drafting budget. */
   private readonly recentPlanSizes = new RecentValues(16);
-  /** When each kind of drafter is next asked while backing off. */
-  private readonly probes: Record<Exclude<Drafting, 'none'>, ProbeSchedule>;
   /** The schedule whose probe this step is (undefined: not a probe). */
   private probing: Exclude<Drafting, 'none'> | undefined;
-  /** This step's number (the engine's, or else this planner's count of budget() calls). */
-  private step = 0;
   private budgetCalls = 0;
 
   constructor(
     private readonly options: AdaptivePlannerOptions,
     knowledge?: PlannerKnowledge,
   ) {
-    this.knowledge = knowledge ?? { stats: new AcceptanceStats(), costs: new InSituCosts(options.curve, options.singleDecodeMs), judge: new RealizedJudge(), shared: new SharedStepJudges() };
+    const probeEvery = options.probeEvery ?? 8;
+    this.knowledge = knowledge ?? {
+      stats: new AcceptanceStats(),
+      costs: new InSituCosts(options.curve, options.singleDecodeMs),
+      judge: new RealizedJudge(),
+      shared: new SharedStepJudges(),
+      costlyDrafts: new CostlyDrafts(),
+      probes: { cheap: new ProbeSchedule(probeEvery), costly: new ProbeSchedule(probeEvery) },
+    };
     this.maxBudget = options.budget ?? MAX_DRAFT_BUDGET;
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
     // verification is dear, and a probe must be able to see one; branches would only add cost.
     const { maxNodes, maxDepth } = this.maxBudget;
     this.probeBudget = { maxNodes: Math.min(maxNodes, maxDepth), maxDepth, maxBranches: 1 };
     this.cheapProbeBudget = { ...this.probeBudget, costly: false };
-    const probeEvery = options.probeEvery ?? 8;
-    this.probes = { cheap: new ProbeSchedule(probeEvery), costly: new ProbeSchedule(probeEvery) };
   }
 
   /** A planner for another sequence: its own step state, this one's acceptance statistics and costs. */
@@ -159,20 +176,18 @@ export class AdaptivePlanner implements TreePlanner {
   budget(batch?: SharedBatch, step = this.budgetCalls): DraftBudget {
     this.budgetCalls++;
     this.probing = undefined;
-    this.step = step;
     // A plain epoch of the judge of this step's kind (alone, or shared by so many sequences).
     if (this.judgeOf(batch).forcePlain) return NO_DRAFT;
     if (!this.backingOff) return this.speculatingBudget();
     // Backing off: each kind of drafter is asked on its own schedule (drafts judged in the shadow
     // of plain decoding), so the acceptance statistics keep learning when the text becomes
     // predictable again. A costly probe asks the cheap drafters too.
-    const cheap = this.probes.cheap.tick(step);
-    if (this.probes.costly.tick(step)) {
-      this.probes.cheap.restart(step);
+    const probes = this.knowledge.probes;
+    if (probes.costly.due(step)) {
       this.probing = 'costly';
       return this.probeBudget;
     }
-    if (!cheap) return NO_DRAFT;
+    if (!probes.cheap.due(step)) return NO_DRAFT;
     this.probing = 'cheap';
     return this.cheapProbeBudget;
   }
@@ -197,8 +212,9 @@ export class AdaptivePlanner implements TreePlanner {
     if (this.speculating) {
       this.recentPlanSizes.add(plan.size);
       this.backingOff = false;
-      this.probes.cheap.reset();
-      this.probes.costly.reset();
+      // A plan of cheap drafts that pays says nothing of the draft model, whose probes cost far more.
+      this.knowledge.probes.cheap.reset();
+      if (drafting === 'costly') this.knowledge.probes.costly.reset();
       this.lastPlanSaving = plan.expectedTokens * (1 - 1 / plan.speedup);
       this.draftingSinceLastPlan = 0;
       return plan.tree;
@@ -208,10 +224,11 @@ export class AdaptivePlanner implements TreePlanner {
     // Drafting backs off at once; a probe that finds nothing worth verifying doubles its schedule's
     // interval, up to what the drafting it did allows (a probe open to a draft model that did not
     // ask one, because it does not pay or there is none, cost what cheap drafting costs).
-    if (this.probing) this.probes[this.probing].lengthen(this.maxProbeInterval(drafting));
+    const probes = this.knowledge.probes;
+    if (this.probing) probes[this.probing].lengthen(this.probeInterval(drafting, PROBE_TIME_SHARE) ?? UNMEASURED_PROBE_INTERVAL);
     else {
-      this.probes.cheap.restart(this.step);
-      this.probes.costly.restart(this.step);
+      probes.cheap.atLeast(this.probeInterval('cheap', FIRST_PROBE_TIME_SHARE) ?? 1);
+      probes.costly.atLeast(this.probeInterval('costly', FIRST_PROBE_TIME_SHARE) ?? 1);
     }
     this.backingOff = true;
     // Drafts that do not pay are not verified: the decoder follows them against the tokens that
@@ -219,15 +236,24 @@ export class AdaptivePlanner implements TreePlanner {
     return tree.prune(0);
   }
 
-  /** Probes of a kind may come this rarely at most: as often as keeps their drafting within PROBE_TIME_SHARE of the time. */
-  private maxProbeInterval(drafting: Exclude<Drafting, 'none'>): number {
+  /** Steps between probes of a kind that keep their drafting within `share` of the time (undefined: its cost is not measured yet). */
+  private probeInterval(drafting: Exclude<Drafting, 'none'>, share: number): number | undefined {
     const cost = this.knowledge.costs.draftingCost(drafting);
-    if (cost === undefined) return MAX_PROBE_INTERVAL;
-    return Math.max(1, Math.min(MAX_PROBE_INTERVAL, Math.ceil(cost / PROBE_TIME_SHARE)));
+    if (cost === undefined) return undefined;
+    return Math.max(1, Math.min(MAX_PROBE_INTERVAL, Math.ceil(cost / share)));
   }
 
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
     observeVerification(this.stats, tree, acceptedNodes);
+    for (const node of acceptedNodes) for (const source of tree.sources(node)) this.knowledge.costlyDrafts.observeAccepted(source);
+  }
+
+  costlyDrafterPays(name: string, batch: SharedBatch | undefined, step: number): boolean {
+    return this.knowledge.costlyDrafts.pays(name, this.acceptedTokenValueMs(batch), step);
+  }
+
+  observeCostlyDraft(name: string, draft: CostlyDraft): void {
+    this.knowledge.costlyDrafts.observeDraft(name, draft);
   }
 
   expectedAccepted(tree: TokenTree, batch?: SharedBatch): number {
@@ -254,6 +280,10 @@ export class AdaptivePlanner implements TreePlanner {
     this.afterTree = step.tokens > 1;
   }
 
+  /**
+   * Decode time one more accepted draft token saves: a plain decode minus what the token adds to
+   * a verify batch (ms; undefined until measured).
+   */
   acceptedTokenValueMs(batch?: SharedBatch): number | undefined {
     return this.knowledge.costs.acceptedTokenValueMs(batch);
   }
@@ -265,42 +295,5 @@ export class AdaptivePlanner implements TreePlanner {
       this.judge.observeStep(emitted, ms, this.speculating);
     }
     this.speculating = false;
-  }
-}
-
-/**
- * When one kind of drafter is next probed while drafting backs off. Probes fall on multiples of a
- * power-of-two interval of the engine's step number, so concurrent requests that back off probe in
- * the same steps: their draft-model decodes then share batches, and the other steps stay plain.
- */
-class ProbeSchedule {
-  private interval: number;
-  private next = 0;
-
-  constructor(private readonly first: number) {
-    this.interval = first;
-  }
-
-  /** True when `step` is due for a probe (then the next is one interval on). */
-  tick(step: number): boolean {
-    if (step < this.next) return false;
-    this.restart(step);
-    return true;
-  }
-
-  /** Counts from `step` again (a probe of another kind just looked). */
-  restart(step: number): void {
-    this.next = (Math.floor(step / this.interval) + 1) * this.interval;
-  }
-
-  /** After a probe that found nothing worth verifying: twice the interval, up to `max` (rounded up to a power of two). */
-  lengthen(max: number): void {
-    this.interval = Math.min(this.interval * 2, 2 ** Math.ceil(Math.log2(Math.max(1, max))));
-  }
-
-  /** Speculation pays again: back to the first interval. */
-  reset(): void {
-    this.interval = this.first;
-    this.next = 0;
   }
 }

@@ -35,6 +35,12 @@ export interface Drafter {
    * draft model's decodes are batched with other requests', and it pays only its share.
    */
   readonly spentMs?: number;
+  /**
+   * The part of spentMs spent bringing its state up to the committed text before drafting: a
+   * drafter asked every step catches up on a few accepted tokens in one decode, one asked every
+   * few hundred steps on all of them.
+   */
+  readonly catchUpMs?: number;
   /** Called once per request with the prompt tokens. */
   begin(prompt: readonly number[]): void | Promise<void>;
   /**

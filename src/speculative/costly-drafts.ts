@@ -1,0 +1,90 @@
+/**
+ * Whether a costly drafter (a draft model: one decode per drafted token) is worth asking, learnt
+ * for every sequence a planner serves. It pays when its drafting time per node drafted is below
+ * what the nodes that plain decoding would emit save. On a tiny target on a CPU a draft decode
+ * costs about as much as the verify time a token saves, so it never does; with a large target it
+ * easily does, alone, but among 8 sequences a token saves only its share of the step while
+ * drafting holds up all 8.
+ *
+ * Time is paid per node drafted, not per node verified: a 64-token chain of which plans verify
+ * the likely first 10 (nearly all accepted) still cost 64 draft decodes. Accepted nodes are counted
+ * on verified trees and on drafts followed in the shadow of plain decoding alike.
+ */
+
+import { ProbeSchedule } from './probe-schedule.js';
+
+/**
+ * While a costly drafter does not pay it is asked anyway, to re-measure: first on engine steps
+ * that are multiples of FIRST_RECHECK_STEPS, then twice as far apart after each re-check that
+ * finds it still not paying, up to MAX_RECHECK_STEPS (a 64-token chain of the testbed draft
+ * costs 15-50 decodes of the tiny target).
+ */
+const FIRST_RECHECK_STEPS = 64;
+const MAX_RECHECK_STEPS = 1024;
+
+/** Weight a drafter's yield keeps at each new draft: the recent text counts most. */
+const YIELD_MEMORY = 0.9;
+
+/** Weight of a new draft's time per node in the running mean. */
+const TIME_WEIGHT = 0.2;
+
+/** One draft of a costly drafter: `nodes` drafted in `ms` of its own time, `catchUpMs` of it catching up. */
+export interface CostlyDraft {
+  readonly ms: number;
+  readonly catchUpMs: number;
+  readonly nodes: number;
+}
+
+interface DraftRecord {
+  msPerNode: number;
+  /** Nodes drafted and how many of them plain decoding emitted (decayed sums). */
+  drafted: number;
+  accepted: number;
+}
+
+export class CostlyDrafts {
+  private readonly records = new Map<string, DraftRecord>();
+  private readonly rechecks = new ProbeSchedule(FIRST_RECHECK_STEPS);
+
+  /**
+   * A draft, priced as if the drafter were asked every step: a node costs a decode, the first
+   * one's being the catch-up on the few tokens accepted since. Asked rarely, a draft model first
+   * catches up on hundreds of tokens; charging that to every node would keep it from ever being
+   * asked often enough to show what it is worth.
+   */
+  observeDraft(name: string, { ms, catchUpMs, nodes }: CostlyDraft): void {
+    if (nodes <= 0) return;
+    const msPerNode = nodes > 1 ? (ms - catchUpMs) / (nodes - 1) : undefined;
+    const record = this.records.get(name);
+    if (!record) {
+      this.records.set(name, { msPerNode: msPerNode ?? ms, drafted: nodes, accepted: 0 });
+      return;
+    }
+    if (msPerNode !== undefined) record.msPerNode += (msPerNode - record.msPerNode) * TIME_WEIGHT;
+    record.drafted = record.drafted * YIELD_MEMORY + nodes;
+    record.accepted *= YIELD_MEMORY;
+  }
+
+  /** A node `name` drafted that plain decoding emitted (other drafters' names are ignored). */
+  observeAccepted(name: string): void {
+    const record = this.records.get(name);
+    if (record) record.accepted++;
+  }
+
+  /**
+   * Whether to ask `name` at engine step `step`, when an accepted token saves `tokenValueMs`
+   * (undefined: not measured yet). Re-checks fall on the engine's step number, so every sequence
+   * that skips the drafter re-checks in the same step and their draft decodes share a batch.
+   */
+  pays(name: string, tokenValueMs: number | undefined, step: number): boolean {
+    const record = this.records.get(name);
+    if (!record || tokenValueMs === undefined) return true;
+    if (record.msPerNode < (tokenValueMs * (record.accepted + 1)) / (record.drafted + 1)) {
+      this.rechecks.reset();
+      return true;
+    }
+    if (!this.rechecks.due(step)) return false;
+    this.rechecks.lengthen(MAX_RECHECK_STEPS);
+    return true;
+  }
+}

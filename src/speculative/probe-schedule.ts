@@ -1,0 +1,48 @@
+/**
+ * When drafters that do not pay are next asked anyway (a probe), to re-measure. One schedule is
+ * shared by every sequence a planner serves, and probes fall on multiples of a power-of-two
+ * interval of the engine's step number: concurrent requests then probe in the same steps (their
+ * draft-model decodes share batches, and the other steps stay plain), and a new request starts
+ * from the interval the earlier ones reached instead of probing often again.
+ */
+export class ProbeSchedule {
+  private interval: number;
+  private lastProbe = -1;
+  private lengthenedAt = -1;
+
+  constructor(private readonly first: number) {
+    this.interval = first;
+  }
+
+  /** Whether `step` is a probe step (every sequence that asks during it is told so). */
+  due(step: number): boolean {
+    if (step === this.lastProbe) return true;
+    if (step % this.interval !== 0) return false;
+    this.lastProbe = step;
+    return true;
+  }
+
+  /**
+   * After the last probe found nothing worth verifying: twice the interval, up to `max` (rounded
+   * up to a power of two); once per probe step, however many sequences probed in it.
+   */
+  lengthen(max: number): void {
+    if (this.lengthenedAt === this.lastProbe) return;
+    this.lengthenedAt = this.lastProbe;
+    this.interval = Math.min(this.interval * 2, powerOfTwoAtLeast(max));
+  }
+
+  /** Probes no more often than every `steps` steps (rounded up to a power of two). */
+  atLeast(steps: number): void {
+    this.interval = Math.max(this.interval, powerOfTwoAtLeast(steps));
+  }
+
+  /** Drafting pays again: back to the first interval. */
+  reset(): void {
+    this.interval = this.first;
+  }
+}
+
+function powerOfTwoAtLeast(n: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+}
