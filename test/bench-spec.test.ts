@@ -1,13 +1,15 @@
 /**
  * bench spec on the testbed pair (one short prompt): every report states its regime, the oracle
- * bound per task and, with peers, llama.cpp's best speedup; JSON, Markdown and SVG agree.
+ * bound per task and, with peers (from a file, or llama-server run live), llama.cpp's best
+ * speedup; JSON, Markdown and SVG agree.
  */
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { runSpecBench } from '../src/bench/spec.js';
-import { scratchDir, testbedDraft, testbedTarget } from './helpers/models.js';
+import { projectRoot, scratchDir, testbedDraft, testbedTarget } from './helpers/models.js';
 
 const scratch = scratchDir();
 after(() => rm(scratch, { recursive: true, force: true }));
@@ -40,4 +42,37 @@ test('bench spec reports the regime, the oracle bound and the best peer', async 
   assert.equal(json.ms_per_decode, result.ms_per_decode);
   assert.match(await readFile(join(reportDir, 'spec-report.md'), 'utf8'), /Regime \(re-measured in this run\): [\d.]+ ms per decode, c\(2\) [\d.]+, c\(8\)[^\n]*\n[\s\S]*\| oracle bound \|/);
   assert.match(await readFile(join(reportDir, 'spec-speedup.svg'), 'utf8'), /oracle bound/);
+});
+
+/** A llama-server already built here (never built by the tests: that takes minutes). */
+function builtLlamaServer(): string | undefined {
+  if (process.env.TACHYON_LLAMA_SERVER) return process.env.TACHYON_LLAMA_SERVER;
+  const root = join(projectRoot, '.cache', 'llama.cpp');
+  if (!existsSync(root)) return undefined;
+  return readdirSync(root).map((commit) => join(root, commit, 'build', 'bin', 'llama-server')).find((path) => existsSync(path));
+}
+
+const llamaServer = builtLlamaServer();
+
+test('bench spec runs llama.cpp peers live in the same rotation, from the same prompt tokens', { skip: llamaServer ? false : 'no llama-server built (bench/peers/build-llama-cpp.sh)' }, async () => {
+  const result = await runSpecBench({
+    model: testbedTarget, draftModel: testbedDraft, gpu: 'cpu', threads: 1, tasks: ['reasoning', 'longgen'], n: 2, maxTokens: 32,
+    configs: ['auto'], llamaPeers: ['plain', 'ngram-mod'], llamaServer,
+  });
+  assert.equal(result.peers?.source, 'same run');
+  for (const task of Object.values(result.tasks)) {
+    assert.deepEqual(Object.keys(task.peers ?? {}), ['plain', 'ngram-mod']);
+    // The same tokens in, greedy: llama.cpp's plain decoding writes what ours does (up to near-ties).
+    assert.ok(task.peers!.plain.identical_to_tachyon_plain! >= 0.5, `identical ${task.peers!.plain.identical_to_tachyon_plain}`);
+    assert.equal(task.peers!.plain.speedup, 1);
+    assert.ok(task.peers!['ngram-mod'].median_tps! > 0);
+    assert.ok(task.vs_best_peer! > 0);
+  }
+});
+
+test('bench spec names a llama-server that is not there', async () => {
+  await assert.rejects(
+    runSpecBench({ model: testbedTarget, gpu: 'cpu', threads: 1, tasks: ['reasoning'], n: 1, maxTokens: 4, configs: ['auto'], llamaPeers: ['plain'], llamaServer: '/nonexistent/llama-server' }),
+    /llama-server \/nonexistent\/llama-server does not exist/,
+  );
 });

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { Engine, type GenerateOptions } from '../src/engine/engine.js';
 import { QueueFullError } from '../src/engine/errors.js';
 import { PromptTooLongError } from '../src/generate/decoder.js';
-import { testbedPrompts } from './helpers/models.js';
+import { argmax, testbedPrompts } from './helpers/models.js';
 import { benchPrompts, solo, together } from './helpers/engine.js';
 
 describe('many requests in one engine loop', () => {
@@ -72,6 +72,28 @@ describe('many requests in one engine loop', () => {
   test('a consumer that stops iterating cancels its request', async () => {
     for await (const chunk of engine.generate(prompts[2], { maxTokens: 400, ignoreEos: true })) if (chunk.tokens.length > 0) break;
     await engine.complete(prompts[0], { maxTokens: 2 }); // a step has run since the cancellation
+    assert.deepEqual(await engine.kvAudit(), []);
+  });
+
+  test('logitsAfter reads a position evaluated beside later tree nodes, and leaves no cells', async () => {
+    const prompt = await engine.tokenize(prompts[0]);
+    const { tokens } = await engine.complete(prompt, { maxTokens: 24, ignoreEos: true, speculation: 'off' });
+    const continuation = tokens.slice(0, 12);
+    const nodes = tokens.slice(12, 20);
+    const alone = await engine.logitsAfter(prompt, continuation, 1);
+    const distance = (a: Float32Array, b: Float32Array) => a.reduce((worst, value, i) => Math.max(worst, Math.abs(value - b[i])), 0);
+    for (const chunk of [1, 5, Infinity]) {
+      const inTree = await engine.logitsAfter(prompt, continuation, chunk, nodes);
+      // The row read is the continuation's last token's: within the kernels' rounding of the
+      // single-token evaluation, and far from the next position's row.
+      assert.ok(distance(inTree, alone) < 2e-2, `chunk ${chunk}: ${distance(inTree, alone)}`);
+      assert.equal(argmax(inTree), tokens[12], `chunk ${chunk}`);
+    }
+    const next = await engine.logitsAfter(prompt, tokens.slice(0, 13), 1);
+    assert.ok(distance(next, alone) > 0.5, 'the next position\'s logits differ');
+    // No continuation: the prompt's last token joins the nodes.
+    const first = await engine.logitsAfter(prompt, [], 1, tokens.slice(0, 4));
+    assert.equal(argmax(first), tokens[0]);
     assert.deepEqual(await engine.kvAudit(), []);
   });
 

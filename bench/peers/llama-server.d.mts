@@ -32,3 +32,12 @@ export declare class LlamaServer {
   post(path: string, body: unknown): Promise<unknown>;
   stop(): Promise<void>;
 }
+
+export declare function parseSpecTypes(help: string): string[];
+
+export interface SpecConfig {
+  name: string;
+  flags: string[];
+}
+
+export declare function specConfigs(help: string, options: { draftModel?: string | null; threads: number; draftNMax?: number | null; log?: (message: string) => void }): SpecConfig[];

@@ -76,6 +76,36 @@ export function helpHasFlag(help, flag) {
   return new RegExp(`(^|[\\s,])${flag.replace(/[-]/g, '\\-')}([\\s,=]|$)`, 'm').test(help);
 }
 
+/** Names listed after --spec-type in --help, e.g. "--spec-type [none|draft-simple|...]". */
+export function parseSpecTypes(help) {
+  const line = help.split('\n').find((l) => /(^|\s)--spec-type\s/.test(l));
+  if (!line) return [];
+  const m = line.match(/--spec-type\s+\[?([A-Za-z0-9_,|\-]+)\]?/);
+  if (!m) return [];
+  return m[1].split(/[,|]/).map((s) => s.trim()).filter(Boolean);
+}
+
+/**
+ * The speculative configurations this llama-server offers, each with the flags it adds to the
+ * common ones: plain, every ngram-* type, and draft-simple with `-md` when a draft model is given
+ * (its threads as the target's, on the CPU; `draftNMax` sets --spec-draft-n-max).
+ */
+export function specConfigs(help, { draftModel = null, threads, draftNMax = null, log = () => {} }) {
+  const types = parseSpecTypes(help);
+  const configs = [{ name: 'plain', flags: [] }];
+  for (const t of types.filter((t) => t.startsWith('ngram-'))) configs.push({ name: t, flags: ['--spec-type', t] });
+  if (draftModel) {
+    if (types.includes('draft-simple')) {
+      const flags = ['--spec-type', 'draft-simple', '-md', resolve(draftModel), '-td', String(threads), '-tbd', String(threads), '-ngld', '0'];
+      if (draftNMax != null) flags.push('--spec-draft-n-max', String(draftNMax));
+      configs.push({ name: 'draft-simple', flags });
+    } else {
+      log('this llama-server has no draft-simple spec type; skipping the draft-model configuration');
+    }
+  }
+  return configs;
+}
+
 export function serverVersion(bin) {
   const r = spawnSync(bin, ['--version'], { encoding: 'utf8', timeout: 30_000 });
   return `${r.stdout || ''}${r.stderr || ''}`.split('\n').filter((l) => /version|built with/i.test(l)).join(' | ').trim() || null;

@@ -17,7 +17,7 @@
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import {
-  HOST, LlamaServer, helpHasFlag, locateLlamaServer, serverHelp, serverVersion, stopAllServers,
+  HOST, LlamaServer, helpHasFlag, locateLlamaServer, parseSpecTypes, serverHelp, serverVersion, specConfigs, stopAllServers,
 } from './llama-server.mjs';
 
 // ---------------------------------------------------------------------------------------------
@@ -123,18 +123,6 @@ process.on('unhandledRejection', (e) => {
 });
 
 // ---------------------------------------------------------------------------------------------
-// speculative types of this llama-server
-
-/** Names listed after --spec-type in --help, e.g. "--spec-type [none|draft-simple|...]". */
-function parseSpecTypes(help) {
-  const line = help.split('\n').find((l) => /(^|\s)--spec-type\s/.test(l));
-  if (!line) return [];
-  const m = line.match(/--spec-type\s+\[?([A-Za-z0-9_,|\-]+)\]?/);
-  if (!m) return [];
-  return m[1].split(/[,|]/).map((s) => s.trim()).filter(Boolean);
-}
-
-// ---------------------------------------------------------------------------------------------
 // prompts
 
 function readJsonl(file) {
@@ -201,19 +189,7 @@ const common = [
 if (hasFlag('--no-webui')) common.push('--no-webui');
 if (hasFlag('--cache-ram')) common.push('--cache-ram', '0'); // no host-memory prompt cache between requests
 
-const configs = [{ name: 'plain', flags: [] }];
-for (const t of specTypes.filter((t) => t.startsWith('ngram-'))) {
-  configs.push({ name: t, flags: ['--spec-type', t] });
-}
-if (args.draftModel) {
-  if (specTypes.includes('draft-simple')) {
-    const f = ['--spec-type', 'draft-simple', '-md', resolve(args.draftModel), '-td', String(args.threads), '-tbd', String(args.threads), '-ngld', '0'];
-    if (args.draftNMax != null) f.push('--spec-draft-n-max', String(args.draftNMax));
-    configs.push({ name: 'draft-simple', flags: f });
-  } else {
-    log('this llama-server has no draft-simple spec type; skipping the draft-model configuration');
-  }
-}
+const configs = specConfigs(help, { draftModel: args.draftModel, threads: args.threads, draftNMax: args.draftNMax, log });
 let runConfigs = configs;
 if (args.configs) {
   const unknown = args.configs.filter((c) => !configs.some((x) => x.name === c));

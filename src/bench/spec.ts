@@ -18,6 +18,7 @@ import type { SpeculationMode } from '../speculative/speculation.js';
 import { barChartSvg, type BarGroup } from './chart.js';
 import { promptSetFiles, readJsonLines } from './jsonl.js';
 import { OracleDrafting, oracleSchedule } from './oracle.js';
+import { LlamaSpecPeers, SETTLE_LABEL, type PeerRun } from './spec-peers.js';
 import { commonPrefixLength, median, round, top2Gap } from './stats.js';
 
 export const DEFAULT_TASKS = ['rewrite', 'longgen', 'reasoning'] as const;
@@ -41,6 +42,13 @@ export interface SpecBenchOptions {
   configs: readonly Exclude<SpeculationMode, 'off'>[];
   /** JSON written by bench/peers/llama-spec.mjs, shown side by side. */
   peersFile?: string;
+  /**
+   * llama.cpp `--spec-type` configurations (`plain`, `ngram-mod`, …, or `all`) run live as peers,
+   * each prompt on them in the same rotation as Tachyon's configurations.
+   */
+  llamaPeers?: readonly string[];
+  /** The llama-server binary for `llamaPeers` (default: built once by bench/peers/build-llama-cpp.sh). */
+  llamaServer?: string;
   reportDir?: string;
   onProgress?: (line: string) => void;
 }
@@ -94,14 +102,26 @@ export interface TaskSummary {
   /** `speedup` / `oracle_speedup`: how much of what the drafters offered the planner realized. */
   realized_vs_oracle: number | null;
   configs: Record<string, ConfigSummary>;
-  peers?: Record<string, { median_tps: number | null; speedup: number | null }>;
+  peers?: Record<string, PeerSummary>;
   /** The best llama.cpp speculative configuration's speedup over llama.cpp's plain decoding. */
   peer_best_speedup?: number | null;
   /**
    * Tachyon auto over the best llama.cpp speculative configuration, in tokens/s after the prompt
-   * (llama-server's predicted_per_second leaves prompt processing out, so ours does too).
+   * (llama-server's predicted_per_second leaves prompt processing out, so ours does too). With
+   * live peers, the median over prompts of the per-prompt ratio; from a peers file, of medians.
    */
   vs_best_peer?: number | null;
+}
+
+export interface PeerSummary {
+  /** Median tokens/s after the prompt. */
+  median_tps: number | null;
+  /** Median over prompts of tokens/s after the prompt over llama.cpp's plain decoding's. */
+  speedup: number | null;
+  /** Accepted / drafted tokens (live peers only). */
+  acceptance?: number | null;
+  /** Share of prompts whose output equals Tachyon's plain decoding's (live peers only). */
+  identical_to_tachyon_plain?: number;
 }
 
 export interface SpecBenchResult {
@@ -117,6 +137,8 @@ export interface SpecBenchResult {
   random_weights: boolean;
   max_tokens: number;
   threads: number | null;
+  /** Where the llama.cpp columns come from: run live beside ours, or read from a peers file. */
+  peers: { source: 'same run'; server: string; version: string | null; configs: Record<string, string[]> } | { source: 'file'; file: string } | null;
   tasks: Record<string, TaskSummary>;
 }
 
@@ -134,12 +156,19 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
   const measured = new Map<string, TaskRuns>();
   let randomWeights = false;
   let contextSize = 0;
+  let livePeers: SpecBenchResult['peers'] = null;
   try {
     ({ contextSize } = engine.info);
     randomWeights = engine.info.model.name.startsWith('tachyon-random');
     const taskPrompts = await loadTasks(engine, options);
-    await warmUp(engine, taskPrompts, options);
-    for (const [task, { prompts, skipped }] of taskPrompts) measured.set(task, await benchTask(engine, task, prompts, skipped, options, progress));
+    const peers = options.llamaPeers?.length ? await LlamaSpecPeers.start({ ...models, gpu: options.gpu, threads: options.threads, contextSize, configs: options.llamaPeers, llamaServer: options.llamaServer }, progress) : undefined;
+    try {
+      if (peers) livePeers = { source: 'same run', ...peers.describe() };
+      await warmUp(engine, peers, taskPrompts, options);
+      for (const [task, { prompts, skipped }] of taskPrompts) measured.set(task, await benchTask(engine, peers, task, prompts, skipped, options, progress));
+    } finally {
+      await peers?.stop();
+    }
   } finally {
     await engine.dispose();
   }
@@ -151,12 +180,12 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
     const regime = await measureCostCurve(side.target.context, 3);
     const curve = new CostCurve(regime);
     const oracle = new OracleDrafting(side.draft?.context);
-    const peers = options.peersFile ? (JSON.parse(await readFile(options.peersFile, 'utf8')) as PeerFile) : undefined;
+    const peerFile = options.peersFile ? (JSON.parse(await readFile(options.peersFile, 'utf8')) as PeerFile) : undefined;
     const tasks: Record<string, TaskSummary> = {};
     for (const [task, runs] of measured) {
       progress(`oracle bound: drafting along the ${task} plain trajectories`);
       tasks[task] = withOracle(runs, await oracleRuns(oracle, runs, curve));
-      if (peers) attachPeers(tasks[task], task, peers);
+      if (peerFile) attachPeerFile(tasks[task], task, peerFile);
     }
     const result: SpecBenchResult = {
       model: models.model,
@@ -168,6 +197,7 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
       random_weights: randomWeights,
       max_tokens: options.maxTokens,
       threads: options.threads ?? null,
+      peers: livePeers ?? (options.peersFile ? { source: 'file', file: options.peersFile } : null),
       tasks,
     };
     if (options.reportDir) await writeReport(options.reportDir, result);
@@ -253,12 +283,13 @@ function promptTokens(engine: Engine, item: Record<string, unknown>, file: strin
   return engine.userPrompt(item.prompt);
 }
 
-/** Builds every graph size and measures the cost curve before anything is timed. */
-async function warmUp(engine: Engine, tasks: Map<string, { prompts: PromptItem[] }>, options: SpecBenchOptions): Promise<void> {
+/** Builds every graph size and measures the cost curve (and warms every peer) before anything is timed. */
+async function warmUp(engine: Engine, peers: LlamaSpecPeers | undefined, tasks: Map<string, { prompts: PromptItem[] }>, options: SpecBenchOptions): Promise<void> {
   const first = [...tasks.values()].find((t) => t.prompts.length > 0)?.prompts[0];
   if (!first) return;
   await engine.complete(first.tokens, { maxTokens: 16, speculation: 'off' });
   for (const config of options.configs) await engine.complete(first.tokens, { maxTokens: 32, speculation: config });
+  for (const name of peers?.names ?? []) await peers!.complete(name, first.tokens, 32);
 }
 
 /** A task's summary before the oracle bound, and the plain runs the bound is computed along. */
@@ -267,17 +298,25 @@ interface TaskRuns {
   plain: { prompt: readonly number[]; result: GenerationResult }[];
 }
 
-async function benchTask(engine: Engine, task: string, prompts: PromptItem[], skipped: number, options: SpecBenchOptions, progress: (line: string) => void): Promise<TaskRuns> {
+/** One timed run of a prompt: on Tachyon in a decoding mode, or on a llama.cpp peer. */
+type Runner = { mode: SpeculationMode } | { peer: string };
+
+async function benchTask(engine: Engine, peers: LlamaSpecPeers | undefined, task: string, prompts: PromptItem[], skipped: number, options: SpecBenchOptions, progress: (line: string) => void): Promise<TaskRuns> {
   const plainRuns: RunRecord[] = [];
   const plainResults: TaskRuns['plain'] = [];
   const configRuns = new Map<string, RunRecord[]>(options.configs.map((c) => [c, []]));
-  const modes: SpeculationMode[] = ['off', ...options.configs];
+  const peerRuns = new Map<string, PeerRun[]>((peers?.names ?? []).map((name) => [name, []]));
+  const runners: Runner[] = [{ mode: 'off' }, ...options.configs.map((mode) => ({ mode })), ...[...peerRuns.keys()].map((peer) => ({ peer }))];
   for (const [index, prompt] of prompts.entries()) {
     // The order rotates from prompt to prompt, so no configuration always runs first (or last)
     // on a prompt: a machine whose speed drifts favours none of them.
-    const order = modes.map((_, k) => modes[(k + index) % modes.length]);
+    const order = runners.map((_, k) => runners[(k + index) % runners.length]);
     const results = new Map<SpeculationMode, GenerationResult>();
-    for (const mode of order) results.set(mode, await engine.complete(prompt.tokens, { maxTokens: options.maxTokens, speculation: mode }));
+    for (const runner of order) {
+      await peers?.settle();
+      if ('peer' in runner) peerRuns.get(runner.peer)!.push(await peers!.complete(runner.peer, prompt.tokens, options.maxTokens));
+      else results.set(runner.mode, await engine.complete(prompt.tokens, { maxTokens: options.maxTokens, speculation: runner.mode }));
+    }
     const plain = results.get('off')!;
     plainRuns.push(record(prompt.id, plain, true));
     for (const config of options.configs) {
@@ -292,7 +331,7 @@ async function benchTask(engine: Engine, task: string, prompts: PromptItem[], sk
   const configs: Record<string, ConfigSummary> = {};
   for (const [config, runs] of configRuns) configs[config] = summarizeConfig(runs, plainRuns);
   const headline = configs.auto ?? Object.values(configs)[0];
-  const summary = {
+  const summary: TaskRuns['summary'] = {
     prompts: prompts.length,
     skipped,
     plain_tps: round(median(plainRuns.map((r) => r.tokensPerSecond)), 1),
@@ -302,7 +341,35 @@ async function benchTask(engine: Engine, task: string, prompts: PromptItem[], sk
     tau: headline?.tau ?? null,
     configs,
   };
+  if (peers) attachLivePeers(summary, peerRuns, configRuns.get('auto'), plainResults);
   return { summary, plain: plainResults };
+}
+
+/**
+ * The live peers' columns: each configuration's median speed after the prompt and its per-prompt
+ * speedup over llama.cpp's plain decoding; ours against the best of them prompt by prompt.
+ */
+function attachLivePeers(summary: TaskRuns['summary'], runs: Map<string, PeerRun[]>, auto: readonly RunRecord[] | undefined, plain: TaskRuns['plain']): void {
+  const llamaPlain = runs.get('plain');
+  summary.peers = {};
+  let fastest: { median: number; runs: PeerRun[] } | undefined;
+  let bestSpeedup: number | null = null;
+  for (const [name, peerRuns] of runs) {
+    const drafted = peerRuns.reduce((sum, r) => sum + r.drafted, 0);
+    const speedup = llamaPlain ? round(median(peerRuns.map((r, i) => r.decodeTokensPerSecond / llamaPlain[i].decodeTokensPerSecond))) : null;
+    const medianTps = median(peerRuns.map((r) => r.decodeTokensPerSecond)) ?? 0;
+    summary.peers[name] = {
+      median_tps: round(medianTps, 1),
+      speedup,
+      acceptance: drafted > 0 ? round(peerRuns.reduce((sum, r) => sum + r.accepted, 0) / drafted) : null,
+      identical_to_tachyon_plain: peerRuns.filter((r, i) => sameTokens(r.tokens, plain[i].result.tokens)).length / Math.max(1, peerRuns.length),
+    };
+    if (name === 'plain') continue;
+    if (speedup !== null) bestSpeedup = Math.max(bestSpeedup ?? 0, speedup);
+    if (!fastest || medianTps > fastest.median) fastest = { median: medianTps, runs: peerRuns };
+  }
+  summary.peer_best_speedup = bestSpeedup;
+  summary.vs_best_peer = fastest && auto ? round(median(auto.map((run, i) => run.decodeTokensPerSecond / fastest.runs[i].decodeTokensPerSecond))) : null;
 }
 
 async function oracleRuns(oracle: OracleDrafting, runs: TaskRuns, curve: CostCurve): Promise<{ speedup: number; tau: number }[]> {
@@ -363,27 +430,37 @@ interface Mismatch {
   /** Plain decoding's top-2 logit gap there. */
   top2Gap: number;
   /**
-   * How far the two competing tokens' logits move there when the output before it is evaluated in
-   * batches (of 4, of 16, all at once: verification writes the KV of accepted tokens from batched
-   * decodes) instead of one token at a time as plain decoding did. Kernel numerics alone can flip
-   * the choice when this reaches half the gap.
+   * How far the two competing tokens' logits move there when the output before it is evaluated as
+   * verification evaluates it instead of one token at a time as plain decoding did: in batches
+   * (verification writes the KV of accepted tokens from batched decodes), and with the position
+   * itself inside a batch whose every row has logits (a tree's nodes; llama.cpp computes the last
+   * layer only for rows with logits). Kernel numerics alone can flip the choice when this reaches
+   * half the gap.
    */
   kernelDrift: number;
 }
 
-/** Output chunkings compared with plain decoding's one token at a time. */
-const BATCHED_CHUNKINGS = [4, 16, Infinity];
+/** Evaluations of the output compared with plain decoding's one token at a time: chunk size, and tree nodes after the position. */
+const BATCHED_EVALUATIONS: readonly { chunk: number; trailing: number }[] = [
+  { chunk: 4, trailing: 0 },
+  { chunk: 16, trailing: 0 },
+  { chunk: Infinity, trailing: 0 },
+  { chunk: 4, trailing: 7 },
+  { chunk: 16, trailing: 15 },
+];
 
 /** Where two outputs diverge, how close plain decoding's top-2 logits were there, and how much batching moves them. */
 async function mismatchGap(engine: Engine, prompt: number[], plain: readonly number[], other: readonly number[]): Promise<Mismatch> {
   const at = commonPrefixLength(plain, other);
   const competing = [plain[at], other[at]].filter((token) => token !== undefined);
   const prefix = plain.slice(0, at);
-  // Plain decoding evaluated the output one token at a time; verification writes it in batches.
+  // Plain decoding evaluated the output one token at a time; verification writes it in batches,
+  // beside the nodes that follow in its tree (here the speculative run's own next tokens).
   const single = await engine.logitsAfter(prompt, prefix, 1);
   let kernelDrift = 0;
-  for (const chunk of BATCHED_CHUNKINGS) {
-    const batched = await engine.logitsAfter(prompt, prefix, chunk);
+  for (const { chunk, trailing } of BATCHED_EVALUATIONS) {
+    const nodes = other.slice(at, at + trailing);
+    const batched = await engine.logitsAfter(prompt, prefix, chunk, nodes.length > 0 ? nodes : []);
     for (const token of competing) kernelDrift = Math.max(kernelDrift, Math.abs(single[token] - batched[token]));
   }
   return { at, top2Gap: top2Gap(single), kernelDrift };
@@ -413,7 +490,7 @@ function summarizeConfig(runs: RunRecord[], plainRuns: RunRecord[]): ConfigSumma
   };
 }
 
-function attachPeers(summary: TaskSummary, task: string, peers: PeerFile): void {
+function attachPeerFile(summary: TaskSummary, task: string, peers: PeerFile): void {
   summary.peers = {};
   let bestSpec: number | null = null;
   let bestSpeedup: number | null = null;
@@ -460,6 +537,7 @@ function markdownReport(result: SpecBenchResult): string {
   if (result.random_weights) {
     lines.push('**Random-weight model:** its output is noise, so acceptance rates and speedups here measure cost, not what a trained model would accept.', '');
   }
+  lines.push(peersLine(result), '');
   lines.push('![speedup](spec-speedup.svg)', '');
   for (const [task, summary] of Object.entries(result.tasks)) {
     lines.push(`## ${task}`, '', `${summary.prompts} prompts (${summary.skipped} skipped: too long for the context); plain ${summary.plain_tps ?? '-'} tokens/s end to end, ${summary.plain_decode_tps ?? '-'} after the prompt.`, '');
@@ -468,7 +546,10 @@ function markdownReport(result: SpecBenchResult): string {
       const acceptance = Object.entries(c.acceptance).map(([name, rate]) => `${name} ${rate ?? '-'}`).join(', ');
       lines.push(`| tachyon ${config} | ${c.median_tps ?? '-'} | ${c.median_decode_tps ?? '-'} | ${c.speedup ?? '-'}× | ${c.tau ?? '-'} | ${(c.identical_rate * 100).toFixed(0)}% | ${acceptance} | ${c.time_split_ms.draft} / ${c.time_split_ms.verify} / ${c.time_split_ms.sampling} |`);
     }
-    for (const [name, peer] of Object.entries(summary.peers ?? {})) lines.push(`| llama.cpp ${name} | | ${peer.median_tps ?? '-'} | ${peer.speedup ?? '-'}× | | | | |`);
+    for (const [name, peer] of Object.entries(summary.peers ?? {})) {
+      const identical = peer.identical_to_tachyon_plain === undefined ? '' : `${(peer.identical_to_tachyon_plain * 100).toFixed(0)}%`;
+      lines.push(`| llama.cpp ${name} | | ${peer.median_tps ?? '-'} | ${peer.speedup ?? '-'}× | | ${identical} | ${peer.acceptance != null ? `${peer.acceptance}` : ''} | |`);
+    }
     lines.push(`| oracle bound | | | ${summary.oracle_speedup ?? '-'}× | ${summary.oracle_tau ?? '-'} | | | |`);
     lines.push('', `Realized / oracle: **${summary.realized_vs_oracle ?? '-'}**.`);
     if (summary.vs_best_peer != null) lines.push('', `Tachyon auto vs the best llama.cpp speculative configuration: **${summary.vs_best_peer}×** tokens/s after the prompt.`);
@@ -481,6 +562,14 @@ function markdownReport(result: SpecBenchResult): string {
     lines.push('');
   }
   return `${lines.join('\n')}\n`;
+}
+
+function peersLine(result: SpecBenchResult): string {
+  const peers = result.peers;
+  if (!peers) return 'No llama.cpp peers in this run.';
+  if (peers.source === 'file') return `llama.cpp rows: read from \`${basename(peers.file)}\` (bench/peers/llama-spec.mjs, measured apart from this run; its speedups are over its own plain decoding, and its tokens/s compare across runs only as far as the machine held still).`;
+  const configs = Object.entries(peers.configs).map(([name, flags]) => `${name}${flags.length ? ` (\`${flags.map((f) => (f.startsWith('/') ? basename(f) : f)).join(' ')}\`)` : ''}`).join(', ');
+  return `llama.cpp rows: llama-server ${peers.version ?? ''} run live in this process's rotation, one server per configuration (${configs}), each prompt given as the same tokens, greedy, no prompt cache; every run, ours and theirs, waits ${SETTLE_LABEL} first so that no engine starts beside the other's spinning threads. Their speedup is the median per-prompt ratio over llama.cpp's plain decoding; "identical" compares their output with Tachyon's plain decoding; acceptance is drafted tokens accepted. "vs the best llama.cpp" is the median per-prompt ratio of tokens/s after the prompt.`;
 }
 
 function regimeLine(result: SpecBenchResult): string {

@@ -26,6 +26,8 @@ interface SpecFlags {
   maxTokens: number;
   configs: string;
   peers?: string;
+  llamaPeers?: string;
+  llamaServer?: string;
   report?: string;
   json?: boolean;
 }
@@ -47,7 +49,9 @@ export function registerBenchSpec(bench: Command): void {
     .option('-n, --n <count>', 'prompts per task', integer(1), 10)
     .option('--max-tokens <n>', 'new tokens per prompt', integer(1), 512)
     .option('--configs <list>', `speculative configurations (${CONFIGS.join(', ')})`, CONFIGS.join(','))
-    .option('--peers <file>', 'llama.cpp results from bench/peers/llama-spec.mjs, shown side by side')
+    .option('--peers <file>', 'llama.cpp results from bench/peers/llama-spec.mjs (measured apart), shown side by side')
+    .option('--llama-peers <list>', 'run llama.cpp live beside ours, each prompt in the same rotation: --spec-type configurations (plain, ngram-mod, ngram-map-k, draft-simple, …, or all)')
+    .option('--llama-server <path>', 'llama-server binary for --llama-peers (default: built once by bench/peers/build-llama-cpp.sh)')
     .option('--report <dir>', 'write spec-report.md, spec-report.json and spec-speedup.svg here')
     .option('--json', 'print one JSON object')
     .action(async (flags: SpecFlags) => {
@@ -55,6 +59,7 @@ export function registerBenchSpec(bench: Command): void {
         if (!(CONFIGS as readonly string[]).includes(config)) throw new Error(`unknown configuration "${config}" (expected ${CONFIGS.join(', ')})`);
         return config as Config;
       });
+      if (flags.peers && flags.llamaPeers) throw new Error('--peers and --llama-peers both give llama.cpp rows: choose one');
       const model = resolve(flags.model);
       const draftModel = !flags.draft ? undefined : flags.draftModel ? resolve(flags.draftModel) : model === defaultModelPath ? defaultDraftModelPath : undefined;
       const usable = configs.filter((config) => config !== 'draft' || draftModel);
@@ -70,6 +75,8 @@ export function registerBenchSpec(bench: Command): void {
         maxTokens: flags.maxTokens,
         configs: usable,
         peersFile: flags.peers,
+        llamaPeers: flags.llamaPeers ? list(flags.llamaPeers) : undefined,
+        llamaServer: flags.llamaServer,
         reportDir: flags.report,
         onProgress: (line) => process.stderr.write(`bench: ${line}\n`),
       });
@@ -84,6 +91,7 @@ function formatSpecTable(result: SpecBenchResult): string {
     for (const [config, c] of Object.entries(summary.configs)) {
       rows.push([task, config, String(c.median_tps ?? '-'), String(c.median_decode_tps ?? '-'), `${c.speedup ?? '-'}`, String(c.tau ?? '-'), `${(c.identical_rate * 100).toFixed(0)}%`]);
     }
+    for (const [name, peer] of Object.entries(summary.peers ?? {})) rows.push([task, `llama.cpp ${name}`, '', String(peer.median_tps ?? '-'), `${peer.speedup ?? '-'}`, '', '']);
     rows.push([task, 'oracle bound', '', '', `${summary.oracle_speedup ?? '-'}`, String(summary.oracle_tau ?? '-'), '']);
     if (summary.vs_best_peer != null) rows.push([task, 'vs best llama.cpp', '', `${summary.vs_best_peer}×`, '', '', '']);
   }

@@ -165,10 +165,12 @@ export class Engine {
   /**
    * Logits after `prompt` + `continuation` with the continuation evaluated `chunk` tokens per
    * decode (Infinity: one batch), in a scratch sequence: how far batching alone moves logits.
+   * `trailing` tokens join the last decode, every row of it with logits, as a verified tree's
+   * nodes do (llama.cpp computes the last layer only for rows with logits).
    */
-  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunk: number): Promise<Float32Array> {
+  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunk: number, trailing: readonly number[] = []): Promise<Float32Array> {
     const size = Number.isFinite(chunk) ? chunk : Math.max(1, continuation.length);
-    return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation], chunk: size }) as Promise<Float32Array>;
+    return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation], chunk: size, trailing: [...trailing] }) as Promise<Float32Array>;
   }
 
   /** Streams a generation. Any number may run at once; each gets its own sequence in the engine loop. */

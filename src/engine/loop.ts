@@ -167,15 +167,30 @@ export class EngineLoop {
 
   /**
    * Logits after `prompt` + `continuation`, the continuation evaluated `chunk` tokens per decode,
-   * in a scratch sequence (diagnostics: how far batching alone moves logits). Runs between steps.
+   * in a scratch sequence (diagnostics: how far batching alone moves logits). `trailing` tokens
+   * follow in the last decode with every row's logits requested, as in a verified tree. Runs
+   * between steps.
    */
-  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunk: number): Float32Array {
+  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunk: number, trailing: readonly number[] = []): Float32Array {
     const seq = this.ids.acquire();
     if (seq === undefined) throw new Error('no free sequence id for a scratch evaluation');
     try {
-      let last = evaluateTokens(this.context, this.batch, prompt, 0, seq);
-      for (let start = 0; start < continuation.length; start += chunk) {
-        last = evaluateTokens(this.context, this.batch, continuation.slice(start, start + chunk), prompt.length + start, seq);
+      const all = [...prompt, ...continuation];
+      // The last decode holds the continuation's last chunk (or, with trailing tokens and no
+      // continuation, the prompt's last token) and the trailing tokens.
+      const lastChunk = continuation.length > 0 ? ((continuation.length - 1) % chunk) + 1 : Math.min(trailing.length, 1);
+      const split = all.length - lastChunk;
+      let last = split > 0 ? evaluateTokens(this.context, this.batch, all.slice(0, Math.min(prompt.length, split)), 0, seq) : -1;
+      for (let start = prompt.length; start < split; start += chunk) last = evaluateTokens(this.context, this.batch, all.slice(start, start + chunk), start, seq);
+      const tail = [...all.slice(split), ...trailing];
+      if (trailing.length === 0) {
+        if (tail.length > 0) last = evaluateTokens(this.context, this.batch, tail, split, seq);
+      } else {
+        if (tail.length > this.batch.capacity) throw new RangeError(`${tail.length} tokens exceed one batch (${this.batch.capacity})`);
+        this.batch.clear();
+        this.batch.addSequence(tail, split, seq, trailing.length > 0);
+        this.context.decodeSync(this.batch);
+        last = lastChunk - 1;
       }
       return Float32Array.from(this.context.logits(last));
     } finally {
