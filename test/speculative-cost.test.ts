@@ -311,6 +311,39 @@ describe('SpeculativeDecoder', () => {
     assert.equal(tree.draftCount, 12, 'the draft chain is verified whole');
     assert.deepEqual([...tree.sources(1)], ['draft']);
   });
+
+  it('follows every unverified draft in the shadow of plain steps, also those made while earlier ones are followed', async () => {
+    // The text plain decoding writes is 10, 11, 12, …; at each step the drafter proposes the next
+    // 4 tokens, wrong from the first on every fifth step. Nothing is verified.
+    const text = (k: number) => 10 + k;
+    const draftedAt = new WeakMap<TokenTree, number>();
+    const observed: { step: number; accepted: number }[] = [];
+    let step = 0;
+    const planner = {
+      budget: () => ({ maxNodes: 4, maxDepth: 4, maxBranches: 1 }),
+      plan: (tree: TokenTree) => tree.prune(0),
+      observe: (tree: TokenTree, accepted: readonly number[]) => observed.push({ step: draftedAt.get(tree)!, accepted: accepted.length }),
+    };
+    const chain = (k: number): TokenTree => {
+      const tree = new TokenTree(text(k));
+      tree.addPath(Array.from({ length: 4 }, (_, d) => (k % 5 === 4 && d === 0 ? 99 : text(k + 1 + d))), [0.9, 0.8, 0.7, 0.6], 'suffix');
+      draftedAt.set(tree, k);
+      return tree;
+    };
+    const drafter: Drafter = { name: 'suffix', begin() {}, append() {}, end() {}, propose: () => chain(step) };
+    const decoder = new SpeculativeDecoder(new Sampler({ temperature: 0 }), { drafters: [drafter], planner });
+    const logits = (token: number) => Float32Array.from({ length: 128 }, (_, t) => (t === token ? 1 : 0));
+    const sequence = [text(0)];
+    for (; step < 20; step++) {
+      const tree = await decoder.propose(sequence, { room: 100, maxNodes: 64, maxBranches: 4, batchTokens: 0, sequences: 1, step });
+      assert.equal(tree.draftCount, 0);
+      sequence.push(...decoder.accept(tree, () => logits(text(step + 1)), sequence).tokens);
+    }
+    // A right chain drafted at step k is confirmed whole at step k + 3, a wrong one at once; the
+    // right chains of steps 17 and 18 are still being followed.
+    const expected = [...Array.from({ length: 17 }, (_, k) => k), 19].map((k) => ({ step: k, accepted: k % 5 === 4 ? 0 : 4 }));
+    assert.deepEqual([...observed].sort((a, b) => a.step - b.step), expected);
+  });
 });
 
 /** A suffix-drafted chain of `length` sure tokens resting on a long match. */
