@@ -13,7 +13,7 @@ import type { GenerationResult } from '../src/generate/generate.js';
 import type { Sampler, SamplingOptions } from '../src/generate/sampling.js';
 import { EngineLoop } from '../src/engine/loop.js';
 import { SpeculativeDecoder } from '../src/speculative/decoder.js';
-import { DraftModelDrafter, checkSameVocabulary, createDraftContext } from '../src/speculative/draft-model.js';
+import { DraftModelDrafter, MAX_DRAFT_DEPTH, checkSameVocabulary, createDraftContext } from '../src/speculative/draft-model.js';
 import { NgramDrafter } from '../src/speculative/ngram.js';
 import { AdaptivePlanner, FixedPlanner } from '../src/speculative/planner.js';
 import { acceptanceKey, CostCurve, proposersKey } from '../src/speculative/cost-model.js';
@@ -253,6 +253,21 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     const after = await drafter.propose(wrong, wide);
     drafter.end();
     assert.ok(after.maxDepth() <= Math.ceil(before.maxDepth() / 2), `${before.maxDepth()} then ${after.maxDepth()} after a miss`);
+  });
+
+  test("an exploring step asks a draft model for a chain as deep as the budget, whatever its recent chains were", async () => {
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
+    const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0, minPathProbability: 0 });
+    const wide: DraftBudget = { maxNodes: 64, maxDepth: 64, maxBranches: 1 };
+    drafter.begin(prompt);
+    const root = prompt[prompt.length - 1];
+    const usual = await drafter.propose(root, wide);
+    const explored = await drafter.propose(root, { ...wide, explore: true });
+    drafter.end();
+    assert.equal(usual.maxDepth(), 4, 'a request starts from 4-token chains');
+    assert.equal(explored.maxDepth(), MAX_DRAFT_DEPTH);
+    const head = (tree: TokenTree) => [1, 2, 3, 4].map((node) => tree.token(node));
+    assert.deepEqual(head(explored), head(usual), 'the same chain, deeper');
   });
 
   test('the suffix history carries across requests', async () => {

@@ -17,8 +17,11 @@ import { commonPrefixLength } from '../token-sequences.js';
 import { draftBatcherOf, type DraftBatcher, type DraftDecode } from './draft-batcher.js';
 
 /**
- * Longest chain the adaptive depth reaches. Where a target decode is dear, verifying 24 tokens
- * costs about 9 decodes, and a draft right 19 times in 20 fills such a chain about half the time.
+ * Longest chain the adaptive depth reaches, and the depth of an exploring step's chain. Where a
+ * target decode is dear, verifying 24 tokens costs about 9 decodes, and a draft right 19 times in
+ * 20 fills such a chain about half the time; verifying 5 costs 4 there (c(2) is 2.7 on some CPUs),
+ * so the 4-token chains a request started from were never worth verifying, and probes that asked
+ * for them never showed the planner a chain that was.
  */
 export const MAX_DRAFT_DEPTH = 24;
 
@@ -159,7 +162,7 @@ export class DraftModelDrafter implements Drafter {
     const tree = new TokenTree(root);
     this.lastChain = [];
     const room = this.context.contextSize - this.sequence.length - 1;
-    const depthLimit = Math.min(this.depth, budget.maxDepth, budget.maxNodes, room);
+    const depthLimit = Math.min(budget.explore ? MAX_DRAFT_DEPTH : this.depth, budget.maxDepth, budget.maxNodes, room);
     if (depthLimit <= 0) return tree;
     const history = [...this.sequence];
     // Each decode's logits are read during its (batched) decode: the next one overwrites them.

@@ -155,7 +155,7 @@ export class AdaptivePlanner implements TreePlanner {
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
     // verification is dear, and a probe must be able to see one; branches would only add cost.
     const { maxNodes, maxDepth } = this.maxBudget;
-    this.probeBudget = { maxNodes: Math.min(maxNodes, maxDepth), maxDepth, maxBranches: 1 };
+    this.probeBudget = { maxNodes: Math.min(maxNodes, maxDepth), maxDepth, maxBranches: 1, explore: true };
     this.cheapProbeBudget = { ...this.probeBudget, costly: false };
   }
 
@@ -198,7 +198,8 @@ export class AdaptivePlanner implements TreePlanner {
    * (at least a probe's budget), so plans can still grow step by step.
    */
   private speculatingBudget(): DraftBudget {
-    if (this.recentPlanSizes.values.length === 0) return this.maxBudget;
+    // A sequence's first drafts explore too: nothing it has verified says how deep to go yet.
+    if (this.recentPlanSizes.values.length === 0) return { ...this.maxBudget, explore: true };
     const largest = Math.max(...this.recentPlanSizes.values);
     const maxNodes = Math.min(this.maxBudget.maxNodes, Math.max(this.probeBudget.maxNodes, Math.ceil(largest * 1.5)));
     return maxNodes === this.maxBudget.maxNodes ? this.maxBudget : { ...this.maxBudget, maxNodes };

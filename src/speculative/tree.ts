@@ -21,6 +21,13 @@ export interface DraftBudget {
   maxBranches: number;
   /** Whether costly drafters (a draft model) may be asked this step (default true). */
   costly?: boolean;
+  /**
+   * The step explores (a probe while drafting backs off, or a sequence's first): drafters that
+   * size their proposals by how much of the recent ones was accepted propose as deep as the
+   * budget allows instead, since only a chain that deep can show a plan that pays where
+   * verification is dear.
+   */
+  explore?: boolean;
 }
 
 export interface Drafter {
