@@ -101,8 +101,10 @@ export class LlamaSpecPeers {
       seed: 0,
     })) as CompletionResponse;
     const timings = response.timings ?? {};
+    const tokens = Array.isArray(response.tokens) ? response.tokens : [];
     return {
-      tokens: Array.isArray(response.tokens) ? response.tokens : [],
+      // llama-server lists the end-of-generation token it stopped at; Tachyon's results do not.
+      tokens: response.stop_type === 'eos' ? tokens.slice(0, -1) : tokens,
       decodeTokensPerSecond: timings.predicted_per_second ?? 0,
       drafted: timings.draft_n ?? 0,
       accepted: timings.draft_n_accepted ?? 0,
@@ -121,5 +123,7 @@ export class LlamaSpecPeers {
 
 interface CompletionResponse {
   tokens?: number[];
+  /** `eos` when generation stopped at an end-of-generation token (`limit`, `word`, `none` otherwise). */
+  stop_type?: string;
   timings?: { predicted_per_second?: number; draft_n?: number; draft_n_accepted?: number };
 }
