@@ -578,6 +578,25 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(misses > 100 && misses < 5000, `${misses} misses before backing off`);
   });
 
+  it('keeps drafting through a miss in a request that has speculated since its first step, no plain step timed yet', () => {
+    // Reasoning on embedded m: draft-model chains paid from the first step; the first chain that
+    // did not pay backed off for 80 steps, as drafting whose cost was unknown until a plain step
+    // had been timed counted as infinite.
+    const curve = CostCurve.linear(0.3);
+    const planner = new AdaptivePlanner({ curve, singleDecodeMs: 10 });
+    for (let k = 0; k < 20; k++) planner.observe(sureChain(16), Array.from({ length: 16 }, (_, i) => i + 1));
+    for (let k = 0; k < 8; k++) {
+      planner.budget();
+      const plan = planner.plan(sureChain(16), LIMITS, undefined, 'costly');
+      planner.observe(plan, Array.from({ length: plan.draftCount }, (_, i) => i + 1));
+      planner.observeDecode(alone(plan.size), 10 * curve.cost(plan.size));
+      planner.observeStep(plan.draftCount + 1, 10 * curve.cost(plan.size) + 3, 'costly');
+    }
+    planner.budget();
+    assert.equal(planner.plan(chain(0.2, 2), LIMITS, undefined, 'costly').draftCount, 0, 'the proposal does not pay');
+    assert.ok(planner.budget().maxNodes > 0, 'the next step drafts again');
+  });
+
   it('backs off after a few misses when drafting costs a decode, and at once when plans save less than that', () => {
     // Drafting costs a whole decode; the chains save about 5 (c(n) = 1 + 0.6(n - 1)).
     const dear = missesBeforeBackOff(plannerAfterPlans(CostCurve.linear(0.6), 10.1), 100);

@@ -92,10 +92,13 @@ export class InSituCosts {
 
   /** What drafting of this kind adds to a step, in single-decode units (undefined until measured). */
   draftingCost(drafting: Exclude<Drafting, 'none'>): number | undefined {
-    const single = this.singleDecodeMs.value;
-    const plainOutside = this.overheadMs.none.value;
+    const single = this.singleDecodeMs.value ?? this.measuredSingleMs;
+    // A sequence that speculates from its first step has run no plain step yet; what a plain step
+    // spends outside its decode (sampling, bookkeeping) is a fraction of a millisecond, so until
+    // one is measured the whole outside time of a drafting step counts as drafting.
+    const plainOutside = this.overheadMs.none.value ?? 0;
     const draftingOutside = this.overheadMs[drafting].value;
-    if (single === undefined || plainOutside === undefined || draftingOutside === undefined) return undefined;
+    if (single === undefined || draftingOutside === undefined) return undefined;
     return Math.max(0, draftingOutside - plainOutside) / single;
   }
 
