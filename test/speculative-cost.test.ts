@@ -39,25 +39,36 @@ function chain(alpha: number, length: number): TokenTree {
 }
 
 describe('CostCurve', () => {
-  it('normalizes by t(1), interpolates linearly and is non-decreasing despite noise', () => {
+  it('normalizes by t(1), interpolates linearly, keeps the dips the kernels have and extrapolates per token', () => {
+    // Embedded m on 2 threads (median of 3 rounds): a batch of 8 costs less than one of 6.
     const curve = new CostCurve([
-      { n: 1, seconds: 0.02 },
-      { n: 8, seconds: 0.022 },
-      { n: 16, seconds: 0.021 }, // noise: faster than n = 8
-      { n: 32, seconds: 0.03 },
-      { n: 64, seconds: 0.05 },
+      { n: 1, seconds: 0.016 },
+      { n: 6, seconds: 0.016 * 5.55 },
+      { n: 8, seconds: 0.016 * 4.24 },
+      { n: 16, seconds: 0.016 * 6.09 },
+      { n: 32, seconds: 0.016 * 11.95 },
     ]);
     assert.equal(curve.cost(1), 1);
-    // The dip at 16 is pooled with 8: both become their mean, 0.0215 s = 1.075.
-    assert.ok(close(curve.cost(8), 1.075));
-    assert.ok(close(curve.cost(16), 1.075), 'the isotonic fit hides the dip');
-    assert.ok(close(curve.cost(24), 1.075 + 0.5 * (1.5 - 1.075)));
-    assert.ok(close(curve.cost(96), 2.5 + 32 * (1 / 32)), 'extrapolates with the last slope');
-    let previous = 0;
-    for (let n = 1; n <= 100; n++) {
-      assert.ok(curve.cost(n) >= previous);
-      previous = curve.cost(n);
-    }
+    assert.ok(close(curve.cost(6), 5.55));
+    assert.ok(close(curve.cost(8), 4.24), 'the dip is kept');
+    assert.ok(close(curve.cost(7), (5.55 + 4.24) / 2));
+    assert.ok(close(curve.cost(12), (4.24 + 6.09) / 2));
+    assert.ok(close(curve.cost(64), 2 * 11.95), 'beyond the largest size, at its cost per token');
+    assert.ok(close(curve.cheapestFrom(6, 33), 4.24), 'a batch of 6 filled up to 8 costs c(8)');
+    assert.ok(close(curve.cheapestFrom(9, 33), curve.cost(9)));
+  });
+
+  it('a plan verifies 7 drafted nodes rather than 5 where a batch of 8 costs less than one of 6', () => {
+    const curve = new CostCurve([
+      { n: 1, seconds: 1 },
+      { n: 6, seconds: 5.55 },
+      { n: 7, seconds: 5.8 },
+      { n: 8, seconds: 4.24 },
+      { n: 9, seconds: 4.9 },
+    ]);
+    // A chain whose every node is accepted with probability 0.95.
+    const scores = Array.from({ length: 8 }, (_, k) => 0.95 ** (k + 1));
+    assert.equal(chooseTreeSize(scores, curve).size, 7);
   });
 
   it('one slow outlier at a small size does not raise every larger size', () => {

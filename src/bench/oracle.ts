@@ -5,10 +5,11 @@
  * Along plain decoding's own output, the drafters are asked at every position for all they would
  * ever propose (the largest budget, the draft model's deepest chain), whatever a planner would
  * have asked. The accepted part of each proposal is the path that matches the plain output; the
- * oracle may verify any prefix of it, at c(k+1)·t₁ plus the drafting that prefix needed (the cheap
- * drafters' time, and the draft model's time pro rata of the chain it took, if the prefix needs a
- * node only the draft model proposed). A shortest path over positions then picks, for the whole
- * trajectory, where to decode plainly and how far to speculate. Comparing the realized speedup
+ * oracle may verify any prefix of it, at c(k+1)·t₁ (or a bigger batch's cost where the curve dips,
+ * as if filled up with nodes that are then rejected) plus the drafting that prefix needed (the
+ * cheap drafters' time, and the draft model's time pro rata of the chain it took, if the prefix
+ * needs a node only the draft model proposed). A shortest path over positions then picks, for the
+ * whole trajectory, where to decode plainly and how far to speculate. Comparing the realized speedup
  * with this bound tells drafter weakness (a low bound) from planner weakness (realized far below it).
  */
 import type { Context } from '../llama/context.js';
@@ -60,7 +61,7 @@ export function oracleSchedule(steps: readonly OracleStep[], curve: CostCurve, s
     // k accepted drafted nodes and the bonus token: k + 1 tokens for one verify of k + 1.
     for (let k = 1; k <= Math.min(step.acceptedDepth, last - i - 1); k++) {
       const drafting = step.cheapMs + (k >= step.firstCostlyDepth ? step.costlyMs * Math.min(1, k / step.costlyDepth) : 0);
-      relax(i, i + k + 1, curve.cost(k + 1) * singleMs + drafting);
+      relax(i, i + k + 1, curve.cheapestFrom(k + 1, MAX_DRAFT_BUDGET.maxNodes + 1) * singleMs + drafting);
     }
   }
   return { ms: best[last], steps: calls[last] };

@@ -14,7 +14,12 @@ import { writeFileAtomic } from '../atomic-file.js';
 import { CostCurve, type CostPoint } from './cost-model.js';
 import { median } from '../stats.js';
 
-export const COST_CURVE_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64] as const;
+/**
+ * Every size up to 16, then every 4th: CPU kernels make some sizes cheaper than smaller ones (tiles
+ * of columns per thread), so a size between two measured ones may cost more than either; the
+ * sizes plans use most are measured, not interpolated.
+ */
+export const COST_CURVE_SIZES: readonly number[] = [...Array.from({ length: 16 }, (_, i) => i + 1), 20, 24, 28, 32, 40, 48, 56, 64];
 
 export interface MeasuredCostCurve {
   /** Median seconds per decode for each batch size. */
@@ -79,7 +84,7 @@ export function measureCostCurve(context: Context, seq: number, rounds = 5, size
 }
 
 /** Part of the cache key: a change of how the curve is measured invalidates curves measured the old way. */
-const CURVE_FORMAT = 'in-situ-1';
+const CURVE_FORMAT = 'in-situ-2';
 
 async function cacheKey(context: Context, threads: number): Promise<string> {
   const info = await stat(context.model.path);

@@ -25,7 +25,14 @@ export interface VerifyCost {
   cost(n: number): number;
 }
 
-/** Relative verify cost c(n) = t(n)/t(1), from measured points: non-decreasing, linear in between. */
+/**
+ * Relative verify cost c(n) = t(n)/t(1), from measured points, linear in between. The curve keeps
+ * the dips it was measured with: CPU kernels multiply the batch's columns in tiles shared out
+ * among threads, so on 2 threads a batch of 8 took 4.2 single decodes and one of 6 took 5.5 (c(12)
+ * 5.6 < c(10) 6.1). A planner that sees this verifies 7 drafted nodes rather than 5, for more
+ * tokens at less cost; a monotone fit would pool the dip away. The points are medians of several
+ * rounds (cost-curve.ts), which keep noise from making dips of their own.
+ */
 export class CostCurve implements VerifyCost {
   private readonly ns: number[];
   private readonly costs: number[];
@@ -35,10 +42,7 @@ export class CostCurve implements VerifyCost {
     if (clean.length === 0) throw new RangeError('CostCurve: no valid points');
     // Below the smallest measured size the curve is flat, so t(1) := t(smallest) if 1 is missing.
     this.ns = clean.map((p) => p.n);
-    // Isotonic (pool-adjacent-violators) fit: noise must not make a bigger batch look cheaper,
-    // and one slow outlier must not raise every larger size the way a running max would.
-    const fitted = isotonic(clean.map((p) => p.seconds));
-    this.costs = fitted.map((seconds) => seconds / fitted[0]);
+    this.costs = clean.map((p) => p.seconds / clean[0].seconds);
   }
 
   /** c(n) = 1 for every n: verification is free up to compute saturation. */
@@ -46,23 +50,31 @@ export class CostCurve implements VerifyCost {
     return new CostCurve([{ n: 1, seconds: 1 }]);
   }
 
-  /** c(n) = 1 + slope·(n − 1). */
+  /** c(n) = 1 + slope·(n − 1), up to n = 1024 (and per token as there beyond). */
   static linear(slope: number): CostCurve {
     return new CostCurve([
       { n: 1, seconds: 1 },
-      { n: 2, seconds: 1 + slope },
+      { n: 1024, seconds: 1 + slope * 1023 },
     ]);
+  }
+
+  /**
+   * The cheapest batch of n to `largest` tokens: what verifying n costs when the batch may be
+   * filled up with further drafted nodes (a tree never gets slower for holding more likely nodes).
+   */
+  cheapestFrom(n: number, largest: number): number {
+    let cheapest = this.cost(n);
+    for (let m = n + 1; m <= largest; m++) cheapest = Math.min(cheapest, this.cost(m));
+    return cheapest;
   }
 
   cost(n: number): number {
     const { ns, costs } = this;
     if (n <= ns[0]) return costs[0];
     const last = ns.length - 1;
-    if (n >= ns[last]) {
-      // Extrapolate with the last segment's slope (flat if only one point).
-      const slope = last > 0 ? (costs[last] - costs[last - 1]) / (ns[last] - ns[last - 1]) : 0;
-      return costs[last] + slope * (n - ns[last]);
-    }
+    // Beyond the largest size, at its cost per token (compute-bound by then; a last segment that
+    // ends in a dip must not make bigger batches cheaper). Flat if only one size was measured.
+    if (n >= ns[last]) return last > 0 ? (costs[last] * n) / ns[last] : costs[last];
     let hi = 1;
     while (ns[hi] < n) hi++;
     const f = (n - ns[hi - 1]) / (ns[hi] - ns[hi - 1]);
@@ -82,7 +94,9 @@ export function sharedBatchCost(curve: CostCurve, others: { tokens: number; sequ
   const batch = others.tokens + 1;
   const sequences = others.sequences + 1;
   const plain = curve.cost(batch);
-  return { cost: (n) => 1 + (growthScale * sequences * (curve.cost(batch - 1 + n) - plain)) / plain };
+  // A batch that a sequence's tokens make cheaper (a dip of the curve) is not counted as a gain:
+  // the others' plain steps are what the dip would come from, not this sequence's tree.
+  return { cost: (n) => 1 + (growthScale * sequences * Math.max(0, curve.cost(batch - 1 + n) - plain)) / plain };
 }
 
 /**
@@ -93,20 +107,6 @@ export function sharedBatchCost(curve: CostCurve, others: { tokens: number; sequ
  */
 export function sharedStepFactor(curve: CostCurve, others: { tokens: number; sequences: number }): number {
   return (others.sequences + 1) / curve.cost(others.tokens + 1);
-}
-
-/** Least-squares non-decreasing fit of `values` (pool adjacent violators). */
-function isotonic(values: readonly number[]): number[] {
-  const blocks: { sum: number; count: number }[] = [];
-  for (const value of values) {
-    blocks.push({ sum: value, count: 1 });
-    while (blocks.length > 1 && blocks[blocks.length - 2].sum / blocks[blocks.length - 2].count > blocks[blocks.length - 1].sum / blocks[blocks.length - 1].count) {
-      const last = blocks.pop()!;
-      blocks[blocks.length - 1].sum += last.sum;
-      blocks[blocks.length - 1].count += last.count;
-    }
-  }
-  return blocks.flatMap((block) => Array<number>(block.count).fill(block.sum / block.count));
 }
 
 function mergeDuplicateSizes(points: readonly CostPoint[]): CostPoint[] {
