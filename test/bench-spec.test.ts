@@ -8,8 +8,9 @@ import { existsSync, readdirSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { runSpecBench } from '../src/bench/spec.js';
-import { projectRoot, scratchDir, testbedDraft, testbedTarget } from './helpers/models.js';
+import { mismatchGap, runSpecBench } from '../src/bench/spec.js';
+import { Engine } from '../src/engine/engine.js';
+import { argmax, projectRoot, scratchDir, testbedDraft, testbedPrompts, testbedTarget } from './helpers/models.js';
 
 const scratch = scratchDir();
 after(() => rm(scratch, { recursive: true, force: true }));
@@ -77,4 +78,29 @@ test('bench spec names a llama-server that is not there', async () => {
     runSpecBench({ model: testbedTarget, gpu: 'cpu', threads: 1, tasks: ['reasoning'], n: 1, maxTokens: 4, configs: ['auto'], llamaPeers: ['plain'], llamaServer: '/nonexistent/llama-server' }),
     /llama-server \/nonexistent\/llama-server does not exist/,
   );
+});
+
+test('a mismatch is re-evaluated in the speculative run\'s own decode batches', async () => {
+  const engine = await Engine.load({ model: testbedTarget, gpu: 'cpu', threads: 1 });
+  try {
+    const prompt = await engine.tokenize(testbedPrompts.reasoning);
+    const { tokens: plain } = await engine.complete(prompt, { maxTokens: 24, speculation: 'off' });
+    // A position where plain decoding's choice is clear, and an output that takes the runner-up there.
+    let at = 8;
+    let runnerUp = -1;
+    for (; at < plain.length; at++) {
+      const logits = await engine.logitsAfter(prompt, plain.slice(0, at), 1);
+      runnerUp = argmax(logits.map((value, token) => (token === plain[at] ? -Infinity : value)));
+      if (logits[plain[at]] - logits[runnerUp] > 0.5) break;
+    }
+    const other = [...plain.slice(0, at), runnerUp];
+    const mismatch = await mismatchGap(engine, prompt, plain, other, [1, 4, 4, 4, 4, 4, 4]);
+    assert.equal(mismatch.at, at);
+    assert.ok(mismatch.top2Gap > 0.5);
+    assert.ok(mismatch.kernelDrift < 0.05, `drift ${mismatch.kernelDrift}`);
+    assert.equal(mismatch.reproduced, false, 'batching does not turn a clear choice');
+    assert.deepEqual(await engine.kvAudit(), []);
+  } finally {
+    await engine.dispose();
+  }
 });

@@ -89,6 +89,9 @@ describe('many requests in one engine loop', () => {
       assert.ok(distance(inTree, alone) < 2e-2, `chunk ${chunk}: ${distance(inTree, alone)}`);
       assert.equal(argmax(inTree), tokens[12], `chunk ${chunk}`);
     }
+    // Decode sizes given one by one (a speculative run's own steps) make the same batches.
+    assert.deepEqual(await engine.logitsAfter(prompt, continuation, [5, 5], nodes), await engine.logitsAfter(prompt, continuation, 5, nodes));
+    assert.deepEqual(await engine.logitsAfter(prompt, continuation, [3, 2, 4]), await engine.logitsAfter(prompt, continuation, [3, 2, 4, 3]));
     const next = await engine.logitsAfter(prompt, tokens.slice(0, 13), 1);
     assert.ok(distance(next, alone) > 0.5, 'the next position\'s logits differ');
     // No continuation: the prompt's last token joins the nodes.

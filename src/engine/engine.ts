@@ -163,14 +163,15 @@ export class Engine {
   }
 
   /**
-   * Logits after `prompt` + `continuation` with the continuation evaluated `chunk` tokens per
-   * decode (Infinity: one batch), in a scratch sequence: how far batching alone moves logits.
-   * `trailing` tokens join the last decode, every row of it with logits, as a verified tree's
-   * nodes do (llama.cpp computes the last layer only for rows with logits).
+   * Logits after `prompt` + `continuation` with the continuation evaluated `chunks` tokens per
+   * decode (Infinity: one batch), or in decodes of these sizes in order (the rest in one), in a
+   * scratch sequence: how far batching alone moves logits. `trailing` tokens join the last decode,
+   * every row of it with logits, as a verified tree's nodes do (llama.cpp computes the last layer
+   * only for rows with logits).
    */
-  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunk: number, trailing: readonly number[] = []): Promise<Float32Array> {
-    const size = Number.isFinite(chunk) ? chunk : Math.max(1, continuation.length);
-    return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation], chunk: size, trailing: [...trailing] }) as Promise<Float32Array>;
+  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[] = []): Promise<Float32Array> {
+    const sizes = typeof chunks !== 'number' ? [...chunks] : Number.isFinite(chunks) ? chunks : Math.max(1, continuation.length);
+    return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation], chunks: sizes, trailing: [...trailing] }) as Promise<Float32Array>;
   }
 
   /** Streams a generation. Any number may run at once; each gets its own sequence in the engine loop. */

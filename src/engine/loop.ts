@@ -166,22 +166,27 @@ export class EngineLoop {
   }
 
   /**
-   * Logits after `prompt` + `continuation`, the continuation evaluated `chunk` tokens per decode,
-   * in a scratch sequence (diagnostics: how far batching alone moves logits). `trailing` tokens
-   * follow in the last decode with every row's logits requested, as in a verified tree. Runs
-   * between steps.
+   * Logits after `prompt` + `continuation`, the continuation evaluated `chunks` tokens per decode
+   * (or in decodes of these sizes, in order, the rest in one), in a scratch sequence (diagnostics:
+   * how far batching alone moves logits). `trailing` tokens follow in the last decode with every
+   * row's logits requested, as in a verified tree. Runs between steps.
    */
-  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunk: number, trailing: readonly number[] = []): Float32Array {
+  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[] = []): Float32Array {
     const seq = this.ids.acquire();
     if (seq === undefined) throw new Error('no free sequence id for a scratch evaluation');
     try {
       const all = [...prompt, ...continuation];
+      const sizes = chunkSizes(continuation.length, chunks);
       // The last decode holds the continuation's last chunk (or, with trailing tokens and no
       // continuation, the prompt's last token) and the trailing tokens.
-      const lastChunk = continuation.length > 0 ? ((continuation.length - 1) % chunk) + 1 : Math.min(trailing.length, 1);
+      const lastChunk = sizes.pop() ?? Math.min(trailing.length, 1);
       const split = all.length - lastChunk;
       let last = split > 0 ? evaluateTokens(this.context, this.batch, all.slice(0, Math.min(prompt.length, split)), 0, seq) : -1;
-      for (let start = prompt.length; start < split; start += chunk) last = evaluateTokens(this.context, this.batch, all.slice(start, start + chunk), start, seq);
+      let start = prompt.length;
+      for (const size of sizes) {
+        last = evaluateTokens(this.context, this.batch, all.slice(start, start + size), start, seq);
+        start += size;
+      }
       const tail = [...all.slice(split), ...trailing];
       if (trailing.length === 0) {
         if (tail.length > 0) last = evaluateTokens(this.context, this.batch, tail, split, seq);
@@ -539,4 +544,16 @@ function nodesTo(tree: TokenTree, node: number): number[] {
   const nodes = [node];
   while (nodes[0] !== ROOT) nodes.unshift(tree.parent(nodes[0]));
   return nodes;
+}
+
+/** Decode sizes covering `length` tokens: `chunks` at a time, or these sizes in order and the rest in one. */
+function chunkSizes(length: number, chunks: number | readonly number[]): number[] {
+  const sizes: number[] = [];
+  let left = length;
+  for (let k = 0; left > 0; k++) {
+    const size = typeof chunks === 'number' ? chunks : (chunks[k] ?? left);
+    sizes.push(Math.min(Math.max(1, size), left));
+    left -= sizes[sizes.length - 1];
+  }
+  return sizes;
 }

@@ -42,7 +42,7 @@ export type Query =
   | { method: 'tokenize'; prompt: PromptInput }
   | { method: 'kvAudit' }
   | { method: 'cacheStats' }
-  | { method: 'logitsAfter'; prompt: number[]; continuation: number[]; chunk: number; trailing: number[] };
+  | { method: 'logitsAfter'; prompt: number[]; continuation: number[]; chunks: number | number[]; trailing: number[] };
 
 export type Command =
   | { type: 'generate'; id: number; prompt: PromptInput; options: RequestOptions }

@@ -108,7 +108,7 @@ function answer(engine: Loaded, query: Query): unknown {
     case 'cacheStats':
       return engine.cache?.stats();
     case 'logitsAfter':
-      return engine.loop.logitsAfter(query.prompt, query.continuation, query.chunk, query.trailing);
+      return engine.loop.logitsAfter(query.prompt, query.continuation, query.chunks, query.trailing);
   }
 }
 
