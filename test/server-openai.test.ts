@@ -269,7 +269,13 @@ describe('queue, key and failures', () => {
     }
     // The failed request's cancellation reaches the engine loop before its next step; until then
     // its only slot is taken (and no queue place is configured), so /health rightly says busy.
-    for (let wait = 0; wait < 100 && engine.status().running > 0; wait++) await new Promise((resolve) => setTimeout(resolve, 20));
-    assert.equal((await fetch(`${busy.url}/health`)).status, 200);
+    // The status it reads is published after each step, so the slot may show as taken only after
+    // the client saw the first token: poll /health itself.
+    let health = 0;
+    for (let wait = 0; wait < 100 && health !== 200; wait++) {
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, 20));
+      health = (await fetch(`${busy.url}/health`)).status;
+    }
+    assert.equal(health, 200);
   });
 });
