@@ -170,8 +170,7 @@ export class Engine {
    * only for rows with logits).
    */
   logitsAfter(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[] = []): Promise<Float32Array> {
-    const sizes = typeof chunks !== 'number' ? [...chunks] : Number.isFinite(chunks) ? chunks : Math.max(1, continuation.length);
-    return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation], chunks: sizes, trailing: [...trailing] }) as Promise<Float32Array>;
+    return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation], chunks: typeof chunks === 'number' ? chunks : [...chunks], trailing: [...trailing] }) as Promise<Float32Array>;
   }
 
   /** Streams a generation. Any number may run at once; each gets its own sequence in the engine loop. */

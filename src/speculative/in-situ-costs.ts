@@ -75,6 +75,11 @@ export class InSituCosts {
     this.overheadMs[drafting].add(Math.max(0, outsideMs));
   }
 
+  /** A single decode's time as measured in place, or until then as the cost curve measured it (ms). */
+  private get singleMs(): number | undefined {
+    return this.singleDecodeMs.value ?? this.measuredSingleMs;
+  }
+
   /** A tree of n tokens' cost in this sequence's plain steps, alone or beside `batch`. */
   verifyCost(batch?: SharedBatch): VerifyCost {
     return batch ? sharedBatchCost(this.curve, batch, this.growthScale(batch)) : this.curve;
@@ -92,7 +97,7 @@ export class InSituCosts {
 
   /** What drafting of this kind adds to a step, in single-decode units (undefined until measured). */
   draftingCost(drafting: Exclude<Drafting, 'none'>): number | undefined {
-    const single = this.singleDecodeMs.value ?? this.measuredSingleMs;
+    const single = this.singleMs;
     // A sequence that speculates from its first step has run no plain step yet; what a plain step
     // spends outside its decode (sampling, bookkeeping) is a fraction of a millisecond, so until
     // one is measured the whole outside time of a drafting step counts as drafting.
@@ -108,7 +113,7 @@ export class InSituCosts {
    * In wall time of the step every sequence waits for, as drafting time is.
    */
   acceptedTokenValueMs(batch?: SharedBatch): number | undefined {
-    const single = this.singleDecodeMs.value ?? this.measuredSingleMs;
+    const single = this.singleMs;
     if (single === undefined) return undefined;
     const tokens = batch ? batch.tokens + 1 : 1;
     const share = batch ? 1 / sharedStepFactor(this.curve, batch) : 1;
