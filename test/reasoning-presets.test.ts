@@ -20,6 +20,7 @@ const slipTrace: ThinkingTrace = {
   thinkingTokens: 150,
   answer: '91',
   ms: 1,
+  msPerDecode: 1,
   boundaries: [
     boundary(20, 1e-6, undefined, 0, undefined),
     boundary(60, 0.05, '81', 1, '81'),
@@ -33,6 +34,7 @@ const cleanTrace: ThinkingTrace = {
   thinkingTokens: 100,
   answer: '135',
   ms: 1,
+  msPerDecode: 1,
   boundaries: [boundary(30, 0.2, '135', 1, '135'), boundary(70, 1e-6, '135', 1, '7'), boundary(95, 0.3, '135', 2, '135')],
 };
 const never: ExitThresholds = { minThinkingTokens: 0, alpha: 1, endProbability: 2, agreement: 0, maxEndMargin: Infinity };

@@ -53,7 +53,7 @@ describe('answer probe on the testbed', () => {
     const before = sequence.slice(0, boundaryLength);
     const score = async (candidate: string) => {
       const probe = await probeRequest(tokenize, tags, candidate);
-      return scoreProbeAlone(probe, before.at(-1)!, (m) => engine.logitsAfter(before, probe.tokens.slice(0, m), Infinity));
+      return scoreProbeAlone(probe, before.at(-1)!, await engine.logitsAlong(before, probe.tokens));
     };
     const right = await score('132');
     assert.equal(right.agreed, true);

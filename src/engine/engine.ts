@@ -173,6 +173,14 @@ export class Engine {
     return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation], chunks: typeof chunks === 'number' ? chunks : [...chunks], trailing: [...trailing] }) as Promise<Float32Array>;
   }
 
+  /**
+   * The target's logits rows after `prefix` and after each longer prefix of `prefix` + `tokens`
+   * (row m: after the first m of `tokens`), from one scratch decode of `tokens` behind the prefix.
+   */
+  logitsAlong(prefix: readonly number[], tokens: readonly number[]): Promise<Float32Array[]> {
+    return this.query({ method: 'logitsAlong', prefix: [...prefix], tokens: [...tokens] }) as Promise<Float32Array[]>;
+  }
+
   /** Streams a generation. Any number may run at once; each gets its own sequence in the engine loop. */
   generate(prompt: Prompt, options: GenerateOptions = {}): AsyncGenerator<GenerationChunk, GenerationResult, void> {
     return this.stream(promptInput(prompt), options);

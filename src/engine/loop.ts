@@ -172,6 +172,21 @@ export class EngineLoop {
    * row's logits requested, as in a verified tree. Runs between steps.
    */
   logitsAfter(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[] = []): Float32Array {
+    return this.evaluateScratch(prompt, continuation, chunks, trailing, (last) => Float32Array.from(this.context.logits(last)));
+  }
+
+  /**
+   * The rows after `prefix` and after each longer prefix of `prefix` + `tokens` (row m chooses
+   * the token after the first m of `tokens`), from one decode of `tokens` behind the prefix, as a
+   * verification computes them for a tree's branch. Runs between steps.
+   */
+  logitsAlong(prefix: readonly number[], tokens: readonly number[]): Float32Array[] {
+    return this.evaluateScratch(prefix, [], Infinity, tokens, (last) =>
+      Array.from({ length: tokens.length + 1 }, (_, m) => Float32Array.from(this.context.logits(last + m))));
+  }
+
+  /** Evaluates in a scratch sequence (see `logitsAfter`); `read` gets the index of the row after prompt + continuation. */
+  private evaluateScratch<T>(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[], read: (last: number) => T): T {
     const seq = this.ids.acquire();
     if (seq === undefined) throw new Error('no free sequence id for a scratch evaluation');
     try {
@@ -197,7 +212,7 @@ export class EngineLoop {
         this.context.decodeSync(this.batch);
         last = lastChunk - 1;
       }
-      return Float32Array.from(this.context.logits(last));
+      return read(last);
     } finally {
       this.context.seqRemove(seq, -1, -1);
       this.ids.release(seq);

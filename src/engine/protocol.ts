@@ -42,7 +42,8 @@ export type Query =
   | { method: 'tokenize'; prompt: PromptInput }
   | { method: 'kvAudit' }
   | { method: 'cacheStats' }
-  | { method: 'logitsAfter'; prompt: number[]; continuation: number[]; chunks: number | number[]; trailing: number[] };
+  | { method: 'logitsAfter'; prompt: number[]; continuation: number[]; chunks: number | number[]; trailing: number[] }
+  | { method: 'logitsAlong'; prefix: number[]; tokens: number[] };
 
 export type Command =
   | { type: 'generate'; id: number; prompt: PromptInput; options: RequestOptions }

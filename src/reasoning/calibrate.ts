@@ -26,7 +26,10 @@ export interface ThinkingTrace {
   /** The final answer of the full-thinking generation. */
   answer: string | undefined;
   boundaries: ProbedBoundary[];
+  /** The generation's wall time, end to end (its probes, scored afterwards, not included). */
   ms: number;
+  /** Its time per decode step after the first token (plain decoding: one token a step). */
+  msPerDecode: number;
 }
 
 /** One prompt of a reasoning set: `answer` is what scoring compares with. */
@@ -57,12 +60,12 @@ export async function traceThinking(engine: Engine, prompt: readonly number[], m
     const candidate = boundary.concluded ?? '0';
     const probe = await probeRequest(tokenize, tags, candidate);
     const before = sequence.slice(0, boundary.sequenceLength);
-    const score = await scoreProbeAlone(probe, before[before.length - 1], (m) => engine.logitsAfter(before, probe.tokens.slice(0, m), Infinity));
+    const score = scoreProbeAlone(probe, before[before.length - 1], await engine.logitsAlong(before, probe.tokens));
     // The model's answer is the candidate when it agreed with every token and then ends the number.
     const answer = score.agreed && score.answerTokens.at(-1) === period[0] ? candidate : undefined;
     probed.push({ ...boundary, probed: answer, confidence: score.confidence });
   }
-  return { thinkingTokens: result.stats.thinkingTokens, answer: parseFinalAnswer(result.content), boundaries: probed, ms: result.stats.totalMs };
+  return { thinkingTokens: result.stats.thinkingTokens, answer: parseFinalAnswer(result.content), boundaries: probed, ms: result.stats.totalMs, msPerDecode: result.stats.decodeMs / Math.max(1, result.stats.steps) };
 }
 
 export interface ReplayedExit {

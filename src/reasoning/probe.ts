@@ -76,16 +76,15 @@ export function scoreProbe(tree: TokenTree, nodes: readonly number[], answerStar
 }
 
 /**
- * A probe on its own, outside a speculative step (calibration and benchmarks): `rowAfter(m)` is
- * the target's logits row after the sequence so far (ending with the boundary token `root`) and
- * the first m probe tokens.
+ * A probe on its own, outside a speculative step (calibration and benchmarks): `rows[m]` is the
+ * target's logits row after the sequence so far (ending with the boundary token `root`) and the
+ * first m probe tokens (what `Engine.logitsAlong` returns).
  */
-export async function scoreProbeAlone(probe: ProbeRequest, root: number, rowAfter: (m: number) => Promise<Float32Array>): Promise<ProbeScore> {
+export function scoreProbeAlone(probe: ProbeRequest, root: number, rows: readonly Float32Array[]): ProbeScore {
   const tree = new TokenTree(root);
   const nodes = addProbeBranch(tree, probe);
-  const rows = new Map<number, Float32Array>();
-  for (let m = probe.answerStart; m <= probe.tokens.length; m++) rows.set(nodes[m - 1], await rowAfter(m));
-  return scoreProbe(tree, nodes, probe.answerStart, (node) => rows.get(node)!);
+  const rowAt = new Map<number, Float32Array>(nodes.map((node, k) => [node, rows[k + 1]]));
+  return scoreProbe(tree, nodes, probe.answerStart, (node) => rowAt.get(node)!);
 }
 
 function logProbability(logits: Float32Array, token: number): number {
