@@ -5,7 +5,7 @@
  * on the evaluation half of a reasoning prompt set (the presets were fitted on the other half).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Engine } from '../engine/engine.js';
 import type { GenerationResult } from '../generate/generate.js';
 import { answerMatches, parseFinalAnswer } from '../reasoning/answers.js';
@@ -15,7 +15,7 @@ import { loadReasoningPresets } from '../reasoning/presets.js';
 import { packageRoot } from '../paths.js';
 import { scatterChartSvg, type ScatterSeries } from './chart.js';
 import { readJsonLines } from './jsonl.js';
-import { round } from './stats.js';
+import { median, round } from './stats.js';
 
 export const defaultReasoningPrompts = join(packageRoot, 'bench', 'prompts', 'reasoning.jsonl');
 
@@ -31,6 +31,8 @@ export async function readReasoningItems(path: string): Promise<ReasoningItem[]>
 
 export interface ReasoningBenchOptions {
   engine: Engine;
+  /** The draft model the engine loaded, if any (named in the result). */
+  draftModel?: string;
   promptsFile: string;
   n: number;
   maxTokens: number;
@@ -51,12 +53,22 @@ interface Measured {
 
 export interface ReasoningBenchResult {
   n: number;
+  /** The target's file name, and its draft's when one was loaded (speculation's "auto" uses it). */
+  model: string;
+  draft_model: string | null;
+  /** The regime: plain full thinking's median ms per decoded token after the first. */
+  ms_per_decode: number;
   prompts: string;
   half: 'evaluation (even 0-based lines)';
-  full: Measured & { ms_with_speculation: number };
+  /** `speedup_with_speculation`: plain full thinking's mean ms over speculative full thinking's. */
+  full: Measured & { ms_with_speculation: number; speedup_with_speculation: number };
   /** `matches`: the levels whose mean thinking tokens this budget was swept to. */
   budgets: (Measured & { budget: number; matches?: ReasoningEffort[] })[];
-  levels: Record<ReasoningEffort, Measured & { ms_with_speculation: number; identical_with_speculation: number; thresholds: ExitThresholds }>;
+  /**
+   * `speedup`, `speedup_with_speculation`: plain full thinking's mean ms over this level's, plain
+   * and speculative (end to end: what early exit, and early exit with speculation, save).
+   */
+  levels: Record<ReasoningEffort, Measured & { ms_with_speculation: number; speedup: number; speedup_with_speculation: number; identical_with_speculation: number; thresholds: ExitThresholds }>;
   oracle: { accuracy: number; thinking_tokens: number; thinking_tokens_ci95: number };
 }
 
@@ -84,14 +96,18 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
   const traces: ThinkingTrace[] = [];
   const full: Run[] = [];
   const fullSpeculative: number[] = [];
+  const plainMsPerDecode: number[] = [];
   for (let i = 0; i < items.length; i++) {
     const trace = await traceThinking(engine, prompts[i], options.maxTokens);
     traces.push(trace);
+    plainMsPerDecode.push(trace.msPerDecode);
     full.push({ correct: answerMatches(trace.answer, items[i].answer), thinkingTokens: trace.thinkingTokens, ms: trace.ms });
     fullSpeculative.push((await run(i, { speculation: 'auto' })).stats.totalMs);
     progress('full thinking', i);
   }
 
+  const fullMs = mean(full.map((run) => run.ms));
+  const speedupOver = (ms: number) => round(fullMs / ms, 3) ?? 0;
   const levels = {} as ReasoningBenchResult['levels'];
   for (const level of REASONING_EFFORTS) {
     const thresholds = presets.levels[level];
@@ -106,7 +122,15 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
       if (speculative.text === plain.text) identical++;
       progress(`effort ${level}`, i);
     }
-    levels[level] = { ...measure(runs), ms_with_speculation: round(mean(speculativeMs), 1) ?? 0, identical_with_speculation: identical / items.length, thresholds };
+    const speculativeMean = mean(speculativeMs);
+    levels[level] = {
+      ...measure(runs),
+      ms_with_speculation: round(speculativeMean, 1) ?? 0,
+      speedup: speedupOver(mean(runs.map((run) => run.ms))),
+      speedup_with_speculation: speedupOver(speculativeMean),
+      identical_with_speculation: identical / items.length,
+      thresholds,
+    };
   }
 
   const matched = REASONING_EFFORTS.map((level) => ({ level, budget: budgetMatching(traces, levels[level].thinking_tokens) }));
@@ -124,9 +148,12 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
   const oracleMeasured = measure(oracleRuns);
   const result: ReasoningBenchResult = {
     n: items.length,
+    model: basename(engine.info.modelPath),
+    draft_model: options.draftModel ? basename(options.draftModel) : null,
+    ms_per_decode: round(median(plainMsPerDecode), 2) ?? 0,
     prompts: options.promptsFile,
     half: 'evaluation (even 0-based lines)',
-    full: { ...measure(full), ms_with_speculation: round(mean(fullSpeculative), 1) ?? 0 },
+    full: { ...measure(full), ms_with_speculation: round(mean(fullSpeculative), 1) ?? 0, speedup_with_speculation: speedupOver(mean(fullSpeculative)) },
     budgets,
     levels,
     oracle: { accuracy: oracleMeasured.accuracy, thinking_tokens: oracleMeasured.thinking_tokens, thinking_tokens_ci95: oracleMeasured.thinking_tokens_ci95 },
@@ -196,15 +223,16 @@ async function writeReasoningReport(dir: string, result: ReasoningBenchResult): 
 
 /** A plain-text table of the result. */
 export function formatReasoningBench(result: ReasoningBenchResult): string {
-  const rows = [['configuration', 'accuracy', 'thinking tokens', 'ms', 'ms with speculation']];
+  const rows = [['configuration', 'accuracy', 'thinking tokens', 'ms', 'ms with speculation', '× full plain (plain / speculative)']];
   const pct = (m: { accuracy: number; accuracy_ci95?: number }) => `${(m.accuracy * 100).toFixed(1)}%${m.accuracy_ci95 !== undefined ? ` ±${(m.accuracy_ci95 * 100).toFixed(1)}` : ''}`;
-  rows.push(['full thinking', pct(result.full), `${result.full.thinking_tokens} ±${result.full.thinking_tokens_ci95}`, String(result.full.ms), String(result.full.ms_with_speculation)]);
-  for (const b of result.budgets) rows.push([`budget ${b.budget}${b.matches ? ` (≈ ${b.matches.join(', ')})` : ''}`, pct(b), `${b.thinking_tokens} ±${b.thinking_tokens_ci95}`, String(b.ms), '']);
+  rows.push(['full thinking', pct(result.full), `${result.full.thinking_tokens} ±${result.full.thinking_tokens_ci95}`, String(result.full.ms), String(result.full.ms_with_speculation), `1 / ${result.full.speedup_with_speculation}`]);
+  for (const b of result.budgets) rows.push([`budget ${b.budget}${b.matches ? ` (≈ ${b.matches.join(', ')})` : ''}`, pct(b), `${b.thinking_tokens} ±${b.thinking_tokens_ci95}`, String(b.ms), '', '']);
   for (const level of REASONING_EFFORTS) {
     const l = result.levels[level];
-    rows.push([`effort ${level}`, pct(l), `${l.thinking_tokens} ±${l.thinking_tokens_ci95}`, String(l.ms), `${l.ms_with_speculation} (identical ${(l.identical_with_speculation * 100).toFixed(0)}%)`]);
+    rows.push([`effort ${level}`, pct(l), `${l.thinking_tokens} ±${l.thinking_tokens_ci95}`, String(l.ms), `${l.ms_with_speculation} (identical ${(l.identical_with_speculation * 100).toFixed(0)}%)`, `${l.speedup} / ${l.speedup_with_speculation}`]);
   }
-  rows.push(['oracle exit', pct(result.oracle), `${result.oracle.thinking_tokens} ±${result.oracle.thinking_tokens_ci95}`, '', '']);
+  rows.push(['oracle exit', pct(result.oracle), `${result.oracle.thinking_tokens} ±${result.oracle.thinking_tokens_ci95}`, '', '', '']);
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
-  return `${rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  ')).join('\n')}\n`;
+  const regime = `${result.model}${result.draft_model ? ` + draft ${result.draft_model}` : ''} · plain decoding ${result.ms_per_decode} ms per token · n = ${result.n}`;
+  return `${regime}\n${rows.map((row) => row.map((cell, i) => cell.padEnd(widths[i])).join('  ')).join('\n')}\n`;
 }

@@ -8,7 +8,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Engine, type GenerateOptions } from '../engine/engine.js';
 import type { GenerationResult } from '../generate/generate.js';
-import { type EmbedPairName, EMBED_PAIRS, ensureEmbeddedModel } from '../gguf/embed.js';
+import { type EmbedPairName, ensureEmbeddedPair } from '../gguf/embed.js';
 import { Context } from '../llama/context.js';
 import { Model } from '../llama/model.js';
 import { measureCostCurve } from '../speculative/cost-curve.js';
@@ -156,7 +156,7 @@ const REGIME_SIZES = [2, 8, 32, 64];
 
 export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBenchResult> {
   const progress = options.onProgress ?? (() => {});
-  const models = options.shape ? await embeddedModels(options.shape, options, progress) : options;
+  const models = options.shape ? await ensureEmbeddedPair(options.shape, options, progress) : options;
   const engine = await Engine.load({ model: models.model, draftModel: models.draftModel, gpu: options.gpu, threads: options.threads, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
   const measured = new Map<string, TaskRuns>();
   let randomWeights = false;
@@ -210,25 +210,6 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
   } finally {
     side.dispose();
   }
-}
-
-/** The pair embedded in `shape`'s sizes (Q8_0), built on first use and cached; progress every 10%. */
-async function embeddedModels(shape: EmbedPairName, options: SpecBenchOptions, progress: (line: string) => void): Promise<{ model: string; draftModel?: string }> {
-  const build = (role: 'target' | 'draft', source: string) => {
-    let reported = -1;
-    return ensureEmbeddedModel({
-      source,
-      shape: EMBED_PAIRS[shape][role],
-      quant: 'q8_0',
-      onProgress: (fraction) => {
-        const tenth = Math.floor(fraction * 10);
-        if (tenth > reported) progress(`building the ${role} in shape ${EMBED_PAIRS[shape][role]} (once; cached under .cache/models): ${tenth * 10}%`);
-        reported = tenth;
-      },
-    });
-  };
-  const model = await build('target', options.model);
-  return { model, draftModel: options.draftModel && (await build('draft', options.draftModel)) };
 }
 
 interface SideModels {

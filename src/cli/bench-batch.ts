@@ -1,21 +1,17 @@
 /** `tachyon bench batch`: throughput and latency under concurrent requests, against llama-server. */
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { DEFAULT_TASKS } from '../bench/spec.js';
 import { PEER, runBatchBench, type BatchBenchResult } from '../bench/batch.js';
 import type { GpuChoice } from '../llama/library.js';
 import { DEFAULT_PREFILL_STRETCH } from '../engine/prefill-pacer.js';
-import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
+import { defaultModelPath } from '../paths.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
-import { backendOption } from './engine-options.js';
+import { addPairFlags, backendOption, modelPair, type PairFlags } from './engine-options.js';
 import { decimal, integer } from './options.js';
 import { formatTable } from './table.js';
 
-interface BatchFlags {
-  model: string;
-  draftModel?: string;
-  draft: boolean;
+interface BatchFlags extends PairFlags {
   gpu: GpuChoice;
   threads: number;
   concurrency: number[];
@@ -54,12 +50,11 @@ function speculationMode(item: string): SpeculationMode {
 }
 
 export function registerBenchBatch(bench: Command): void {
-  bench
+  const command = bench
     .command('batch')
     .description(`concurrent requests on one engine: aggregate tokens/s, TTFT and inter-token latency, plain and speculative, vs ${PEER} --parallel N`)
-    .option('-m, --model <path>', 'target GGUF model', defaultModelPath)
-    .option('--draft-model <path>', 'draft GGUF (default: the embedded draft when --model is the embedded target)')
-    .option('--no-draft', 'run without a draft model')
+    .option('-m, --model <path>', 'target GGUF model', defaultModelPath);
+  addPairFlags(command)
     .addOption(backendOption('--gpu <backend>', 'llama.cpp backend', 'cpu'))
     .option('-t, --threads <n>', 'CPU threads of every engine (default: all cores here)', integer(1, 512), availableParallelism())
     .option('--concurrency <list>', 'requests in flight, one run per level (none: no such runs)', concurrencyLevels, [1, 2, 4, 8, 16])
@@ -79,8 +74,7 @@ export function registerBenchBatch(bench: Command): void {
     .option('--json', 'print one JSON object')
     .option('--report <dir>', 'write batch-report.md, batch-report.json, batch-throughput.svg, batch-itl-p99.svg (and batch-admission.svg) here')
     .action(async (flags: BatchFlags) => {
-      const model = resolve(flags.model);
-      const draftModel = !flags.draft ? undefined : flags.draftModel ? resolve(flags.draftModel) : model === defaultModelPath ? defaultDraftModelPath : undefined;
+      const { model, draftModel } = await modelPair(flags, (line) => process.stderr.write(`bench: ${line}\n`));
       const result = await runBatchBench({
         model,
         draftModel,

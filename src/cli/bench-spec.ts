@@ -1,23 +1,17 @@
 /** `tachyon bench spec`: plain vs speculative decoding on the held-out prompt sets, in one process. */
-import { resolve } from 'node:path';
-import { type Command, Option } from 'commander';
-import { EMBED_PAIRS, type EmbedPairName } from '../gguf/embed.js';
+import type { Command } from 'commander';
 import { DEFAULT_TASKS, runSpecBench, type SpecBenchResult } from '../bench/spec.js';
 import type { GpuChoice } from '../llama/library.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
-import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
-import { backendOption } from './engine-options.js';
+import { defaultModelPath } from '../paths.js';
+import { addPairFlags, backendOption, sourcePair, type PairFlags } from './engine-options.js';
 import { integer } from './options.js';
 import { formatTable } from './table.js';
 
 const CONFIGS = ['ngram', 'suffix', 'draft', 'auto'] as const satisfies readonly Exclude<SpeculationMode, 'off'>[];
 type Config = (typeof CONFIGS)[number];
 
-interface SpecFlags {
-  model: string;
-  draftModel?: string;
-  draft: boolean;
-  shape?: EmbedPairName;
+interface SpecFlags extends PairFlags {
   gpu: GpuChoice;
   threads?: number;
   tasks: string;
@@ -35,13 +29,11 @@ interface SpecFlags {
 const list = (value: string) => value.split(',').map((item) => item.trim()).filter(Boolean);
 
 export function registerBenchSpec(bench: Command): void {
-  bench
+  const command = bench
     .command('spec')
     .description('speculative decoding vs plain greedy decoding on held-out prompts (speedup, τ, identical-output rate)')
-    .option('-m, --model <path>', 'target GGUF model', defaultModelPath)
-    .option('--draft-model <path>', 'draft GGUF (default: the embedded draft when --model is the embedded target)')
-    .option('--no-draft', 'run without a draft model')
-    .addOption(new Option('--shape <name>', 'run on the model and draft embedded exactly in a realistic shape (m: target in m ≈ 0.37B, draft in s ≈ 25M; Q8_0, built once and cached)').choices(Object.keys(EMBED_PAIRS)))
+    .option('-m, --model <path>', 'target GGUF model', defaultModelPath);
+  addPairFlags(command)
     .addOption(backendOption('--gpu <backend>', 'llama.cpp backend', 'cpu'))
     .option('-t, --threads <n>', 'CPU threads (default: all cores)', integer(1, 512))
     .option('--tasks <list>', 'prompt sets from bench/prompts/', DEFAULT_TASKS.join(','))
@@ -60,8 +52,7 @@ export function registerBenchSpec(bench: Command): void {
         return config as Config;
       });
       if (flags.peers && flags.llamaPeers) throw new Error('--peers and --llama-peers both give llama.cpp rows: choose one');
-      const model = resolve(flags.model);
-      const draftModel = !flags.draft ? undefined : flags.draftModel ? resolve(flags.draftModel) : model === defaultModelPath ? defaultDraftModelPath : undefined;
+      const { model, draftModel } = sourcePair(flags);
       const usable = configs.filter((config) => config !== 'draft' || draftModel);
       const result = await runSpecBench({
         model,

@@ -12,7 +12,7 @@ import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculat
 import { registerBenchBatch } from './bench-batch.js';
 import { registerBenchKvCache } from './bench-kvcache.js';
 import { registerBenchSpec } from './bench-spec.js';
-import { addModelFlags, backendOption, engineOptions, type ModelFlags } from './engine-options.js';
+import { addModelFlags, addPairFlags, backendOption, engineOptions, modelPair, type ModelFlags, type PairFlags } from './engine-options.js';
 import { Engine } from '../engine/engine.js';
 import { defaultReasoningPrompts, formatReasoningBench, runReasoningBench } from '../bench/reasoning.js';
 import { registerBenchServe } from './bench-serve.js';
@@ -128,7 +128,7 @@ export function registerBench(program: Command): void {
   const reasoning = bench
     .command('reasoning')
     .description('early exit: accuracy, thinking tokens and time of full thinking, fixed budgets, effort levels and the oracle (evaluation half of the prompt set)');
-  addModelFlags(reasoning)
+  addPairFlags(addModelFlags(reasoning))
     .option('--prompts <file>', 'JSONL with "prompt" and "answer"; the even (0-based) lines are evaluated (calibration uses the odd ones)', defaultReasoningPrompts)
     .option('-n, --n <count>', 'evaluation prompts', integer(1), 100)
     .option('--max-tokens <n>', 'most tokens per generation', integer(1), 900)
@@ -137,9 +137,10 @@ export function registerBench(program: Command): void {
     .option('--report <dir>', 'write bench-reasoning.json and bench-reasoning.svg here')
     .action(async (flags: ReasoningFlags) => {
       const budgets = flags.budgets.split(',').filter(Boolean).map((value) => integer(0)(value.trim()));
-      const engine = await Engine.load(engineOptions(flags));
+      const models = await modelPair(flags, progress);
+      const engine = await Engine.load({ ...engineOptions({ ...flags, model: models.model }), draftModel: models.draftModel });
       try {
-        const result = await runReasoningBench({ engine, promptsFile: flags.prompts, n: flags.n, maxTokens: flags.maxTokens, budgets, reportDir: flags.report, onProgress: progress });
+        const result = await runReasoningBench({ engine, draftModel: models.draftModel, promptsFile: flags.prompts, n: flags.n, maxTokens: flags.maxTokens, budgets, reportDir: flags.report, onProgress: progress });
         process.stdout.write(flags.json ? `${JSON.stringify(result)}\n` : formatReasoningBench(result));
       } finally {
         await engine.dispose();
@@ -147,7 +148,7 @@ export function registerBench(program: Command): void {
     });
 }
 
-interface ReasoningFlags extends ModelFlags {
+interface ReasoningFlags extends ModelFlags, PairFlags {
   prompts: string;
   n: number;
   maxTokens: number;

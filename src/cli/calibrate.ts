@@ -1,5 +1,5 @@
 /** `tachyon calibrate reasoning`: fits the model's early-exit presets on the calibration half of a prompt set. */
-import { resolve } from 'node:path';
+import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { Engine } from '../engine/engine.js';
 import { readReasoningItems } from '../bench/reasoning.js';
@@ -7,11 +7,13 @@ import { evaluatePolicy, fitLevels, oracleExit, promptHalf, traceThinking, type 
 import { REASONING_EFFORTS } from '../reasoning/controller.js';
 import { presetFingerprint, presetsDir, saveReasoningPresets } from '../reasoning/presets.js';
 import { defaultReasoningPrompts } from '../bench/reasoning.js';
-import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';
+import { addModelFlags, engineOptions, modelPair, shapeOption, type ModelFlags } from './engine-options.js';
+import type { EmbedPairName } from '../gguf/embed.js';
 import { integer } from './options.js';
 import { counter } from './progress.js';
 
 interface CalibrateFlags extends ModelFlags {
+  shape?: EmbedPairName;
   prompts: string;
   n?: number;
   maxTokens: number;
@@ -25,6 +27,7 @@ export function registerCalibrate(program: Command): void {
     .command('reasoning')
     .description('fit the reasoning-effort presets (low/medium/high early exit) on the calibration half (odd lines) of a prompt set');
   addModelFlags(command)
+    .addOption(shapeOption())
     .option('--prompts <file>', 'JSONL with "prompt" (or "chat_prompt") and "answer"; the odd (0-based) lines are used, the even ones are left for evaluation', defaultReasoningPrompts)
     .option('-n, --n <count>', 'use only the first N prompts of the calibration half', integer(1))
     .option('--max-tokens <n>', 'most tokens per full-thinking generation', integer(1), 900)
@@ -33,7 +36,8 @@ export function registerCalibrate(program: Command): void {
     .action(async (flags: CalibrateFlags) => {
       const items = promptHalf(await readReasoningItems(flags.prompts), 'calibration').slice(0, flags.n);
       if (items.length === 0) throw new Error(`${flags.prompts}: no calibration prompts`);
-      const engine = await Engine.load(engineOptions(flags));
+      const { model } = await modelPair({ ...flags, draft: false }, (line) => process.stderr.write(`calibrate: ${line}\n`));
+      const engine = await Engine.load(engineOptions({ ...flags, model }));
       const traces: ThinkingTrace[] = [];
       try {
         const progress = counter('calibrating', items.length);
@@ -49,8 +53,8 @@ export function registerCalibrate(program: Command): void {
       const fitted = fitLevels(traces, answers);
       const oracle = evaluatePolicy(traces, answers, oracleExit);
       const presets = {
-        fingerprint: await presetFingerprint(resolve(flags.model)),
-        model: resolve(flags.model).split('/').at(-1) ?? flags.model,
+        fingerprint: await presetFingerprint(model),
+        model: basename(model),
         levels: { low: fitted.levels.low.thresholds, medium: fitted.levels.medium.thresholds, high: fitted.levels.high.thresholds },
         calibration: {
           prompts: flags.prompts,

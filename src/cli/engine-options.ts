@@ -4,7 +4,9 @@ import { defaultCacheFolder, parseTierList } from '../kvcache/tiers/open.js';
 import type { TierName } from '../kvcache/tiers/tier.js';
 import type { EngineOptions } from '../engine/engine.js';
 import type { GpuChoice } from '../llama/library.js';
-import { defaultModelPath } from '../paths.js';
+import { resolve } from 'node:path';
+import { EMBED_PAIRS, ensureEmbeddedPair, type EmbedPairName } from '../gguf/embed.js';
+import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
 import { integer } from './options.js';
 import { progressBar } from './progress.js';
 
@@ -61,4 +63,38 @@ const BACKEND_CHOICES: readonly GpuChoice[] = ['auto', 'cpu', 'cuda', 'vulkan', 
 /** A flag naming a llama.cpp backend (--gpu, and the benchmarks' --reference). */
 export function backendOption(flags: string, description: string, fallback: GpuChoice): Option {
   return new Option(flags, description).choices(BACKEND_CHOICES).default(fallback);
+}
+
+/** Flags of commands that may run a draft model beside the target, or the pair in a realistic shape. */
+export interface PairFlags {
+  model: string;
+  draftModel?: string;
+  /** false with --no-draft. */
+  draft: boolean;
+  shape?: EmbedPairName;
+}
+
+/** Adds --draft-model, --no-draft and --shape. */
+export function addPairFlags(command: Command): Command {
+  return command
+    .option('--draft-model <path>', 'draft GGUF (default: the testbed draft when --model is the testbed target)')
+    .option('--no-draft', 'run without a draft model')
+    .addOption(shapeOption());
+}
+
+export function shapeOption(): Option {
+  return new Option('--shape <name>', 'run on the model (and draft) embedded exactly in a realistic shape (m: target in m ≈ 0.37B, draft in s ≈ 25M; Q8_0, built once and cached)').choices(Object.keys(EMBED_PAIRS));
+}
+
+/** The target and draft the flags name, before any embedding (absolute paths). */
+export function sourcePair(flags: PairFlags): { model: string; draftModel?: string } {
+  const model = resolve(flags.model);
+  if (!flags.draft) return { model };
+  return { model, draftModel: flags.draftModel ? resolve(flags.draftModel) : model === defaultModelPath ? defaultDraftModelPath : undefined };
+}
+
+/** The models to load: the source pair, or it embedded in `--shape` (built on first use). */
+export async function modelPair(flags: PairFlags, progress: (line: string) => void): Promise<{ model: string; draftModel?: string }> {
+  const sources = sourcePair(flags);
+  return flags.shape ? ensureEmbeddedPair(flags.shape, sources, progress) : sources;
 }

@@ -256,3 +256,29 @@ export const EMBED_PAIRS: Readonly<Record<'m', { readonly target: EmbedShapeName
 };
 
 export type EmbedPairName = keyof typeof EMBED_PAIRS;
+
+/**
+ * A target (and draft) embedded in the pair's shapes, each built on first use and cached;
+ * `progress` hears every 10% of a build.
+ */
+export async function ensureEmbeddedPair(
+  pair: EmbedPairName,
+  sources: { readonly model: string; readonly draftModel?: string },
+  progress: (line: string) => void,
+): Promise<{ model: string; draftModel?: string }> {
+  const build = (role: 'target' | 'draft', source: string) => {
+    let reported = -1;
+    return ensureEmbeddedModel({
+      source,
+      shape: EMBED_PAIRS[pair][role],
+      quant: 'q8_0',
+      onProgress: (fraction) => {
+        const tenth = Math.floor(fraction * 10);
+        if (tenth > reported) progress(`building the ${role} in shape ${EMBED_PAIRS[pair][role]} (once; cached under .cache/models): ${tenth * 10}%`);
+        reported = tenth;
+      },
+    });
+  };
+  const model = await build('target', sources.model);
+  return { model, draftModel: sources.draftModel && (await build('draft', sources.draftModel)) };
+}
