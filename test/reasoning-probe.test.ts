@@ -6,7 +6,7 @@ import { parseFinalAnswer } from '../src/reasoning/answers.js';
 import { addProbeBranch, probeRequest, scoreProbeAlone, PROBE_SOURCE } from '../src/reasoning/probe.js';
 import type { ThinkingTagTokens } from '../src/reasoning/segments.js';
 import { ROOT, TokenTree } from '../src/speculative/tree.js';
-import { testbedPrompts } from './helpers/models.js';
+import { argmax, testbedPrompts } from './helpers/models.js';
 
 describe('answer probe on the testbed', () => {
   let engine: Engine;
@@ -53,7 +53,8 @@ describe('answer probe on the testbed', () => {
     const before = sequence.slice(0, boundaryLength);
     const score = async (candidate: string) => {
       const probe = await probeRequest(tokenize, tags, candidate);
-      return scoreProbeAlone(probe, before.at(-1)!, await engine.logitsAlong(before, probe.tokens));
+      const [rows] = await engine.branchRows(sequence, [{ at: boundaryLength, tokens: probe.tokens }]);
+      return scoreProbeAlone(probe, before.at(-1)!, rows);
     };
     const right = await score('132');
     assert.equal(right.agreed, true);
@@ -70,5 +71,21 @@ describe('answer probe on the testbed', () => {
     const budgeted = await engine.complete(prompt, { maxTokens: 400, speculation: 'off', maxThinkingTokens: thinkingBefore });
     assert.ok(budgeted.reasoning.endsWith('So 47 + 85 = 132.\n'));
     assert.equal(parseFinalAnswer(budgeted.content), '132', 'the answer the probe showed');
+  });
+
+  test('branches scored off one evaluation of the sequence match each branch scored alone, and the sequence read plainly', async () => {
+    const probe = await probeRequest(tokenize, tags, '132');
+    const early = { at: boundaryLength - 12, tokens: probe.tokens };
+    const late = { at: boundaryLength, tokens: probe.tokens };
+    const [together, [earlyAlone], [lateAlone]] = [await engine.branchRows(sequence, [late, early]), await engine.branchRows(sequence, [early]), await engine.branchRows(sequence, [late])];
+    const maxDifference = (a: Float32Array[], b: Float32Array[]) => Math.max(...a.map((row, m) => Math.max(...row.map((v, i) => Math.abs(v - b[m][i])))));
+    // Alone, the early branch's trunk ends sooner (other decode batches): kernels may move the last bits.
+    assert.ok(maxDifference(together[1], earlyAlone) < 1e-3, `early branch differs by ${maxDifference(together[1], earlyAlone)}`);
+    assert.ok(maxDifference(together[0], lateAlone) < 1e-3);
+    assert.deepEqual(together[1].map(argmax), earlyAlone.map(argmax));
+    // Row 0 of a branch is the row after the sequence's first `at` tokens: it chooses the sequence's next token.
+    assert.equal(argmax(together[1][0]), sequence[early.at]);
+    assert.equal(argmax(together[0][0]), sequence[late.at]);
+    assert.deepEqual(await engine.kvAudit(), [], 'branches leave no KV cells');
   });
 });

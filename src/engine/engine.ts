@@ -174,11 +174,12 @@ export class Engine {
   }
 
   /**
-   * The target's logits rows after `prefix` and after each longer prefix of `prefix` + `tokens`
-   * (row m: after the first m of `tokens`), from one scratch decode of `tokens` behind the prefix.
+   * Branches off one sequence, scored as a verification scores a tree's branches: per branch, the
+   * target's rows after the sequence's first `at` tokens and after each longer prefix of that +
+   * `tokens` (row m: after the first m of `tokens`). The sequence is evaluated once for all.
    */
-  logitsAlong(prefix: readonly number[], tokens: readonly number[]): Promise<Float32Array[]> {
-    return this.query({ method: 'logitsAlong', prefix: [...prefix], tokens: [...tokens] }) as Promise<Float32Array[]>;
+  branchRows(sequence: readonly number[], branches: readonly { at: number; tokens: readonly number[] }[]): Promise<Float32Array[][]> {
+    return this.query({ method: 'branchRows', sequence: [...sequence], branches: branches.map(({ at, tokens }) => ({ at, tokens: [...tokens] })) }) as Promise<Float32Array[][]>;
   }
 
   /** Streams a generation. Any number may run at once; each gets its own sequence in the engine loop. */

@@ -172,21 +172,7 @@ export class EngineLoop {
    * row's logits requested, as in a verified tree. Runs between steps.
    */
   logitsAfter(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[] = []): Float32Array {
-    return this.evaluateScratch(prompt, continuation, chunks, trailing, (last) => Float32Array.from(this.context.logits(last)));
-  }
 
-  /**
-   * The rows after `prefix` and after each longer prefix of `prefix` + `tokens` (row m chooses
-   * the token after the first m of `tokens`), from one decode of `tokens` behind the prefix, as a
-   * verification computes them for a tree's branch. Runs between steps.
-   */
-  logitsAlong(prefix: readonly number[], tokens: readonly number[]): Float32Array[] {
-    return this.evaluateScratch(prefix, [], Infinity, tokens, (last) =>
-      Array.from({ length: tokens.length + 1 }, (_, m) => Float32Array.from(this.context.logits(last + m))));
-  }
-
-  /** Evaluates in a scratch sequence (see `logitsAfter`); `read` gets the index of the row after prompt + continuation. */
-  private evaluateScratch<T>(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[], read: (last: number) => T): T {
     const seq = this.ids.acquire();
     if (seq === undefined) throw new Error('no free sequence id for a scratch evaluation');
     try {
@@ -212,10 +198,43 @@ export class EngineLoop {
         this.context.decodeSync(this.batch);
         last = lastChunk - 1;
       }
-      return read(last);
+      return Float32Array.from(this.context.logits(last));
     } finally {
       this.context.seqRemove(seq, -1, -1);
       this.ids.release(seq);
+    }
+  }
+
+  /**
+   * Branches off one sequence, as a verification computes them for a tree's branches: for each
+   * branch, the rows after the sequence's first `at` tokens and after each longer prefix of that
+   * + `tokens` (row m chooses the token after the first m of `tokens`). The sequence is evaluated
+   * once; each branch shares its cells up to `at` and decodes its own tokens. Runs between steps.
+   */
+  branchRows(sequence: readonly number[], branches: readonly { at: number; tokens: readonly number[] }[]): Float32Array[][] {
+    const [trunk, branch] = [this.ids.acquire(), this.ids.acquire()];
+    try {
+      if (trunk === undefined || branch === undefined) throw new Error('no free sequence ids for a scratch evaluation');
+      const end = Math.max(0, ...branches.map(({ at }) => at - 1));
+      if (end > 0) evaluateTokens(this.context, this.batch, sequence.slice(0, end), 0, trunk);
+      return branches.map(({ at, tokens }) => {
+        if (!(at >= 1 && at <= sequence.length)) throw new RangeError(`a branch at ${at} is outside the sequence (1…${sequence.length})`);
+        if (tokens.length + 1 > this.batch.capacity) throw new RangeError(`${tokens.length + 1} tokens exceed one batch (${this.batch.capacity})`);
+        // The branch decodes the sequence's token at `at` − 1 again, for the row after it.
+        if (at > 1) this.context.seqCopy(trunk, branch, 0, at - 1);
+        this.batch.clear();
+        this.batch.addSequence([sequence[at - 1], ...tokens], at - 1, branch, true);
+        this.context.decodeSync(this.batch);
+        const rows = Array.from({ length: tokens.length + 1 }, (_, m) => Float32Array.from(this.context.logits(m)));
+        this.context.seqRemove(branch, -1, -1);
+        return rows;
+      });
+    } finally {
+      for (const seq of [trunk, branch]) {
+        if (seq === undefined) continue;
+        this.context.seqRemove(seq, -1, -1);
+        this.ids.release(seq);
+      }
     }
   }
 

@@ -43,7 +43,7 @@ export type Query =
   | { method: 'kvAudit' }
   | { method: 'cacheStats' }
   | { method: 'logitsAfter'; prompt: number[]; continuation: number[]; chunks: number | number[]; trailing: number[] }
-  | { method: 'logitsAlong'; prefix: number[]; tokens: number[] };
+  | { method: 'branchRows'; sequence: number[]; branches: { at: number; tokens: number[] }[] };
 
 export type Command =
   | { type: 'generate'; id: number; prompt: PromptInput; options: RequestOptions }

@@ -109,8 +109,8 @@ function answer(engine: Loaded, query: Query): unknown {
       return engine.cache?.stats();
     case 'logitsAfter':
       return engine.loop.logitsAfter(query.prompt, query.continuation, query.chunks, query.trailing);
-    case 'logitsAlong':
-      return engine.loop.logitsAlong(query.prefix, query.tokens);
+    case 'branchRows':
+      return engine.loop.branchRows(query.sequence, query.branches);
   }
 }
 

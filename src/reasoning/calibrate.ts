@@ -55,16 +55,15 @@ export async function traceThinking(engine: Engine, prompt: readonly number[], m
   const period = await tokenize('.');
   const result = await engine.complete(prompt, { maxTokens, speculation: 'off', recordBoundaries: true });
   const sequence = [...prompt, ...result.tokens];
-  const probed: ProbedBoundary[] = [];
-  for (const boundary of result.stats.boundaries ?? []) {
-    const candidate = boundary.concluded ?? '0';
-    const probe = await probeRequest(tokenize, tags, candidate);
-    const before = sequence.slice(0, boundary.sequenceLength);
-    const score = scoreProbeAlone(probe, before[before.length - 1], await engine.logitsAlong(before, probe.tokens));
+  const boundaries = result.stats.boundaries ?? [];
+  const probes = await Promise.all(boundaries.map((boundary) => probeRequest(tokenize, tags, boundary.concluded ?? '0')));
+  const rows = await engine.branchRows(sequence, boundaries.map((boundary, i) => ({ at: boundary.sequenceLength, tokens: probes[i].tokens })));
+  const probed = boundaries.map((boundary, i): ProbedBoundary => {
+    const score = scoreProbeAlone(probes[i], sequence[boundary.sequenceLength - 1], rows[i]);
     // The model's answer is the candidate when it agreed with every token and then ends the number.
-    const answer = score.agreed && score.answerTokens.at(-1) === period[0] ? candidate : undefined;
-    probed.push({ ...boundary, probed: answer, confidence: score.confidence });
-  }
+    const answer = score.agreed && score.answerTokens.at(-1) === period[0] ? boundary.concluded ?? '0' : undefined;
+    return { ...boundary, probed: answer, confidence: score.confidence };
+  });
   return { thinkingTokens: result.stats.thinkingTokens, answer: parseFinalAnswer(result.content), boundaries: probed, ms: result.stats.totalMs, msPerDecode: result.stats.decodeMs / Math.max(1, result.stats.steps) };
 }
 

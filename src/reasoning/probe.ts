@@ -78,7 +78,7 @@ export function scoreProbe(tree: TokenTree, nodes: readonly number[], answerStar
 /**
  * A probe on its own, outside a speculative step (calibration and benchmarks): `rows[m]` is the
  * target's logits row after the sequence so far (ending with the boundary token `root`) and the
- * first m probe tokens (what `Engine.logitsAlong` returns).
+ * first m probe tokens (a branch of `Engine.branchRows`).
  */
 export function scoreProbeAlone(probe: ProbeRequest, root: number, rows: readonly Float32Array[]): ProbeScore {
   const tree = new TokenTree(root);
