@@ -35,6 +35,10 @@ test('early exit with speculation writes what it writes plainly, and thinks less
     assert.equal(measured.identical_with_speculation, 1, `${level}: speculation changed an early-exit output`);
     assert.ok(measured.thinking_tokens <= result.full.thinking_tokens, `${level}: ${measured.thinking_tokens} thinking tokens > full ${result.full.thinking_tokens}`);
   }
+  // The testbed's medium and high presets are the same thresholds: one configuration, run once.
+  assert.deepEqual(result.levels.high.thresholds, result.levels.medium.thresholds);
+  assert.equal(result.levels.high.same_thresholds_as, 'medium');
+  assert.equal(result.levels.high.ms_with_speculation, result.levels.medium.ms_with_speculation);
   // The oracle exits at a boundary of the full trace, never after its end.
   assert.ok(result.oracle.thinking_tokens <= result.full.thinking_tokens);
 });

@@ -68,9 +68,19 @@ export interface ReasoningBenchResult {
    * `speedup`, `speedup_with_speculation`: plain full thinking's mean ms over this level's, plain
    * and speculative (end to end: what early exit, and early exit with speculation, save).
    */
-  levels: Record<ReasoningEffort, Measured & { ms_with_speculation: number; speedup: number; speedup_with_speculation: number; identical_with_speculation: number; thresholds: ExitThresholds }>;
+  levels: Record<ReasoningEffort, LevelMeasured>;
   oracle: { accuracy: number; thinking_tokens: number; thinking_tokens_ci95: number };
 }
+
+/** `same_thresholds_as`: an earlier level with the same thresholds, whose runs this level reports (it is the same configuration). */
+type LevelMeasured = Measured & {
+  ms_with_speculation: number;
+  speedup: number;
+  speedup_with_speculation: number;
+  identical_with_speculation: number;
+  thresholds: ExitThresholds;
+  same_thresholds_as?: ReasoningEffort;
+};
 
 interface Run {
   correct: boolean;
@@ -85,8 +95,10 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
   if (items.length === 0) throw new Error(`${options.promptsFile}: no evaluation prompts`);
   const prompts = await Promise.all(items.map((item) => engine.userPrompt(item.prompt)));
   const progress = (stage: string, i: number) => options.onProgress?.(`${stage} ${i + 1}/${items.length}`);
-  const run = async (i: number, extra: Parameters<Engine['complete']>[1]): Promise<GenerationResult> =>
-    engine.complete(prompts[i], { maxTokens: options.maxTokens, ...extra });
+  // Each configuration drafts from its own history (the salt): the suffix drafter keeps earlier
+  // outputs, and another configuration's output for the same prompt would be copied back whole.
+  const run = async (i: number, configuration: string, extra: Parameters<Engine['complete']>[1]): Promise<GenerationResult> =>
+    engine.complete(prompts[i], { maxTokens: options.maxTokens, cacheSalt: configuration, ...extra });
   const scored = (i: number, result: GenerationResult): Run => ({
     correct: answerMatches(parseFinalAnswer(result.content), items[i].answer),
     thinkingTokens: result.stats.thinkingTokens,
@@ -98,11 +110,11 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
   const fullSpeculative: number[] = [];
   const plainMsPerDecode: number[] = [];
   for (let i = 0; i < items.length; i++) {
-    const trace = await traceThinking(engine, prompts[i], options.maxTokens);
+    const trace = await traceThinking(engine, prompts[i], options.maxTokens, { cacheSalt: 'full' });
     traces.push(trace);
     plainMsPerDecode.push(trace.msPerDecode);
     full.push({ correct: answerMatches(trace.answer, items[i].answer), thinkingTokens: trace.thinkingTokens, ms: trace.ms });
-    fullSpeculative.push((await run(i, { speculation: 'auto' })).stats.totalMs);
+    fullSpeculative.push((await run(i, 'full+speculation', { speculation: 'auto' })).stats.totalMs);
     progress('full thinking', i);
   }
 
@@ -111,13 +123,18 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
   const levels = {} as ReasoningBenchResult['levels'];
   for (const level of REASONING_EFFORTS) {
     const thresholds = presets.levels[level];
+    const same = REASONING_EFFORTS.find((earlier) => levels[earlier] && JSON.stringify(levels[earlier].thresholds) === JSON.stringify(thresholds));
+    if (same) {
+      levels[level] = { ...levels[same], same_thresholds_as: levels[same].same_thresholds_as ?? same };
+      continue;
+    }
     const runs: Run[] = [];
     const speculativeMs: number[] = [];
     let identical = 0;
     for (let i = 0; i < items.length; i++) {
-      const plain = await run(i, { speculation: 'off', exitThresholds: thresholds });
+      const plain = await run(i, level, { speculation: 'off', exitThresholds: thresholds });
       runs.push(scored(i, plain));
-      const speculative = await run(i, { speculation: 'auto', exitThresholds: thresholds });
+      const speculative = await run(i, `${level}+speculation`, { speculation: 'auto', exitThresholds: thresholds });
       speculativeMs.push(speculative.stats.totalMs);
       if (speculative.text === plain.text) identical++;
       progress(`effort ${level}`, i);
@@ -139,7 +156,7 @@ export async function runReasoningBench(options: ReasoningBenchOptions): Promise
   for (const budget of budgetList) {
     const matches = matched.filter((m) => m.budget === budget).map((m) => m.level);
     const runs: Run[] = [];
-    for (let i = 0; i < items.length; i++) runs.push(scored(i, await run(i, { speculation: 'off', maxThinkingTokens: budget })));
+    for (let i = 0; i < items.length; i++) runs.push(scored(i, await run(i, `budget ${budget}`, { speculation: 'off', maxThinkingTokens: budget })));
     options.onProgress?.(`budget ${budget} done`);
     budgets.push({ budget, ...(matches.length > 0 ? { matches } : {}), ...measure(runs) });
   }
@@ -229,7 +246,7 @@ export function formatReasoningBench(result: ReasoningBenchResult): string {
   for (const b of result.budgets) rows.push([`budget ${b.budget}${b.matches ? ` (≈ ${b.matches.join(', ')})` : ''}`, pct(b), `${b.thinking_tokens} ±${b.thinking_tokens_ci95}`, String(b.ms), '', '']);
   for (const level of REASONING_EFFORTS) {
     const l = result.levels[level];
-    rows.push([`effort ${level}`, pct(l), `${l.thinking_tokens} ±${l.thinking_tokens_ci95}`, String(l.ms), `${l.ms_with_speculation} (identical ${(l.identical_with_speculation * 100).toFixed(0)}%)`, `${l.speedup} / ${l.speedup_with_speculation}`]);
+    rows.push([`effort ${level}${l.same_thresholds_as ? ` (= ${l.same_thresholds_as})` : ''}`, pct(l), `${l.thinking_tokens} ±${l.thinking_tokens_ci95}`, String(l.ms), `${l.ms_with_speculation} (identical ${(l.identical_with_speculation * 100).toFixed(0)}%)`, `${l.speedup} / ${l.speedup_with_speculation}`]);
   }
   rows.push(['oracle exit', pct(result.oracle), `${result.oracle.thinking_tokens} ±${result.oracle.thinking_tokens_ci95}`, '', '', '']);
   const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));

@@ -8,7 +8,7 @@
  * makes a grid search over thresholds cheap. Prompts are split deterministically in two halves:
  * presets are fitted on one and evaluated on the other.
  */
-import type { Engine } from '../engine/engine.js';
+import type { Engine, GenerateOptions } from '../engine/engine.js';
 import { answerMatches, parseFinalAnswer } from './answers.js';
 import { shouldExit, type BoundaryRecord, type ExitThresholds, type ReasoningEffort } from './controller.js';
 import { probeRequest, scoreProbeAlone } from './probe.js';
@@ -47,13 +47,13 @@ export function promptHalf<T>(items: readonly T[], half: PromptHalf): T[] {
 }
 
 /** Generates with full thinking, then probes every boundary it passed (each probe in a scratch sequence). */
-export async function traceThinking(engine: Engine, prompt: readonly number[], maxTokens: number): Promise<ThinkingTrace> {
+export async function traceThinking(engine: Engine, prompt: readonly number[], maxTokens: number, options: Pick<GenerateOptions, 'cacheSalt'> = {}): Promise<ThinkingTrace> {
   const tokenize = async (text: string) => (await engine.tokenize(text)).slice(engine.info.model.specialTokens.addBos ? 1 : 0);
   const [open, close] = [await tokenize(DEFAULT_THINKING_TAGS.open), await tokenize(DEFAULT_THINKING_TAGS.close)];
   if (open.length !== 1 || close.length !== 1) throw new Error('the model has no <think>/</think> tokens: nothing to calibrate');
   const tags = { open: open[0], close: close[0] };
   const period = await tokenize('.');
-  const result = await engine.complete(prompt, { maxTokens, speculation: 'off', recordBoundaries: true });
+  const result = await engine.complete(prompt, { ...options, maxTokens, speculation: 'off', recordBoundaries: true });
   const sequence = [...prompt, ...result.tokens];
   const boundaries = result.stats.boundaries ?? [];
   const probes = await Promise.all(boundaries.map((boundary) => probeRequest(tokenize, tags, boundary.concluded ?? '0')));
