@@ -7,13 +7,11 @@ import { evaluatePolicy, fitLevels, oracleExit, promptHalf, traceThinking, type 
 import { REASONING_EFFORTS } from '../reasoning/controller.js';
 import { presetFingerprint, presetsDir, saveReasoningPresets } from '../reasoning/presets.js';
 import { defaultReasoningPrompts } from '../bench/reasoning.js';
-import { addModelFlags, engineOptions, modelPair, shapeOption, type ModelFlags } from './engine-options.js';
-import type { EmbedPairName } from '../gguf/embed.js';
+import { addModelFlags, engineOptions, modelPair, shapeOption, type ModelFlags, type PairFlags } from './engine-options.js';
 import { integer } from './options.js';
 import { counter } from './progress.js';
 
-interface CalibrateFlags extends ModelFlags {
-  shape?: EmbedPairName;
+interface CalibrateFlags extends ModelFlags, Pick<PairFlags, 'shape'> {
   prompts: string;
   n?: number;
   maxTokens: number;

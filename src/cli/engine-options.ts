@@ -82,6 +82,7 @@ export function addPairFlags(command: Command): Command {
     .addOption(shapeOption());
 }
 
+/** --shape alone, for commands that load no draft model. */
 export function shapeOption(): Option {
   return new Option('--shape <name>', 'run on the model (and draft) embedded exactly in a realistic shape (m: target in m ≈ 0.37B, draft in s ≈ 25M; Q8_0, built once and cached)').choices(Object.keys(EMBED_PAIRS));
 }

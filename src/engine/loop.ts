@@ -172,7 +172,6 @@ export class EngineLoop {
    * row's logits requested, as in a verified tree. Runs between steps.
    */
   logitsAfter(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[] = []): Float32Array {
-
     const seq = this.ids.acquire();
     if (seq === undefined) throw new Error('no free sequence id for a scratch evaluation');
     try {

@@ -46,7 +46,7 @@ export function promptHalf<T>(items: readonly T[], half: PromptHalf): T[] {
   return items.filter((_, index) => index % 2 === (half === 'calibration' ? 1 : 0));
 }
 
-/** Generates with full thinking, then probes every boundary it passed (each probe in a scratch sequence). */
+/** Generates with full thinking, then probes every boundary it passed (each probe a branch off one scratch evaluation of the sequence). */
 export async function traceThinking(engine: Engine, prompt: readonly number[], maxTokens: number, options: Pick<GenerateOptions, 'cacheSalt'> = {}): Promise<ThinkingTrace> {
   const tokenize = async (text: string) => (await engine.tokenize(text)).slice(engine.info.model.specialTokens.addBos ? 1 : 0);
   const [open, close] = [await tokenize(DEFAULT_THINKING_TAGS.open), await tokenize(DEFAULT_THINKING_TAGS.close)];
@@ -56,12 +56,13 @@ export async function traceThinking(engine: Engine, prompt: readonly number[], m
   const result = await engine.complete(prompt, { ...options, maxTokens, speculation: 'off', recordBoundaries: true });
   const sequence = [...prompt, ...result.tokens];
   const boundaries = result.stats.boundaries ?? [];
-  const probes = await Promise.all(boundaries.map((boundary) => probeRequest(tokenize, tags, boundary.concluded ?? '0')));
+  const candidates = boundaries.map((boundary) => boundary.concluded ?? '0');
+  const probes = await Promise.all(candidates.map((candidate) => probeRequest(tokenize, tags, candidate)));
   const rows = await engine.branchRows(sequence, boundaries.map((boundary, i) => ({ at: boundary.sequenceLength, tokens: probes[i].tokens })));
   const probed = boundaries.map((boundary, i): ProbedBoundary => {
     const score = scoreProbeAlone(probes[i], sequence[boundary.sequenceLength - 1], rows[i]);
     // The model's answer is the candidate when it agreed with every token and then ends the number.
-    const answer = score.agreed && score.answerTokens.at(-1) === period[0] ? boundary.concluded ?? '0' : undefined;
+    const answer = score.agreed && score.answerTokens.at(-1) === period[0] ? candidates[i] : undefined;
     return { ...boundary, probed: answer, confidence: score.confidence };
   });
   return { thinkingTokens: result.stats.thinkingTokens, answer: parseFinalAnswer(result.content), boundaries: probed, ms: result.stats.totalMs, msPerDecode: result.stats.decodeMs / Math.max(1, result.stats.steps) };
