@@ -1,4 +1,4 @@
-/** Order statistics used by the engine's planner and by the benchmarks. */
+/** Order statistics and running averages used by the engine's planner, the thinking controller and the benchmarks. */
 
 /** Median of the finite values (mean of the middle two for an even count); NaN when there are none. */
 export function median(values: readonly number[]): number {
@@ -54,5 +54,24 @@ export class RecentMedian {
     if (this.recent.values.length === 0) return undefined;
     this.cached ??= median(this.recent.values);
     return this.cached;
+  }
+}
+
+/** Exponentially weighted moving average; the first value seeds it, unless a starting value is given. */
+export class Ewma {
+  constructor(
+    private readonly alpha: number,
+    private current?: number,
+  ) {
+    if (!(alpha > 0 && alpha <= 1)) throw new RangeError(`EWMA factor must be in (0, 1], got ${alpha}`);
+  }
+
+  push(value: number): number {
+    this.current = this.current === undefined ? value : this.alpha * value + (1 - this.alpha) * this.current;
+    return this.current;
+  }
+
+  get value(): number | undefined {
+    return this.current;
   }
 }

@@ -13,7 +13,7 @@ import { answerMatches, parseFinalAnswer } from './answers.js';
 import { shouldExit, type BoundaryRecord, type ExitThresholds, type ReasoningEffort } from './controller.js';
 import { probeRequest, scoreProbeAlone } from './probe.js';
 import { DEFAULT_THINKING_TAGS } from './segments.js';
-import { Ewma } from './signals.js';
+import { Ewma } from '../stats.js';
 
 export interface ProbedBoundary extends BoundaryRecord {
   /** The answer the model gives when the thinking is cut here (undefined: the probe did not show it whole). */

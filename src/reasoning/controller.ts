@@ -15,7 +15,8 @@
 import { TextStreamDecoder, type Tokenizer } from '../llama/tokenizer.js';
 import { lastConcludedResult } from './answers.js';
 import { endsInsideThinking, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingTagTokens, type ThinkingTags } from './segments.js';
-import { boundarySignals, Ewma, type BoundarySignals } from './signals.js';
+import { boundarySignals, type BoundarySignals } from './signals.js';
+import { Ewma } from '../stats.js';
 
 export type ReasoningEffort = 'low' | 'medium' | 'high';
 

@@ -29,21 +29,3 @@ export function boundarySignals(logits: Float32Array, closeToken: number): Bound
     entropy: logZ - weighted / sum,
   };
 }
-
-/** Exponentially weighted moving average; the first value seeds it. */
-export class Ewma {
-  private current: number | undefined;
-
-  constructor(private readonly alpha: number) {
-    if (!(alpha > 0 && alpha <= 1)) throw new RangeError(`EWMA factor must be in (0, 1], got ${alpha}`);
-  }
-
-  push(value: number): number {
-    this.current = this.current === undefined ? value : this.alpha * value + (1 - this.alpha) * this.current;
-    return this.current;
-  }
-
-  get value(): number | undefined {
-    return this.current;
-  }
-}
