@@ -583,10 +583,13 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(probes.cheap >= 640 / 4, `${probes.cheap} cheap probes in 640 steps`);
   });
 
-  it('keeps drafting while the misses cost less drafting than the last plan saved', () => {
-    // Drafting costs 2% of a decode; a sure 16-chain at c(n) = 1 + 0.3(n - 1) saves about 11 decodes.
-    const misses = missesBeforeBackOff(plannerAfterPlans(CostCurve.linear(0.3), 0.3), 5000);
-    assert.ok(misses > 100 && misses < 5000, `${misses} misses before backing off`);
+  it('keeps drafting through a streak of misses while what drafting has been worth stays positive', () => {
+    // Drafting costs 3% of a decode; a sure 16-chain at c(n) = 1 + 0.3(n - 1) saves about 11 decodes.
+    const cheap = missesBeforeBackOff(plannerAfterPlans(CostCurve.linear(0.3), 0.3), 5000);
+    assert.ok(cheap >= 15 && cheap < 40, `${cheap} misses before backing off`);
+    // Drafting costs a whole decode; the chains save about 5 (c(n) = 1 + 0.6(n - 1)).
+    const dear = missesBeforeBackOff(plannerAfterPlans(CostCurve.linear(0.6), 10.1), 100);
+    assert.ok(dear >= 3 && dear <= 10, `${dear} misses before backing off`);
   });
 
   it('keeps drafting through a miss in a request that has speculated since its first step, no plain step timed yet', () => {
@@ -608,14 +611,25 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(planner.budget().maxNodes > 0, 'the next step drafts again');
   });
 
-  it('backs off after a few misses when drafting costs a decode, and at once when plans save less than that', () => {
-    // Drafting costs a whole decode; the chains save about 5 (c(n) = 1 + 0.6(n - 1)).
-    const dear = missesBeforeBackOff(plannerAfterPlans(CostCurve.linear(0.6), 10.1), 100);
-    assert.ok(dear >= 1 && dear <= 6, `${dear} misses before backing off`);
-    // Without a verified plan there is nothing to break even against.
+  it('backs off at once when no drafting has paid yet', () => {
     const fresh = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
     for (let k = 0; k < 20; k++) fresh.observe(chain(0.2, 2), []);
     assert.equal(missesBeforeBackOff(fresh, 100), 1);
+  });
+
+  it('verifies what was drafted when only the drafting spent makes it not pay, and stops drafting when that goes on', () => {
+    // Drafting costs 3 decodes a step (a deep draft-model chain on a tiny target); a 4-token sure
+    // chain at c(n) = 1 + 0.3(n - 1) gives 5 tokens for 1.9 decodes of verification.
+    const planner = plannerAfterPlans(CostCurve.linear(0.3), 30.1);
+    let verified = 0;
+    let steps = 0;
+    for (; steps < 100 && planner.budget().maxNodes > 0; steps++) {
+      const tree = planner.plan(sureChain(4), LIMITS, undefined, 'cheap', 30);
+      if (tree.draftCount === 4) verified++;
+    }
+    assert.equal(verified, steps, 'every drafted chain is verified: its drafting is spent');
+    assert.ok(steps >= 1 && steps < 20, `drafting stops after ${steps} steps that did not pay for it`);
+    assert.equal(planner.plan(sureChain(4), LIMITS, undefined, 'cheap', 0).draftCount, 0, 'unspent, the same chain does not pay');
   });
 });
 
@@ -667,7 +681,8 @@ describe('AdaptivePlanner among other sequences', () => {
     const root = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
     const missing = root.forSequence();
     const other = root.forSequence();
-    assert.equal(missesBeforeBackOff(missing, 100), 1, 'no plan of its own to break even against: it backs off at once');
+    const misses = missesBeforeBackOff(missing, 100);
+    assert.ok(misses > 1 && misses < 100, `${misses} misses: it starts from what drafting has been worth to every sequence, then backs off`);
     assert.ok(other.budget({ tokens: 7, sequences: 7 }).maxNodes > 0, 'the other sequence still drafts');
     assert.equal(other.plan(sureChain(16), LIMITS, { tokens: 7, sequences: 7 }).draftCount, 16);
     assert.equal(missing.stats, other.stats);

@@ -26,9 +26,9 @@ export interface TreePlanner {
   /**
    * The part of `tree` (every drafter's proposals, merged) to verify within `limits` (the root
    * alone = a plain step). `batch` says what else the step's batch holds (absent: the sequence
-   * runs alone).
+   * runs alone); `draftedMs` is the time the step has spent drafting so far.
    */
-  plan(tree: TokenTree, limits: TreeLimits, batch?: SharedBatch, drafting?: Drafting): TokenTree;
+  plan(tree: TokenTree, limits: TreeLimits, batch?: SharedBatch, drafting?: Drafting, draftedMs?: number): TokenTree;
   /** Called after each verification with the verified tree and the accepted node indices. */
   observe(tree: TokenTree, acceptedNodes: readonly number[]): void;
   /**
@@ -192,7 +192,8 @@ export class SpeculativeDecoder implements SequenceDecoder {
     // The planner cuts the union by calibrated acceptance: a drafter's own scores do not compare
     // with another's, and cutting by them let 60 unsure n-gram nodes crowd out a sure draft chain.
     const union = unionTrees(trees);
-    const tree = this.options.planner.plan(union, { maxNodes, maxLeaves: limits.maxBranches }, sharedBatch(limits), this.step.drafting);
+    const drafted = started - this.step.started;
+    const tree = this.options.planner.plan(union, { maxNodes, maxLeaves: limits.maxBranches }, sharedBatch(limits), this.step.drafting, drafted);
     this.step.candidates = union;
     this.timings.draftMs += performance.now() - started;
     return tree;

@@ -92,7 +92,24 @@ export class InSituCosts {
    */
   extraCost(drafting: Exclude<Drafting, 'none'>, batch?: SharedBatch): number {
     const decode = (this.decodeExtra.value ?? 0) + Math.max(0, this.returnExtra.value ?? 0);
-    return (decode + (this.draftingCost(drafting) ?? 0)) * (batch ? sharedStepFactor(this.curve, batch) : 1);
+    return decode * stepFactor(this.curve, batch) + (this.chargedDraftingCost(drafting, batch) ?? 0);
+  }
+
+  /** The drafting part of extraCost() (undefined until measured). */
+  chargedDraftingCost(drafting: Exclude<Drafting, 'none'>, batch?: SharedBatch): number | undefined {
+    const cost = this.draftingCost(drafting);
+    return cost === undefined ? undefined : cost * stepFactor(this.curve, batch);
+  }
+
+  /**
+   * The part of the drafting charge a step has already spent, `draftedMs` into it: no more than
+   * the charge, which also holds what a step that drafted spends after its decode.
+   */
+  spentDraftingCost(drafting: Exclude<Drafting, 'none'>, batch: SharedBatch | undefined, draftedMs: number): number {
+    const single = this.singleMs;
+    const charged = this.chargedDraftingCost(drafting, batch);
+    if (single === undefined || charged === undefined) return 0;
+    return Math.min(charged, (draftedMs / single) * stepFactor(this.curve, batch));
   }
 
   /** What drafting of this kind adds to a step, in single-decode units (undefined until measured). */
@@ -116,7 +133,7 @@ export class InSituCosts {
     const single = this.singleMs;
     if (single === undefined) return undefined;
     const tokens = batch ? batch.tokens + 1 : 1;
-    const share = batch ? 1 / sharedStepFactor(this.curve, batch) : 1;
+    const share = 1 / stepFactor(this.curve, batch);
     const marginal = (this.growthScale(batch) * (this.curve.cost(tokens + MARGINAL_SPAN) - this.curve.cost(tokens))) / MARGINAL_SPAN;
     return single * Math.max(0, share - marginal);
   }
@@ -125,4 +142,9 @@ export class InSituCosts {
   private growthScale(batch: SharedBatch | undefined): number {
     return batch ? this.shared.scale(batch.sequences + 1) : 1;
   }
+}
+
+/** How many of its own plain steps a sequence's step beside `batch` holds up (1 alone). */
+function stepFactor(curve: CostCurve, batch: SharedBatch | undefined): number {
+  return batch ? sharedStepFactor(curve, batch) : 1;
 }

@@ -14,7 +14,7 @@ import { AcceptanceStats, observeVerification, planTree, type CostCurve, type Tr
 import { CostlyDrafts, type CostlyDraft } from './costly-drafts.js';
 import { InSituCosts } from './in-situ-costs.js';
 import { ProbeSchedule } from './probe-schedule.js';
-import { RecentValues } from '../stats.js';
+import { Ewma, RecentValues } from '../stats.js';
 import { RealizedJudge, SharedStepJudges } from './realized.js';
 import type { DraftBudget, TokenTree } from './tree.js';
 
@@ -88,6 +88,14 @@ export const MAX_DRAFT_BUDGET: DraftBudget = Object.freeze({ maxNodes: 64, maxDe
 const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 
 /**
+ * EWMA factors of what a drafting step is worth (below): a sequence's own over its last few
+ * drafting steps, so that a handful of misses in a row stops it; every sequence's over many,
+ * which a new sequence starts from.
+ */
+const SEQUENCE_DRAFTING_VALUE_FACTOR = 0.25;
+const SHARED_DRAFTING_VALUE_FACTOR = 0.05;
+
+/**
  * What a planner learns that holds for every sequence it serves: acceptance rates, what steps cost
  * here, and the realized verdict. One per speculation mode and sampling regime, kept across requests.
  */
@@ -100,6 +108,8 @@ interface PlannerKnowledge {
   readonly costlyDrafts: CostlyDrafts;
   /** When each kind of drafter is next asked by sequences that back off. */
   readonly probes: Record<Exclude<Drafting, 'none'>, ProbeSchedule>;
+  /** What a drafting step has been worth, over every sequence's (plain-step units). */
+  readonly draftingValue: Ewma;
 }
 
 /**
@@ -121,15 +131,17 @@ export class AdaptivePlanner implements TreePlanner {
   /** Whether the step being run verifies a plan (not a plain step or a probe). */
   private speculating = false;
   /**
-   * A plan that does not pay is no reason to stop drafting while the drafting spent since the last
-   * verified plan (plain-step units) stays below what that plan was expected to save: a streak of
-   * misses that ends in one paying plan then still breaks even. On a large target drafting costs
-   * little next to a decode and the plans save several, so drafting goes on through short
-   * unpredictable stretches instead of forgoing the long plans after them; on a tiny target
-   * drafting costs about a decode and plans save a fraction of one, so a miss backs off at once.
+   * What this sequence's drafting steps have been worth lately (plain-step units): a paying plan
+   * adds what it is expected to save net of its drafting, a plan that does not pay subtracts the
+   * drafting it cost. A miss is no reason to stop drafting while the value stays positive. On a
+   * large target a draft-model chain costs about one decode and a paying plan saves five, so
+   * drafting goes on through a few uncertain positions in a row (backing off at one such miss
+   * left reasoning text, accepted 9 times in 10, decoded plainly for 30 steps until the next
+   * probe); on a tiny target drafting costs about a decode and plans save a fraction of one, so
+   * a miss backs off at once. A new sequence starts from what drafting has been worth to every
+   * sequence so far.
    */
-  private lastPlanSaving = 0;
-  private draftingSinceLastPlan = 0;
+  private draftingValue: Ewma;
   /** Set when a plan did not pay: drafting is then asked only at probes, until one pays again. */
   private backingOff = false;
   /** Sizes of the last verified plans, which bound the drafting budget. */
@@ -150,7 +162,9 @@ export class AdaptivePlanner implements TreePlanner {
       shared: new SharedStepJudges(),
       costlyDrafts: new CostlyDrafts(),
       probes: { cheap: new ProbeSchedule(probeEvery), costly: new ProbeSchedule(probeEvery) },
+      draftingValue: new Ewma(SHARED_DRAFTING_VALUE_FACTOR, 0),
     };
+    this.draftingValue = new Ewma(SEQUENCE_DRAFTING_VALUE_FACTOR, this.knowledge.draftingValue.value);
     this.maxBudget = options.budget ?? MAX_DRAFT_BUDGET;
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
     // verification is dear, and a probe must be able to see one; branches would only add cost.
@@ -205,24 +219,26 @@ export class AdaptivePlanner implements TreePlanner {
     return maxNodes === this.maxBudget.maxNodes ? this.maxBudget : { ...this.maxBudget, maxNodes };
   }
 
-  plan(tree: TokenTree, limits: TreeLimits, batch?: SharedBatch, drafting: Exclude<Drafting, 'none'> = 'cheap'): TokenTree {
+  plan(tree: TokenTree, limits: TreeLimits, batch?: SharedBatch, drafting: Exclude<Drafting, 'none'> = 'cheap', draftedMs = 0): TokenTree {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
     const costs = this.knowledge.costs;
-    const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost(drafting, batch), limits);
-    this.speculating = this.pays(plan, batch);
-    if (this.speculating) {
-      this.recentPlanSizes.add(plan.size);
-      this.backingOff = false;
-      // A plan of cheap drafts that pays says nothing of the draft model, whose probes cost far more.
-      this.knowledge.probes.cheap.reset();
-      if (drafting === 'costly') this.knowledge.probes.costly.reset();
-      this.lastPlanSaving = plan.expectedTokens * (1 - 1 / plan.speedup);
-      this.draftingSinceLastPlan = 0;
-      return plan.tree;
-    }
-    this.draftingSinceLastPlan += costs.draftingCost(drafting) ?? Infinity;
-    if (!this.backingOff && this.draftingSinceLastPlan < this.lastPlanSaving) return tree.prune(0);
-    // Drafting backs off at once; a probe that finds nothing worth verifying doubles its schedule's
+    const extra = costs.extraCost(drafting, batch);
+    const plan = planTree(tree, this.stats, costs.verifyCost(batch), extra, limits);
+    if (this.pays(plan, batch)) return this.speculate(plan, drafting);
+    // Drafting did not pay for itself this step, but what it took is spent: whatever beats a
+    // plain step without it is verified all the same (a draft model's sure chain after an unsure
+    // first token: charged its drafting, 10 nodes expected to give 8.9 tokens promised 1.005x,
+    // and were left unverified). Whether to go on drafting is for the drafting value to say.
+    const spent = costs.spentDraftingCost(drafting, batch, draftedMs);
+    const sunk = spent > 0 ? planTree(tree, this.stats, costs.verifyCost(batch), extra - spent, limits) : plan;
+    const verified = this.pays(sunk, batch) ? sunk : undefined;
+    this.speculating = verified !== undefined;
+    if (verified) this.recentPlanSizes.add(verified.size);
+    const charged = costs.chargedDraftingCost(drafting, batch);
+    // Net of all its drafting, as a plan that pays is valued.
+    const value = verified ? saving(verified) - spent : -(charged ?? 0);
+    if (!this.backingOff && charged !== undefined && this.observeDraftingValue(value) > 0) return verified?.tree ?? tree.prune(0);
+    // Drafting backs off; a probe that finds nothing worth verifying doubles its schedule's
     // interval, up to what the drafting it did allows (a probe open to a draft model that did not
     // ask one, because it does not pay or there is none, cost what cheap drafting costs).
     const probes = this.knowledge.probes;
@@ -232,9 +248,29 @@ export class AdaptivePlanner implements TreePlanner {
       probes.costly.atLeast(this.probeInterval('costly', FIRST_PROBE_TIME_SHARE) ?? 1);
     }
     this.backingOff = true;
-    // Drafts that do not pay are not verified: the decoder follows them against the tokens that
-    // plain decoding emits next (shadow verification) and reports the outcome through observe().
-    return tree.prune(0);
+    // Drafts that are not verified are followed against the tokens that plain decoding emits next
+    // (shadow verification, in the decoder), which reports the outcome through observe().
+    return verified?.tree ?? tree.prune(0);
+  }
+
+  /** A plan that pays for its drafting: verified, and drafting goes on (or starts again, after a probe). */
+  private speculate(plan: TreePlan, drafting: Exclude<Drafting, 'none'>): TokenTree {
+    this.speculating = true;
+    this.recentPlanSizes.add(plan.size);
+    // A probe that pays starts the sequence's value afresh: its misses before say nothing of the text now.
+    if (this.backingOff) this.draftingValue = new Ewma(SEQUENCE_DRAFTING_VALUE_FACTOR);
+    this.backingOff = false;
+    // A plan of cheap drafts that pays says nothing of the draft model, whose probes cost far more.
+    this.knowledge.probes.cheap.reset();
+    if (drafting === 'costly') this.knowledge.probes.costly.reset();
+    this.observeDraftingValue(saving(plan));
+    return plan.tree;
+  }
+
+  /** Adds one drafting step's worth to this sequence's value and every sequence's; returns this sequence's. */
+  private observeDraftingValue(value: number): number {
+    this.knowledge.draftingValue.push(value);
+    return this.draftingValue.push(value);
   }
 
   /** Steps between probes of a kind that keep their drafting within `share` of the time (undefined: its cost is not measured yet). */
@@ -297,4 +333,9 @@ export class AdaptivePlanner implements TreePlanner {
     }
     this.speculating = false;
   }
+}
+
+/** Plain steps a plan is expected to save, net of every cost it was charged (tokens / speedup is its cost). */
+function saving(plan: TreePlan): number {
+  return plan.expectedTokens * (1 - 1 / plan.speedup);
 }
