@@ -688,6 +688,25 @@ describe('AdaptivePlanner among other sequences', () => {
     assert.equal(missing.stats, other.stats);
   });
 
+  it('starts a new sequence backed off once drafting has lately lost the others more than a decode a step', () => {
+    const root = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    // Plain steps take 10 ms and steps that drafted 40: a drafting step costs 3 decodes.
+    for (let k = 0; k < 16; k++) {
+      root.observeDecode(alone(1), 10);
+      root.observeStep(1, 10.1, 'none');
+      root.observeDecode(alone(1), 10);
+      root.observeStep(1, 40, 'cheap');
+    }
+    let sequences = 0;
+    for (; sequences < 40; sequences++) {
+      const next = root.forSequence();
+      // Step 1 is no probe step: a sequence backed off does not draft in it.
+      if (next.budget(undefined, 1).maxNodes === 0) break;
+      assert.equal(missesBeforeBackOff(next, 100), 1, 'nothing has paid: a miss backs off at once');
+    }
+    assert.ok(sequences >= 4 && sequences < 40, `${sequences} sequences drafted a first step that did not pay before the next started backed off`);
+  });
+
   it('shrinks shared trees once steps are seen to grow more with their tokens than the curve says', () => {
     const curve = CostCurve.linear(0.3);
     const planner = plannerAfterPlans(curve, 0.3);

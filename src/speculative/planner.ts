@@ -95,6 +95,9 @@ const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 const SEQUENCE_DRAFTING_VALUE_FACTOR = 0.25;
 const SHARED_DRAFTING_VALUE_FACTOR = 0.05;
 
+/** A new sequence starts backed off when a drafting step has lately been worth less than this (decodes). */
+const START_BACKED_OFF_BELOW = -1;
+
 /**
  * What a planner learns that holds for every sequence it serves: acceptance rates, what steps cost
  * here, and the realized verdict. One per speculation mode and sampling regime, kept across requests.
@@ -142,8 +145,17 @@ export class AdaptivePlanner implements TreePlanner {
    * sequence so far.
    */
   private draftingValue: Ewma;
-  /** Set when a plan did not pay: drafting is then asked only at probes, until one pays again. */
-  private backingOff = false;
+  /**
+   * Set when a plan did not pay: drafting is then asked only at probes, until one pays again. A
+   * new sequence starts so when a drafting step has lately lost the others more than a decode (on
+   * the tiny testbed a request's first drafts, a draft-model catch-up over the whole prompt or
+   * cheap drafts that stall the decodes after them, cost 3-40 decodes each and took a tenth of
+   * a 250-token request; from the 9th request on, they start backed off). A milder loss is no
+   * reason: on embedded m, where a miss costs about a decode and a paying plan saves five, the
+   * value a request starts from is +2 to +6 on reasoning, and on rewriting it dipped to -0.3
+   * once, after the misses at the end of the request before, between values of +4.
+   */
+  private backingOff: boolean;
   /** Sizes of the last verified plans, which bound the drafting budget. */
   private readonly recentPlanSizes = new RecentValues(16);
   /** The schedule whose probe this step is (undefined: not a probe). */
@@ -165,6 +177,7 @@ export class AdaptivePlanner implements TreePlanner {
       draftingValue: new Ewma(SHARED_DRAFTING_VALUE_FACTOR, 0),
     };
     this.draftingValue = new Ewma(SEQUENCE_DRAFTING_VALUE_FACTOR, this.knowledge.draftingValue.value);
+    this.backingOff = (this.knowledge.draftingValue.value ?? 0) < START_BACKED_OFF_BELOW;
     this.maxBudget = options.budget ?? MAX_DRAFT_BUDGET;
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
     // verification is dear, and a probe must be able to see one; branches would only add cost.
