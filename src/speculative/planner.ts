@@ -235,15 +235,16 @@ export class AdaptivePlanner implements TreePlanner {
   plan(tree: TokenTree, limits: TreeLimits, batch?: SharedBatch, drafting: Exclude<Drafting, 'none'> = 'cheap', draftedMs = 0): TokenTree {
     // Nothing proposed is an idle step too: drafting that finds nothing still costs its time.
     const costs = this.knowledge.costs;
+    const verifyCost = costs.verifyCost(batch);
     const extra = costs.extraCost(drafting, batch);
-    const plan = planTree(tree, this.stats, costs.verifyCost(batch), extra, limits);
+    const plan = planTree(tree, this.stats, verifyCost, extra, limits);
     if (this.pays(plan, batch)) return this.speculate(plan, drafting);
     // Drafting did not pay for itself this step, but what it took is spent: whatever beats a
     // plain step without it is verified all the same (a draft model's sure chain after an unsure
     // first token: charged its drafting, 10 nodes expected to give 8.9 tokens promised 1.005x,
     // and were left unverified). Whether to go on drafting is for the drafting value to say.
     const spent = costs.spentDraftingCost(drafting, batch, draftedMs);
-    const sunk = spent > 0 ? planTree(tree, this.stats, costs.verifyCost(batch), extra - spent, limits) : plan;
+    const sunk = spent > 0 ? planTree(tree, this.stats, verifyCost, extra - spent, limits) : plan;
     const verified = this.pays(sunk, batch) ? sunk : undefined;
     this.speculating = verified !== undefined;
     if (verified) this.recentPlanSizes.add(verified.size);
