@@ -6,8 +6,9 @@ import { answerMatches, lastConcludedResult, parseFinalAnswer, scoreAnswers } fr
 import { boundarySignals } from '../src/reasoning/signals.js';
 import { Ewma } from '../src/stats.js';
 import { trailingAgreement, type ExitThresholds } from '../src/reasoning/controller.js';
+import { traceThinking } from '../src/reasoning/calibrate.js';
 import type { GenerationResult } from '../src/generate/generate.js';
-import { testbedPrompts } from './helpers/models.js';
+import { testbedDraft, testbedPrompts } from './helpers/models.js';
 
 test('final answers are parsed after the answer prefix and scored by value', () => {
   assert.equal(parseFinalAnswer('\nThe answer is 132.'), '132');
@@ -106,6 +107,68 @@ describe('thinking budget and early exit on the testbed', () => {
       assert.equal(speculative.stats.thinkingEnd, plain.stats.thinkingEnd);
     }
     assert.deepEqual(await engine.kvAudit(), [], 'dropped and forced tokens leave no KV cells behind');
+  });
+
+  test('answer probes ride the verification trees: scored as a probe alone scores them, output unchanged, no KV left behind', async () => {
+    const prompt = await engine.tokenize(slip);
+    const trace = await traceThinking(engine, prompt, 500);
+    // Every recorded boundary after a conclusion (a boundary whose next token closes the thinking has no record).
+    const concluding = trace.boundaries.filter((boundary) => boundary.concluded !== undefined);
+    assert.ok(concluding.length >= 4, `${concluding.length} concluding boundaries`);
+    const probing: ExitThresholds = { ...NEVER, probe: { every: 0, confidence: 2, agreement: 1 } };
+    for (const speculation of ['off', 'ngram', 'auto'] as const) {
+      const probed = await engine.complete(prompt, { maxTokens: 500, speculation, exitThresholds: probing, recordBoundaries: true });
+      assert.deepEqual(probed.tokens, full.tokens, `${speculation}: probes change nothing the model emits`);
+      // … and one at the last boundary, where the model then closes the thinking itself.
+      assert.equal(probed.stats.answerProbes, concluding.length + 1, `${speculation}: a probe at every concluding boundary`);
+      const riding = probed.stats.boundaries!.filter((boundary) => boundary.probe);
+      assert.deepEqual(riding.map((b) => b.thinkingTokens), concluding.map((b) => b.thinkingTokens));
+      for (const boundary of riding) {
+        const alone = concluding.find((b) => b.thinkingTokens === boundary.thinkingTokens)!;
+        assert.equal(boundary.probe!.answer, alone.probed, `${speculation}: the answer probed at ${boundary.thinkingTokens}`);
+        assert.ok(Math.abs(boundary.probe!.confidence - alone.confidence) < 0.01, `${speculation}: confidence ${boundary.probe!.confidence} vs ${alone.confidence} alone`);
+      }
+      assert.deepEqual(riding.map((b) => b.probeAgreement).slice(0, 4), [1, 2, 0, 0], 'the slip (81) probed twice, then no whole answer');
+    }
+    const spaced = await engine.complete(prompt, { maxTokens: 500, speculation: 'off', exitThresholds: { ...probing, probe: { every: 40, confidence: 2, agreement: 1 } }, recordBoundaries: true });
+    const at = spaced.stats.boundaries!.filter((b) => b.probe).map((b) => b.thinkingTokens);
+    assert.ok(at.every((t, i) => i === 0 || t - at[i - 1] >= 40), `probes at ${at}`);
+    assert.ok(at.length > 0 && at.length < concluding.length);
+    assert.deepEqual(await engine.kvAudit(), [], 'probe branches leave no KV cells behind');
+  });
+
+  test('probes ride inside draft-model trees (verified in full) and score there as alone', async () => {
+    const deep = await Engine.load({ gpu: 'cpu', draftModel: testbedDraft, draftBudget: { maxNodes: 24, maxDepth: 24, maxBranches: 2 } });
+    try {
+      const prompt = await deep.tokenize(slip);
+      const trace = await traceThinking(deep, prompt, 500);
+      const probing: ExitThresholds = { ...NEVER, probe: { every: 0, confidence: 2, agreement: 1 } };
+      const probed = await deep.complete(prompt, { maxTokens: 500, speculation: 'draft', exitThresholds: probing, recordBoundaries: true });
+      assert.deepEqual(probed.tokens, full.tokens);
+      // Most boundaries then lie inside a verified chain, not at a step's root.
+      assert.ok(probed.stats.speculation!.tau > 4, `tau ${probed.stats.speculation!.tau}`);
+      const riding = probed.stats.boundaries!.filter((boundary) => boundary.probe);
+      const concluding = trace.boundaries.filter((boundary) => boundary.concluded !== undefined);
+      assert.deepEqual(riding.map((b) => [b.thinkingTokens, b.probe!.answer]), concluding.map((b) => [b.thinkingTokens, b.probed]));
+      for (const [i, boundary] of riding.entries()) assert.ok(Math.abs(boundary.probe!.confidence - concluding[i].confidence) < 0.01);
+      assert.deepEqual(await deep.kvAudit(), []);
+    } finally {
+      await deep.dispose();
+    }
+  });
+
+  test('sure probes that agree end the thinking at their boundary, with speculation as without', async () => {
+    // On the testbed, sure probes agree on the slip: this rule answers 81, which is why the fitted presets do not probe.
+    const sure: ExitThresholds = { ...NEVER, probe: { every: 0, confidence: 0.9, agreement: 2 } };
+    const plain = await engine.complete(slip, { maxTokens: 500, speculation: 'off', exitThresholds: sure });
+    assert.equal(plain.stats.thinkingEnd, 'early-exit');
+    assert.match(plain.reasoning, /So 22 \+ 69 = 81\.\n[^\n]*\n$/, 'the second probe, one line after the first');
+    assert.equal(full.reasoning.slice(0, plain.reasoning.length), plain.reasoning);
+    assert.equal(parseFinalAnswer(plain.content), '81');
+    for (const speculation of ['ngram', 'auto'] as const) {
+      const speculative = await engine.complete(slip, { maxTokens: 500, speculation, exitThresholds: sure });
+      assert.deepEqual(speculative.tokens, plain.tokens, speculation);
+    }
   });
 
   test('a request with an effort level exits early at the model\'s presets', async () => {

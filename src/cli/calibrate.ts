@@ -3,7 +3,9 @@ import { basename } from 'node:path';
 import type { Command } from 'commander';
 import { Engine } from '../engine/engine.js';
 import { readReasoningItems } from '../bench/reasoning.js';
-import { evaluatePolicy, fitLevels, oracleExit, promptHalf, traceThinking, type ThinkingTrace } from '../reasoning/calibrate.js';
+import { evaluatePolicy, fitLevels, oracleExit, probeCost, promptHalf, traceThinking, type ThinkingTrace } from '../reasoning/calibrate.js';
+import { probeRequest } from '../reasoning/probe.js';
+import { DEFAULT_THINKING_TAGS } from '../reasoning/segments.js';
 import { REASONING_EFFORTS } from '../reasoning/controller.js';
 import { presetFingerprint, presetsDir, saveReasoningPresets } from '../reasoning/presets.js';
 import { defaultReasoningPrompts } from '../bench/reasoning.js';
@@ -37,6 +39,7 @@ export function registerCalibrate(program: Command): void {
       const { model } = await modelPair({ ...flags, draft: false }, (line) => process.stderr.write(`calibrate: ${line}\n`));
       const engine = await Engine.load(engineOptions({ ...flags, model }));
       const traces: ThinkingTrace[] = [];
+      let probeDecodes: number;
       try {
         const progress = counter('calibrating', items.length);
         for (const item of items) {
@@ -44,11 +47,12 @@ export function registerCalibrate(program: Command): void {
           progress.tick(item.id);
         }
         progress.stop();
+        probeDecodes = await probePrice(engine, items.map((item) => String(item.answer)));
       } finally {
         await engine.dispose();
       }
       const answers = items.map((item) => item.answer);
-      const fitted = fitLevels(traces, answers);
+      const fitted = fitLevels(traces, answers, probeDecodes);
       const oracle = evaluatePolicy(traces, answers, oracleExit);
       const presets = {
         fingerprint: await presetFingerprint(model),
@@ -59,6 +63,7 @@ export function registerCalibrate(program: Command): void {
           half: 'calibration (odd 0-based lines)',
           n: items.length,
           full: fitted.full,
+          probe_cost_decodes: probeDecodes,
           oracle,
           replayed: Object.fromEntries(REASONING_EFFORTS.map((level) => [level, fitted.levels[level].outcome])),
         },
@@ -67,12 +72,23 @@ export function registerCalibrate(program: Command): void {
       if (flags.json) process.stdout.write(`${JSON.stringify(presets, (_k, v) => (v === Infinity ? null : v))}\n`);
       else {
         process.stdout.write(`full thinking: accuracy ${(fitted.full.accuracy * 100).toFixed(1)}%, ${fitted.full.thinkingTokens.toFixed(1)} thinking tokens (n = ${items.length})\n`);
+        process.stdout.write(`answer probe:  ${probeDecodes.toFixed(2)} decodes on a plain step (this model's cost curve)\n`);
         process.stdout.write(`oracle exit:   accuracy ${(oracle.accuracy * 100).toFixed(1)}%, ${oracle.thinkingTokens.toFixed(1)} thinking tokens\n`);
         for (const level of REASONING_EFFORTS) {
           const { thresholds, outcome } = fitted.levels[level];
-          process.stdout.write(`${level.padEnd(6)} accuracy ${(outcome.accuracy * 100).toFixed(1)}%, ${outcome.thinkingTokens.toFixed(1)} thinking tokens · ${JSON.stringify(thresholds)}\n`);
+          const probes = outcome.probes > 0 ? `, ${outcome.probes.toFixed(1)} probes` : '';
+          process.stdout.write(`${level.padEnd(6)} accuracy ${(outcome.accuracy * 100).toFixed(1)}%, ${outcome.thinkingTokens.toFixed(1)} thinking tokens${probes} · ${JSON.stringify(thresholds)}\n`);
         }
         process.stdout.write(`presets written to ${file}\n`);
       }
     });
+}
+
+/** What one answer probe (of the length the calibration answers give it) adds to a plain step, in decodes. */
+async function probePrice(engine: Engine, answers: readonly string[]): Promise<number> {
+  const tokenize = async (text: string) => (await engine.tokenize(text)).slice(engine.info.model.specialTokens.addBos ? 1 : 0);
+  const [close] = await tokenize(DEFAULT_THINKING_TAGS.close);
+  const lengths = await Promise.all(answers.map(async (answer) => (await probeRequest(tokenize, { close }, answer)).tokens.length));
+  const typical = [...lengths].sort((a, b) => a - b)[Math.floor(lengths.length / 2)];
+  return probeCost(await engine.costCurve(), typical);
 }

@@ -16,6 +16,7 @@ import { withReasoningPresets } from '../reasoning/presets.js';
 import { deserializeError, EngineDisposedError, type SerializedError } from './errors.js';
 import type { EngineLoopOptions, EngineStatus } from './loop.js';
 import type { DraftBudget } from '../speculative/tree.js';
+import type { CostPoint } from '../speculative/cost-model.js';
 import type { TierName } from '../kvcache/tiers/tier.js';
 import type { PrefixCacheStats } from '../kvcache/prefix-cache.js';
 
@@ -155,6 +156,14 @@ export class Engine {
   /** The prefix cache's figures (per tier hits, misses, bytes, latency; blocks restored and stored), or undefined without a cache. */
   cacheStats(): Promise<PrefixCacheStats | undefined> {
     return this.query({ method: 'cacheStats' }) as Promise<PrefixCacheStats | undefined>;
+  }
+
+  /**
+   * The target's measured verify cost curve on this machine: seconds per decode of n tokens (the
+   * one speculation plans with; measured on first use, in a few seconds, then cached on disk).
+   */
+  costCurve(): Promise<CostPoint[]> {
+    return this.query({ method: 'costCurve' }) as Promise<CostPoint[]>;
   }
 
   /** Every sequence id that holds KV cells, with its positions (for tests and diagnostics). */

@@ -15,6 +15,8 @@ import type { Tokenizer } from '../llama/tokenizer.js';
 import { checkPromptFits } from '../generate/decoder.js';
 import { GenerationOutput, type ForcedTokens, type StopReason } from '../generate/generate.js';
 import { ROOT, type TokenTree } from '../speculative/tree.js';
+import { addProbeBranch, scoreProbe } from '../reasoning/probe.js';
+import type { PlannedProbe } from '../reasoning/controller.js';
 import { Sampler } from '../generate/sampling.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import type { DecodedStep, SequenceDecoder, StepLimits } from '../generate/decoder.js';
@@ -65,9 +67,24 @@ export interface DecoderSource {
   decoder(mode: SpeculationMode, sampler: Sampler, seq: number, salt: string): Promise<SequenceDecoder>;
 }
 
+/** An answer probe riding a step's tree: what the thinking controller planned, and its nodes in the verified tree. */
+interface RidingProbe {
+  planned: PlannedProbe;
+  nodes: number[];
+}
+
+/** A request's part of a step: the tree its decoder proposed, and what is verified (that tree, with an answer probe when one rides it). */
+interface VerifiedTree {
+  /** The decoder's tree: it accepts on this one (a probe is never accepted, only scored). */
+  proposed: TokenTree;
+  /** In the batch: `placed.tree` holds the proposed tree's nodes at the same indices, then the probe's. */
+  placed: PlacedTree;
+  probe?: RidingProbe;
+}
+
 /** A scheduled step: the trees of decoding requests, the prompt chunks, and where each sits in the batch. */
 interface StepWork {
-  trees: { request: Request; placed: PlacedTree; firstIndex: number }[];
+  trees: ({ request: Request; firstIndex: number } & VerifiedTree)[];
   chunks: { request: Request; from: number; count: number; lastIndex: number }[];
   /** Tokens of the trees (running streams) and of the prompt chunks in the batch. */
   decodingTokens: number;
@@ -358,8 +375,9 @@ export class EngineLoop {
       const othersLeft = decoding.length - 1 - i;
       const spare = Math.min(this.batch.capacity - this.batch.size - othersLeft, freeCells + 1);
       try {
-        const placed = await this.placeTree(request, spare, decoding.length, this.batch.size + othersLeft);
-        work.trees.push({ request, placed, firstIndex: this.batch.size });
+        const verified = await this.placeTree(request, spare, decoding.length, this.batch.size + othersLeft);
+        const { placed } = verified;
+        work.trees.push({ request, ...verified, firstIndex: this.batch.size });
         freeCells -= placed.tree.size - 1;
         for (let node = 0; node < placed.tree.size; node++) this.batch.add(placed.tree.token(node), placed.position + placed.tree.depth(node), nodeSequences(placed, node), true);
       } catch (error) {
@@ -416,10 +434,32 @@ export class EngineLoop {
     };
   }
 
-  /** Asks the request's decoder what to verify and gives the tree its sequence ids. */
-  private async placeTree(request: Request, spare: number, sequences: number, othersTokens: number): Promise<PlacedTree> {
+  /** Asks the request's decoder what to verify, adds the answer probe its thinking wants, and gives the tree its sequence ids. */
+  private async placeTree(request: Request, spare: number, sequences: number, othersTokens: number): Promise<VerifiedTree> {
+    const limits = this.stepLimits(request, spare, sequences, othersTokens);
+    const proposed = await request.decoder!.propose(request.sequence, limits);
+    const probed = this.withProbe(request, proposed, spare, limits.room);
+    return { proposed, placed: this.assignSequences(request, probed?.tree ?? proposed), ...(probed ? { probe: probed.probe } : {}) };
+  }
+
+  /**
+   * The proposed tree with the answer probe the request's thinking controller wants, when the
+   * step has room for it (batch slots and free cells, the sequence's room, a sequence id for the
+   * branch); undefined when none is wanted or none fits. The probe's nodes come after the
+   * proposed ones, so every proposed node keeps its index.
+   */
+  private withProbe(request: Request, proposed: TokenTree, spare: number, room: number): { tree: TokenTree; probe: RidingProbe } | undefined {
+    const planned = request.output.planProbe(proposed);
+    if (!planned) return undefined;
+    const tree = proposed.subtree(Array.from({ length: proposed.size }, (_, node) => node));
+    const nodes = addProbeBranch(tree, planned.request, planned.node);
+    const fits = tree.size <= spare && tree.maxDepth() < room && tree.branchIds().branchCount <= 1 + this.ids.available;
+    return fits ? { tree, probe: { planned, nodes } } : undefined;
+  }
+
+  /** Gives a tree its sequence ids: the request's own for its first branch, borrowed ones for the others. */
+  private assignSequences(request: Request, tree: TokenTree): PlacedTree {
     const position = request.sequence.length - 1;
-    const tree = await request.decoder!.propose(request.sequence, this.stepLimits(request, spare, sequences, othersTokens));
     if (tree.size === 1) return { tree, branchSeqs: [request.seq!], nodeBranches: undefined, firstBranch: undefined, position };
     const assignment = tree.branchIds();
     const borrowed = this.ids.borrow(assignment.branchCount - 1);
@@ -438,18 +478,21 @@ export class EngineLoop {
   /** After the decode: each tree's request accepts and emits; finished prompts give their first token. */
   private async finishStep(work: StepWork, ms: number): Promise<void> {
     const step: DecodedStep = { index: this.steps++, tokens: this.batch.size, decodingTokens: work.decodingTokens, sequences: work.trees.length };
-    for (const { request, placed, firstIndex } of work.trees) {
+    for (const { request, proposed, placed, probe, firstIndex } of work.trees) {
       this.release(placed);
       if (request.state === 'finished') continue;
       try {
         const decoder = request.decoder!;
+        const rowOf = (node: number) => this.context.logits(firstIndex + node);
         decoder.observeDecode(ms, step);
-        const accepted = decoder.accept(placed.tree, (node) => this.context.logits(firstIndex + node), request.sequence);
+        const accepted = decoder.accept(proposed, rowOf, request.sequence);
         keepAcceptedPath(this.context, placed, accepted.lastNode);
         request.cached = placed.position + placed.tree.depth(accepted.lastNode) + 1;
         // The rows behind the emitted tokens are read only by a thinking controller that wants logits.
         const path = request.output.needsLogits ? nodesTo(placed.tree, accepted.lastNode) : [];
-        this.emit(request, accepted.tokens, accepted.draftedBy, (i) => this.context.logits(firstIndex + path[i]));
+        // A probe counts only where the thinking went on through its boundary.
+        if (probe && path.includes(probe.planned.node)) request.output.probed(probe.planned, scoreProbe(placed.tree, probe.nodes, probe.planned.request.answerStart, rowOf));
+        this.emit(request, accepted.tokens, accepted.draftedBy, (i) => rowOf(path[i]));
       } catch (error) {
         this.endWithError(request, error);
       }

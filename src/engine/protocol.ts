@@ -43,7 +43,8 @@ export type Query =
   | { method: 'kvAudit' }
   | { method: 'cacheStats' }
   | { method: 'logitsAfter'; prompt: number[]; continuation: number[]; chunks: number | number[]; trailing: number[] }
-  | { method: 'branchRows'; sequence: number[]; branches: { at: number; tokens: number[] }[] };
+  | { method: 'branchRows'; sequence: number[]; branches: { at: number; tokens: number[] }[] }
+  | { method: 'costCurve' };
 
 export type Command =
   | { type: 'generate'; id: number; prompt: PromptInput; options: RequestOptions }

@@ -18,6 +18,7 @@ import { EngineLoop } from './loop.js';
 import { PrefixCache } from '../kvcache/prefix-cache.js';
 import { openTiers } from '../kvcache/tiers/open.js';
 import type { Command, EngineInfo, PromptInput, Query, WorkerData, WorkerMessage, WireEvent } from './protocol.js';
+import type { CostPoint } from '../speculative/cost-model.js';
 import type { RequestEvent } from './request.js';
 
 /** Sequence ids beyond the running requests' own: tree branches borrow them for a step. */
@@ -36,8 +37,11 @@ interface Loaded {
   context: Context;
   draft?: { model: Model; context: Context };
   loop: EngineLoop;
+  speculation: Speculation;
   cache?: PrefixCache;
   chat: ChatFormatter | undefined;
+  /** A query that decodes (a cost-curve measurement) runs between steps: the loop waits for it. */
+  between?: Promise<unknown>;
 }
 
 async function load(): Promise<Loaded> {
@@ -61,7 +65,7 @@ async function load(): Promise<Loaded> {
     const speculation = new Speculation({ target: context, threads, draft: draft?.context, fixedBudget: options.draftBudget, onMeasure: () => post({ type: 'measuring' }) });
     const loop = new EngineLoop(context, model.tokenizer, speculation, { ...options, sequenceLength: contextSize });
     const cache = options.cache ? await openCache(context, loop) : undefined;
-    return { model, context, draft, loop, cache, chat: model.metadata.chatTemplate ? ChatFormatter.forModel(model) : undefined };
+    return { model, context, draft, loop, speculation, cache, chat: model.metadata.chatTemplate ? ChatFormatter.forModel(model) : undefined };
   } catch (error) {
     for (const resource of owned.reverse()) resource.dispose();
     throw error;
@@ -111,7 +115,18 @@ function answer(engine: Loaded, query: Query): unknown {
       return engine.loop.logitsAfter(query.prompt, query.continuation, query.chunks, query.trailing);
     case 'branchRows':
       return engine.loop.branchRows(query.sequence, query.branches);
+    case 'costCurve':
+      return measureBetweenSteps(engine);
   }
+}
+
+/** The target's verify cost curve (measured once, in a scratch sequence, while no step runs; then cached). */
+function measureBetweenSteps(engine: Loaded): Promise<CostPoint[]> {
+  const seq = engine.loop.ids.acquire();
+  if (seq === undefined) throw new Error('no free sequence id to measure the cost curve in');
+  const measured = engine.speculation.measuredCostCurve(seq).finally(() => engine.loop.ids.release(seq));
+  engine.between = measured.catch(() => undefined);
+  return measured.then(({ points }) => points);
 }
 
 function toWire(event: RequestEvent): WireEvent {
@@ -135,7 +150,9 @@ function handle(engine: Loaded, command: Command): boolean {
       return true;
     case 'query':
       try {
-        post({ type: 'reply', id: command.id, value: answer(engine, command.query) });
+        const value = answer(engine, command.query);
+        if (!(value instanceof Promise)) post({ type: 'reply', id: command.id, value });
+        else value.then((settled) => post({ type: 'reply', id: command.id, value: settled }), (error) => post({ type: 'reply', id: command.id, error: serializeError(error) }));
       } catch (error) {
         post({ type: 'reply', id: command.id, error: serializeError(error) });
       }
@@ -168,6 +185,11 @@ async function run(engine: Loaded): Promise<void> {
       if (!handle(engine, message.message as Command)) disposed = true;
     }
     if (disposed) break;
+    if (engine.between) {
+      await engine.between;
+      engine.between = undefined;
+      continue;
+    }
     if (engine.loop.idle) {
       publishStatus(engine.loop);
       await new Promise<void>((resolve) => (wake = resolve));

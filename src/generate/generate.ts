@@ -8,7 +8,9 @@ import type { DecoderTimings, SequenceDecoder } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
 import { ThinkingSegments, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingEnd } from '../reasoning/segments.js';
-import { thinkingControllerFor, type BoundaryRecord, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
+import { thinkingControllerFor, type BoundaryRecord, type PlannedProbe, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
+import type { ProbeScore } from '../reasoning/probe.js';
+import type { TokenTree } from '../speculative/tree.js';
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'abort' | 'context';
 
@@ -61,6 +63,8 @@ export interface GenerationStats {
   thinkingEnd?: ThinkingEnd;
   /** Every step boundary inside the thinking with its signals, when the request asked to `recordBoundaries`. */
   boundaries?: BoundaryRecord[];
+  /** Answer probes verified on the accepted path, when the early-exit policy probes. */
+  answerProbes?: number;
 }
 
 /** What the engine loop must do after a push the thinking controller cut. */
@@ -116,6 +120,16 @@ export class GenerationOutput {
   /** Whether `push` needs the logits row of every token (the early-exit policy reads them). */
   get needsLogits(): boolean {
     return this.controller?.needsLogits ?? false;
+  }
+
+  /** The answer probe the thinking controller wants this step's tree to carry, if any. */
+  planProbe(tree: TokenTree): PlannedProbe | undefined {
+    return this.controller?.planProbe(tree);
+  }
+
+  /** A planned probe was verified and its boundary accepted: the controller reads its score. */
+  probed(probe: PlannedProbe, score: ProbeScore): void {
+    this.controller?.probed(probe, score);
   }
 
   get tokenCount(): number {
@@ -209,6 +223,7 @@ export class GenerationOutput {
       thinkingTokens: this.segments.thinkingTokens,
       ...(thinkingEnd ? { thinkingEnd } : {}),
       ...(this.limits.recordBoundaries ? { boundaries: this.boundaries } : {}),
+      ...(this.limits.exitThresholds?.probe ? { answerProbes: this.controller?.probeCount ?? 0 } : {}),
     };
   }
 }

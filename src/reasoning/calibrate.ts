@@ -10,10 +10,11 @@
  */
 import type { Engine, GenerateOptions } from '../engine/engine.js';
 import { answerMatches, parseFinalAnswer } from './answers.js';
-import { shouldExit, type BoundaryRecord, type ExitThresholds, type ReasoningEffort } from './controller.js';
-import { probeRequest, scoreProbeAlone } from './probe.js';
+import { probeDue, shouldExit, trailingAgreement, type BoundaryRecord, type ExitThresholds, type ProbeThresholds, type ReasoningEffort } from './controller.js';
+import { probedAnswer, probeRequest, scoreProbeAlone } from './probe.js';
 import { DEFAULT_THINKING_TAGS } from './segments.js';
 import { Ewma } from '../stats.js';
+import { CostCurve, type CostPoint } from '../speculative/cost-model.js';
 
 export interface ProbedBoundary extends BoundaryRecord {
   /** The answer the model gives when the thinking is cut here (undefined: the probe did not show it whole). */
@@ -61,9 +62,7 @@ export async function traceThinking(engine: Engine, prompt: readonly number[], m
   const rows = await engine.branchRows(sequence, boundaries.map((boundary, i) => ({ at: boundary.sequenceLength, tokens: probes[i].tokens })));
   const probed = boundaries.map((boundary, i): ProbedBoundary => {
     const score = scoreProbeAlone(probes[i], sequence[boundary.sequenceLength - 1], rows[i]);
-    // The model's answer is the candidate when it agreed with every token and then ends the number.
-    const answer = score.agreed && score.answerTokens.at(-1) === period[0] ? candidates[i] : undefined;
-    return { ...boundary, probed: answer, confidence: score.confidence };
+    return { ...boundary, probed: probedAnswer(score, candidates[i], period[0]), confidence: score.confidence };
   });
   return { thinkingTokens: result.stats.thinkingTokens, answer: parseFinalAnswer(result.content), boundaries: probed, ms: result.stats.totalMs, msPerDecode: result.stats.decodeMs / Math.max(1, result.stats.steps) };
 }
@@ -73,17 +72,36 @@ export interface ReplayedExit {
   answer: string | undefined;
   /** Index of the boundary it exited at (undefined: thinking ran to its natural end). */
   boundary?: number;
+  /** Answer probes the policy placed (its probe rule's schedule; 0 without one). */
+  probes?: number;
 }
 
-/** The policy replayed on a trace: its EWMA recomputed with the thresholds' factor. */
+/**
+ * The policy replayed on a trace: its EWMA recomputed with the thresholds' factor, and its probes
+ * placed where the running controller would place them in plain decoding (every boundary there
+ * is a step's root): where one is due and the thinking has concluded a result.
+ */
 export function replayExit(trace: ThinkingTrace, thresholds: ExitThresholds): ReplayedExit {
   const endProbability = new Ewma(thresholds.alpha);
   const endMargin = new Ewma(thresholds.alpha);
+  const probedAnswers: (string | undefined)[] = [];
+  let lastProbeAt = -Infinity;
   for (const [index, boundary] of trace.boundaries.entries()) {
-    const smoothed = { ...boundary, smoothedEndProbability: endProbability.push(boundary.endProbability), smoothedEndMargin: endMargin.push(boundary.endMargin) };
-    if (shouldExit(smoothed, thresholds)) return { thinkingTokens: boundary.thinkingTokens, answer: boundary.probed, boundary: index };
+    const probed = boundary.concluded !== undefined && probeDue(thresholds, boundary.thinkingTokens, lastProbeAt);
+    if (probed) {
+      probedAnswers.push(boundary.probed);
+      lastProbeAt = boundary.thinkingTokens;
+    }
+    const record: BoundaryRecord = {
+      ...boundary,
+      smoothedEndProbability: endProbability.push(boundary.endProbability),
+      smoothedEndMargin: endMargin.push(boundary.endMargin),
+      ...(probed ? { probe: { answer: boundary.probed, confidence: boundary.confidence } } : {}),
+      probeAgreement: probed && boundary.probed !== undefined ? trailingAgreement(probedAnswers) : 0,
+    };
+    if (shouldExit(record, thresholds)) return { thinkingTokens: boundary.thinkingTokens, answer: boundary.probed, boundary: index, probes: probedAnswers.length };
   }
-  return { thinkingTokens: trace.thinkingTokens, answer: trace.answer };
+  return { thinkingTokens: trace.thinkingTokens, answer: trace.answer, probes: probedAnswers.length };
 }
 
 /**
@@ -112,34 +130,63 @@ function concludesHere(trace: ThinkingTrace, index: number): boolean {
 export interface PolicyOutcome {
   accuracy: number;
   thinkingTokens: number;
+  /** Mean answer probes per generation. */
+  probes: number;
 }
 
 export function evaluatePolicy(traces: readonly ThinkingTrace[], expected: readonly (string | number)[], exitOf: (trace: ThinkingTrace) => ReplayedExit): PolicyOutcome {
   let correct = 0;
   let tokens = 0;
+  let probes = 0;
   traces.forEach((trace, i) => {
     const exit = exitOf(trace);
     if (answerMatches(exit.answer, expected[i])) correct++;
     tokens += exit.thinkingTokens;
+    probes += exit.probes ?? 0;
   });
-  return { accuracy: correct / Math.max(1, traces.length), thinkingTokens: tokens / Math.max(1, traces.length) };
+  const n = Math.max(1, traces.length);
+  return { accuracy: correct / n, thinkingTokens: tokens / n, probes: probes / n };
+}
+
+/**
+ * What an answer probe of `probeTokens` adds to a plain step, in decodes, on the model's measured
+ * cost curve: c(1 + P) − c(1). A probe riding a speculative tree costs less (the curve flattens),
+ * so this is the price calibration charges, an upper bound.
+ */
+export function probeCost(points: readonly CostPoint[], probeTokens: number): number {
+  const curve = new CostCurve(points);
+  return curve.cost(1 + probeTokens) - curve.cost(1);
 }
 
 /** Accuracy each level may give up against full thinking on the calibration half (fractions). */
 export const ALLOWED_ACCURACY_LOSS: Record<ReasoningEffort, number> = { high: 0, medium: 0.01, low: 0.04 };
 
-/** The threshold grid the calibration searches. */
+/**
+ * The threshold grid the calibration searches: the logits signals with the conclusions'
+ * agreement, and answer probes beside the end-of-thinking probability alone.
+ */
 export function thresholdGrid(): ExitThresholds[] {
   const grid: ExitThresholds[] = [];
   for (const minThinkingTokens of [0, 40, 80, 120])
-    for (const alpha of [0.1, 0.3, 1])
+    for (const alpha of [0.1, 0.3, 1]) {
       for (const endProbability of [0.02, 0.05, 0.1, 0.2, 0.4, 2])
         for (const agreement of [0, 1, 2, 3])
           for (const maxEndMargin of [2, 5, 10, 15, Infinity]) {
             if (agreement === 0 && maxEndMargin !== Infinity) continue;
             grid.push({ minThinkingTokens, alpha, endProbability, agreement, maxEndMargin });
           }
+      for (const endProbability of [0.1, 0.2, 0.4, 2])
+        for (const probe of probeRules()) grid.push({ minThinkingTokens, alpha, endProbability, agreement: 0, maxEndMargin: Infinity, probe });
+    }
   return grid;
+}
+
+function probeRules(): ProbeThresholds[] {
+  const rules: ProbeThresholds[] = [];
+  for (const every of [8, 24, 64])
+    for (const confidence of [0.9, 0.99, 0.999])
+      for (const agreement of [1, 2, 3]) rules.push({ every, confidence, agreement });
+  return rules;
 }
 
 export interface FittedLevel {
@@ -148,16 +195,19 @@ export interface FittedLevel {
 }
 
 /**
- * For each level, the thresholds with the fewest mean thinking tokens whose accuracy stays within
- * the level's allowance of full thinking (ties: the higher accuracy). High always has a solution
+ * For each level, the thresholds of least cost whose accuracy stays within the level's allowance
+ * of full thinking (ties: the higher accuracy). The cost is the mean thinking tokens plus the
+ * probes' price: `probeCost` decodes each (what a probe adds to a plain step on the model's cost
+ * curve), a decode being a thinking token's price in plain decoding. High always has a solution
  * that never exits (the full-thinking accuracy itself).
  */
-export function fitLevels(traces: readonly ThinkingTrace[], expected: readonly (string | number)[]): { full: PolicyOutcome; levels: Record<ReasoningEffort, FittedLevel> } {
+export function fitLevels(traces: readonly ThinkingTrace[], expected: readonly (string | number)[], probeCost = 0): { full: PolicyOutcome; levels: Record<ReasoningEffort, FittedLevel> } {
   const full = evaluatePolicy(traces, expected, (trace) => ({ thinkingTokens: trace.thinkingTokens, answer: trace.answer }));
   const scored = thresholdGrid().map((thresholds) => ({ thresholds, outcome: evaluatePolicy(traces, expected, (trace) => replayExit(trace, thresholds)) }));
+  const cost = (outcome: PolicyOutcome) => outcome.thinkingTokens + outcome.probes * probeCost;
   const pick = (level: ReasoningEffort): FittedLevel => {
     const allowed = scored.filter((s) => s.outcome.accuracy >= full.accuracy - ALLOWED_ACCURACY_LOSS[level] - 1e-9);
-    allowed.sort((a, b) => a.outcome.thinkingTokens - b.outcome.thinkingTokens || b.outcome.accuracy - a.outcome.accuracy);
+    allowed.sort((a, b) => cost(a.outcome) - cost(b.outcome) || b.outcome.accuracy - a.outcome.accuracy);
     return allowed[0] ?? { thresholds: { minThinkingTokens: 0, alpha: 1, endProbability: 2, agreement: 0, maxEndMargin: Infinity }, outcome: full };
   };
   return { full, levels: { low: pick('low'), medium: pick('medium'), high: pick('high') } };

@@ -13,7 +13,9 @@
  * (not yet in the KV cache), so dropping it costs nothing.
  */
 import { TextStreamDecoder, type Tokenizer } from '../llama/tokenizer.js';
+import { ROOT, type TokenTree } from '../speculative/tree.js';
 import { lastConcludedResult } from './answers.js';
+import { probedAnswer, probeRequestSync, type ProbeRequest, type ProbeScore } from './probe.js';
 import { endsInsideThinking, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingTagTokens, type ThinkingTags } from './segments.js';
 import { boundarySignals, type BoundarySignals } from './signals.js';
 import { Ewma } from '../stats.js';
@@ -58,6 +60,44 @@ export interface ExitThresholds {
   agreement: number;
   /** … and the smoothed margin log p(top) − log p(close tag) is at most this (Infinity: any). */
   maxEndMargin: number;
+  /** Answer probes riding the verification trees (absent: the policy never probes). */
+  probe?: ProbeThresholds;
+}
+
+/**
+ * The probe rule: a probe is due at a boundary once `every` thinking tokens have passed since the
+ * last one (and the minimum thinking length), if the thinking has concluded a result to probe.
+ * Exit where a probe shows the model's answer with at least `confidence`, and the last
+ * `agreement` probes showed that same answer (Dynasor-style agreement of probed answers).
+ */
+export interface ProbeThresholds {
+  every: number;
+  confidence: number;
+  agreement: number;
+}
+
+/** Whether a probe is due at a boundary with `thinkingTokens`, the last probe having been at `lastProbeAt`. */
+export function probeDue(thresholds: ExitThresholds, thinkingTokens: number, lastProbeAt: number): boolean {
+  const rule = thresholds.probe;
+  return rule !== undefined && thinkingTokens >= thresholds.minThinkingTokens && thinkingTokens - lastProbeAt >= rule.every;
+}
+
+/** What a probe showed at one boundary. */
+export interface BoundaryProbe {
+  /** The answer the model gives when cut there (undefined: the probe did not show it whole). */
+  answer: string | undefined;
+  /** Geometric mean of the target's probabilities of the probed answer's tokens. */
+  confidence: number;
+}
+
+/** A probe the policy wants verified in this step's tree: a branch from `node`, a boundary. */
+export interface PlannedProbe {
+  node: number;
+  request: ProbeRequest;
+  /** The answer probed: the result the thinking had concluded by that boundary. */
+  candidate: string;
+  /** Thinking tokens up to and including the boundary. */
+  thinkingTokens: number;
 }
 
 /** What the loop must do after `onEmitted` returned it. */
@@ -82,6 +122,10 @@ export interface BoundaryRecord extends BoundarySignals {
   concluded: string | undefined;
   /** How many conclusions in a row, ending with the latest, gave `concluded`. */
   agreement: number;
+  /** The probe verified at this boundary, if any. */
+  probe?: BoundaryProbe;
+  /** How many probes in a row, ending with this boundary's, showed its answer (0: no answer probed here). */
+  probeAgreement: number;
 }
 
 export interface ThinkingControllerOptions {
@@ -109,9 +153,14 @@ export class ThinkingController {
   private readonly endMargin: Ewma | undefined;
   /** Tokens of the sequence so far (prompt + emitted). */
   private sequenceLength: number;
+  /** Answers shown by the probes so far, in order (undefined: that probe showed none). */
+  private readonly probedAnswers: (string | undefined)[] = [];
+  private lastProbe: (BoundaryProbe & { thinkingTokens: number }) | undefined;
+  /** The token that ends a probed answer (the testbed's "."), when the policy probes. */
+  private readonly answerEnd: number | undefined;
 
   constructor(
-    tokenizer: Tokenizer,
+    private readonly tokenizer: Tokenizer,
     prompt: readonly number[],
     private readonly options: ThinkingControllerOptions,
   ) {
@@ -125,6 +174,7 @@ export class ThinkingController {
       this.endProbability = new Ewma(options.thresholds.alpha);
       this.endMargin = new Ewma(options.thresholds.alpha);
     }
+    if (options.thresholds?.probe) this.answerEnd = this.tokenize('.')[0];
   }
 
   /** Whether the policy needs the logits rows (the budget alone does not). */
@@ -165,6 +215,51 @@ export class ThinkingController {
     return undefined;
   }
 
+  /** Probes so far. */
+  get probeCount(): number {
+    return this.probedAnswers.length;
+  }
+
+  /**
+   * The answer probe this step's tree should carry, if the policy probes and one is due: from the
+   * first boundary along the tree's likeliest chain (its root, the pending token, included) where
+   * the thinking has concluded a result. The earliest such node is the likeliest to be accepted,
+   * and a probe counts only where the accepted path passes (see `probed`).
+   */
+  planProbe(tree: TokenTree): PlannedProbe | undefined {
+    const thresholds = this.options.thresholds;
+    if (!thresholds?.probe || !this.thinking) return undefined;
+    const { tags, boundaryTokens } = this.options;
+    const lastProbeAt = this.lastProbe?.thinkingTokens ?? -Infinity;
+    // The lines the chain completes, after the text already emitted (its complete lines' conclusions are counted).
+    let lines = this.thinkingText.slice(this.lineStart);
+    for (let node = ROOT; node >= 0; node = likeliestChild(tree, node)) {
+      const token = tree.token(node);
+      if (node !== ROOT) {
+        if (token === tags.close || token === tags.open) return undefined;
+        lines += this.tokenizer.detokenize([token]);
+      }
+      const boundary = node === ROOT ? this.afterBoundary : boundaryTokens.has(token);
+      const thinkingTokens = this.thinkingTokenCount + tree.depth(node);
+      if (!boundary || !probeDue(thresholds, thinkingTokens, lastProbeAt)) continue;
+      const candidate = lastConcludedResult(lines) ?? this.conclusions.at(-1);
+      if (candidate === undefined) continue;
+      return { node, candidate, thinkingTokens, request: probeRequestSync((text) => this.tokenize(text), tags, candidate) };
+    }
+    return undefined;
+  }
+
+  /** The probe was verified and the accepted path passed its boundary: its score counts there. */
+  probed(probe: PlannedProbe, score: ProbeScore): void {
+    const answer = probedAnswer(score, probe.candidate, this.answerEnd!);
+    this.probedAnswers.push(answer);
+    this.lastProbe = { answer, confidence: score.confidence, thinkingTokens: probe.thinkingTokens };
+  }
+
+  private tokenize(text: string): number[] {
+    return this.tokenizer.tokenize(text, { addSpecial: false });
+  }
+
   private startThinking(): void {
     this.thinking = true;
     this.afterBoundary = false;
@@ -175,6 +270,7 @@ export class ThinkingController {
     const signals = boundarySignals(logits, this.options.tags.close);
     const smoothedEndProbability = this.endProbability?.push(signals.endProbability) ?? signals.endProbability;
     const smoothedEndMargin = this.endMargin?.push(signals.endMargin) ?? signals.endMargin;
+    const probe = this.lastProbe?.thinkingTokens === this.thinkingTokenCount ? this.lastProbe : undefined;
     const record: BoundaryRecord = {
       ...signals,
       thinkingTokens: this.thinkingTokenCount,
@@ -183,6 +279,8 @@ export class ThinkingController {
       smoothedEndMargin,
       concluded: this.conclusions.at(-1),
       agreement: trailingAgreement(this.conclusions),
+      ...(probe ? { probe: { answer: probe.answer, confidence: probe.confidence } } : {}),
+      probeAgreement: probe?.answer === undefined ? 0 : trailingAgreement(this.probedAnswers),
     };
     this.options.onBoundary?.(record);
     return this.options.thresholds !== undefined && shouldExit(record, this.options.thresholds);
@@ -249,7 +347,7 @@ export function boundaryTokens(tokenizer: Tokenizer, delimiters: readonly string
 }
 
 /** How many entries at the end of `values` equal the last one. */
-export function trailingAgreement(values: readonly string[]): number {
+export function trailingAgreement<T>(values: readonly T[]): number {
   let count = 0;
   for (let i = values.length - 1; i >= 0 && values[i] === values[values.length - 1]; i--) count++;
   return count;
@@ -257,11 +355,21 @@ export function trailingAgreement(values: readonly string[]): number {
 
 /**
  * The policy at one boundary: after the minimum thinking length, exit when the model itself leans
- * towards closing (smoothed p(close tag)), or when its conclusions have agreed often enough while
- * the close tag is within the margin.
+ * towards closing (smoothed p(close tag)), when its conclusions have agreed often enough while
+ * the close tag is within the margin, or when a probe here showed a sure answer that the probes
+ * before it agree with.
  */
 export function shouldExit(boundary: BoundaryRecord, thresholds: ExitThresholds): boolean {
   if (boundary.thinkingTokens < thresholds.minThinkingTokens) return false;
   if (boundary.smoothedEndProbability >= thresholds.endProbability) return true;
-  return thresholds.agreement > 0 && boundary.agreement >= thresholds.agreement && boundary.smoothedEndMargin <= thresholds.maxEndMargin;
+  if (thresholds.agreement > 0 && boundary.agreement >= thresholds.agreement && boundary.smoothedEndMargin <= thresholds.maxEndMargin) return true;
+  const rule = thresholds.probe;
+  return rule !== undefined && boundary.probe !== undefined && boundary.probe.confidence >= rule.confidence && boundary.probeAgreement >= Math.max(1, rule.agreement);
+}
+
+/** The child of `node` with the highest score (−1: a leaf). */
+function likeliestChild(tree: TokenTree, node: number): number {
+  let best = -1;
+  for (const child of tree.children(node)) if (best < 0 || tree.score(child) > tree.score(best)) best = child;
+  return best;
 }

@@ -37,19 +37,35 @@ export const PROBE_SOURCE = 'probe';
  */
 export async function probeRequest(
   tokenize: (text: string) => readonly number[] | Promise<readonly number[]>,
-  tags: ThinkingTagTokens,
+  tags: Pick<ThinkingTagTokens, 'close'>,
   candidate: string,
   prefix = DEFAULT_ANSWER_PREFIX,
 ): Promise<ProbeRequest> {
-  const lead = await tokenize(`\n${prefix}`);
-  const full = await tokenize(`\n${prefix} ${candidate}`);
+  return probeFromTokens(tags, await tokenize(`\n${prefix}`), await tokenize(`\n${prefix} ${candidate}`));
+}
+
+/** `probeRequest` for a synchronous tokenizer (the engine loop's, where a probe rides a step). */
+export function probeRequestSync(tokenize: (text: string) => readonly number[], tags: Pick<ThinkingTagTokens, 'close'>, candidate: string, prefix = DEFAULT_ANSWER_PREFIX): ProbeRequest {
+  return probeFromTokens(tags, tokenize(`\n${prefix}`), tokenize(`\n${prefix} ${candidate}`));
+}
+
+function probeFromTokens(tags: Pick<ThinkingTagTokens, 'close'>, lead: readonly number[], full: readonly number[]): ProbeRequest {
   const shared = commonPrefixLength(lead, full);
   return { tokens: [tags.close, ...full], answerStart: 1 + shared };
 }
 
-/** Adds the probe as a branch from the root; returns its node indices in probe order. */
-export function addProbeBranch(tree: TokenTree, probe: ProbeRequest): number[] {
-  return tree.addPath(probe.tokens, probe.tokens.map(() => 0), PROBE_SOURCE, ROOT);
+/**
+ * The answer a scored probe shows: the candidate, when the target agreed with every one of its
+ * tokens and then ends the number (`answerEnd`, the testbed's "."); undefined otherwise (the
+ * probe did not show the model's answer whole).
+ */
+export function probedAnswer(score: ProbeScore, candidate: string, answerEnd: number): string | undefined {
+  return score.agreed && score.answerTokens.at(-1) === answerEnd ? candidate : undefined;
+}
+
+/** Adds the probe as a branch from `from` (default the root); returns its node indices in probe order. */
+export function addProbeBranch(tree: TokenTree, probe: ProbeRequest, from = ROOT): number[] {
+  return tree.addPath(probe.tokens, probe.tokens.map(() => 0), PROBE_SOURCE, from);
 }
 
 /**

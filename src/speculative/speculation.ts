@@ -41,7 +41,7 @@ export class Speculation {
   /** Shared histories now serving a request (a history follows one request at a time). */
   private readonly lentSuffixes = new Set<Drafter>();
   private readonly planners = new Map<string, AdaptivePlanner>();
-  private costCurve: MeasuredCostCurve | undefined;
+  private costCurve: Promise<MeasuredCostCurve> | undefined;
 
   constructor(private readonly options: SpeculationOptions) {}
 
@@ -64,8 +64,12 @@ export class Speculation {
   }
 
   /** The measured cost curve of the target on this machine (measured once in `seq`, then cached on disk). */
-  async measuredCostCurve(seq: number): Promise<MeasuredCostCurve> {
-    this.costCurve ??= await costCurveFor(this.options.target, seq, this.options.threads, this.options.onMeasure);
+  measuredCostCurve(seq: number): Promise<MeasuredCostCurve> {
+    // The promise is kept, so that a second caller during the measurement waits for it instead of measuring again.
+    this.costCurve ??= costCurveFor(this.options.target, seq, this.options.threads, this.options.onMeasure).catch((error: unknown) => {
+      this.costCurve = undefined;
+      throw error;
+    });
     return this.costCurve;
   }
 
