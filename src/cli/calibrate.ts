@@ -1,5 +1,6 @@
 /** `tachyon calibrate reasoning`: fits the model's early-exit presets on the calibration half of a prompt set. */
-import { basename } from 'node:path';
+import { basename, isAbsolute, relative } from 'node:path';
+import { packageRoot } from '../paths.js';
 import type { Command } from 'commander';
 import { Engine } from '../engine/engine.js';
 import { readReasoningItems } from '../bench/reasoning.js';
@@ -59,7 +60,7 @@ export function registerCalibrate(program: Command): void {
         model: basename(model),
         levels: { low: fitted.levels.low.thresholds, medium: fitted.levels.medium.thresholds, high: fitted.levels.high.thresholds },
         calibration: {
-          prompts: flags.prompts,
+          prompts: shownPath(flags.prompts),
           half: 'calibration (odd 0-based lines)',
           n: items.length,
           full: fitted.full,
@@ -91,4 +92,10 @@ async function probePrice(engine: Engine, answers: readonly string[]): Promise<n
   const lengths = await Promise.all(answers.map(async (answer) => (await probeRequest(tokenize, { close }, answer)).tokens.length));
   const typical = [...lengths].sort((a, b) => a - b)[Math.floor(lengths.length / 2)];
   return probeCost(await engine.costCurve(), typical);
+}
+
+/** A path inside the package as relative to it (shipped presets name no machine's directories), others as given. */
+function shownPath(path: string): string {
+  const inside = relative(packageRoot, path);
+  return inside && !inside.startsWith('..') && !isAbsolute(inside) ? inside : path;
 }
