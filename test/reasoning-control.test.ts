@@ -151,6 +151,18 @@ describe('thinking budget and early exit on the testbed', () => {
       const concluding = trace.boundaries.filter((boundary) => boundary.concluded !== undefined);
       assert.deepEqual(riding.map((b) => [b.thinkingTokens, b.probe!.answer]), concluding.map((b) => [b.thinkingTokens, b.probed]));
       for (const [i, boundary] of riding.entries()) assert.ok(Math.abs(boundary.probe!.confidence - concluding[i].confidence) < 0.01);
+      // Where probes land never depends on the trees: exits with probe rules are the same as in plain decoding.
+      const twoChecks = await deep.tokenize('<|user|>\nCompute 2 × 69.<|end|>\n<|assistant|>\n');
+      for (const probe of [{ every: 0, confidence: 0.9, agreement: 2 }, { every: 24, confidence: 0.5, agreement: 1 }, { every: 8, confidence: 0.999, agreement: 3 }]) {
+        for (const start of [prompt, twoChecks]) {
+          const options = { maxTokens: 500, exitThresholds: { ...NEVER, probe } };
+          const plain = await deep.complete(start, { ...options, speculation: 'off' });
+          const drafted = await deep.complete(start, { ...options, speculation: 'draft' });
+          assert.deepEqual(drafted.tokens, plain.tokens, JSON.stringify(probe));
+          assert.equal(drafted.stats.answerProbes, plain.stats.answerProbes);
+          assert.equal(drafted.stats.thinkingEnd, plain.stats.thinkingEnd);
+        }
+      }
       assert.deepEqual(await deep.kvAudit(), []);
     } finally {
       await deep.dispose();

@@ -162,6 +162,26 @@ describe('prune', () => {
     assert.throws(() => tree.subtree([c]), RangeError);
     assert.equal(tree.subtree([a, b]).draft(ROOT)?.samples.length, 2);
   });
+
+  it('without cuts nodes with their subtrees, a draft group whole, and says where kept nodes went', () => {
+    const tree = new TokenTree(0);
+    const [x, y, z] = tree.addPath([7, 8, 9], [0.9, 0.8, 0.7], 'ngram');
+    const w = tree.addChild(x, 6, 0.1, 'ngram');
+    const a = tree.addChild(y, 1, 0.5, 'draft');
+    const b = tree.addChild(y, 2, 0.4, 'draft');
+    tree.setDraft(y, dist([1, 2], [0.6, 0.4]), [1, 2], { withReplacement: false });
+    const cutW = tree.without([w]);
+    assert.deepEqual([cutW.tree.size, cutW.indexOf(w), cutW.tree.token(cutW.indexOf(b)!)], [6, undefined, 2]);
+    assert.equal(cutW.tree.draft(cutW.indexOf(y)!)?.samples.length, 2);
+    // Cutting a child of a node whose children were draft-sampled takes them all (as subtree would have them): y becomes a leaf.
+    for (const cut of [a, z]) {
+      const { tree: cutTree, indexOf } = tree.without([cut]);
+      assert.deepEqual([indexOf(a), indexOf(b), indexOf(z), cutTree.children(indexOf(y)!).length, cutTree.size], [undefined, undefined, undefined, 0, 4]);
+    }
+    const cutX = tree.without([x]);
+    assert.equal(cutX.tree.size, 1);
+    assert.throws(() => tree.without([ROOT]), RangeError);
+  });
 });
 
 describe('combineTrees', () => {

@@ -434,27 +434,33 @@ export class EngineLoop {
     };
   }
 
-  /** Asks the request's decoder what to verify, adds the answer probe its thinking wants, and gives the tree its sequence ids. */
+  /** Asks the request's decoder what to verify, fits it to the probe rule of its thinking, and gives the tree its sequence ids. */
   private async placeTree(request: Request, spare: number, sequences: number, othersTokens: number): Promise<VerifiedTree> {
     const limits = this.stepLimits(request, spare, sequences, othersTokens);
-    const proposed = await request.decoder!.propose(request.sequence, limits);
-    const probed = this.withProbe(request, proposed, spare, limits.room);
-    return { proposed, placed: this.assignSequences(request, probed?.tree ?? proposed), ...(probed ? { probe: probed.probe } : {}) };
+    const { proposed, verified, probe } = this.withProbe(request, await request.decoder!.propose(request.sequence, limits), spare, limits.room);
+    return { proposed, placed: this.assignSequences(request, verified), ...(probe ? { probe } : {}) };
   }
 
   /**
-   * The proposed tree with the answer probe the request's thinking controller wants, when the
-   * step has room for it (batch slots and free cells, the sequence's room, a sequence id for the
-   * branch); undefined when none is wanted or none fits. The probe's nodes come after the
-   * proposed ones, so every proposed node keeps its index.
+   * The decoder's tree as the probe rule of the request's thinking wants it: without the nodes
+   * where a probe would be due and none rides (`proposed`, what the decoder accepts on), and
+   * with the answer probe when the step has room for it (batch slots and free cells, the
+   * sequence's room, a sequence id for the branch). A probe that does not fit has its boundary
+   * cut too, to be probed as a later step's root. The probe's nodes come after the proposed
+   * ones, so every proposed node keeps its index in the verified tree.
    */
-  private withProbe(request: Request, proposed: TokenTree, spare: number, room: number): { tree: TokenTree; probe: RidingProbe } | undefined {
-    const planned = request.output.planProbe(proposed);
-    if (!planned) return undefined;
-    const tree = proposed.subtree(Array.from({ length: proposed.size }, (_, node) => node));
-    const nodes = addProbeBranch(tree, planned.request, planned.node);
-    const fits = tree.size <= spare && tree.maxDepth() < room && tree.branchIds().branchCount <= 1 + this.ids.available;
-    return fits ? { tree, probe: { planned, nodes } } : undefined;
+  private withProbe(request: Request, drafted: TokenTree, spare: number, room: number): { proposed: TokenTree; verified: TokenTree; probe?: RidingProbe } {
+    const plan = request.output.planProbe(drafted);
+    if (!plan) return { proposed: drafted, verified: drafted };
+    const { tree: proposed, indexOf } = plan.cut.length > 0 ? drafted.without(plan.cut) : { tree: drafted, indexOf: (node: number) => node };
+    if (!plan.probe) return { proposed, verified: proposed };
+    const planned = { ...plan.probe, node: indexOf(plan.probe.node)! };
+    const verified = proposed.subtree(Array.from({ length: proposed.size }, (_, node) => node));
+    const nodes = addProbeBranch(verified, planned.request, planned.node);
+    if (verified.size <= spare && verified.maxDepth() < room && verified.branchIds().branchCount <= 1 + this.ids.available) return { proposed, verified, probe: { planned, nodes } };
+    if (planned.node === ROOT) return { proposed, verified: proposed };
+    const unprobed = drafted.without([...plan.cut, plan.probe.node]).tree;
+    return { proposed: unprobed, verified: unprobed };
   }
 
   /** Gives a tree its sequence ids: the request's own for its first branch, borrowed ones for the others. */

@@ -8,7 +8,7 @@ import type { DecoderTimings, SequenceDecoder } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
 import { ThinkingSegments, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingEnd } from '../reasoning/segments.js';
-import { thinkingControllerFor, type BoundaryRecord, type PlannedProbe, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
+import { thinkingControllerFor, type BoundaryRecord, type PlannedProbe, type ProbePlan, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
 import type { ProbeScore } from '../reasoning/probe.js';
 import type { TokenTree } from '../speculative/tree.js';
 
@@ -122,8 +122,8 @@ export class GenerationOutput {
     return this.controller?.needsLogits ?? false;
   }
 
-  /** The answer probe the thinking controller wants this step's tree to carry, if any. */
-  planProbe(tree: TokenTree): PlannedProbe | undefined {
+  /** What the thinking controller's probe rule asks of this step's tree (undefined: nothing). */
+  planProbe(tree: TokenTree): ProbePlan | undefined {
     return this.controller?.planProbe(tree);
   }
 

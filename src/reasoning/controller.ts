@@ -100,6 +100,13 @@ export interface PlannedProbe {
   thinkingTokens: number;
 }
 
+/** What a step's tree must carry and leave out for the probe rule (see `ThinkingController.planProbe`). */
+export interface ProbePlan {
+  probe: PlannedProbe | undefined;
+  /** Nodes of the tree not to verify, with everything below them. */
+  cut: readonly number[];
+}
+
 /** What the loop must do after `onEmitted` returned it. */
 export interface ThinkingIntervention {
   /** Drop the token just passed to `onEmitted` (it was not emitted; the forced tokens take its place). */
@@ -221,32 +228,61 @@ export class ThinkingController {
   }
 
   /**
-   * The answer probe this step's tree should carry, if the policy probes and one is due: from the
-   * first boundary along the tree's likeliest chain (its root, the pending token, included) where
-   * the thinking has concluded a result. The earliest such node is the likeliest to be accepted,
-   * and a probe counts only where the accepted path passes (see `probed`).
+   * What this step's tree must do for the probe rule, if the policy probes:
+   * - `probe`: the probe it carries, from the first boundary along the tree's likeliest chain (its
+   *   root, the pending token, included) where a probe is due and the thinking has concluded a
+   *   result: the earliest such node is the likeliest to be accepted;
+   * - `cut`: every other node where a probe would be due (on any path, counting the carried probe
+   *   as made), which the step must not verify. Exit decisions then never depend on how the
+   *   tree was drafted: the accepted path never passes a boundary where plain decoding would
+   *   probe without probing there, and a boundary cut here comes back as a later step's root.
    */
-  planProbe(tree: TokenTree): PlannedProbe | undefined {
+  planProbe(tree: TokenTree): ProbePlan | undefined {
     const thresholds = this.options.thresholds;
     if (!thresholds?.probe || !this.thinking) return undefined;
-    const { tags, boundaryTokens } = this.options;
     const lastProbeAt = this.lastProbe?.thinkingTokens ?? -Infinity;
-    // The lines the chain completes, after the text already emitted (its complete lines' conclusions are counted).
-    let lines = this.thinkingText.slice(this.lineStart);
-    for (let node = ROOT; node >= 0; node = likeliestChild(tree, node)) {
-      const token = tree.token(node);
-      if (node !== ROOT) {
-        if (token === tags.close || token === tags.open) return undefined;
-        lines += this.tokenizer.detokenize([token]);
+    // The text after the last complete line already emitted (whose conclusions are counted).
+    const lineStart = this.thinkingText.slice(this.lineStart);
+    const rootDue = this.afterBoundary ? this.dueCandidate(thresholds, this.thinkingTokenCount, lastProbeAt, lineStart) : undefined;
+    const probe = rootDue !== undefined ? this.plannedProbe(ROOT, rootDue) : this.probeOnLikeliestChain(tree, thresholds, lastProbeAt, lineStart);
+    const cut: number[] = [];
+    const walk = (node: number, text: string, lastAt: number): void => {
+      for (const child of tree.children(node)) {
+        const token = tree.token(child);
+        if (token === this.options.tags.close || token === this.options.tags.open) continue;
+        const childText = text + this.tokenizer.detokenize([token]);
+        const thinkingTokens = this.thinkingTokenCount + tree.depth(child);
+        const due = this.options.boundaryTokens.has(token) && this.dueCandidate(thresholds, thinkingTokens, lastAt, childText) !== undefined;
+        if (due && child !== probe?.node) cut.push(child);
+        else walk(child, childText, due ? thinkingTokens : lastAt);
       }
-      const boundary = node === ROOT ? this.afterBoundary : boundaryTokens.has(token);
-      const thinkingTokens = this.thinkingTokenCount + tree.depth(node);
-      if (!boundary || !probeDue(thresholds, thinkingTokens, lastProbeAt)) continue;
-      const candidate = lastConcludedResult(lines) ?? this.conclusions.at(-1);
-      if (candidate === undefined) continue;
-      return { node, candidate, thinkingTokens, request: probeRequestSync((text) => this.tokenize(text), tags, candidate) };
+    };
+    walk(ROOT, lineStart, probe?.node === ROOT ? probe.thinkingTokens : lastProbeAt);
+    return { probe, cut };
+  }
+
+  /** The first boundary after the root on the likeliest chain where a probe is due, as a planned probe. */
+  private probeOnLikeliestChain(tree: TokenTree, thresholds: ExitThresholds, lastProbeAt: number, lineStart: string): PlannedProbe | undefined {
+    let text = lineStart;
+    for (let node = likeliestChild(tree, ROOT); node >= 0; node = likeliestChild(tree, node)) {
+      const token = tree.token(node);
+      if (token === this.options.tags.close || token === this.options.tags.open) return undefined;
+      text += this.tokenizer.detokenize([token]);
+      if (!this.options.boundaryTokens.has(token)) continue;
+      const candidate = this.dueCandidate(thresholds, this.thinkingTokenCount + tree.depth(node), lastProbeAt, text);
+      if (candidate !== undefined) return this.plannedProbe(node, candidate, this.thinkingTokenCount + tree.depth(node));
     }
     return undefined;
+  }
+
+  /** The answer to probe at a boundary with `thinkingTokens` after `text` (the lines since the last counted one), if a probe is due there. */
+  private dueCandidate(thresholds: ExitThresholds, thinkingTokens: number, lastProbeAt: number, text: string): string | undefined {
+    if (!probeDue(thresholds, thinkingTokens, lastProbeAt)) return undefined;
+    return lastConcludedResult(text) ?? this.conclusions.at(-1);
+  }
+
+  private plannedProbe(node: number, candidate: string, thinkingTokens = this.thinkingTokenCount): PlannedProbe {
+    return { node, candidate, thinkingTokens, request: probeRequestSync((text) => this.tokenize(text), this.options.tags, candidate) };
   }
 
   /** The probe was verified and the accepted path passed its boundary: its score counts there. */

@@ -351,6 +351,30 @@ export class TokenTree {
     return result;
   }
 
+  /**
+   * A copy without the `cut` nodes and everything below them, and where each kept node went. A
+   * child of a node with draft-sampled children takes all of them with it (as `subtree` keeps
+   * them): rejection sampling over part of a group would be lossy, while a parent left without
+   * children just samples its bonus token.
+   */
+  without(cut: Iterable<number>): { tree: TokenTree; indexOf: (node: number) => number | undefined } {
+    const removed = new Array<boolean>(this.size).fill(false);
+    for (const node of cut) {
+      this.checkNode(node);
+      if (node === ROOT) throw new RangeError('without: the root cannot be cut');
+      const parent = this.parents[node];
+      for (const gone of this.drafts[parent] ? this.childLists[parent] : [node]) removed[gone] = true;
+    }
+    // A parent's index is below its children's, so one pass in index order sees every ancestor first.
+    const kept: number[] = [];
+    for (let node = 1; node < this.size; node++) {
+      removed[node] ||= removed[this.parents[node]];
+      if (!removed[node]) kept.push(node);
+    }
+    const newIndex = new Map<number, number>([[ROOT, ROOT], ...kept.map((old, k): [number, number] => [old, k + 1])]);
+    return { tree: this.subtree(kept), indexOf: (node) => newIndex.get(node) };
+  }
+
   private copyNodeFrom(other: TokenTree, old: number, parent: number): number {
     const created = this.pushNode(other.tokens[old], parent, other.depths[old], other.scores[old], other.primarySources[old]);
     this.sourceLists[created] = other.sourceLists[old].slice();
