@@ -208,6 +208,8 @@ async function run(engine: Loaded): Promise<void> {
 }
 
 async function shutdown(engine: Loaded): Promise<void> {
+  // A measurement under way decodes on the context: it finishes before the context goes.
+  await engine.between;
   engine.loop.dispose();
   // Queued stores already hold their bytes: they are written out after the contexts are gone.
   const closing = engine.cache?.close();

@@ -11,6 +11,10 @@
  * that token with the closing tag, so the thinking ends with the boundary itself. In plain
  * decoding, and after the last token of a speculative step, the dropped token is the pending one
  * (not yet in the KV cache), so dropping it costs nothing.
+ *
+ * With a probe rule, the loop also asks it before each step what the step's tree must carry (an
+ * answer probe from a boundary) and leave out (`planProbe`), and hands it the probe's score when
+ * the accepted path passed that boundary (`probed`), before the tokens after it are emitted.
  */
 import { TextStreamDecoder, type Tokenizer } from '../llama/tokenizer.js';
 import { ROOT, type TokenTree } from '../speculative/tree.js';
