@@ -5,6 +5,7 @@
  * `tachyon serve`). Every target gets the same requests from the same code, so what differs between
  * two runs is the target alone.
  */
+import { getMaxListeners, setMaxListeners } from 'node:events';
 import { EventSourceParserStream } from 'eventsource-parser/stream';
 import type { Engine } from '../engine/engine.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
@@ -72,6 +73,8 @@ export interface LoadOptions {
  */
 export async function runLoad(target: LoadTarget, requests: readonly LoadRequest[], options: LoadOptions): Promise<LoadRun> {
   const signal = options.signal ?? new AbortController().signal;
+  // Every request in flight listens to the run's signal (a stream, a fetch): 16 clients are not a leak.
+  setMaxListeners(Math.max(getMaxListeners(signal), 4 * options.concurrency), signal);
   const timings: RequestTiming[] = new Array(requests.length);
   let next = 0;
   const started = performance.now();
