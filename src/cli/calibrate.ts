@@ -4,9 +4,7 @@ import { packageRoot } from '../paths.js';
 import type { Command } from 'commander';
 import { Engine } from '../engine/engine.js';
 import { readReasoningItems } from '../bench/reasoning.js';
-import { evaluatePolicy, fitLevels, oracleExit, probeCost, promptHalf, traceThinking, type ThinkingTrace } from '../reasoning/calibrate.js';
-import { probeRequest } from '../reasoning/probe.js';
-import { DEFAULT_THINKING_TAGS } from '../reasoning/segments.js';
+import { evaluatePolicy, fitLevels, measuredProbeCost, oracleExit, promptHalf, traceThinking, type ThinkingTrace } from '../reasoning/calibrate.js';
 import { REASONING_EFFORTS } from '../reasoning/controller.js';
 import { presetFingerprint, presetsDir, saveReasoningPresets } from '../reasoning/presets.js';
 import { defaultReasoningPrompts } from '../bench/reasoning.js';
@@ -48,7 +46,7 @@ export function registerCalibrate(program: Command): void {
           progress.tick(item.id);
         }
         progress.stop();
-        probeDecodes = await probePrice(engine, items.map((item) => String(item.answer)));
+        probeDecodes = await measuredProbeCost(engine, items.map((item) => String(item.answer)));
       } finally {
         await engine.dispose();
       }
@@ -83,15 +81,6 @@ export function registerCalibrate(program: Command): void {
         process.stdout.write(`presets written to ${file}\n`);
       }
     });
-}
-
-/** What one answer probe (of the length the calibration answers give it) adds to a plain step, in decodes. */
-async function probePrice(engine: Engine, answers: readonly string[]): Promise<number> {
-  const tokenize = async (text: string) => (await engine.tokenize(text)).slice(engine.info.model.specialTokens.addBos ? 1 : 0);
-  const [close] = await tokenize(DEFAULT_THINKING_TAGS.close);
-  const lengths = await Promise.all(answers.map(async (answer) => (await probeRequest(tokenize, { close }, answer)).tokens.length));
-  const typical = [...lengths].sort((a, b) => a - b)[Math.floor(lengths.length / 2)];
-  return probeCost(await engine.costCurve(), typical);
 }
 
 /** A path inside the package as relative to it (shipped presets name no machine's directories), others as given. */

@@ -10,9 +10,9 @@
  */
 import type { Engine, GenerateOptions } from '../engine/engine.js';
 import { answerMatches, parseFinalAnswer } from './answers.js';
-import { probeDue, shouldExit, trailingAgreement, type BoundaryRecord, type ExitThresholds, type ProbeThresholds, type ReasoningEffort } from './controller.js';
+import { probeAgreement, probeDue, shouldExit, type BoundaryRecord, type ExitThresholds, type ProbeThresholds, type ReasoningEffort } from './controller.js';
 import { probedAnswer, probeRequest, scoreProbeAlone } from './probe.js';
-import { DEFAULT_THINKING_TAGS } from './segments.js';
+import { DEFAULT_THINKING_TAGS, type ThinkingTagTokens } from './segments.js';
 import { Ewma } from '../stats.js';
 import { CostCurve, type CostPoint } from '../speculative/cost-model.js';
 
@@ -47,12 +47,17 @@ export function promptHalf<T>(items: readonly T[], half: PromptHalf): T[] {
   return items.filter((_, index) => index % 2 === (half === 'calibration' ? 1 : 0));
 }
 
-/** Generates with full thinking, then probes every boundary it passed (each probe a branch off one scratch evaluation of the sequence). */
-export async function traceThinking(engine: Engine, prompt: readonly number[], maxTokens: number, options: Pick<GenerateOptions, 'cacheSalt'> = {}): Promise<ThinkingTrace> {
+/** The engine's tokenizer for text inside a sequence (no BOS), and the thinking tags probes close. */
+async function probeTokenizer(engine: Engine): Promise<{ tokenize: (text: string) => Promise<number[]>; tags: ThinkingTagTokens }> {
   const tokenize = async (text: string) => (await engine.tokenize(text)).slice(engine.info.model.specialTokens.addBos ? 1 : 0);
   const [open, close] = [await tokenize(DEFAULT_THINKING_TAGS.open), await tokenize(DEFAULT_THINKING_TAGS.close)];
   if (open.length !== 1 || close.length !== 1) throw new Error('the model has no <think>/</think> tokens: nothing to calibrate');
-  const tags = { open: open[0], close: close[0] };
+  return { tokenize, tags: { open: open[0], close: close[0] } };
+}
+
+/** Generates with full thinking, then probes every boundary it passed (each probe a branch off one scratch evaluation of the sequence). */
+export async function traceThinking(engine: Engine, prompt: readonly number[], maxTokens: number, options: Pick<GenerateOptions, 'cacheSalt'> = {}): Promise<ThinkingTrace> {
+  const { tokenize, tags } = await probeTokenizer(engine);
   const period = await tokenize('.');
   const result = await engine.complete(prompt, { ...options, maxTokens, speculation: 'off', recordBoundaries: true });
   const sequence = [...prompt, ...result.tokens];
@@ -97,7 +102,7 @@ export function replayExit(trace: ThinkingTrace, thresholds: ExitThresholds): Re
       smoothedEndProbability: endProbability.push(boundary.endProbability),
       smoothedEndMargin: endMargin.push(boundary.endMargin),
       ...(probed ? { probe: { answer: boundary.probed, confidence: boundary.confidence } } : {}),
-      probeAgreement: probed && boundary.probed !== undefined ? trailingAgreement(probedAnswers) : 0,
+      probeAgreement: probed ? probeAgreement(probedAnswers) : 0,
     };
     if (shouldExit(record, thresholds)) return { thinkingTokens: boundary.thinkingTokens, answer: boundary.probed, boundary: index, probes: probedAnswers.length };
   }
@@ -156,6 +161,14 @@ export function evaluatePolicy(traces: readonly ThinkingTrace[], expected: reado
 export function probeCost(points: readonly CostPoint[], probeTokens: number): number {
   const curve = new CostCurve(points);
   return curve.cost(1 + probeTokens) - curve.cost(1);
+}
+
+/** `probeCost` of a probe as long as the median one for these answers, on the engine's measured curve. */
+export async function measuredProbeCost(engine: Engine, answers: readonly string[]): Promise<number> {
+  const { tokenize, tags } = await probeTokenizer(engine);
+  const lengths = await Promise.all(answers.map(async (answer) => (await probeRequest(tokenize, tags, answer)).tokens.length));
+  const median = [...lengths].sort((a, b) => a - b)[Math.floor(lengths.length / 2)];
+  return probeCost(await engine.costCurve(), median);
 }
 
 /** Accuracy each level may give up against full thinking on the calibration half (fractions). */

@@ -244,49 +244,36 @@ export class ThinkingController {
   planProbe(tree: TokenTree): ProbePlan | undefined {
     const thresholds = this.options.thresholds;
     if (!thresholds?.probe || !this.thinking) return undefined;
-    const lastProbeAt = this.lastProbe?.thinkingTokens ?? -Infinity;
-    // The text after the last complete line already emitted (whose conclusions are counted).
-    const lineStart = this.thinkingText.slice(this.lineStart);
-    const rootDue = this.afterBoundary ? this.dueCandidate(thresholds, this.thinkingTokenCount, lastProbeAt, lineStart) : undefined;
-    const probe = rootDue !== undefined ? this.plannedProbe(ROOT, rootDue) : this.probeOnLikeliestChain(tree, thresholds, lastProbeAt, lineStart);
+    const { tags, boundaryTokens } = this.options;
+    let probe: PlannedProbe | undefined;
     const cut: number[] = [];
-    const walk = (node: number, text: string, lastAt: number): void => {
+    // `text`: the lines since the last complete one emitted (whose conclusions are counted), down to `node`.
+    const visit = (node: number, text: string, lastProbeAt: number, onLikeliestChain: boolean): void => {
+      const boundary = node === ROOT ? this.afterBoundary : boundaryTokens.has(tree.token(node));
+      const thinkingTokens = this.thinkingTokenCount + tree.depth(node);
+      const candidate = boundary ? this.dueCandidate(thresholds, thinkingTokens, lastProbeAt, text) : undefined;
+      if (candidate !== undefined) {
+        if (!onLikeliestChain || probe) {
+          cut.push(node);
+          return;
+        }
+        probe = { node, candidate, thinkingTokens, request: probeRequestSync((t) => this.tokenize(t), tags, candidate) };
+        lastProbeAt = thinkingTokens;
+      }
+      const chainChild = onLikeliestChain ? likeliestChild(tree, node) : -1;
       for (const child of tree.children(node)) {
         const token = tree.token(child);
-        if (token === this.options.tags.close || token === this.options.tags.open) continue;
-        const childText = text + this.tokenizer.detokenize([token]);
-        const thinkingTokens = this.thinkingTokenCount + tree.depth(child);
-        const due = this.options.boundaryTokens.has(token) && this.dueCandidate(thresholds, thinkingTokens, lastAt, childText) !== undefined;
-        if (due && child !== probe?.node) cut.push(child);
-        else walk(child, childText, due ? thinkingTokens : lastAt);
+        if (token !== tags.close && token !== tags.open) visit(child, text + this.tokenizer.detokenize([token]), lastProbeAt, child === chainChild);
       }
     };
-    walk(ROOT, lineStart, probe?.node === ROOT ? probe.thinkingTokens : lastProbeAt);
+    visit(ROOT, this.thinkingText.slice(this.lineStart), this.lastProbe?.thinkingTokens ?? -Infinity, true);
     return { probe, cut };
-  }
-
-  /** The first boundary after the root on the likeliest chain where a probe is due, as a planned probe. */
-  private probeOnLikeliestChain(tree: TokenTree, thresholds: ExitThresholds, lastProbeAt: number, lineStart: string): PlannedProbe | undefined {
-    let text = lineStart;
-    for (let node = likeliestChild(tree, ROOT); node >= 0; node = likeliestChild(tree, node)) {
-      const token = tree.token(node);
-      if (token === this.options.tags.close || token === this.options.tags.open) return undefined;
-      text += this.tokenizer.detokenize([token]);
-      if (!this.options.boundaryTokens.has(token)) continue;
-      const candidate = this.dueCandidate(thresholds, this.thinkingTokenCount + tree.depth(node), lastProbeAt, text);
-      if (candidate !== undefined) return this.plannedProbe(node, candidate, this.thinkingTokenCount + tree.depth(node));
-    }
-    return undefined;
   }
 
   /** The answer to probe at a boundary with `thinkingTokens` after `text` (the lines since the last counted one), if a probe is due there. */
   private dueCandidate(thresholds: ExitThresholds, thinkingTokens: number, lastProbeAt: number, text: string): string | undefined {
     if (!probeDue(thresholds, thinkingTokens, lastProbeAt)) return undefined;
     return lastConcludedResult(text) ?? this.conclusions.at(-1);
-  }
-
-  private plannedProbe(node: number, candidate: string, thinkingTokens = this.thinkingTokenCount): PlannedProbe {
-    return { node, candidate, thinkingTokens, request: probeRequestSync((text) => this.tokenize(text), this.options.tags, candidate) };
   }
 
   /** The probe was verified and the accepted path passed its boundary: its score counts there. */
@@ -320,7 +307,7 @@ export class ThinkingController {
       concluded: this.conclusions.at(-1),
       agreement: trailingAgreement(this.conclusions),
       ...(probe ? { probe: { answer: probe.answer, confidence: probe.confidence } } : {}),
-      probeAgreement: probe?.answer === undefined ? 0 : trailingAgreement(this.probedAnswers),
+      probeAgreement: probe ? probeAgreement(this.probedAnswers) : 0,
     };
     this.options.onBoundary?.(record);
     return this.options.thresholds !== undefined && shouldExit(record, this.options.thresholds);
@@ -384,6 +371,11 @@ export function boundaryTokens(tokenizer: Tokenizer, delimiters: readonly string
   if (!boundaryCache.has(tokenizer)) boundaryCache.set(tokenizer, new Map());
   boundaryCache.get(tokenizer)!.set(key, tokens);
   return tokens;
+}
+
+/** How many probes in a row, ending with the last, showed its answer (0 when the last showed none). */
+export function probeAgreement(answers: readonly (string | undefined)[]): number {
+  return answers.at(-1) === undefined ? 0 : trailingAgreement(answers);
 }
 
 /** How many entries at the end of `values` equal the last one. */
