@@ -31,3 +31,22 @@ test('bench serve names a missing llama-server instead of failing later', async 
   assert.equal(result.code, 2);
   assert.match(result.stderr, /no llama-server at \/nonexistent\/llama-server/);
 });
+
+test('bench serve reports a server that will not start, measures the rest, and exits 1', async () => {
+  const dir = scratchDir();
+  const result = await tachyon('bench', 'serve', '--llama-server', '/bin/false', '--setups', 'tachyon,llama', '--concurrency', '1', '--requests', '1', '--max-tokens', '4', '-n', '1', '--threads', '1', '--json', '--report', dir);
+  assert.equal(result.code, 1, result.stderr);
+  const summary = JSON.parse(result.stdout) as { concurrency: Record<string, Record<string, number>>; failures: string[] };
+  assert.ok(summary.concurrency['1'].tachyon_tps > 0);
+  assert.equal(summary.concurrency['1'].tachyon_spec_tps, undefined, 'not among --setups');
+  assert.equal(summary.concurrency['1'].llama_tps, undefined);
+  assert.equal(summary.failures.length, 1);
+  assert.match(summary.failures[0], /^llama: /);
+  assert.match(readFileSync(join(dir, 'bench-serve.md'), 'utf8'), /Not measured:\n\n- llama: /);
+});
+
+test('bench serve refuses an unknown setup', async () => {
+  const result = await tachyon('bench', 'serve', '--no-llama', '--setups', 'tachyon,vllm');
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /--setups: unknown setup "vllm"/);
+});

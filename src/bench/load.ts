@@ -108,9 +108,19 @@ async function timeRequest(target: LoadTarget, request: LoadRequest, runStarted:
     if (step.value !== undefined) timing.tokens = step.value;
     timing.e2e = last - sent;
   } catch (error) {
-    timing.error = error instanceof Error ? error.message : String(error);
+    timing.error = describeError(error);
   }
   return timing;
+}
+
+/** The message with its causes: fetch says only "fetch failed"; why (a reset socket, a timeout) is in `cause`. */
+function describeError(error: unknown): string {
+  const parts: string[] = [];
+  for (let current = error; current !== undefined && parts.length < 4; current = current instanceof Error ? current.cause : undefined) {
+    const code = current instanceof Error && 'code' in current && typeof current.code === 'string' ? ` (${current.code})` : '';
+    parts.push(current instanceof Error ? `${current.message}${code}` : String(current));
+  }
+  return parts.join(': ');
 }
 
 export interface LoadSummary {

@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { llamaServers, rawCompletionFlags } from './peer-server.js';
 import { packageRoot } from '../paths.js';
-import { OpenAiCompletionsTarget, runLoad, summarizeLoad, type LoadRequest, type LoadSummary } from './load.js';
+import { OpenAiCompletionsTarget, runLoad, summarizeLoad } from './load.js';
 
 /** The name both servers answer to (`--alias` for Tachyon; llama-server serves any). */
 const SERVED_MODEL_NAME = 'bench';
@@ -21,6 +21,8 @@ export interface ServeBenchOptions {
   model: string;
   draftModel?: string;
   concurrency: readonly number[];
+  /** The setups to run, in this order (those needing llama-server only when it is given). */
+  setups: readonly Setup[];
   /** Requests per concurrency level (at least the level itself). */
   requests: number;
   maxTokens: number;
@@ -45,6 +47,9 @@ export interface LevelMeasurement {
   itlP99Ms: number;
   requests: number;
   tokens: number;
+  /** Requests that failed; a level with any is not summarized (its throughput would flatter it). */
+  failed: number;
+  firstError?: string;
 }
 
 export interface ServeBenchReport {
@@ -55,22 +60,37 @@ export interface ServeBenchReport {
   /** The `--json` summary: throughput of each setup, latency of Tachyon with speculation. */
   concurrency: Record<string, Partial<Record<`${Setup}_tps`, number>> & { ttft_p50_ms?: number; ttft_p99_ms?: number; itl_p50_ms?: number; itl_p99_ms?: number }>;
   details: Partial<Record<Setup, Record<string, LevelMeasurement>>>;
+  /** What could not be measured, and why (a server that did not start, a level whose requests failed). */
+  failures: string[];
 }
 
 export async function runServeBench(options: ServeBenchOptions): Promise<ServeBenchReport> {
-  const setups = SETUPS.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'));
+  const setups = options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'));
   const details: ServeBenchReport['details'] = {};
+  // A server that will not start, or a level with failed requests, is reported, not the end of a long run.
+  const failures: string[] = [];
+  const fail = (line: string) => {
+    failures.push(line);
+    options.onProgress(line);
+  };
   for (const setup of setups) {
     options.onProgress(`${setup}: starting the server`);
-    const server = await startSetup(setup, options);
+    const server = await startSetup(setup, options).catch((error: unknown) => fail(`${setup}: ${messageOf(error)}`));
+    if (!server) continue;
     try {
       details[setup] = {};
       for (const level of options.concurrency) {
-        await drive(server, [{ id: 'warm-up', prompt: options.prompts[0], maxTokens: 8 }], 1); // first-request costs are not the level's
+        await warmUp(server, options.prompts[0]); // first-request costs are not the level's
         const measured = await measureLevel(server, level, options);
+        if (measured.failed > 0) {
+          fail(`${setup} × ${level}: ${measured.failed} of ${measured.requests} requests failed: ${measured.firstError}`);
+          continue;
+        }
         details[setup][level] = measured;
         options.onProgress(`${setup} × ${level}: ${measured.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${measured.ttftP50Ms.toFixed(1)} ms, ITL p50 ${measured.itlP50Ms.toFixed(2)} ms`);
       }
+    } catch (error) {
+      fail(`${setup}: ${messageOf(error)}`);
     } finally {
       await server.stop();
     }
@@ -82,6 +102,7 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
     settings: { ...settingsOf(options), prompts: options.prompts.length },
     concurrency: summary(details, options.concurrency),
     details,
+    failures,
   };
 }
 
@@ -106,7 +127,7 @@ function summary(details: ServeBenchReport['details'], levels: readonly number[]
 
 async function measureLevel(server: RunningSetup, level: number, options: ServeBenchOptions): Promise<LevelMeasurement> {
   const requests = Array.from({ length: Math.max(level, options.requests) }, (_, i) => ({ id: String(i), prompt: options.prompts[i % options.prompts.length], maxTokens: options.maxTokens }));
-  const summary = await drive(server, requests, level);
+  const summary = summarizeLoad(await runLoad(clientOf(server), requests, { concurrency: level }));
   return {
     tokensPerSecond: summary.tokens_per_second,
     ttftP50Ms: summary.ttft_p50_ms,
@@ -115,15 +136,24 @@ async function measureLevel(server: RunningSetup, level: number, options: ServeB
     itlP99Ms: summary.itl_p99_ms,
     requests: summary.requests,
     tokens: summary.tokens,
+    failed: summary.failed,
+    ...(summary.first_error !== undefined ? { firstError: summary.first_error } : {}),
   };
 }
 
-/** Sends `requests`, `concurrency` at a time, through the client every benchmark shares; a failed request fails the run. */
-async function drive(server: RunningSetup, requests: readonly LoadRequest[], concurrency: number): Promise<LoadSummary> {
-  const target = new OpenAiCompletionsTarget(server.name, server.url, { model: SERVED_MODEL_NAME, tachyon: server.tachyon });
-  const summary = summarizeLoad(await runLoad(target, requests, { concurrency }));
-  if (summary.failed > 0) throw new Error(`${server.name}: ${summary.failed} of ${summary.requests} requests failed: ${summary.first_error}`);
-  return summary;
+/** The client every benchmark shares, aimed at one server. */
+function clientOf(server: RunningSetup): OpenAiCompletionsTarget {
+  return new OpenAiCompletionsTarget(server.name, server.url, { model: SERVED_MODEL_NAME, tachyon: server.tachyon });
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Sends one warm-up request through the client every benchmark shares; its failure ends the setup. */
+async function warmUp(server: RunningSetup, prompt: string): Promise<void> {
+  const summary = summarizeLoad(await runLoad(clientOf(server), [{ id: 'warm-up', prompt, maxTokens: 8 }], { concurrency: 1 }));
+  if (summary.failed > 0) throw new Error(`the warm-up request failed: ${summary.first_error}`);
 }
 
 interface RunningSetup {

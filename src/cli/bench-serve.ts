@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { barChartSvg } from '../bench/chart.js';
 import { writeFileAtomic } from '../atomic-file.js';
 import { readJsonLines } from '../bench/jsonl.js';
-import { runServeBench, SETUPS, type ServeBenchReport } from '../bench/serve.js';
+import { runServeBench, SETUPS, type ServeBenchReport, type Setup } from '../bench/serve.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { UsageError } from './errors.js';
 import { integer } from './options.js';
@@ -16,6 +16,7 @@ interface ServeBenchFlags {
   model: string;
   draftModel?: string;
   concurrency: string;
+  setups: string;
   requests: number;
   maxTokens: number;
   prompts: string;
@@ -40,6 +41,7 @@ export function registerBenchServe(bench: Command): void {
     .option('-m, --model <path>', 'GGUF model of both servers', defaultModelPath)
     .option('--draft-model <path>', "draft GGUF for Tachyon's speculation")
     .option('--concurrency <list>', 'concurrent clients, one level after another', '1,4,8,16')
+    .option('--setups <list>', `servers to measure, of ${SETUPS.join(', ')}`, SETUPS.join(','))
     .option('--requests <n>', 'requests per level (at least the level)', integer(1), 16)
     .option('--max-tokens <n>', 'tokens per request (greedy)', integer(1), 256)
     .option('--prompts <file>', 'JSONL prompts with "chat_prompt" lines', join(packageRoot, 'bench', 'prompts', 'longgen.jsonl'))
@@ -67,6 +69,7 @@ async function serveBenchCommand(flags: ServeBenchFlags): Promise<void> {
     model: resolve(flags.model),
     draftModel: flags.draftModel && resolve(flags.draftModel),
     concurrency,
+    setups: parseSetups(flags.setups),
     requests: flags.requests,
     maxTokens: flags.maxTokens,
     prompts,
@@ -78,7 +81,16 @@ async function serveBenchCommand(flags: ServeBenchFlags): Promise<void> {
     onProgress: (line) => process.stderr.write(`bench serve: ${line}\n`),
   });
   if (flags.report) await writeServeReport(resolve(flags.report), report);
-  process.stdout.write(flags.json ? `${JSON.stringify({ concurrency: report.concurrency, model: report.model, ms_per_decode: report.ms_per_decode })}\n` : formatServeReport(report));
+  process.stdout.write(flags.json ? `${JSON.stringify({ concurrency: report.concurrency, model: report.model, ms_per_decode: report.ms_per_decode, failures: report.failures })}\n` : formatServeReport(report));
+  // What was measured is reported; a script still learns that not everything was.
+  if (report.failures.length > 0) process.exitCode = 1;
+}
+
+function parseSetups(list: string): Setup[] {
+  const names = list.split(',').map((name) => name.trim());
+  const unknown = names.find((name) => !(SETUPS as readonly string[]).includes(name));
+  if (unknown !== undefined) throw new UsageError(`--setups: unknown setup "${unknown}" (one of ${SETUPS.join(', ')})`);
+  return SETUPS.filter((setup) => names.includes(setup));
 }
 
 const COLORS: Record<(typeof SETUPS)[number], string> = { tachyon: '#8fb3ef', tachyon_spec: '#2f6fdf', llama: '#bbbbbb', llama_spec: '#777777' };
@@ -98,6 +110,7 @@ function formatServeReport(report: ServeBenchReport): string {
     `| ---: | ${SETUPS.map(() => '---:').join(' | ')} | ---: | ---: |`,
     ...rows,
     '',
+    ...(report.failures.length > 0 ? ['Not measured:', '', ...report.failures.map((failure) => `- ${failure}`), ''] : []),
   ].join('\n');
 }
 
