@@ -8,7 +8,7 @@ import { scratchDir } from './helpers/models.js';
 
 test('bench serve --no-llama measures tachyon serve with and without speculation and writes its report', async () => {
   const dir = scratchDir();
-  const result = await tachyon('bench', 'serve', '--no-llama', '--concurrency', '1,2', '--requests', '2', '--max-tokens', '8', '-n', '2', '--threads', '1', '--json', '--report', dir);
+  const result = await tachyon('bench', 'serve', '--no-llama', '--concurrency', '1,2', '--rounds', '2', '--requests', '2', '--max-tokens', '8', '-n', '2', '--threads', '1', '--json', '--report', dir);
   assert.equal(result.code, 0, result.stderr);
   const summary = JSON.parse(result.stdout) as { concurrency: Record<string, Record<string, number>>; ms_per_decode: number };
   assert.deepEqual(Object.keys(summary.concurrency), ['1', '2']);
@@ -19,7 +19,10 @@ test('bench serve --no-llama measures tachyon serve with and without speculation
     assert.equal(row.llama_tps, undefined);
   }
   assert.ok(summary.ms_per_decode > 0);
-  const report = JSON.parse(readFileSync(join(dir, 'bench-serve.json'), 'utf8')) as { details: { tachyon: Record<string, { tokens: number; requests: number }> } };
+  const report = JSON.parse(readFileSync(join(dir, 'bench-serve.json'), 'utf8')) as { details: { tachyon: Record<string, { tokens: number; requests: number; tokensPerSecond: number; roundsTokensPerSecond: number[] }> } };
+  const rounds = report.details.tachyon['2'].roundsTokensPerSecond;
+  assert.equal(rounds.length, 2);
+  assert.equal(report.details.tachyon['2'].tokensPerSecond, Math.min(...rounds), 'of two rounds, the lower is the median');
   assert.equal(report.details.tachyon['2'].requests, 2);
   assert.equal(report.details.tachyon['2'].tokens, 16, 'two greedy requests of 8 tokens');
   assert.match(readFileSync(join(dir, 'bench-serve.svg'), 'utf8'), /^<svg/);

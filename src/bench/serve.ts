@@ -23,6 +23,8 @@ export interface ServeBenchOptions {
   concurrency: readonly number[];
   /** The setups to run, in this order (those needing llama-server only when it is given). */
   setups: readonly Setup[];
+  /** Times each level is measured on every setup (the median round is reported). */
+  rounds: number;
   /** Requests per concurrency level (at least the level itself). */
   requests: number;
   maxTokens: number;
@@ -50,6 +52,8 @@ export interface LevelMeasurement {
   /** Requests that failed; a level with any is not summarized (its throughput would flatter it). */
   failed: number;
   firstError?: string;
+  /** Every round's throughput, when the level was measured more than once. */
+  roundsTokensPerSecond?: number[];
 }
 
 export interface ServeBenchReport {
@@ -65,36 +69,46 @@ export interface ServeBenchReport {
 }
 
 export async function runServeBench(options: ServeBenchOptions): Promise<ServeBenchReport> {
-  const setups = options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'));
-  const details: ServeBenchReport['details'] = {};
   // A server that will not start, or a level with failed requests, is reported, not the end of a long run.
   const failures: string[] = [];
   const fail = (line: string) => {
     failures.push(line);
     options.onProgress(line);
   };
-  for (const setup of setups) {
-    options.onProgress(`${setup}: starting the server`);
-    const server = await startSetup(setup, options).catch((error: unknown) => fail(`${setup}: ${messageOf(error)}`));
-    if (!server) continue;
-    try {
-      details[setup] = {};
-      for (const level of options.concurrency) {
-        await warmUp(server, options.prompts[0]); // first-request costs are not the level's
-        const measured = await measureLevel(server, level, options);
-        if (measured.failed > 0) {
-          fail(`${setup} × ${level}: ${measured.failed} of ${measured.requests} requests failed: ${measured.firstError}`);
-          continue;
-        }
-        details[setup][level] = measured;
-        options.onProgress(`${setup} × ${level}: ${measured.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${measured.ttftP50Ms.toFixed(1)} ms, ITL p50 ${measured.itlP50Ms.toFixed(2)} ms`);
-      }
-    } catch (error) {
-      fail(`${setup}: ${messageOf(error)}`);
-    } finally {
-      await server.stop();
+  const servers: RunningSetup[] = [];
+  const rounds: Partial<Record<Setup, Record<string, LevelMeasurement[]>>> = {};
+  try {
+    for (const setup of options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'))) {
+      options.onProgress(`${setup}: starting the server`);
+      const server = await startSetup(setup, options).catch((error: unknown) => fail(`${setup}: ${messageOf(error)}`));
+      if (server) servers.push(server);
     }
+    // Every server stays up and each level's rounds take them in turn, in an order that rotates:
+    // a machine whose speed drifts over a long run (this one's did by 15%) then slows all alike.
+    let turn = 0;
+    for (const level of options.concurrency) {
+      for (let round = 0; round < options.rounds; round++, turn++) {
+        for (const server of rotated(servers, turn)) {
+          if (server.broken) continue;
+          const measured = await measureLevel(server, level, options).catch((error: unknown) => {
+            server.broken = true;
+            fail(`${server.name}: ${messageOf(error)}`);
+          });
+          if (!measured) continue;
+          const what = `${server.name} × ${level}${options.rounds > 1 ? ` (round ${round + 1})` : ''}`;
+          if (measured.failed > 0) {
+            fail(`${what}: ${measured.failed} of ${measured.requests} requests failed: ${measured.firstError}`);
+            continue;
+          }
+          ((rounds[server.name] ??= {})[level] ??= []).push(measured);
+          options.onProgress(`${what}: ${measured.tokensPerSecond.toFixed(1)} tok/s, TTFT p50 ${measured.ttftP50Ms.toFixed(1)} ms, ITL p50 ${measured.itlP50Ms.toFixed(2)} ms`);
+        }
+      }
+    }
+  } finally {
+    await Promise.all(servers.map((server) => server.stop()));
   }
+  const details = medianRounds(rounds);
   return {
     model: options.model,
     // One decode is a single stream's inter-token gap: at more clients a gap is a shared step.
@@ -104,6 +118,25 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
     details,
     failures,
   };
+}
+
+/** `items` starting at `turn` (mod its length). */
+function rotated<T>(items: readonly T[], turn: number): T[] {
+  const at = items.length > 0 ? turn % items.length : 0;
+  return [...items.slice(at), ...items.slice(0, at)];
+}
+
+/** Each setup and level: the round with the median throughput (its latencies come with it), and every round's throughput. */
+function medianRounds(rounds: Partial<Record<Setup, Record<string, LevelMeasurement[]>>>): ServeBenchReport['details'] {
+  const details: ServeBenchReport['details'] = {};
+  for (const [setup, levels] of Object.entries(rounds) as [Setup, Record<string, LevelMeasurement[]>][]) {
+    details[setup] = {};
+    for (const [level, measured] of Object.entries(levels)) {
+      const sorted = [...measured].sort((a, b) => a.tokensPerSecond - b.tokensPerSecond);
+      details[setup][level] = { ...sorted[Math.floor((sorted.length - 1) / 2)], roundsTokensPerSecond: measured.map((m) => m.tokensPerSecond) };
+    }
+  }
+  return details;
 }
 
 function settingsOf({ onProgress: _onProgress, prompts: _prompts, ...settings }: ServeBenchOptions) {
@@ -125,7 +158,9 @@ function summary(details: ServeBenchReport['details'], levels: readonly number[]
   return result;
 }
 
+/** One level on one server: a warm-up request (its failure breaks the server), then the level's requests. */
 async function measureLevel(server: RunningSetup, level: number, options: ServeBenchOptions): Promise<LevelMeasurement> {
+  await warmUp(server, options.prompts[0]); // first-request costs are not the level's
   const requests = Array.from({ length: Math.max(level, options.requests) }, (_, i) => ({ id: String(i), prompt: options.prompts[i % options.prompts.length], maxTokens: options.maxTokens }));
   const summary = summarizeLoad(await runLoad(clientOf(server), requests, { concurrency: level }));
   return {
@@ -161,6 +196,8 @@ interface RunningSetup {
   url: string;
   /** `tachyon serve` names each chunk's tokens, so a chunk of k tokens counts k. */
   tachyon: boolean;
+  /** Set once its warm-up failed: it is measured no more. */
+  broken?: boolean;
   stop(): Promise<void>;
 }
 

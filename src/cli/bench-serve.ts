@@ -17,6 +17,7 @@ interface ServeBenchFlags {
   draftModel?: string;
   concurrency: string;
   setups: string;
+  rounds: number;
   requests: number;
   maxTokens: number;
   prompts: string;
@@ -42,6 +43,7 @@ export function registerBenchServe(bench: Command): void {
     .option('--draft-model <path>', "draft GGUF for Tachyon's speculation")
     .option('--concurrency <list>', 'concurrent clients, one level after another', '1,4,8,16')
     .option('--setups <list>', `servers to measure, of ${SETUPS.join(', ')}`, SETUPS.join(','))
+    .option('--rounds <n>', 'measurements of each level on every server, taken in turn (the median is reported)', integer(1, 100), 1)
     .option('--requests <n>', 'requests per level (at least the level)', integer(1), 16)
     .option('--max-tokens <n>', 'tokens per request (greedy)', integer(1), 256)
     .option('--prompts <file>', 'JSONL prompts with "chat_prompt" lines', join(packageRoot, 'bench', 'prompts', 'longgen.jsonl'))
@@ -70,6 +72,7 @@ async function serveBenchCommand(flags: ServeBenchFlags): Promise<void> {
     draftModel: flags.draftModel && resolve(flags.draftModel),
     concurrency,
     setups: parseSetups(flags.setups),
+    rounds: flags.rounds,
     requests: flags.requests,
     maxTokens: flags.maxTokens,
     prompts,
@@ -104,7 +107,7 @@ function formatServeReport(report: ServeBenchReport): string {
   return [
     `# tachyon serve vs llama-server: ${basename(report.model)}`,
     '',
-    `${report.settings.parallel} slots × ${report.settings.ctxSize} tokens, ${report.settings.threads} threads, ${report.settings.maxTokens} tokens per request (greedy), ${report.settings.prompts} prompts; one decode ≈ ${number(report.ms_per_decode ?? undefined, 2)} ms (Tachyon plain, 1 client, inter-token p50).`,
+    `${report.settings.parallel} slots × ${report.settings.ctxSize} tokens, ${report.settings.threads} threads, ${report.settings.maxTokens} tokens per request (greedy), ${report.settings.prompts} prompts; all servers up at once, each level measured ${report.settings.rounds === 1 ? 'once on each, in turn' : `${report.settings.rounds} times on each, in turns that rotate (median round)`}; one decode ≈ ${number(report.ms_per_decode ?? undefined, 2)} ms (Tachyon plain, 1 client, inter-token p50).`,
     '',
     `| clients | ${SETUPS.map((setup) => `${setup} tok/s`).join(' | ')} | TTFT p50 / p99 ms (tachyon_spec) | ITL p50 / p99 ms (tachyon_spec) |`,
     `| ---: | ${SETUPS.map(() => '---:').join(' | ')} | ---: | ---: |`,
