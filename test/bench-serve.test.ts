@@ -27,6 +27,7 @@ test('bench serve --no-llama measures tachyon serve with and without speculation
   assert.equal(report.details.tachyon['2'].tokens, 16, 'two greedy requests of 8 tokens');
   assert.match(readFileSync(join(dir, 'bench-serve.svg'), 'utf8'), /^<svg/);
   assert.match(readFileSync(join(dir, 'bench-serve.md'), 'utf8'), /\| 2 \|/);
+  assert.match(readFileSync(join(dir, 'bench-serve.md'), 'utf8'), /Prompts repeated/, '2 prompts for 8 requests');
 });
 
 test('bench serve names a missing llama-server instead of failing later', async () => {

@@ -9,10 +9,11 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { llamaServers, rawCompletionFlags } from './peer-server.js';
 import { packageRoot } from '../paths.js';
-import { OpenAiCompletionsTarget, runLoad, summarizeLoad } from './load.js';
+import { OpenAiCompletionsTarget, runLoad, summarizeLoad, type LoadRequest } from './load.js';
 
 /** The name both servers answer to (`--alias` for Tachyon; llama-server serves any). */
 const SERVED_MODEL_NAME = 'bench';
+const WARM_UP_PROMPT = 'Hello';
 
 export const SETUPS = ['tachyon', 'tachyon_spec', 'llama', 'llama_spec'] as const;
 export type Setup = (typeof SETUPS)[number];
@@ -28,7 +29,12 @@ export interface ServeBenchOptions {
   /** Requests per concurrency level (at least the level itself). */
   requests: number;
   maxTokens: number;
-  /** Prompt texts, already chat-formatted; requests cycle through them. */
+  /**
+   * Prompt texts, already chat-formatted. Each turn (a level's round) takes the next prompts for
+   * all servers alike; none is sent twice to a server while there are enough, since a server's
+   * drafters may remember what it answered before (a suffix tree across requests would then
+   * replay a repeated prompt's answer).
+   */
   prompts: readonly string[];
   parallel: number;
   /** Context per slot. */
@@ -66,6 +72,8 @@ export interface ServeBenchReport {
   details: Partial<Record<Setup, Record<string, LevelMeasurement>>>;
   /** What could not be measured, and why (a server that did not start, a level whose requests failed). */
   failures: string[];
+  /** Prompts had to repeat (fewer than the turns needed): a speculative server may have seen an answer before. */
+  promptsRepeat: boolean;
 }
 
 export async function runServeBench(options: ServeBenchOptions): Promise<ServeBenchReport> {
@@ -76,6 +84,9 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
     options.onProgress(line);
   };
   const servers: RunningSetup[] = [];
+  const needed = options.concurrency.reduce((sum, level) => sum + requestsAt(level, options) * options.rounds, 0);
+  const promptsRepeat = needed > options.prompts.length;
+  if (promptsRepeat) options.onProgress(`only ${options.prompts.length} prompts for ${needed} requests: prompts repeat, and a speculative server may replay an answer it gave before`);
   const rounds: Partial<Record<Setup, Record<string, LevelMeasurement[]>>> = {};
   try {
     for (const setup of options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'))) {
@@ -86,11 +97,14 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
     // Every server stays up and each level's rounds take them in turn, in an order that rotates:
     // a machine whose speed drifts over a long run (this one's did by 15%) then slows all alike.
     let turn = 0;
+    let sent = 0;
     for (const level of options.concurrency) {
       for (let round = 0; round < options.rounds; round++, turn++) {
+        const requests = Array.from({ length: requestsAt(level, options) }, (_, i) => ({ id: String(i), prompt: options.prompts[(sent + i) % options.prompts.length], maxTokens: options.maxTokens }));
+        sent += requests.length;
         for (const server of rotated(servers, turn)) {
           if (server.broken) continue;
-          const measured = await measureLevel(server, level, options).catch((error: unknown) => {
+          const measured = await measureLevel(server, level, requests).catch((error: unknown) => {
             server.broken = true;
             fail(`${server.name}: ${messageOf(error)}`);
           });
@@ -117,6 +131,7 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
     concurrency: summary(details, options.concurrency),
     details,
     failures,
+    promptsRepeat,
   };
 }
 
@@ -158,10 +173,13 @@ function summary(details: ServeBenchReport['details'], levels: readonly number[]
   return result;
 }
 
+function requestsAt(level: number, options: ServeBenchOptions): number {
+  return Math.max(level, options.requests);
+}
+
 /** One level on one server: a warm-up request (its failure breaks the server), then the level's requests. */
-async function measureLevel(server: RunningSetup, level: number, options: ServeBenchOptions): Promise<LevelMeasurement> {
-  await warmUp(server, options.prompts[0]); // first-request costs are not the level's
-  const requests = Array.from({ length: Math.max(level, options.requests) }, (_, i) => ({ id: String(i), prompt: options.prompts[i % options.prompts.length], maxTokens: options.maxTokens }));
+async function measureLevel(server: RunningSetup, level: number, requests: readonly LoadRequest[]): Promise<LevelMeasurement> {
+  await warmUp(server); // first-request costs are not the level's
   const summary = summarizeLoad(await runLoad(clientOf(server), requests, { concurrency: level }));
   return {
     tokensPerSecond: summary.tokens_per_second,
@@ -186,8 +204,9 @@ function messageOf(error: unknown): string {
 }
 
 /** Sends one warm-up request through the client every benchmark shares; its failure ends the setup. */
-async function warmUp(server: RunningSetup, prompt: string): Promise<void> {
-  const summary = summarizeLoad(await runLoad(clientOf(server), [{ id: 'warm-up', prompt, maxTokens: 8 }], { concurrency: 1 }));
+async function warmUp(server: RunningSetup): Promise<void> {
+  // Not one of the measured prompts: a drafter that remembers answers must not have seen one.
+  const summary = summarizeLoad(await runLoad(clientOf(server), [{ id: 'warm-up', prompt: WARM_UP_PROMPT, maxTokens: 8 }], { concurrency: 1 }));
   if (summary.failed > 0) throw new Error(`the warm-up request failed: ${summary.first_error}`);
 }
 

@@ -21,7 +21,7 @@ interface ServeBenchFlags {
   requests: number;
   maxTokens: number;
   prompts: string;
-  n: number;
+  n?: number;
   parallel: number;
   ctxSize: number;
   threads: number;
@@ -47,7 +47,7 @@ export function registerBenchServe(bench: Command): void {
     .option('--requests <n>', 'requests per level (at least the level)', integer(1), 16)
     .option('--max-tokens <n>', 'tokens per request (greedy)', integer(1), 256)
     .option('--prompts <file>', 'JSONL prompts with "chat_prompt" lines', join(packageRoot, 'bench', 'prompts', 'longgen.jsonl'))
-    .option('-n, --n <count>', 'prompts taken from the file', integer(1), 16)
+    .option('-n, --n <count>', 'prompts taken from the file (default: all; each level and round gets prompts of its own)', integer(1))
     .option('--parallel <n>', 'slots of both servers', integer(1, 256), 8)
     .option('-c, --ctx-size <n>', 'context per slot', integer(16), 1024)
     .option('-t, --threads <n>', 'CPU threads of both servers', integer(1, 512), availableParallelism())
@@ -63,7 +63,7 @@ async function serveBenchCommand(flags: ServeBenchFlags): Promise<void> {
   const llamaServer = flags.llama ? (flags.llamaServer ?? process.env.TACHYON_LLAMA_SERVER ?? BUILT_LLAMA_SERVER) : undefined;
   if (llamaServer && !existsSync(llamaServer)) throw new UsageError(`no llama-server at ${llamaServer}: build it with bench/peers/build-llama-cpp.sh, pass --llama-server PATH, or use --no-llama`);
   const concurrency = flags.concurrency.split(',').map((level) => integer(1, 4096)(level.trim()));
-  const prompts = (await readJsonLines(resolve(flags.prompts))).slice(0, flags.n).map(({ row, line }) => {
+  const prompts = (await readJsonLines(resolve(flags.prompts))).slice(0, flags.n ?? Infinity).map(({ row, line }) => {
     if (typeof row.chat_prompt !== 'string') throw new UsageError(`${flags.prompts}:${line}: needs a "chat_prompt" string`);
     return row.chat_prompt;
   });
@@ -107,12 +107,13 @@ function formatServeReport(report: ServeBenchReport): string {
   return [
     `# tachyon serve vs llama-server: ${basename(report.model)}`,
     '',
-    `${report.settings.parallel} slots × ${report.settings.ctxSize} tokens, ${report.settings.threads} threads, ${report.settings.maxTokens} tokens per request (greedy), ${report.settings.prompts} prompts; all servers up at once, each level measured ${report.settings.rounds === 1 ? 'once on each, in turn' : `${report.settings.rounds} times on each, in turns that rotate (median round)`}; one decode ≈ ${number(report.ms_per_decode ?? undefined, 2)} ms (Tachyon plain, 1 client, inter-token p50).`,
+    `${report.settings.parallel} slots × ${report.settings.ctxSize} tokens, ${report.settings.threads} threads, ${report.settings.maxTokens} tokens per request (greedy), ${report.settings.prompts} prompts (each level and round sends its own to every server); all servers up at once, each level measured ${report.settings.rounds === 1 ? 'once on each, in turn' : `${report.settings.rounds} times on each, in turns that rotate (median round)`}; one decode ≈ ${number(report.ms_per_decode ?? undefined, 2)} ms (Tachyon plain, 1 client, inter-token p50).`,
     '',
     `| clients | ${SETUPS.map((setup) => `${setup} tok/s`).join(' | ')} | TTFT p50 / p99 ms (tachyon_spec) | ITL p50 / p99 ms (tachyon_spec) |`,
     `| ---: | ${SETUPS.map(() => '---:').join(' | ')} | ---: | ---: |`,
     ...rows,
     '',
+    ...(report.promptsRepeat ? ['Prompts repeated (the file had fewer than the requests): a speculative server may have replayed an answer it gave before.', ''] : []),
     ...(report.failures.length > 0 ? ['Not measured:', '', ...report.failures.map((failure) => `- ${failure}`), ''] : []),
   ].join('\n');
 }
