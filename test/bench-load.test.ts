@@ -149,6 +149,35 @@ test('an HTTP error is a failed request that names the status', async () => {
   }
 });
 
+test('a connection closed before any response is sent once more; one closed twice fails and says why', async () => {
+  // Closes the first `drops` connections as soon as a request arrives, as a server closing an idle keep-alive connection does.
+  const serve = async (drops: number) => {
+    let seen = 0;
+    const { url, server } = await sseServer(['a', 'b'], 2);
+    const handler = server.listeners('request')[0] as (...args: unknown[]) => void;
+    server.removeAllListeners('request');
+    server.on('request', (request: { socket: { destroy(): void } }, response: unknown) => (seen++ < drops ? request.socket.destroy() : handler(request, response)));
+    return { url, server, sent: () => seen };
+  };
+  const once = await serve(1);
+  try {
+    const run = await runLoad(new OpenAiCompletionsTarget('peer', once.url), requests(['q']), { concurrency: 1 });
+    assert.equal(run.requests[0].error, undefined);
+    assert.equal(run.requests[0].tokens, 2);
+    assert.equal(once.sent(), 2);
+  } finally {
+    once.server.close();
+  }
+  const twice = await serve(2);
+  try {
+    const run = await runLoad(new OpenAiCompletionsTarget('peer', twice.url), requests(['q']), { concurrency: 1 });
+    assert.match(run.requests[0].error ?? '', /^fetch failed: .*\((UND_ERR_SOCKET|ECONNRESET)\)/);
+    assert.equal(twice.sent(), 2, 'one retry, not more');
+  } finally {
+    twice.server.close();
+  }
+});
+
 test('bench batch runs every concurrency and mode on the testbed and writes its report', async () => {
   const dir = scratchDir();
   const result = await tachyon('bench', 'batch', '--concurrency', '1,2', '--n', '2', '--max-tokens', '8', '--threads', '1', '--no-peer', '--json', '--report', dir);

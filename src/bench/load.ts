@@ -113,6 +113,26 @@ async function timeRequest(target: LoadTarget, request: LoadRequest, runStarted:
   return timing;
 }
 
+/**
+ * Sends once more when the connection closed before any response (a keep-alive connection the
+ * server closed as it was reused: llama-server does so after a few idle seconds, and the request
+ * never reached it), as the `openai` client does. The time to first token counts from the first try.
+ */
+async function withConnectionRetry(send: () => Promise<Response>, signal: AbortSignal): Promise<Response> {
+  try {
+    return await send();
+  } catch (error) {
+    if (signal.aborted || !closedBeforeResponse(error)) throw error;
+    return send();
+  }
+}
+
+function closedBeforeResponse(error: unknown): boolean {
+  const cause = error instanceof Error ? error.cause : undefined;
+  const code = cause instanceof Error && 'code' in cause ? cause.code : undefined;
+  return code === 'UND_ERR_SOCKET' || code === 'ECONNRESET';
+}
+
 /** The message with its causes: fetch says only "fetch failed"; why (a reset socket, a timeout) is in `cause`. */
 function describeError(error: unknown): string {
   const parts: string[] = [];
@@ -171,15 +191,21 @@ export function engineTargetName(speculation: SpeculationMode): string {
 export class EngineTarget implements LoadTarget {
   readonly name: string;
 
+  /**
+   * `salt`: the requests' cache salt. Runs that send the same prompts again give each run its own:
+   * the suffix drafter keeps a history of answers per salt and would replay a repeated prompt's
+   * answer (and the prefix cache would restore its KV).
+   */
   constructor(
     private readonly engine: Engine,
     private readonly speculation: SpeculationMode,
+    private readonly salt?: string,
   ) {
     this.name = engineTargetName(speculation);
   }
 
   async *stream(request: LoadRequest, signal: AbortSignal): AsyncGenerator<Arrival, number, void> {
-    const generation = this.engine.generate(request.prompt, { maxTokens: request.maxTokens, temperature: 0, speculation: this.speculation, signal });
+    const generation = this.engine.generate(request.prompt, { maxTokens: request.maxTokens, temperature: 0, speculation: this.speculation, signal, ...(this.salt !== undefined ? { cacheSalt: this.salt } : {}) });
     for (;;) {
       const step = await generation.next();
       if (step.done) return step.value.tokens.length;
@@ -202,7 +228,7 @@ export class OpenAiCompletionsTarget implements LoadTarget {
   ) {}
 
   async *stream(request: LoadRequest, signal: AbortSignal): AsyncGenerator<Arrival, number | undefined, void> {
-    const response = await fetch(`${this.baseUrl}/v1/completions`, {
+    const response = await withConnectionRetry(() => fetch(`${this.baseUrl}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(this.options.apiKey ? { authorization: `Bearer ${this.options.apiKey}` } : {}) },
       body: JSON.stringify({
@@ -214,7 +240,7 @@ export class OpenAiCompletionsTarget implements LoadTarget {
         stream_options: this.options.tachyon ? { include_usage: true, include_drafters: true } : { include_usage: true },
       }),
       signal,
-    });
+    }), signal);
     if (!response.ok || !response.body) throw new Error(`${this.name}: HTTP ${response.status}: ${(await response.text()).slice(0, 300)}`);
     let completionTokens: number | undefined;
     const events = response.body.pipeThrough(new TextDecoderStream()).pipeThrough(new EventSourceParserStream());
