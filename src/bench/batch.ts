@@ -122,11 +122,13 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
       if (requests.length < c) progress(`concurrency ${c}: only ${requests.length} requests (--n), so at most ${requests.length} run at once`);
       const rounds = new Map<string, LoadSummary[]>();
       // The order rotates from one round and concurrency to the next: a machine whose speed drifts favours no target.
+      // Every run sends the same prompts, so each drafts from a history of its own (the salt): a
+      // history holding an earlier run's answers replays them (c2 once measured 2.7x plain this way).
       const order = [...options.speculation.map((mode) => ({ mode })), ...(peer ? [{ mode: 'peer' as const }] : [])];
       for (let round = 0; round < (options.repeats ?? 1); round++) {
         for (const k of order.keys()) {
           const { mode } = order[(k + index + round) % order.length];
-          const summary = mode === 'peer' ? await peer!.run(c, requests, progress) : await runTarget(new EngineTarget(engine, mode), c, requests, progress);
+          const summary = mode === 'peer' ? await peer!.run(c, requests, progress) : await runTarget(new EngineTarget(engine, mode, `concurrency ${c}, round ${round}`), c, requests, progress);
           rounds.set(summary.target, [...(rounds.get(summary.target) ?? []), summary]);
         }
       }
