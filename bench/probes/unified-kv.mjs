@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // What one decode step costs when S sequences of L cells each share llama.cpp's unified KV buffer
 // (every token's attention spans every used cell, masked to its own sequence), against the same
-// S-token batch over sequences of one cell each. Usage (after `npm run build`):
+// S-token batch over sequences of one cell each, and against a KV buffer per sequence (llama-server's
+// default with several slots, where attention spans only the sequence's own cells). Usage (after `npm run build`):
 //   node bench/probes/unified-kv.mjs [--model PATH] [--threads N] [--steps 20]
 import { parseArgs } from 'node:util';
 import { Model } from '../../dist/src/llama/model.js';
@@ -16,8 +17,9 @@ const steps = Number(values.steps);
 const model = await Model.load(values.model, { gpu: 'cpu' });
 const rows = [];
 for (const sequences of [1, 8, 16]) {
-  for (const length of [1, 128, 512]) {
-    const context = Context.create(model, { contextSize: sequences * (length + steps + 8), sequences, threads });
+  for (const [length, unifiedKv] of [[1, true], [128, true], [512, true], [128, false], [512, false]]) {
+    if (sequences === 1 && !unifiedKv) continue;
+    const context = Context.create(model, { contextSize: sequences * (length + steps + 8), sequences, threads, unifiedKv });
     const batch = new TokenBatch(Math.max(sequences, Math.min(512, length)), 1);
     for (let seq = 0; seq < sequences; seq++) evaluateTokens(context, batch, Array.from({ length }, (_, i) => 300 + ((i * 7 + seq) % 500)), 0, seq);
     const times = [];
@@ -28,7 +30,7 @@ for (const sequences of [1, 8, 16]) {
       context.decodeSync(batch);
       times.push(performance.now() - started);
     }
-    rows.push({ sequences, cells_per_sequence: length, used_cells: sequences * length, ms_per_step: Number(median(times).toFixed(3)) });
+    rows.push({ sequences, kv: unifiedKv ? 'unified' : 'per sequence', cells_per_sequence: length, used_cells: sequences * length, ms_per_step: Number(median(times).toFixed(3)) });
     batch.dispose();
     context.dispose();
   }

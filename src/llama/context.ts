@@ -25,6 +25,13 @@ export interface ContextOptions {
   kvType?: KvType;
   /** Also compute embeddings. */
   embeddings?: boolean;
+  /**
+   * One KV buffer for all sequences (default): a cell may belong to several sequences, as token
+   * trees and shared prefixes need, and every token's attention spans all used cells, masked. false:
+   * a buffer per sequence of contextSize / sequences cells (llama-server's default with several
+   * slots); bench/probes/unified-kv.mjs compares the two.
+   */
+  unifiedKv?: boolean;
 }
 
 export class DecodeError extends Error {
@@ -81,7 +88,7 @@ export class Context {
     params.embeddings = options.embeddings ?? false;
     params.no_perf = true;
     // One KV buffer shared by all sequences: tree branches share their prefix cells via seq_cp.
-    params.kv_unified = true;
+    params.kv_unified = options.unifiedKv ?? true;
     model.library.takeErrors();
     const handle = api.initFromModel(model.pointer, params);
     if (!handle) throw new Error(`cannot create context: ${model.library.takeErrors().at(-1) ?? 'llama.cpp refused the parameters'}`);
