@@ -89,11 +89,7 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
   if (promptsRepeat) options.onProgress(`only ${options.prompts.length} prompts for ${needed} requests: prompts repeat, and a speculative server may replay an answer it gave before`);
   const rounds: Partial<Record<Setup, Record<string, LevelMeasurement[]>>> = {};
   try {
-    for (const setup of options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'))) {
-      options.onProgress(`${setup}: starting the server`);
-      const server = await startSetup(setup, options).catch((error: unknown) => fail(`${setup}: ${messageOf(error)}`));
-      if (server) servers.push(server);
-    }
+    await startServers(options, servers, fail);
     // Every server stays up and each level's rounds take them in turn, in an order that rotates:
     // a machine whose speed drifts over a long run (this one's did by 15%) then slows all alike.
     let turn = 0;
@@ -133,6 +129,15 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
     failures,
     promptsRepeat,
   };
+}
+
+/** Starts every setup that can run, into `servers` (so that the caller stops them whatever happens); one that fails to start is reported. */
+async function startServers(options: ServeBenchOptions, servers: RunningSetup[], fail: (line: string) => void): Promise<void> {
+  for (const setup of options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'))) {
+    options.onProgress(`${setup}: starting the server`);
+    const server = await startSetup(setup, options).catch((error: unknown) => fail(`${setup}: ${messageOf(error)}`));
+    if (server) servers.push(server);
+  }
 }
 
 /** `items` starting at `turn` (mod its length). */
