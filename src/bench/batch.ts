@@ -19,7 +19,7 @@ import { writeFileAtomic } from '../atomic-file.js';
 import { promptSetFiles, readJsonLines } from './jsonl.js';
 import { runAdmission, type AdmissionRequests, type AdmissionResult } from './admission.js';
 import { EngineTarget, engineTargetName, OpenAiCompletionsTarget, runLoad, summarizeLoad, type LoadRequest, type LoadSummary, type LoadTarget } from './load.js';
-import { ratio, round } from './stats.js';
+import { medianItem, ratio, round } from './stats.js';
 
 export interface BatchBenchOptions {
   model: string;
@@ -132,7 +132,7 @@ export async function runBatchBench(options: BatchBenchOptions): Promise<BatchBe
           rounds.set(summary.target, [...(rounds.get(summary.target) ?? []), summary]);
         }
       }
-      const runs = new Map([...rounds].map(([target, summaries]) => [target, medianRun(summaries)]));
+      const runs = new Map([...rounds].map(([target, summaries]) => [target, medianItem(summaries, (summary) => summary.tokens_per_second)]));
       concurrency[String(c)] = summarizeConcurrency(runs, options.speculation);
     }
     const admitted = admission ? await runAdmissions(engine, peer, admission, progress) : null;
@@ -237,12 +237,6 @@ function promptText(row: Record<string, unknown>, formatter: ChatFormatter | und
 }
 
 const roundUp = (value: number, step: number) => Math.ceil(value / step) * step;
-
-/** The round with the median throughput (the lower middle one of an even count). */
-function medianRun(summaries: readonly LoadSummary[]): LoadSummary {
-  const sorted = [...summaries].sort((a, b) => a.tokens_per_second - b.tokens_per_second);
-  return sorted[Math.floor((sorted.length - 1) / 2)];
-}
 
 /** One warm-up request (graphs built, cost curve measured), then the timed run. */
 async function runTarget(target: LoadTarget, concurrency: number, requests: readonly LoadRequest[], progress: (line: string) => void): Promise<LoadSummary> {

@@ -134,7 +134,7 @@ function closedBeforeResponse(error: unknown): boolean {
 }
 
 /** The message with its causes: fetch says only "fetch failed"; why (a reset socket, a timeout) is in `cause`. */
-function describeError(error: unknown): string {
+export function describeError(error: unknown): string {
   const parts: string[] = [];
   for (let current = error; current !== undefined && parts.length < 4; current = current instanceof Error ? current.cause : undefined) {
     const code = current instanceof Error && 'code' in current && typeof current.code === 'string' ? ` (${current.code})` : '';
@@ -205,7 +205,7 @@ export class EngineTarget implements LoadTarget {
   }
 
   async *stream(request: LoadRequest, signal: AbortSignal): AsyncGenerator<Arrival, number, void> {
-    const generation = this.engine.generate(request.prompt, { maxTokens: request.maxTokens, temperature: 0, speculation: this.speculation, signal, ...(this.salt !== undefined ? { cacheSalt: this.salt } : {}) });
+    const generation = this.engine.generate(request.prompt, { maxTokens: request.maxTokens, temperature: 0, speculation: this.speculation, signal, cacheSalt: this.salt });
     for (;;) {
       const step = await generation.next();
       if (step.done) return step.value.tokens.length;

@@ -9,7 +9,8 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { llamaServers, rawCompletionFlags } from './peer-server.js';
 import { packageRoot } from '../paths.js';
-import { OpenAiCompletionsTarget, runLoad, summarizeLoad, type LoadRequest } from './load.js';
+import { describeError, OpenAiCompletionsTarget, runLoad, summarizeLoad, type LoadRequest } from './load.js';
+import { medianItem } from './stats.js';
 
 /** The name both servers answer to (`--alias` for Tachyon; llama-server serves any). */
 const SERVED_MODEL_NAME = 'bench';
@@ -102,7 +103,7 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
           if (server.broken) continue;
           const measured = await measureLevel(server, level, requests).catch((error: unknown) => {
             server.broken = true;
-            fail(`${server.name}: ${messageOf(error)}`);
+            fail(`${server.name}: ${describeError(error)}`);
           });
           if (!measured) continue;
           const what = `${server.name} × ${level}${options.rounds > 1 ? ` (round ${round + 1})` : ''}`;
@@ -135,7 +136,7 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
 async function startServers(options: ServeBenchOptions, servers: RunningSetup[], fail: (line: string) => void): Promise<void> {
   for (const setup of options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'))) {
     options.onProgress(`${setup}: starting the server`);
-    const server = await startSetup(setup, options).catch((error: unknown) => fail(`${setup}: ${messageOf(error)}`));
+    const server = await startSetup(setup, options).catch((error: unknown) => fail(`${setup}: ${describeError(error)}`));
     if (server) servers.push(server);
   }
 }
@@ -152,8 +153,7 @@ function medianRounds(rounds: Partial<Record<Setup, Record<string, LevelMeasurem
   for (const [setup, levels] of Object.entries(rounds) as [Setup, Record<string, LevelMeasurement[]>][]) {
     details[setup] = {};
     for (const [level, measured] of Object.entries(levels)) {
-      const sorted = [...measured].sort((a, b) => a.tokensPerSecond - b.tokensPerSecond);
-      details[setup][level] = { ...sorted[Math.floor((sorted.length - 1) / 2)], roundsTokensPerSecond: measured.map((m) => m.tokensPerSecond) };
+      details[setup][level] = { ...medianItem(measured, (m) => m.tokensPerSecond), roundsTokensPerSecond: measured.map((m) => m.tokensPerSecond) };
     }
   }
   return details;
@@ -202,10 +202,6 @@ async function measureLevel(server: RunningSetup, level: number, requests: reado
 /** The client every benchmark shares, aimed at one server. */
 function clientOf(server: RunningSetup): OpenAiCompletionsTarget {
   return new OpenAiCompletionsTarget(server.name, server.url, { model: SERVED_MODEL_NAME, tachyon: server.tachyon });
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /** Sends one warm-up request through the client every benchmark shares; its failure ends the setup. */

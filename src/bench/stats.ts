@@ -4,6 +4,12 @@ import { median } from '../stats.js';
 
 export { median, percentile } from '../stats.js';
 
+/** The item whose value is the median (the lower of the two middle ones for an even count): a whole run, latencies and all, not a mix of runs. */
+export function medianItem<T>(items: readonly T[], value: (item: T) => number): T {
+  const sorted = [...items].sort((a, b) => value(a) - value(b));
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
 export interface Summary {
   median: number;
   min: number;
