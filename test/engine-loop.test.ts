@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { Engine, type GenerateOptions } from '../src/engine/engine.js';
 import { QueueFullError } from '../src/engine/errors.js';
 import { PromptTooLongError } from '../src/generate/decoder.js';
-import { argmax, testbedPrompts } from './helpers/models.js';
+import { argmax, testbedDraft, testbedPrompts } from './helpers/models.js';
 import { benchPrompts, solo, together } from './helpers/engine.js';
 
 describe('many requests in one engine loop', () => {
@@ -157,5 +157,49 @@ describe('admission limits', () => {
     } finally {
       await engine.dispose();
     }
+  });
+});
+
+describe('a KV buffer per sequence (unifiedKv: false)', () => {
+  let engine: Engine;
+  let prompts: string[];
+  before(async () => {
+    engine = await Engine.load({ gpu: 'cpu', maxSequences: 4, contextSize: 1024, unifiedKv: false });
+    prompts = await benchPrompts();
+  });
+  after(() => engine.dispose());
+
+  test('concurrent greedy requests equal their solo runs, as sequence ids free up out of order', async () => {
+    // Different lengths end requests at different steps: later ones take the freed ids, so the
+    // batch's ids are not consecutive and its prompt chunks sit between running streams.
+    const options = (i: number): GenerateOptions => ({ maxTokens: 16 + 12 * (i % 4), ignoreEos: true });
+    const all = [...prompts, ...prompts];
+    const alone: number[][] = [];
+    for (const [i, prompt] of all.entries()) alone.push((await engine.complete(prompt, options(i))).tokens);
+    assert.deepEqual(await together(engine, all, options), alone);
+    assert.deepEqual(await engine.kvAudit(), [], 'every request freed its cells');
+  });
+
+  test('a new request copies the prompt of one already running (whole buffer, then cut); outputs do not change', async () => {
+    const base = prompts[4];
+    const variants = [base, `${base} Please be brief.`];
+    const options = { maxTokens: 24 };
+    const alone = await solo(engine, variants, options);
+    const sharedBefore = engine.status().sharedPrefixTokens;
+    const first = engine.generate(variants[0], options);
+    const firstTokens = [...((await first.next()).value as { tokens: number[] }).tokens];
+    const second = engine.complete(variants[1], options);
+    for (let next = await first.next(); !next.done; next = await first.next()) firstTokens.push(...next.value.tokens);
+    assert.deepEqual([firstTokens, (await second).tokens], alone);
+    assert.ok(engine.status().sharedPrefixTokens > sharedBefore, 'the second prompt took the first one\'s cells');
+    assert.deepEqual(await engine.kvAudit(), []);
+  });
+
+  test('speculation: auto decodes plainly, a named drafter is refused with the reason; a draft model or a cache is refused at load', async () => {
+    const prompt = prompts[2];
+    assert.deepEqual((await engine.complete(prompt, { maxTokens: 24, speculation: 'auto' })).tokens, (await engine.complete(prompt, { maxTokens: 24, speculation: 'off' })).tokens);
+    await assert.rejects(engine.complete(prompt, { maxTokens: 8, speculation: 'ngram' }), /needs the unified KV cache/);
+    await assert.rejects(Engine.load({ gpu: 'cpu', unifiedKv: false, draftModel: testbedDraft }), /draft model needs the unified KV cache/);
+    await assert.rejects(Engine.load({ gpu: 'cpu', unifiedKv: false, cache: { tiers: ['ram'] } }), /prefix cache needs the unified KV cache/);
   });
 });

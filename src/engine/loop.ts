@@ -237,7 +237,7 @@ export class EngineLoop {
         if (!(at >= 1 && at <= sequence.length)) throw new RangeError(`a branch at ${at} is outside the sequence (1…${sequence.length})`);
         if (tokens.length + 1 > this.batch.capacity) throw new RangeError(`${tokens.length + 1} tokens exceed one batch (${this.batch.capacity})`);
         // The branch decodes the sequence's token at `at` − 1 again, for the row after it.
-        if (at > 1) this.context.seqCopy(trunk, branch, 0, at - 1);
+        if (at > 1) this.context.seqCopyPrefix(trunk, branch, at - 1);
         this.batch.clear();
         this.batch.addSequence([sequence[at - 1], ...tokens], at - 1, branch, true);
         this.context.decodeSync(this.batch);
@@ -321,7 +321,7 @@ export class EngineLoop {
   /**
    * Shares into a just-admitted request's sequence the longest prefix that a running request
    * already holds (`seq_cp`: in the unified KV the cells get a second sequence id, nothing is
-   * copied or computed). Concurrent requests with one system prompt then hold it once. When the
+   * copied or computed; a KV buffer per sequence copies the donor's buffer, still no compute). Concurrent requests with one system prompt then hold it once. When the
    * cache matched further, the share stops at a block boundary, so the restore goes on from there.
    */
   private shareResidentPrefix(request: Request): void {
@@ -336,7 +336,7 @@ export class EngineLoop {
     const matched = request.prefix?.ready ? request.prefix.match.tokens : 0;
     if (this.cache && matched > shared) shared -= shared % this.cache.prefix.blockSize;
     if (!donor || shared === 0 || this.context.seqPosMax(request.seq!) >= 0) return;
-    this.context.seqCopy(donor.seq!, request.seq!, 0, shared);
+    this.context.seqCopyPrefix(donor.seq!, request.seq!, shared);
     request.cached = shared;
     this.sharedPrefixTokens += shared;
   }
@@ -373,28 +373,52 @@ export class EngineLoop {
     let freeCells = this.freeCellsBeside(decoding);
     for (const [i, request] of decoding.entries()) {
       const othersLeft = decoding.length - 1 - i;
-      const spare = Math.min(this.batch.capacity - this.batch.size - othersLeft, freeCells + 1);
+      const spare = Math.min(this.batch.capacity - work.decodingTokens - othersLeft, freeCells + 1);
       try {
-        const verified = await this.placeTree(request, spare, decoding.length, this.batch.size + othersLeft);
-        const { placed } = verified;
-        work.trees.push({ request, ...verified, firstIndex: this.batch.size });
-        freeCells -= placed.tree.size - 1;
-        for (let node = 0; node < placed.tree.size; node++) this.batch.add(placed.tree.token(node), placed.position + placed.tree.depth(node), nodeSequences(placed, node), true);
+        const verified = await this.placeTree(request, spare, decoding.length, work.decodingTokens + othersLeft);
+        work.trees.push({ request, ...verified, firstIndex: -1 });
+        freeCells -= verified.placed.tree.size - 1;
+        work.decodingTokens += verified.placed.tree.size;
       } catch (error) {
         this.endWithError(request, error);
       }
     }
-    work.decodingTokens = this.batch.size;
     const prefilling = this.scheduler.running.length - decoding.length;
-    const budget = Math.min(this.batch.capacity - this.batch.size, freeCells, this.pacer.chunk(work.decodingTokens, { decoding: decoding.length, prefilling }));
+    const budget = Math.min(this.batch.capacity - work.decodingTokens, freeCells, this.pacer.chunk(work.decodingTokens, { decoding: decoding.length, prefilling }));
     for (const { request, count } of this.scheduler.prefillChunks(budget)) {
       work.promptTokens += count;
-      const from = request.cached;
-      const wantsLogits = !request.resuming && from + count === request.prompt.length;
-      for (let i = 0; i < count; i++) this.batch.add(request.sequence[from + i], from + i, request.seq!, wantsLogits && i === count - 1);
-      work.chunks.push({ request, from, count, lastIndex: this.batch.size - 1 });
+      work.chunks.push({ request, from: request.cached, count, lastIndex: -1 });
     }
+    this.fillBatch(work);
     return work;
+  }
+
+  /**
+   * Writes the step's trees and prompt chunks into the batch in sequence-id order, noting where
+   * each landed. A KV buffer per sequence runs a batch in pieces wherever its sequence ids stop
+   * being consecutive (llama.cpp's sequential split), and each piece reads the weights again.
+   */
+  private fillBatch(work: StepWork): void {
+    const writers = [
+      ...work.trees.map((entry) => ({
+        seq: entry.request.seq!,
+        write: () => {
+          const { placed } = entry;
+          entry.firstIndex = this.batch.size;
+          for (let node = 0; node < placed.tree.size; node++) this.batch.add(placed.tree.token(node), placed.position + placed.tree.depth(node), nodeSequences(placed, node), true);
+        },
+      })),
+      ...work.chunks.map((chunk) => ({
+        seq: chunk.request.seq!,
+        write: () => {
+          const { request, from, count } = chunk;
+          const wantsLogits = !request.resuming && from + count === request.prompt.length;
+          for (let i = 0; i < count; i++) this.batch.add(request.sequence[from + i], from + i, request.seq!, wantsLogits && i === count - 1);
+          chunk.lastIndex = this.batch.size - 1;
+        },
+      })),
+    ];
+    for (const { write } of writers.sort((a, b) => a.seq - b.seq)) write();
   }
 
   /**

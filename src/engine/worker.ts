@@ -52,8 +52,7 @@ async function load(): Promise<Loaded> {
     const threads = options.threads ?? availableParallelism();
     const maxSequences = options.maxSequences ?? 8;
     const contextSize = options.contextSize ?? Math.min(model.metadata.contextLength || 4096, 4096);
-    const kvCells = options.kvCells ?? Math.max(contextSize, Math.min(contextSize * maxSequences, 16384));
-    const sequences = Math.min(MAX_SEQUENCES, maxSequences + BRANCH_IDS);
+    const { kvCells, sequences } = kvLayout(contextSize, maxSequences);
     const context = Context.create(model, { ...options, contextSize: kvCells, sequences, threads });
     owned.push(context);
     let draft: Loaded['draft'];
@@ -70,6 +69,23 @@ async function load(): Promise<Loaded> {
     for (const resource of owned.reverse()) resource.dispose();
     throw error;
   }
+}
+
+/**
+ * The KV cells and sequence ids of the target's context. Unified (default): cells shared by all
+ * requests, and ids beyond the requests' own for tree branches to borrow. A buffer per sequence:
+ * one id and contextSize cells per request, nothing to borrow (no trees, no cache scratch).
+ */
+function kvLayout(contextSize: number, maxSequences: number): { kvCells: number; sequences: number } {
+  if (options.unifiedKv ?? true) {
+    return { kvCells: options.kvCells ?? Math.max(contextSize, Math.min(contextSize * maxSequences, 16384)), sequences: Math.min(MAX_SEQUENCES, maxSequences + BRANCH_IDS) };
+  }
+  if (options.draftModel) throw new Error('a draft model needs the unified KV cache (its token trees share cells between sequences); drop unifiedKv: false');
+  if (options.cache) throw new Error('the KV prefix cache needs the unified KV cache (blocks move through a scratch sequence that shares their cells); drop unifiedKv: false');
+  if (options.kvCells !== undefined && options.kvCells !== contextSize * maxSequences) {
+    throw new Error(`with a KV buffer per sequence every request has contextSize cells: kvCells must be contextSize × maxSequences (${contextSize * maxSequences}) or unset`);
+  }
+  return { kvCells: contextSize * maxSequences, sequences: maxSequences };
 }
 
 /** The prefix cache over the tiers asked for, saving and restoring through a sequence id of the loop's own. */

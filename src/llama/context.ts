@@ -29,7 +29,9 @@ export interface ContextOptions {
    * One KV buffer for all sequences (default): a cell may belong to several sequences, as token
    * trees and shared prefixes need, and every token's attention spans all used cells, masked. false:
    * a buffer per sequence of contextSize / sequences cells (llama-server's default with several
-   * slots); bench/probes/unified-kv.mjs compares the two.
+   * slots): attention spans the sequence's own cells, a token belongs to one sequence, and a decode
+   * is split wherever the batch's sequence ids stop being consecutive or their token counts differ.
+   * bench/probes/unified-kv.mjs compares the two.
    */
   unifiedKv?: boolean;
 }
@@ -53,6 +55,8 @@ export class Context {
   readonly sequences: number;
   readonly vocabularySize: number;
   readonly embeddingSize: number;
+  /** One KV buffer for all sequences (see ContextOptions.unifiedKv). */
+  readonly unifiedKv: boolean;
   private handle: Pointer | null;
   private readonly memory: Pointer;
   private decoding = false;
@@ -60,7 +64,9 @@ export class Context {
   private constructor(
     readonly model: Model,
     handle: Pointer,
+    unifiedKv: boolean,
   ) {
+    this.unifiedKv = unifiedKv;
     const { api } = model.library;
     this.handle = handle;
     this.memory = api.getMemory(handle);
@@ -88,14 +94,15 @@ export class Context {
     params.embeddings = options.embeddings ?? false;
     params.no_perf = true;
     // One KV buffer shared by all sequences: tree branches share their prefix cells via seq_cp.
-    params.kv_unified = options.unifiedKv ?? true;
+    const unifiedKv = options.unifiedKv ?? true;
+    params.kv_unified = unifiedKv;
     model.library.takeErrors();
     const handle = api.initFromModel(model.pointer, params);
     if (!handle) throw new Error(`cannot create context: ${model.library.takeErrors().at(-1) ?? 'llama.cpp refused the parameters'}`);
     const pool = model.library.threadpool(threads);
     const batchPool = model.library.threadpool(options.batchThreads ?? threads);
     if (pool && batchPool) api.attachThreadpool(handle, pool, batchPool);
-    return new Context(model, handle);
+    return new Context(model, handle, unifiedKv);
   }
 
   get pointer(): Pointer {
@@ -164,10 +171,22 @@ export class Context {
     return this.model.library.api.memorySeqRm(this.memory, seq, p0, p1);
   }
 
-  /** Makes cells of `src` in [p0, p1) also belong to `dst` (shared, not duplicated, in a unified cache). */
+  /**
+   * Makes cells of `src` in [p0, p1) also belong to `dst` (shared, not duplicated, in a unified
+   * cache). A KV buffer per sequence copies whole sequences only (`dst`'s buffer becomes a copy of
+   * `src`'s; llama.cpp aborts the process on a range): see seqCopyPrefix.
+   */
   seqCopy(src: number, dst: number, p0 = -1, p1 = -1): void {
     this.assertIdle();
+    if (!this.unifiedKv && src !== dst && (p0 > 0 || p1 > 0)) throw new RangeError('a KV buffer per sequence copies whole sequences only (positions -1, -1)');
     this.model.library.api.memorySeqCp(this.memory, src, dst, p0, p1);
+  }
+
+  /** Gives the empty sequence `dst` the cells of `src` at positions [0, end): shared in a unified cache, copied whole then cut in a buffer per sequence. */
+  seqCopyPrefix(src: number, dst: number, end: number): void {
+    if (this.unifiedKv) return this.seqCopy(src, dst, 0, end);
+    this.seqCopy(src, dst);
+    this.seqRemove(dst, end, -1);
   }
 
   /** Drops every cell that does not belong to `seq`. */
