@@ -113,17 +113,22 @@ async function timeRequest(target: LoadTarget, request: LoadRequest, runStarted:
   return timing;
 }
 
+/** Tries of a request whose connection closes before any response (the `openai` client makes 3). */
+const CONNECTION_TRIES = 3;
+
 /**
- * Sends once more when the connection closed before any response (a keep-alive connection the
- * server closed as it was reused: llama-server does so after a few idle seconds, and the request
- * never reached it), as the `openai` client does. The time to first token counts from the first try.
+ * Sends again when the connection closed before any response (a keep-alive connection the server
+ * closed as it was reused: llama-server does so after a few idle seconds, and the request never
+ * reached it; the next pooled connection may be just as stale), as the `openai` client does. The
+ * time to first token counts from the first try.
  */
 async function withConnectionRetry(send: () => Promise<Response>, signal: AbortSignal): Promise<Response> {
-  try {
-    return await send();
-  } catch (error) {
-    if (signal.aborted || !closedBeforeResponse(error)) throw error;
-    return send();
+  for (let tries = 1; ; tries++) {
+    try {
+      return await send();
+    } catch (error) {
+      if (signal.aborted || !closedBeforeResponse(error) || tries === CONNECTION_TRIES) throw error;
+    }
   }
 }
 
