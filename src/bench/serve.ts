@@ -221,11 +221,28 @@ interface RunningSetup {
   stop(): Promise<void>;
 }
 
+/**
+ * The flags that make each setup what it is, beside the model, slots, context and threads all
+ * share. Plain Tachyon keeps a KV buffer per request as llama-server does by default (its
+ * attention reads only the request's own cells); speculation needs the unified buffer.
+ */
+export function setupFlags(setup: Setup, options: Pick<ServeBenchOptions, 'draftModel' | 'llamaSpecFlags'>): string[] {
+  switch (setup) {
+    case 'tachyon':
+      return ['--spec', 'off', '--cache', 'off', '--kv', 'per-sequence'];
+    case 'tachyon_spec':
+      return ['--spec', 'auto', ...(options.draftModel ? ['--draft-model', options.draftModel] : [])];
+    case 'llama':
+      return [];
+    case 'llama_spec':
+      return [...options.llamaSpecFlags];
+  }
+}
+
 async function startSetup(setup: Setup, options: ServeBenchOptions): Promise<RunningSetup> {
   if (setup.startsWith('tachyon')) {
     const args = ['serve', '--port', '0', '--model', options.model, '--alias', SERVED_MODEL_NAME, '--parallel', String(options.parallel), '--ctx-size', String(options.ctxSize)];
-    args.push('--threads', String(options.threads), '--max-queued', '4096', '--spec', setup === 'tachyon_spec' ? 'auto' : 'off');
-    if (setup === 'tachyon_spec' && options.draftModel) args.push('--draft-model', options.draftModel);
+    args.push('--threads', String(options.threads), '--max-queued', '4096', ...setupFlags(setup, options));
     const child = spawn(process.execPath, [join(packageRoot, 'bin', 'tachyon.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     const url = await printedUrl(child, /at (http:\/\/\S+) /);
     return { name: setup, url, tachyon: true, stop: () => stopChild(child) };
@@ -233,7 +250,7 @@ async function startSetup(setup: Setup, options: ServeBenchOptions): Promise<Run
   const servers = await llamaServers();
   const args = ['-m', options.model, '-np', String(options.parallel), '-c', String(options.parallel * options.ctxSize)];
   args.push('-t', String(options.threads), '-tb', String(options.threads), '-ngl', '0', ...rawCompletionFlags(servers, servers.serverHelp(options.llamaServer!)));
-  if (setup === 'llama_spec') args.push(...options.llamaSpecFlags);
+  args.push(...setupFlags(setup, options));
   const server = await new servers.LlamaServer(options.llamaServer!, setup, args, { log: options.onProgress }).start();
   return { name: setup, url: server.url, tachyon: false, stop: () => server.stop() };
 }

@@ -6,6 +6,7 @@ import { DEFAULT_PREFILL_STRETCH } from '../engine/prefill-pacer.js';
 import { createServer } from '../server/app.js';
 import { addModelFlags, engineOptions, type ModelFlags } from './engine-options.js';
 import { decimal, integer } from './options.js';
+import { UsageError } from './errors.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
 
 interface ServeFlags extends ModelFlags {
@@ -20,8 +21,12 @@ interface ServeFlags extends ModelFlags {
   timeout: number;
   grace: number;
   spec: SpeculationMode;
+  kv: KvLayout;
   prefillStretch: number;
 }
+
+const KV_LAYOUTS = ['unified', 'per-sequence'] as const;
+type KvLayout = (typeof KV_LAYOUTS)[number];
 
 export function registerServe(program: Command): void {
   const command = program.command('serve').description('serve the model over an OpenAI-compatible HTTP API, with a playground at /');
@@ -36,18 +41,27 @@ export function registerServe(program: Command): void {
     .option('--cors [origin]', 'allow browser clients from this origin (default with the flag: any)')
     .option('--timeout <seconds>', 'longest a request may take, waiting included', integer(1), 600)
     .addOption(new Option('--spec <mode>', 'speculative decoding of every request (lossless)').choices([...SPECULATION_MODES]).default('auto'))
+    .addOption(
+      new Option('--kv <layout>', 'KV cache layout: one buffer shared by all requests (token trees and the prefix cache need it), or a buffer per request as llama-server keeps by default (attention reads only the request\'s own cells: faster with many long requests; needs --spec off and --cache off)')
+        .choices([...KV_LAYOUTS])
+        .default('unified'),
+    )
     .option('--prefill-stretch <x>', 'while requests generate, a step that also prefills a new prompt may take this many times a step without (lower: steadier streams, later first tokens for new prompts)', decimal(1.1), DEFAULT_PREFILL_STRETCH)
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, how long in-flight requests may finish before they are cancelled', integer(0), 30)
     .action(async (flags: ServeFlags) => serveCommand(flags));
 }
 
 async function serveCommand(flags: ServeFlags): Promise<void> {
+  if (flags.kv === 'per-sequence' && (flags.spec !== 'off' || flags.cache !== 'off' || flags.draftModel)) {
+    throw new UsageError('--kv per-sequence needs --spec off and --cache off, and no --draft-model (token trees and cached blocks share cells between sequences)');
+  }
   const engine = await Engine.load({
     ...engineOptions(flags),
     draftModel: flags.draftModel,
     maxSequences: flags.parallel,
     maxQueued: flags.maxQueued,
     prefillStretch: flags.prefillStretch,
+    unifiedKv: flags.kv === 'unified',
   });
   const modelId = flags.alias ?? basename(flags.model).replace(/\.gguf$/i, '');
   const server = await createServer({
