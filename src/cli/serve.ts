@@ -25,7 +25,7 @@ interface ServeFlags extends ModelFlags {
   prefillStretch: number;
 }
 
-const KV_LAYOUTS = ['unified', 'per-sequence'] as const;
+const KV_LAYOUTS = ['auto', 'unified', 'per-sequence'] as const;
 type KvLayout = (typeof KV_LAYOUTS)[number];
 
 export function registerServe(program: Command): void {
@@ -42,9 +42,9 @@ export function registerServe(program: Command): void {
     .option('--timeout <seconds>', 'longest a request may take, waiting included', integer(1), 600)
     .addOption(new Option('--spec <mode>', 'speculative decoding of every request (lossless)').choices([...SPECULATION_MODES]).default('auto'))
     .addOption(
-      new Option('--kv <layout>', 'KV cache layout: one buffer shared by all requests (token trees and the prefix cache need it), or a buffer per request as llama-server keeps by default (attention reads only the request\'s own cells: faster with many long requests; needs --spec off and --cache off)')
+      new Option('--kv <layout>', 'KV cache layout: one buffer shared by all requests (token trees and the prefix cache need it), or a buffer per request as llama-server keeps by default (attention reads only the request\'s own cells: faster with many long requests; needs --spec off and --cache off); auto: per-sequence when nothing needs the shared buffer')
         .choices([...KV_LAYOUTS])
-        .default('unified'),
+        .default('auto'),
     )
     .option('--prefill-stretch <x>', 'while requests generate, a step that also prefills a new prompt may take this many times a step without (lower: steadier streams, later first tokens for new prompts)', decimal(1.1), DEFAULT_PREFILL_STRETCH)
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, how long in-flight requests may finish before they are cancelled', integer(0), 30)
@@ -52,7 +52,8 @@ export function registerServe(program: Command): void {
 }
 
 async function serveCommand(flags: ServeFlags): Promise<void> {
-  if (flags.kv === 'per-sequence' && (flags.spec !== 'off' || flags.cache !== 'off' || flags.draftModel)) {
+  const needsUnified = flags.spec !== 'off' || flags.cache !== 'off' || flags.draftModel !== undefined;
+  if (flags.kv === 'per-sequence' && needsUnified) {
     throw new UsageError('--kv per-sequence needs --spec off and --cache off, and no --draft-model (token trees and cached blocks share cells between sequences)');
   }
   const engine = await Engine.load({
@@ -61,7 +62,7 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     maxSequences: flags.parallel,
     maxQueued: flags.maxQueued,
     prefillStretch: flags.prefillStretch,
-    unifiedKv: flags.kv === 'unified',
+    unifiedKv: flags.kv === 'unified' || (flags.kv === 'auto' && needsUnified),
   });
   const modelId = flags.alias ?? basename(flags.model).replace(/\.gguf$/i, '');
   const server = await createServer({
