@@ -321,8 +321,9 @@ export class EngineLoop {
   /**
    * Shares into a just-admitted request's sequence the longest prefix that a running request
    * already holds (`seq_cp`: in the unified KV the cells get a second sequence id, nothing is
-   * copied or computed; a KV buffer per sequence copies the donor's buffer, still no compute). Concurrent requests with one system prompt then hold it once. When the
-   * cache matched further, the share stops at a block boundary, so the restore goes on from there.
+   * copied or computed; a KV buffer per sequence copies the donor's buffer, still no compute).
+   * Concurrent requests with one system prompt then hold it once. When the cache matched further,
+   * the share stops at a block boundary, so the restore goes on from there.
    */
   private shareResidentPrefix(request: Request): void {
     const limit = this.prefixLimit(request);

@@ -93,7 +93,7 @@ export class Context {
     params.type_k = params.type_v = GGML_TYPES[options.kvType ?? 'f16'];
     params.embeddings = options.embeddings ?? false;
     params.no_perf = true;
-    // One KV buffer shared by all sequences: tree branches share their prefix cells via seq_cp.
+    // By default one KV buffer shared by all sequences: tree branches share their prefix cells via seq_cp.
     const unifiedKv = options.unifiedKv ?? true;
     params.kv_unified = unifiedKv;
     model.library.takeErrors();
