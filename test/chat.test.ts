@@ -11,6 +11,7 @@ import { packageRoot } from '../src/paths.js';
 import { loadModel, testbedTarget } from './helpers/models.js';
 import { tachyon, tachyonWithStdin } from './helpers/cli.js';
 import { TerminalSession } from './helpers/terminal.js';
+import { skipWithout } from './helpers/system-tools.js';
 
 const cli = join(packageRoot, 'bin', 'tachyon.js');
 // One thread: on a busy machine a second llama.cpp thread mostly waits for the first.
@@ -25,6 +26,8 @@ function terminal(argv: string[]): TerminalSession {
 }
 
 const DIM = '\x1b[2m';
+/** The terminal tests run in tmux. */
+const inTmux = { skip: skipWithout('tmux', 'tmux') };
 const PROMPT = /^>>> $/m;
 
 async function promptTokens(messages: ChatMessage[]): Promise<number> {
@@ -32,7 +35,7 @@ async function promptTokens(messages: ChatMessage[]): Promise<number> {
   return model.tokenizer.tokenize(ChatFormatter.forModel(model).render(messages)).length;
 }
 
-test('a chat streams answers with the thinking dimmed and keeps the conversation', async () => {
+test('a chat streams answers with the thinking dimmed and keeps the conversation', inTmux, async () => {
   const chat = terminal(chatCommand('--max-tokens', '400'));
   await chat.waitFor(PROMPT);
   chat.type('What is 47 + 85?');
@@ -61,7 +64,7 @@ test('a chat streams answers with the thinking dimmed and keeps the conversation
   assert.equal(await chat.exitStatus(), 0);
 });
 
-test('Ctrl-C stops the answer being generated, not the session', async () => {
+test('Ctrl-C stops the answer being generated, not the session', inTmux, async () => {
   // A context far beyond what the model was trained on: the story runs on until it is stopped.
   const chat = terminal(chatCommand('--ctx-size', '8192', '--max-tokens', '8000', '--verbose'));
   await chat.waitFor(PROMPT);
@@ -78,7 +81,7 @@ test('Ctrl-C stops the answer being generated, not the session', async () => {
   assert.equal(await chat.exitStatus(), 0);
 });
 
-test('a conversation that outgrows the context says so and the session goes on', async () => {
+test('a conversation that outgrows the context says so and the session goes on', inTmux, async () => {
   // llama.cpp rounds the context up to 256 cells: the story fills it.
   const chat = terminal(chatCommand('--ctx-size', '256', '--max-tokens', '1000'));
   await chat.waitFor(PROMPT);
@@ -94,7 +97,7 @@ test('a conversation that outgrows the context says so and the session goes on',
   assert.equal(await chat.exitStatus(), 0);
 });
 
-test('tachyon run without a prompt on a terminal is a chat', async () => {
+test('tachyon run without a prompt on a terminal is a chat', inTmux, async () => {
   const chat = terminal([process.execPath, cli, 'run', '--gpu', 'cpu', '--threads', '1']);
   await chat.waitFor(PROMPT);
   chat.type('/help');

@@ -10,10 +10,11 @@ import { tachyon } from './helpers/cli.js';
 import { randomEntry, sharedBlock } from './helpers/kv-writer.js';
 import { scratchDir } from './helpers/models.js';
 import { RedisServer } from './helpers/redis.js';
+import { skipWithout } from './helpers/system-tools.js';
 
 const keyOf = (index: number): string => sharedBlock(index).key.toString('hex');
 
-describe('tachyon cache', () => {
+describe('tachyon cache', { skip: skipWithout('redis-server', 'redis-server') }, () => {
   let server: RedisServer;
   const dir = join(scratchDir(), 'kv');
   before(async () => {

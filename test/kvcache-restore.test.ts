@@ -12,6 +12,7 @@ import { RedisTier } from '../src/kvcache/tiers/redis.js';
 import { assertSameGreedy, continueGreedy } from './helpers/greedy.js';
 import { loadModel, scratchDir, testbedPrompts, testbedTarget } from './helpers/models.js';
 import { RedisServer } from './helpers/redis.js';
+import { skipWithout } from './helpers/system-tools.js';
 
 const DEST = 0;
 const SCRATCH = 1;
@@ -175,7 +176,7 @@ describe('prefix cache bookkeeping on the testbed target', () => {
   });
 });
 
-describe('prefix cache shared through Redis on the testbed target', () => {
+describe('prefix cache shared through Redis on the testbed target', { skip: skipWithout('redis-server', 'redis-server') }, () => {
   let server: RedisServer;
   before(async () => {
     server = await RedisServer.start();

@@ -14,6 +14,7 @@ import { TierUnavailableError, type CacheTier, type TierName } from '../src/kvca
 import { TieredStore } from '../src/kvcache/tiered-store.js';
 import { scratchDir } from './helpers/models.js';
 import { RedisServer } from './helpers/redis.js';
+import { skipWithout } from './helpers/system-tools.js';
 import { randomEntry, sharedBlock } from './helpers/kv-writer.js';
 
 const writerScript = join(import.meta.dirname, 'helpers', 'kv-writer.js');
@@ -119,7 +120,7 @@ describe('disk tier', () => {
   });
 });
 
-describe('Redis tier', () => {
+describe('Redis tier', { skip: skipWithout('redis-server', 'redis-server') }, () => {
   let server: RedisServer;
   before(async () => {
     server = await RedisServer.start();

@@ -5,12 +5,12 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
 import { writeFileAtomic } from '../src/atomic-file.js';
 import { startServer, verifyEveryDraft, type RunningServer } from './helpers/server.js';
 import { projectRoot } from './helpers/models.js';
+import { skipWithout } from './helpers/system-tools.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 /** Flags known to work as root on a machine without network (see .ci/run). */
@@ -21,14 +21,14 @@ let browser: Browser;
 
 before(async () => {
   running = await startServer(verifyEveryDraft, { apiKey: 'sesame' });
-  if (existsSync(CHROMIUM)) browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  if (!skipWithout(CHROMIUM, 'chromium')) browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
 });
 after(async () => {
   await browser?.close();
   await running.close();
 });
 
-test('the playground streams a reply with thinking apart, drafter-coloured tokens, τ and tokens/s', { skip: !existsSync(CHROMIUM) && `${CHROMIUM} is not installed (.ci/run installs it)` }, async () => {
+test('the playground streams a reply with thinking apart, drafter-coloured tokens, τ and tokens/s', { skip: skipWithout(CHROMIUM, 'chromium') }, async () => {
   const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
   const problems: string[] = [];
   page.on('console', (message) => {
