@@ -8,7 +8,7 @@
 import { availableParallelism } from 'node:os';
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { ChatFormatter } from '../generate/chat.js';
-import { Context } from '../llama/context.js';
+import { Context, DEFAULT_UNIFIED_KV } from '../llama/context.js';
 import { detachLlamaLogger } from '../llama/library.js';
 import { Model } from '../llama/model.js';
 import { createDraftContext, DraftModelDrafter } from '../speculative/draft-model.js';
@@ -77,7 +77,7 @@ async function load(): Promise<Loaded> {
  * one id and contextSize cells per request, nothing to borrow (no trees, no cache scratch).
  */
 function kvLayout(contextSize: number, maxSequences: number): { kvCells: number; sequences: number } {
-  if (options.unifiedKv ?? true) {
+  if (options.unifiedKv ?? DEFAULT_UNIFIED_KV) {
     return { kvCells: options.kvCells ?? Math.max(contextSize, Math.min(contextSize * maxSequences, 16384)), sequences: Math.min(MAX_SEQUENCES, maxSequences + BRANCH_IDS) };
   }
   if (options.draftModel) throw new Error('a draft model needs the unified KV cache (its token trees share cells between sequences); drop unifiedKv: false');

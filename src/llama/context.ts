@@ -36,6 +36,9 @@ export interface ContextOptions {
   unifiedKv?: boolean;
 }
 
+/** Contexts keep one KV buffer for all sequences unless told otherwise (ContextOptions.unifiedKv). */
+export const DEFAULT_UNIFIED_KV = true;
+
 export class DecodeError extends Error {
   override name = 'DecodeError';
   constructor(
@@ -94,7 +97,7 @@ export class Context {
     params.embeddings = options.embeddings ?? false;
     params.no_perf = true;
     // By default one KV buffer shared by all sequences: tree branches share their prefix cells via seq_cp.
-    const unifiedKv = options.unifiedKv ?? true;
+    const unifiedKv = options.unifiedKv ?? DEFAULT_UNIFIED_KV;
     params.kv_unified = unifiedKv;
     model.library.takeErrors();
     const handle = api.initFromModel(model.pointer, params);
