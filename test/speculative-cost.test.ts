@@ -14,7 +14,7 @@ import {
 import { AdaptivePlanner } from '../src/speculative/planner.js';
 import { CostlyDrafts } from '../src/speculative/costly-drafts.js';
 import type { DecodedStep } from '../src/generate/decoder.js';
-import { RealizedJudge } from '../src/speculative/realized.js';
+import { RealizedJudge, SharedStepJudges } from '../src/speculative/realized.js';
 import { SharedStepCosts } from '../src/speculative/shared-step-costs.js';
 import { ROOT, TokenTree, type Drafter } from '../src/speculative/tree.js';
 import { SpeculativeDecoder } from '../src/speculative/decoder.js';
@@ -788,11 +788,50 @@ describe('RealizedJudge', () => {
     assert.equal(judge.forcePlain, true);
   });
 
+  it('rests in plain decoding after the second lost verdict in a row, twice as long after each further loss, until a verdict is not a loss', () => {
+    const judge = new RealizedJudge();
+    const restAfterEpoch = (speculativeMs: number): number => {
+      while (!judge.forcePlain) judge.observeStep(1, speculativeMs, true);
+      for (let step = 0; step < 32; step++) judge.observeStep(1, 1, false);
+      let rest = 0;
+      for (; judge.forcePlain; rest++) judge.observeStep(1, 1, false);
+      return rest;
+    };
+    // Each plain epoch here ends after its 32 steps (1 ms each), so what follows them is the rest.
+    assert.deepEqual([restAfterEpoch(1.5), restAfterEpoch(1.5), restAfterEpoch(1.5), restAfterEpoch(1.5)], [0, 128, 256, 512]);
+    assert.equal(restAfterEpoch(1), 0, 'a verdict that is not a loss');
+    assert.equal(restAfterEpoch(1.5), 0, 'a first loss again');
+  });
+
   it('leaves out the first steps of a plain epoch, which still pay for the trees before them', () => {
     const judge = new RealizedJudge();
     while (!judge.forcePlain) judge.observeStep(2, 1, true);
     for (let step = 0; judge.forcePlain; step++) judge.observeStep(1, step < 6 ? 100 : 1, false);
     assert.ok(close(judge.lastVerdict!, 2), `verdict ${judge.lastVerdict}`);
+  });
+});
+
+describe('SharedStepJudges', () => {
+  it('judges steps of 9 to 16 sequences together, in plain steps of work, and a step where any sequence drafted as speculative', () => {
+    // A plain step of S sequences costs c(S) = 1 + (S - 1) / 10 single decodes.
+    const curve = { cost: (n: number) => 1 + (n - 1) / 10 };
+    const judges = new SharedStepJudges(curve);
+    assert.equal(judges.judge(9), judges.judge(16));
+    assert.notEqual(judges.judge(8), judges.judge(9));
+    const judge = judges.judge(16);
+    // As under 16 concurrent requests: the running count moves between 9 and 16, every sequence
+    // emits one token a step, and in speculating epochs one sequence drafts, which makes the step
+    // 20% slower while no draft is ever verified. The count falls from epoch to epoch, as a
+    // run's requests end: tokens per ms fall with it, work per ms does not.
+    for (let index = 0; index < 1000 && judge.lastVerdict === undefined; index++) {
+      const sequences = 16 - Math.min(7, Math.floor(index / 24));
+      const step = { index, tokens: sequences, decodingTokens: sequences, sequences };
+      const drafting = !judge.forcePlain;
+      const ms = curve.cost(sequences) * (drafting ? 1.2 : 1);
+      for (let i = 0; i < sequences; i++) judges.observe(step, 1, ms, drafting && i === 0);
+    }
+    assert.ok(close(judge.lastVerdict!, 1 / 1.2), `verdict ${judge.lastVerdict}`);
+    assert.ok(judge.bar > 1);
   });
 });
 

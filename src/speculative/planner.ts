@@ -171,7 +171,7 @@ export class AdaptivePlanner implements TreePlanner {
       stats: new AcceptanceStats(),
       costs: new InSituCosts(options.curve, options.singleDecodeMs),
       judge: new RealizedJudge(),
-      shared: new SharedStepJudges(),
+      shared: new SharedStepJudges(options.curve),
       costlyDrafts: new CostlyDrafts(),
       probes: { cheap: new ProbeSchedule(probeEvery), costly: new ProbeSchedule(probeEvery) },
       draftingValue: new Ewma(SHARED_DRAFTING_VALUE_FACTOR, 0),
@@ -340,7 +340,7 @@ export class AdaptivePlanner implements TreePlanner {
   }
 
   observeStep(emitted: number, ms: number, drafting: Drafting): void {
-    if (this.lastStep && !decodedAlone(this.lastStep)) this.knowledge.shared.observe(this.lastStep, emitted, ms, this.speculating);
+    if (this.lastStep && !decodedAlone(this.lastStep)) this.knowledge.shared.observe(this.lastStep, emitted, ms, this.speculating || drafting !== 'none');
     else {
       this.knowledge.costs.observeOverhead(drafting, ms - this.lastDecodeMs);
       this.judge.observeStep(emitted, ms, this.speculating);

@@ -1,12 +1,16 @@
 /**
  * Judges speculation by what it realizes end to end. The cost model predicts a step's cost from
  * the decodes it measures, but its estimates are noisy on a loaded machine, and whatever it does
- * not model (a slowdown that outlasts the decode after a tree, say) would go unnoticed. So generation alternates: epochs where the planner may speculate, then a short epoch of
- * forced plain decoding, and compares their tokens per millisecond. Adjacent epochs see the same
- * machine load, so their ratio is a fair verdict; while speculating epochs lose, the planner must
- * be promised more before it verifies a tree.
+ * not model (a slowdown that outlasts the decode after a tree, say) would go unnoticed. So
+ * generation alternates: epochs where the planner may speculate, then a short epoch of forced
+ * plain decoding, and compares their tokens per millisecond. Adjacent epochs see the same machine
+ * load, so their ratio is a fair verdict; while speculating epochs lose, the planner must be
+ * promised more before it verifies a tree, and after losses in a row plain decoding rests longer
+ * before the next test: a higher bar stops plans, not the drafting that looks for them (probes),
+ * which is what loses beside 15 other sequences.
  */
 import { decodingOnly, type DecodedStep } from '../generate/decoder.js';
+import type { VerifyCost } from './cost-model.js';
 
 /**
  * Steps of an epoch in which the planner may speculate; after each won verdict the next is twice
@@ -36,6 +40,13 @@ const MAX_BAR = 4;
 /** Realized speedup below which an epoch counts as lost, and above which as won (a band around 1 for noise). */
 const LOSS_BELOW = 0.97;
 const WIN_ABOVE = 1.03;
+/**
+ * Plain steps that follow the plain epoch after the second lost verdict in a row, doubled at each
+ * further loss up to the maximum, before speculation is tested again; a verdict that is not a loss
+ * ends the rest. One loss costs no rest: the text may just have turned unpredictable.
+ */
+const FIRST_REST_STEPS = 128;
+const MAX_REST_STEPS = 1024;
 /** Speculating epochs too quiet to be judged after which a raised bar is lowered one step, to test again. */
 const IDLE_EPOCHS_BEFORE_RETEST = 4;
 
@@ -58,6 +69,9 @@ export class RealizedJudge {
   private speculatingRate: number | undefined;
   private idleEpochs = 0;
   private speculatingEpochSteps = SPECULATING_EPOCH_STEPS;
+  private lossesInARow = 0;
+  /** Forced plain steps still to run after the plain epoch (a rest). */
+  private restSteps = 0;
   /** Realized speedup of the last judged epoch over the plain epoch after it. */
   lastVerdict: number | undefined;
 
@@ -66,13 +80,17 @@ export class RealizedJudge {
     return this.barFactor;
   }
 
-  /** In a plain epoch nothing is drafted or verified. */
+  /** In a plain epoch, and in the rest after it, nothing is drafted or verified. */
   get forcePlain(): boolean {
-    return this.plainPhase;
+    return this.plainPhase || this.restSteps > 0;
   }
 
   /** One whole step: tokens it emitted, its duration, whether it verified drafted nodes. */
   observeStep(emitted: number, ms: number, speculative: boolean): void {
+    if (this.restSteps > 0) {
+      this.restSteps--;
+      return;
+    }
     const tally = this.current;
     tally.steps++;
     if (!this.plainPhase || tally.steps > PLAIN_EPOCH_SETTLE_STEPS) {
@@ -111,6 +129,8 @@ export class RealizedJudge {
 
   private judge(speedup: number): void {
     this.lastVerdict = speedup;
+    this.lossesInARow = speedup < LOSS_BELOW ? this.lossesInARow + 1 : 0;
+    if (this.lossesInARow >= 2) this.restSteps = Math.min(MAX_REST_STEPS, FIRST_REST_STEPS * 2 ** (this.lossesInARow - 2));
     if (speedup < LOSS_BELOW) {
       this.barFactor = Math.min(MAX_BAR, this.barFactor * BAR_STEP);
       this.speculatingEpochSteps = SPECULATING_EPOCH_STEPS;
@@ -122,28 +142,41 @@ export class RealizedJudge {
 }
 
 /**
- * The same verdicts for steps that several sequences share, one judge per number of sequences
- * (their tokens per ms differ by that number). Nothing else checks the cost model there: a shared
- * step's speculation must beat plain shared steps, and it is judged whole, every sequence's tokens
- * over the step's time, since all of them wait for it. Each request reports its part; a step is
- * passed to its judge when the next step's first report arrives. Steps that carried a prompt chunk
- * are left out (their time is mostly prefill).
+ * The same verdicts for steps that several sequences share. Nothing else checks the cost model
+ * there: a shared step's speculation must beat plain shared steps, and it is judged whole, every
+ * sequence's tokens over the step's time, since all of them wait for it; a step counts as
+ * speculative when any sequence drafted in it, for drafting holds up every sequence (beside 15
+ * others a draft-model probe took 300-900 ms against a 150 ms step). Each request reports its
+ * part; a step is passed to its judge when the next step's first report arrives. Steps that
+ * carried a prompt chunk are left out (their time is mostly prefill).
+ *
+ * Each judge serves a class of sequence counts: 2, 3-4, 5-8, 9-16, … A judge per exact count
+ * never finished an epoch under 16 concurrent requests, whose running count moved between 9 and
+ * 16 as they ended and were admitted, and speculation there went unjudged (0.95× plain). Tokens per
+ * ms grow with the count, and it falls as a run's requests end, which would favour whichever
+ * epoch came first: a step's tokens are counted in plain steps' worth of work, c(S) / S each,
+ * so that a plain step of any count S emits c(S) single decodes' worth.
  */
 export class SharedStepJudges {
   private readonly judges = new Map<number, RealizedJudge>();
+
+  /** `curve`: what a plain step of S sequences costs, c(S) single decodes. */
+  constructor(private readonly curve: VerifyCost) {}
+
   private pending: { step: DecodedStep; tokens: number; ms: number; speculative: boolean } | undefined;
 
   /** The judge of steps shared by `sequences` sequences. */
   judge(sequences: number): RealizedJudge {
-    let judge = this.judges.get(sequences);
+    const sequencesClass = Math.ceil(Math.log2(sequences));
+    let judge = this.judges.get(sequencesClass);
     if (!judge) {
       judge = new RealizedJudge();
-      this.judges.set(sequences, judge);
+      this.judges.set(sequencesClass, judge);
     }
     return judge;
   }
 
-  /** One sequence's part of a shared step: what it emitted, the step's time as it saw it, whether it verified drafts. */
+  /** One sequence's part of a shared step: what it emitted, the step's time as it saw it, whether it drafted or verified drafts. */
   observe(step: DecodedStep, emitted: number, ms: number, speculative: boolean): void {
     const pending = this.pending;
     if (pending?.step.index === step.index) {
@@ -152,7 +185,10 @@ export class SharedStepJudges {
       pending.speculative ||= speculative;
       return;
     }
-    if (pending && decodingOnly(pending.step)) this.judge(pending.step.sequences).observeStep(pending.tokens, pending.ms, pending.speculative);
+    if (pending && decodingOnly(pending.step)) {
+      const { sequences } = pending.step;
+      this.judge(sequences).observeStep((pending.tokens * this.curve.cost(sequences)) / sequences, pending.ms, pending.speculative);
+    }
     this.pending = { step, tokens: emitted, ms, speculative };
   }
 }
