@@ -45,6 +45,8 @@ interface DraftRecord {
 export class CostlyDrafts {
   private readonly records = new Map<string, DraftRecord>();
   private readonly rechecks = new ProbeSchedule(FIRST_RECHECK_STEPS);
+  /** The engine step whose re-check a sequence has taken. */
+  private recheckedAt = -1;
 
   /**
    * A draft, priced as if the drafter were asked every step: a node costs a decode, the first
@@ -73,8 +75,10 @@ export class CostlyDrafts {
 
   /**
    * Whether to ask `name` at engine step `step`, when an accepted token saves `tokenValueMs`
-   * (undefined: not measured yet). Re-checks fall on the engine's step number, so every sequence
-   * that skips the drafter re-checks in the same step and their draft decodes share a batch.
+   * (undefined: not measured yet). A re-check is one sequence's, the first to ask in a step due
+   * (the engine's step number): it measures for all, and a draft model asked after a gap first
+   * catches up on every token since; beside 15 other sequences, all of them catching up at once
+   * took 0.5-1.4 s, 4-9 plain steps.
    */
   pays(name: string, tokenValueMs: number | undefined, step: number): boolean {
     const record = this.records.get(name);
@@ -83,7 +87,8 @@ export class CostlyDrafts {
       this.rechecks.reset();
       return true;
     }
-    if (!this.rechecks.due(step)) return false;
+    if (step === this.recheckedAt || !this.rechecks.due(step)) return false;
+    this.recheckedAt = step;
     this.rechecks.lengthen(MAX_RECHECK_STEPS);
     return true;
   }
