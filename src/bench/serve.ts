@@ -134,7 +134,7 @@ export async function runServeBench(options: ServeBenchOptions): Promise<ServeBe
 
 /** Starts every setup that can run, into `servers` (so that the caller stops them whatever happens); one that fails to start is reported. */
 async function startServers(options: ServeBenchOptions, servers: RunningSetup[], fail: (line: string) => void): Promise<void> {
-  for (const setup of options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'))) {
+  for (const setup of measuredSetups(options)) {
     options.onProgress(`${setup}: starting the server`);
     const server = await startSetup(setup, options).catch((error: unknown) => fail(`${setup}: ${describeError(error)}`));
     if (server) servers.push(server);
@@ -226,6 +226,11 @@ interface RunningSetup {
  * share. Plain Tachyon keeps a KV buffer per request as llama-server does by default (its
  * attention reads only the request's own cells); speculation needs the unified buffer.
  */
+/** The setups a run measures: those asked for, less llama-server's when it has none. */
+export function measuredSetups(options: Pick<ServeBenchOptions, 'setups' | 'llamaServer'>): Setup[] {
+  return options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'));
+}
+
 export function setupFlags(setup: Setup, options: Pick<ServeBenchOptions, 'draftModel' | 'llamaSpecFlags'>): string[] {
   switch (setup) {
     case 'tachyon':

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { barChartSvg } from '../bench/chart.js';
 import { writeFileAtomic } from '../atomic-file.js';
 import { readJsonLines } from '../bench/jsonl.js';
-import { runServeBench, setupFlags, SETUPS, type ServeBenchReport, type Setup } from '../bench/serve.js';
+import { measuredSetups, runServeBench, setupFlags, SETUPS, type ServeBenchReport, type Setup } from '../bench/serve.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { UsageError } from './errors.js';
 import { integer } from './options.js';
@@ -109,7 +109,7 @@ function formatServeReport(report: ServeBenchReport): string {
     '',
     `${report.settings.parallel} slots × ${report.settings.ctxSize} tokens, ${report.settings.threads} threads, ${report.settings.maxTokens} tokens per request (greedy), ${report.settings.prompts} prompts (each level and round sends its own to every server); all servers up at once, each level measured ${report.settings.rounds === 1 ? 'once on each, in turn' : `${report.settings.rounds} times on each, in turns that rotate (median round)`}; one decode ≈ ${number(report.ms_per_decode ?? undefined, 2)} ms (Tachyon plain, 1 client, inter-token p50).`,
     '',
-    `Setups: ${SETUPS.map((setup) => `${setup} \`${setupFlags(setup, report.settings).join(' ') || '(defaults)'}\``).join('; ')}.`,
+    `Setups: ${measuredSetups(report.settings).map((setup) => `${setup} \`${setupFlags(setup, report.settings).join(' ') || '(defaults)'}\``).join('; ')}.`,
     '',
     `| clients | ${SETUPS.map((setup) => `${setup} tok/s`).join(' | ')} | TTFT p50 / p99 ms (tachyon_spec) | ITL p50 / p99 ms (tachyon_spec) |`,
     `| ---: | ${SETUPS.map(() => '---:').join(' | ')} | ---: | ---: |`,
