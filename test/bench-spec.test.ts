@@ -24,7 +24,7 @@ test('bench spec reports the regime, the oracle bound and the best peer', async 
   const reportDir = join(scratch, 'report');
   const lines: string[] = [];
   const result = await runSpecBench({
-    model: testbedTarget, draftModel: testbedDraft, gpu: 'cpu', threads: 1, tasks: ['reasoning'], n: 1, maxTokens: 24,
+    model: testbedTarget, draftModel: testbedDraft, gpu: 'cpu', threads: 1, tasks: ['reasoning'], n: 1, maxTokens: 48,
     configs: ['auto'], peersFile, reportDir, onProgress: (line) => lines.push(line),
   });
   assert.ok(result.ms_per_decode > 0);
