@@ -13,6 +13,7 @@ import { projectRoot } from './helpers/models.js';
 import { skipWithout } from './helpers/system-tools.js';
 
 const CHROMIUM = '/usr/bin/chromium';
+const withoutChromium = skipWithout(CHROMIUM, 'chromium');
 /** Flags known to work as root on a machine without network (see .ci/run). */
 const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
@@ -21,14 +22,14 @@ let browser: Browser;
 
 before(async () => {
   running = await startServer(verifyEveryDraft, { apiKey: 'sesame' });
-  if (!skipWithout(CHROMIUM, 'chromium')) browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
+  if (!withoutChromium) browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_FLAGS });
 });
 after(async () => {
   await browser?.close();
   await running.close();
 });
 
-test('the playground streams a reply with thinking apart, drafter-coloured tokens, τ and tokens/s', { skip: skipWithout(CHROMIUM, 'chromium') }, async () => {
+test('the playground streams a reply with thinking apart, drafter-coloured tokens, τ and tokens/s', { skip: withoutChromium }, async () => {
   const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
   const problems: string[] = [];
   page.on('console', (message) => {

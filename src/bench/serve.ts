@@ -221,16 +221,16 @@ interface RunningSetup {
   stop(): Promise<void>;
 }
 
-/**
- * The flags that make each setup what it is, beside the model, slots, context and threads all
- * share. Plain Tachyon keeps a KV buffer per request as llama-server does by default (its
- * attention reads only the request's own cells); speculation needs the unified buffer.
- */
 /** The setups a run measures: those asked for, less llama-server's when it has none. */
 export function measuredSetups(options: Pick<ServeBenchOptions, 'setups' | 'llamaServer'>): Setup[] {
   return options.setups.filter((setup) => options.llamaServer !== undefined || setup.startsWith('tachyon'));
 }
 
+/**
+ * The flags that make each setup what it is, beside the model, slots, context and threads all
+ * share. Plain Tachyon keeps a KV buffer per request as llama-server does by default (its
+ * attention reads only the request's own cells); speculation needs the unified buffer.
+ */
 export function setupFlags(setup: Setup, options: Pick<ServeBenchOptions, 'draftModel' | 'llamaSpecFlags'>): string[] {
   switch (setup) {
     case 'tachyon':

@@ -130,8 +130,8 @@ export class RealizedJudge {
   private judge(speedup: number): void {
     this.lastVerdict = speedup;
     this.lossesInARow = speedup < LOSS_BELOW ? this.lossesInARow + 1 : 0;
-    if (this.lossesInARow >= 2) this.restSteps = Math.min(MAX_REST_STEPS, FIRST_REST_STEPS * 2 ** (this.lossesInARow - 2));
     if (speedup < LOSS_BELOW) {
+      if (this.lossesInARow >= 2) this.restSteps = Math.min(MAX_REST_STEPS, FIRST_REST_STEPS * 2 ** (this.lossesInARow - 2));
       this.barFactor = Math.min(MAX_BAR, this.barFactor * BAR_STEP);
       this.speculatingEpochSteps = SPECULATING_EPOCH_STEPS;
     } else if (speedup > WIN_ABOVE) {
@@ -159,13 +159,12 @@ export class RealizedJudge {
  */
 export class SharedStepJudges {
   private readonly judges = new Map<number, RealizedJudge>();
+  private pending: { step: DecodedStep; tokens: number; ms: number; speculative: boolean } | undefined;
 
   /** `curve`: what a plain step of S sequences costs, c(S) single decodes. */
   constructor(private readonly curve: VerifyCost) {}
 
-  private pending: { step: DecodedStep; tokens: number; ms: number; speculative: boolean } | undefined;
-
-  /** The judge of steps shared by `sequences` sequences. */
+  /** The judge of steps shared by `sequences` sequences (the one of its class). */
   judge(sequences: number): RealizedJudge {
     const sequencesClass = Math.ceil(Math.log2(sequences));
     let judge = this.judges.get(sequencesClass);
