@@ -636,6 +636,21 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
 /** A decode of `sequences` sequences sharing a step (no prompt chunk), `tokens` tokens in all. */
 const shared = (index: number, sequences: number, tokens: number): DecodedStep => ({ index, tokens, decodingTokens: tokens, sequences });
 
+/**
+ * Reports, as one of `sequences` sequences, a judged epoch of shared steps that drafted (3 ms per
+ * token) and the plain epoch after it (1 ms per token): speculation there loses its verdict.
+ */
+function loseSharedVerdict(planner: AdaptivePlanner, sequences: number): void {
+  let index = 0;
+  const step = (ms: number, drafting: 'cheap' | 'none') => {
+    planner.observeDecode(shared(index++, sequences, sequences), ms);
+    planner.observeStep(1, ms, drafting);
+  };
+  // A step reaches its judge when the next one is reported.
+  for (let k = 0; k <= 128; k++) step(3, 'cheap');
+  for (let k = 0; k < 40; k++) step(1, 'none');
+}
+
 describe('SharedStepCosts', () => {
   const curve = CostCurve.linear(0.3);
   /** Plain steps of 8 sequences at 31 ms, then trees of 24 tokens whose growth is `scale` times the curve's. */
@@ -705,6 +720,20 @@ describe('AdaptivePlanner among other sequences', () => {
       assert.equal(missesBeforeBackOff(next, 100), 1, 'nothing has paid: a miss backs off at once');
     }
     assert.ok(sequences >= 4 && sequences < 40, `${sequences} sequences drafted a first step that did not pay before the next started backed off`);
+  });
+
+  it('starts a new sequence backed off beside others whose speculation has lately lost to plain steps, and exploring elsewhere', () => {
+    const root = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
+    const eight = { tokens: 7, sequences: 7 };
+    assert.equal(root.forSequence().budget(eight, 1).explore, true, 'before any verdict, a new sequence explores among 8');
+    loseSharedVerdict(root, 8);
+    // Step 1 is no probe step: a sequence backed off does not draft in it.
+    assert.equal(root.forSequence().budget(eight, 1).maxNodes, 0, 'among 8, where speculation just lost');
+    assert.equal(root.forSequence().budget({ tokens: 1, sequences: 1 }, 1).explore, true, 'beside one other sequence: another judge');
+    assert.equal(root.forSequence().budget(undefined, 1).explore, true, 'alone');
+    const running = root.forSequence();
+    feed(running, 1);
+    assert.ok(running.budget(eight, 1).maxNodes > 0, 'a sequence whose plans paid goes on drafting');
   });
 
   it('shrinks shared trees once steps are seen to grow more with their tokens than the curve says', () => {

@@ -204,7 +204,14 @@ export class AdaptivePlanner implements TreePlanner {
     this.budgetCalls++;
     this.probing = undefined;
     // A plain epoch of the judge of this step's kind (alone, or shared by so many sequences).
-    if (this.judgeOf(batch).forcePlain) return NO_DRAFT;
+    const judge = this.judgeOf(batch);
+    if (judge.forcePlain) return NO_DRAFT;
+    // A sequence that has verified nothing yet explores (speculatingBudget), except beside other
+    // sequences whose speculation has lately lost to plain steps (their judge's bar is raised):
+    // there it starts backed off, and waits for a probe that pays. Exploring drafts hold up the
+    // whole batch: at 16 concurrent the first ~25 steps of a round drafted 30-400 ms each (a
+    // shared step takes ~115 ms), for plans that the raised bar then mostly refused.
+    if (batch && judge.bar > 1 && this.recentPlanSizes.values.length === 0) this.backingOff = true;
     if (!this.backingOff) return this.speculatingBudget();
     // Backing off: each kind of drafter is asked on its own schedule (drafts judged in the shadow
     // of plain decoding), so the acceptance statistics keep learning when the text becomes
