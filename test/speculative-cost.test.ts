@@ -672,6 +672,21 @@ describe('SharedStepCosts', () => {
     assert.equal(costs.scale(4), 1, 'other concurrencies keep their own scale');
   });
 
+  it('learns one scale for a class of sequence counts, each against the plain step of its own count', () => {
+    const costs = new SharedStepCosts(curve);
+    let index = 0;
+    // The running count moves between 9 and 16: one plain step and one tree step of 3 tokens per
+    // sequence at each count, growing 3 times what the curve says; no count sees 4 tree steps.
+    for (let sequences = 9; sequences <= 16; sequences++) {
+      const plainMs = 10 * curve.cost(sequences);
+      costs.observe(shared(index++, sequences, sequences), plainMs);
+      costs.observe(shared(index++, sequences, 3 * sequences), plainMs * (1 + 3 * (curve.cost(3 * sequences) / curve.cost(sequences) - 1)));
+    }
+    assert.ok(close(costs.scale(12), 3, 1e-6), `scale ${costs.scale(12)}`);
+    assert.equal(costs.scale(16), costs.scale(9));
+    assert.equal(costs.scale(8), 1, 'another class: nothing seen');
+  });
+
   it('counts a step once however many sequences report it, and leaves out steps with a prompt chunk', () => {
     const once = new SharedStepCosts(curve);
     observeSteps(once, 2, 4);

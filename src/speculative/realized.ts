@@ -11,6 +11,7 @@
  */
 import { decodingOnly, type DecodedStep } from '../generate/decoder.js';
 import type { VerifyCost } from './cost-model.js';
+import { concurrencyClass } from './shared-step-costs.js';
 
 /**
  * Steps of an epoch in which the planner may speculate; after each won verdict the next is twice
@@ -166,11 +167,11 @@ export class SharedStepJudges {
 
   /** The judge of steps shared by `sequences` sequences (the one of its class). */
   judge(sequences: number): RealizedJudge {
-    const sequencesClass = Math.ceil(Math.log2(sequences));
-    let judge = this.judges.get(sequencesClass);
+    const key = concurrencyClass(sequences);
+    let judge = this.judges.get(key);
     if (!judge) {
       judge = new RealizedJudge();
-      this.judges.set(sequencesClass, judge);
+      this.judges.set(key, judge);
     }
     return judge;
   }

@@ -12,7 +12,10 @@
  *
  * where plainStep(S) is a step in which each of the S sequences decodes its one pending token.
  * Both sides are ratios to a step measured in place, so neither needs a decode timed alone (a busy
- * server never runs one). Scales are kept per number of sequences: the cells behind them differ.
+ * server never runs one). The plain step is kept per number of sequences, the scale per class of
+ * them (2, 3-4, 5-8, 9-16, …, as the shared judges are): under 16 concurrent requests the count
+ * moves between 9 and 16 as they end and are admitted, and a scale per exact count, which applies
+ * after 4 tree steps at that count, left trees priced by the bare curve at each count it reached.
  */
 import { RecentMedian, RecentValues } from '../stats.js';
 import { decodingOnly, type DecodedStep } from '../generate/decoder.js';
@@ -40,16 +43,21 @@ const MIN_PREDICTED_GROWTH = 0.1;
 const MIN_SCALE = 0.25;
 const MAX_SCALE = 4;
 
-interface AtConcurrency {
-  /** Plain steps of this many sequences (ms). */
-  plainMs: RecentMedian;
-  /** Recent tree steps: observed and predicted growth over the plain step (added in pairs). */
+/** Recent tree steps of a class of sequence counts: observed and predicted growth over their plain step (added in pairs). */
+interface Growth {
   observed: RecentValues;
   predicted: RecentValues;
 }
 
+/** The class of a count of sequences sharing a step: 2, 3-4, 5-8, 9-16, … (as ⌈log2 S⌉). */
+export function concurrencyClass(sequences: number): number {
+  return Math.ceil(Math.log2(sequences));
+}
+
 export class SharedStepCosts {
-  private readonly bySequences = new Map<number, AtConcurrency>();
+  /** Plain steps of each number of sequences (ms). */
+  private readonly plainMs = new Map<number, RecentMedian>();
+  private readonly growthByClass = new Map<number, Growth>();
   /** Every sequence of a step reports it; it counts once. */
   private lastStep = -1;
 
@@ -59,17 +67,18 @@ export class SharedStepCosts {
   observe(step: DecodedStep, ms: number): void {
     if (step.index === this.lastStep || step.sequences < 2 || !decodingOnly(step)) return;
     this.lastStep = step.index;
-    const costs = this.at(step.sequences);
+    const plainMs = getOrCreate(this.plainMs, step.sequences, () => new RecentMedian(PLAIN_WINDOW));
     if (step.tokens === step.sequences) {
-      costs.plainMs.add(ms);
+      plainMs.add(ms);
       return;
     }
-    const plain = costs.plainMs.value;
+    const plain = plainMs.value;
     const predicted = this.curve.cost(step.tokens) / this.curve.cost(step.sequences) - 1;
     if (plain === undefined || predicted < MIN_PREDICTED_GROWTH) return;
     const observed = Math.min(MAX_SCALE * predicted, Math.max(MIN_SCALE * predicted, ms / plain - 1));
-    costs.observed.add(observed);
-    costs.predicted.add(predicted);
+    const growth = this.growth(step.sequences);
+    growth.observed.add(observed);
+    growth.predicted.add(predicted);
   }
 
   /**
@@ -78,20 +87,24 @@ export class SharedStepCosts {
    * whose growth stands out of the noise, weigh most.
    */
   scale(sequences: number): number {
-    const costs = this.bySequences.get(sequences);
-    if (!costs || costs.observed.values.length < MIN_OBSERVATIONS) return 1;
-    const scale = sum(costs.observed.values) / sum(costs.predicted.values);
+    const { observed, predicted } = this.growth(sequences);
+    if (observed.values.length < MIN_OBSERVATIONS) return 1;
+    const scale = sum(observed.values) / sum(predicted.values);
     return Math.min(MAX_SCALE, Math.max(MIN_SCALE, scale));
   }
 
-  private at(sequences: number): AtConcurrency {
-    let costs = this.bySequences.get(sequences);
-    if (!costs) {
-      costs = { plainMs: new RecentMedian(PLAIN_WINDOW), observed: new RecentValues(GROWTH_WINDOW), predicted: new RecentValues(GROWTH_WINDOW) };
-      this.bySequences.set(sequences, costs);
-    }
-    return costs;
+  private growth(sequences: number): Growth {
+    return getOrCreate(this.growthByClass, concurrencyClass(sequences), () => ({ observed: new RecentValues(GROWTH_WINDOW), predicted: new RecentValues(GROWTH_WINDOW) }));
   }
+}
+
+function getOrCreate<K, V>(map: Map<K, V>, key: K, create: () => V): V {
+  let value = map.get(key);
+  if (value === undefined) {
+    value = create();
+    map.set(key, value);
+  }
+  return value;
 }
 
 function sum(values: readonly number[]): number {
