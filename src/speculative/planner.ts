@@ -211,7 +211,7 @@ export class AdaptivePlanner implements TreePlanner {
     // there it starts backed off, and waits for a probe that pays. Exploring drafts hold up the
     // whole batch: at 16 concurrent the first ~25 steps of a round drafted 30-400 ms each (a
     // shared step takes ~115 ms), for plans that the raised bar then mostly refused.
-    if (batch && judge.bar > 1 && this.recentPlanSizes.values.length === 0) this.backingOff = true;
+    if (batch && judge.bar > 1 && !this.hasVerifiedPlans) this.backingOff = true;
     if (!this.backingOff) return this.speculatingBudget();
     // Backing off: each kind of drafter is asked on its own schedule (drafts judged in the shadow
     // of plain decoding), so the acceptance statistics keep learning when the text becomes
@@ -226,6 +226,11 @@ export class AdaptivePlanner implements TreePlanner {
     return this.cheapProbeBudget;
   }
 
+  /** Whether this sequence has verified a plan yet (nothing says how deep its drafts should go before). */
+  private get hasVerifiedPlans(): boolean {
+    return this.recentPlanSizes.values.length > 0;
+  }
+
   /**
    * Drafting time grows with the nodes drafted, and most of a 64-node tree is cut when the plans
    * verify 20: once plans have been verified, drafters may fill half again the largest recent one
@@ -233,7 +238,7 @@ export class AdaptivePlanner implements TreePlanner {
    */
   private speculatingBudget(): DraftBudget {
     // A sequence's first drafts explore too: nothing it has verified says how deep to go yet.
-    if (this.recentPlanSizes.values.length === 0) return { ...this.maxBudget, explore: true };
+    if (!this.hasVerifiedPlans) return { ...this.maxBudget, explore: true };
     const largest = Math.max(...this.recentPlanSizes.values);
     const maxNodes = Math.min(this.maxBudget.maxNodes, Math.max(this.probeBudget.maxNodes, Math.ceil(largest * 1.5)));
     return maxNodes === this.maxBudget.maxNodes ? this.maxBudget : { ...this.maxBudget, maxNodes };

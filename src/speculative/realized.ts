@@ -12,6 +12,7 @@
 import { decodingOnly, type DecodedStep } from '../generate/decoder.js';
 import type { VerifyCost } from './cost-model.js';
 import { concurrencyClass } from './shared-step-costs.js';
+import { getOrCreate } from '../memo.js';
 
 /**
  * Steps of an epoch in which the planner may speculate; after each won verdict the next is twice
@@ -167,13 +168,7 @@ export class SharedStepJudges {
 
   /** The judge of steps shared by `sequences` sequences (the one of its class). */
   judge(sequences: number): RealizedJudge {
-    const key = concurrencyClass(sequences);
-    let judge = this.judges.get(key);
-    if (!judge) {
-      judge = new RealizedJudge();
-      this.judges.set(key, judge);
-    }
-    return judge;
+    return getOrCreate(this.judges, concurrencyClass(sequences), () => new RealizedJudge());
   }
 
   /** One sequence's part of a shared step: what it emitted, the step's time as it saw it, whether it drafted or verified drafts. */

@@ -18,6 +18,7 @@
  * after 4 tree steps at that count, left trees priced by the bare curve at each count it reached.
  */
 import { RecentMedian, RecentValues } from '../stats.js';
+import { getOrCreate } from '../memo.js';
 import { decodingOnly, type DecodedStep } from '../generate/decoder.js';
 import type { CostCurve } from './cost-model.js';
 
@@ -76,7 +77,7 @@ export class SharedStepCosts {
     const predicted = this.curve.cost(step.tokens) / this.curve.cost(step.sequences) - 1;
     if (plain === undefined || predicted < MIN_PREDICTED_GROWTH) return;
     const observed = Math.min(MAX_SCALE * predicted, Math.max(MIN_SCALE * predicted, ms / plain - 1));
-    const growth = this.growth(step.sequences);
+    const growth = getOrCreate(this.growthByClass, concurrencyClass(step.sequences), () => ({ observed: new RecentValues(GROWTH_WINDOW), predicted: new RecentValues(GROWTH_WINDOW) }));
     growth.observed.add(observed);
     growth.predicted.add(predicted);
   }
@@ -87,24 +88,11 @@ export class SharedStepCosts {
    * whose growth stands out of the noise, weigh most.
    */
   scale(sequences: number): number {
-    const { observed, predicted } = this.growth(sequences);
-    if (observed.values.length < MIN_OBSERVATIONS) return 1;
-    const scale = sum(observed.values) / sum(predicted.values);
+    const growth = this.growthByClass.get(concurrencyClass(sequences));
+    if (!growth || growth.observed.values.length < MIN_OBSERVATIONS) return 1;
+    const scale = sum(growth.observed.values) / sum(growth.predicted.values);
     return Math.min(MAX_SCALE, Math.max(MIN_SCALE, scale));
   }
-
-  private growth(sequences: number): Growth {
-    return getOrCreate(this.growthByClass, concurrencyClass(sequences), () => ({ observed: new RecentValues(GROWTH_WINDOW), predicted: new RecentValues(GROWTH_WINDOW) }));
-  }
-}
-
-function getOrCreate<K, V>(map: Map<K, V>, key: K, create: () => V): V {
-  let value = map.get(key);
-  if (value === undefined) {
-    value = create();
-    map.set(key, value);
-  }
-  return value;
 }
 
 function sum(values: readonly number[]): number {
