@@ -8,9 +8,7 @@
 //   node bench/probes/tiled-attention.mjs [--model PATH] [--threads N] [--sequences 16] [--length 512] [--steps 6]
 import { parseArgs } from 'node:util';
 import { Model } from '../../dist/src/llama/model.js';
-import { Context, evaluateTokens } from '../../dist/src/llama/context.js';
-import { TokenBatch } from '../../dist/src/llama/batch.js';
-import { median } from '../../dist/src/bench/stats.js';
+import { medianSharedStepMs } from './shared-step.mjs';
 import { defaultModelPath } from '../../dist/src/paths.js';
 
 const { values } = parseArgs({
@@ -27,23 +25,10 @@ const model = await Model.load(values.model, { gpu: 'cpu' });
 const rows = [];
 for (const perSequence of [1, 2, 4, 8]) {
   for (const microBatch of [512, 63]) {
-    const context = Context.create(model, { contextSize: sequences * (length + steps * perSequence + 8), sequences, threads, batchSize: 512, microBatchSize: microBatch });
-    const batch = new TokenBatch(512, 1);
-    for (let seq = 0; seq < sequences; seq++) evaluateTokens(context, batch, Array.from({ length }, (_, i) => 300 + ((i * 7 + seq) % 500)), 0, seq);
-    const times = [];
-    for (let step = 0; step < steps; step++) {
-      batch.clear();
-      for (let seq = 0; seq < sequences; seq++) {
-        for (let k = 0; k < perSequence; k++) batch.add(300 + seq + k, length + step * perSequence + k, seq, true);
-      }
-      const started = performance.now();
-      context.decodeSync(batch);
-      times.push(performance.now() - started);
-    }
-    rows.push({ sequences, cells_per_sequence: length, tokens: sequences * perSequence, micro_batch: microBatch, ms_per_step: Number(median(times).toFixed(1)) });
-    batch.dispose();
-    context.dispose();
+    const ms = medianSharedStepMs(model, { sequences, length, tokensPerSequence: perSequence, steps, context: { threads, batchSize: 512, microBatchSize: microBatch } });
+    rows.push({ sequences, cells_per_sequence: length, tokens: sequences * perSequence, micro_batch: microBatch, ms_per_step: Number(ms.toFixed(1)) });
   }
 }
 console.table(rows);
 console.log(JSON.stringify({ model: values.model, threads, rows }));
+model.dispose();
