@@ -7,7 +7,7 @@ export { Model, ModelLoadError, type LoadModelOptions, type ModelMetadata, type 
 export { Context, DecodeError, type ContextOptions, type KvType, type FlashAttention } from './llama/context.js';
 export { TokenBatch } from './llama/batch.js';
 export { Tokenizer, TextStreamDecoder, type TokenizeOptions } from './llama/tokenizer.js';
-export { loadLlamaLibrary, type GpuChoice, type Backend } from './llama/library.js';
+export { detachLlamaLogger, loadLlamaLibrary, type GpuChoice, type Backend } from './llama/library.js';
 export { generateAll, type GenerationChunk, type GenerationResult, type GenerationStats, type GenerationLimits, type StopReason } from './generate/generate.js';
 export { PlainDecoder, PromptTooLongError, type SequenceDecoder, type DecoderTimings } from './generate/decoder.js';
 export { Sampler, tokenDistribution, greedyToken, drawFrom, isGreedy, defaultSampling, type SamplingOptions, type TokenDistribution } from './generate/sampling.js';

@@ -199,8 +199,7 @@ async function loadRequests(options: BatchBenchOptions): Promise<{ requests: Ben
     return { requests, admission };
   } finally {
     model.dispose();
-    // llama.cpp's log callback is process-wide: this thread's must not outlive its model, or the
-    // engine worker's llama.cpp would call into this thread's JavaScript.
+    // This thread is done with llama.cpp: counted out, it leaves the engine worker alone with its log.
     detachLlamaLogger();
   }
 }

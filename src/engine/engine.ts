@@ -11,6 +11,7 @@ import { generateAll } from '../generate/generate.js';
 import type { ContextOptions } from '../llama/context.js';
 import type { LoadModelOptions } from '../llama/model.js';
 import { ModelLoadError } from '../llama/model.js';
+import { llamaThreadRegistry } from '../llama/logger.js';
 import { defaultModelPath } from '../paths.js';
 import { withReasoningPresets } from '../reasoning/presets.js';
 import { deserializeError, EngineDisposedError, type SerializedError } from './errors.js';
@@ -21,7 +22,7 @@ import type { TierName } from '../kvcache/tiers/tier.js';
 import type { PrefixCacheStats } from '../kvcache/prefix-cache.js';
 
 export type { EngineStatus };
-import { STATUS_FIELDS, type Command, type EngineInfo, type PromptInput, type Query, type WireEvent, type WorkerMessage, type WorkerOptions } from './protocol.js';
+import { STATUS_FIELDS, type Command, type EngineInfo, type PromptInput, type Query, type WireEvent, type WorkerData, type WorkerMessage, type WorkerOptions } from './protocol.js';
 import type { RequestOptions } from './request.js';
 
 export interface EngineOptions extends LoadModelOptions, Omit<ContextOptions, 'contextSize' | 'sequences'>, EngineLoopOptions {
@@ -109,7 +110,7 @@ export class Engine {
     const channel = new MessageChannel();
     const status = new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT * STATUS_FIELDS);
     const worker = new Worker(new URL('./worker.js', import.meta.url), {
-      workerData: { options: workerOptions, commands: channel.port2, status },
+      workerData: { options: workerOptions, commands: channel.port2, status, llamaThreads: llamaThreadRegistry() } satisfies WorkerData,
       transferList: [channel.port2],
     });
     const info = await new Promise<EngineInfo>((resolve, reject) => {

@@ -34,6 +34,8 @@ export interface WorkerData {
    * outgrows an int32 on a long-lived server): running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens.
    */
   status: SharedArrayBuffer;
+  /** The threads of the process that use llama.cpp count themselves here (llama/logger.ts). */
+  llamaThreads: SharedArrayBuffer;
 }
 
 export type PromptInput = { kind: 'text'; text: string } | { kind: 'tokens'; tokens: number[] } | { kind: 'messages'; messages: ChatMessage[] };

@@ -10,6 +10,7 @@ import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_thread
 import { ChatFormatter } from '../generate/chat.js';
 import { Context, DEFAULT_UNIFIED_KV } from '../llama/context.js';
 import { detachLlamaLogger } from '../llama/library.js';
+import { adoptLlamaThreadRegistry } from '../llama/logger.js';
 import { Model } from '../llama/model.js';
 import { createDraftContext, DraftModelDrafter } from '../speculative/draft-model.js';
 import { Speculation } from '../speculative/speculation.js';
@@ -28,7 +29,8 @@ const YIELD_EVERY_MS = 2;
 /** llama.cpp's limit on sequence ids. */
 const MAX_SEQUENCES = 256;
 
-const { options, commands, status } = workerData as WorkerData;
+const { options, commands, status, llamaThreads } = workerData as WorkerData;
+adoptLlamaThreadRegistry(llamaThreads);
 const statusView = new Float64Array(status);
 const post = (message: WorkerMessage) => parentPort!.postMessage(message);
 

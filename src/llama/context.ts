@@ -99,6 +99,7 @@ export class Context {
     // By default one KV buffer shared by all sequences: tree branches share their prefix cells via seq_cp.
     const unifiedKv = options.unifiedKv ?? DEFAULT_UNIFIED_KV;
     params.kv_unified = unifiedKv;
+    model.library.claimLog();
     model.library.takeErrors();
     const handle = api.initFromModel(model.pointer, params);
     if (!handle) throw new Error(`cannot create context: ${model.library.takeErrors().at(-1) ?? 'llama.cpp refused the parameters'}`);

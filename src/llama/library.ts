@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import koffi from 'koffi';
 import { declareApi, LogCallback, ThreadpoolNew, type LlamaApi, type Pointer, type ThreadpoolParamsValue } from './ffi.js';
+import { LlamaLogger } from './logger.js';
 
 export type GpuChoice = 'auto' | 'cpu' | 'cuda' | 'vulkan' | 'metal';
 export type Backend = 'cpu' | 'cuda' | 'vulkan' | 'metal';
@@ -27,18 +28,21 @@ export interface LlamaLibrary {
    * are awaited in turn), so one pool per thread count serves them all.
    */
   threadpool(threads: number): Pointer | null;
-  /** Error lines llama.cpp logged since the last call to takeErrors(); used to explain failures. */
-  takeErrors(): string[];
   /**
-   * Unsets llama.cpp's log callbacks and releases ours. A worker thread that loaded the library
-   * must call this before it exits: the callbacks are process-wide, and one left pointing into a
-   * dead thread's JavaScript crashes the process on the next log line.
+   * Error lines llama.cpp logged since the last call to takeErrors(); used to explain failures.
+   * Only while this thread is the one using llama.cpp in the process (see logger.ts).
+   */
+  takeErrors(): string[];
+  /** Takes llama.cpp's log back for this thread if it is now the only one using llama.cpp; call before a call whose errors matter. */
+  claimLog(): void;
+  /**
+   * Unsets llama.cpp's log callbacks and releases ours. A thread that loaded the library must call
+   * this before it exits: the callbacks are process-wide, and one left pointing into a dead
+   * thread's JavaScript crashes the process on the next log line.
    */
   detachLogger(): void;
 }
 
-const GGML_LOG_LEVEL_ERROR = 4;
-const GGML_LOG_LEVEL_CONT = 5;
 const GGML_BACKEND_DEVICE_TYPE_GPU = 1;
 const GGML_BACKEND_DEVICE_TYPE_IGPU = 2;
 
@@ -96,19 +100,9 @@ function loadVariant(backend: Backend, binDir: string): LlamaLibrary {
   const llama = load('libllama');
   const api = declareApi(llama, ggml, ggmlBase);
 
-  const errors: string[] = [];
-  const verbose = Boolean(process.env.TACHYON_VERBOSE);
-  let lastLevel = 0;
-  // Kept referenced until detachLogger(): llama.cpp holds the pointer.
-  const logger = koffi.register((level: number, text: string) => {
-    const effective = level === GGML_LOG_LEVEL_CONT ? lastLevel : level;
-    lastLevel = effective;
-    if (effective >= GGML_LOG_LEVEL_ERROR) errors.push(text.trim());
-    if (errors.length > 50) errors.shift();
-    if (verbose) process.stderr.write(text);
-  }, koffi.pointer(LogCallback));
-  api.logSet(logger, null);
-  api.llamaLogSet(logger, null);
+  // Counted in before the first call that can log; any native function of no arguments stands for the silent logger.
+  const logger = new LlamaLogger(api, koffi.as(ggmlBase.symbol('ggml_time_init', 'char'), koffi.pointer(LogCallback)) as Pointer, Boolean(process.env.TACHYON_VERBOSE));
+  logger.attach();
 
   api.backendLoadAllFromPath(binDir);
   api.backendInit();
@@ -123,12 +117,9 @@ function loadVariant(backend: Backend, binDir: string): LlamaLibrary {
       if (!pools.has(threads)) pools.set(threads, createThreadpool(api, threads));
       return pools.get(threads) ?? null;
     },
-    takeErrors: () => errors.splice(0, errors.length).filter((line) => line.length > 0),
-    detachLogger() {
-      api.logSet(null, null);
-      api.llamaLogSet(null, null);
-      koffi.unregister(logger);
-    },
+    takeErrors: () => logger.takeErrors(),
+    claimLog: () => logger.claimIfAlone(),
+    detachLogger: () => logger.detach(),
   };
 }
 

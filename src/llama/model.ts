@@ -78,6 +78,7 @@ export class Model {
         }, koffi.pointer(ProgressCallback))
       : null;
     params.progress_callback = callback;
+    library.claimLog();
     library.takeErrors();
     try {
       const handle = await callAsync(library.api.modelLoadFromFile, path, params);
