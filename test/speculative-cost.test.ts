@@ -583,6 +583,26 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(probes.cheap >= 640 / 4, `${probes.cheap} cheap probes in 640 steps`);
   });
 
+  it("backs off on its own schedule: a sequence beside it whose draft-model chains pay every step does not make it probe more often", () => {
+    const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
+    for (let k = 0; k < 16; k++) {
+      planner.observeDecode(alone(1), 10);
+      planner.observeStep(1, 20.1, 'costly');
+    }
+    const paying = planner.forSequence();
+    missesBeforeBackOff(planner, 10_000);
+    let costlyProbes = 0;
+    for (let step = 0; step < 640; step++) {
+      assert.ok(paying.budget(undefined, step).maxNodes > 0);
+      assert.equal(paying.plan(sureChain(16), LIMITS, undefined, 'costly').draftCount, 16, 'the other sequence speculates every step');
+      const budget = planner.budget(undefined, step);
+      if (budget.maxNodes === 0 || budget.costly === false) continue;
+      costlyProbes++;
+      planner.plan(chain(0.2, 2), LIMITS, undefined, 'costly');
+    }
+    assert.ok(costlyProbes <= 640 / 32, `${costlyProbes} draft-model probes in 640 steps`);
+  });
+
   it('keeps drafting through a streak of misses while what drafting has been worth stays positive', () => {
     // Drafting costs 3% of a decode; a sure 16-chain at c(n) = 1 + 0.3(n - 1) saves about 11 decodes.
     const cheap = missesBeforeBackOff(plannerAfterPlans(CostCurve.linear(0.3), 0.3), 5000);

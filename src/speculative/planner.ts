@@ -109,8 +109,11 @@ interface PlannerKnowledge {
   /** The verdicts on steps shared with other sequences. */
   readonly shared: SharedStepJudges;
   readonly costlyDrafts: CostlyDrafts;
-  /** When each kind of drafter is next asked by sequences that back off. */
-  readonly probes: Record<Exclude<Drafting, 'none'>, ProbeSchedule>;
+  /**
+   * The probe interval of each kind of drafter that a new sequence starts from: the last one any
+   * sequence reached, so that a new request does not probe often again where drafts have not paid.
+   */
+  readonly probeIntervals: Record<Exclude<Drafting, 'none'>, number>;
   /** What a drafting step has been worth, over every sequence's (plain-step units). */
   readonly draftingValue: Ewma;
 }
@@ -158,6 +161,13 @@ export class AdaptivePlanner implements TreePlanner {
   private backingOff: boolean;
   /** Sizes of the last verified plans, which bound the drafting budget. */
   private readonly recentPlanSizes = new RecentValues(16);
+  /**
+   * When each kind of drafter is next asked while this sequence backs off. A sequence's own: one
+   * whose draft-model chains pay every step says nothing of the others' text, and resetting a
+   * shared schedule at each of its steps had 15 backed-off sequences at 16 concurrent catch up
+   * and probe the draft model every 8th step (100-200 ms each, a shared step takes ~115 ms).
+   */
+  private readonly probes: Record<Exclude<Drafting, 'none'>, ProbeSchedule>;
   /** The schedule whose probe this step is (undefined: not a probe). */
   private probing: Exclude<Drafting, 'none'> | undefined;
   private budgetCalls = 0;
@@ -173,10 +183,12 @@ export class AdaptivePlanner implements TreePlanner {
       judge: new RealizedJudge(),
       shared: new SharedStepJudges(options.curve),
       costlyDrafts: new CostlyDrafts(),
-      probes: { cheap: new ProbeSchedule(probeEvery), costly: new ProbeSchedule(probeEvery) },
+      probeIntervals: { cheap: probeEvery, costly: probeEvery },
       draftingValue: new Ewma(SHARED_DRAFTING_VALUE_FACTOR, 0),
     };
     this.draftingValue = new Ewma(SEQUENCE_DRAFTING_VALUE_FACTOR, this.knowledge.draftingValue.value);
+    const { cheap, costly } = this.knowledge.probeIntervals;
+    this.probes = { cheap: new ProbeSchedule(probeEvery, cheap), costly: new ProbeSchedule(probeEvery, costly) };
     this.backingOff = (this.knowledge.draftingValue.value ?? 0) < START_BACKED_OFF_BELOW;
     this.maxBudget = options.budget ?? MAX_DRAFT_BUDGET;
     // Probes draft one chain as deep as plans may go: deep, likely chains are what pays when
@@ -216,7 +228,7 @@ export class AdaptivePlanner implements TreePlanner {
     // Backing off: each kind of drafter is asked on its own schedule (drafts judged in the shadow
     // of plain decoding), so the acceptance statistics keep learning when the text becomes
     // predictable again. A costly probe asks the cheap drafters too.
-    const probes = this.knowledge.probes;
+    const probes = this.probes;
     if (probes.costly.due(step)) {
       this.probing = 'costly';
       return this.probeBudget;
@@ -267,12 +279,13 @@ export class AdaptivePlanner implements TreePlanner {
     // Drafting backs off; a probe that finds nothing worth verifying doubles its schedule's
     // interval, up to what the drafting it did allows (a probe open to a draft model that did not
     // ask one, because it does not pay or there is none, cost what cheap drafting costs).
-    const probes = this.knowledge.probes;
+    const probes = this.probes;
     if (this.probing) probes[this.probing].lengthen(this.probeInterval(drafting, PROBE_TIME_SHARE) ?? UNMEASURED_PROBE_INTERVAL);
     else {
       probes.cheap.atLeast(this.probeInterval('cheap', FIRST_PROBE_TIME_SHARE) ?? 1);
       probes.costly.atLeast(this.probeInterval('costly', FIRST_PROBE_TIME_SHARE) ?? 1);
     }
+    this.shareProbeIntervals();
     this.backingOff = true;
     // Drafts that are not verified are followed against the tokens that plain decoding emits next
     // (shadow verification, in the decoder), which reports the outcome through observe().
@@ -287,10 +300,16 @@ export class AdaptivePlanner implements TreePlanner {
     if (this.backingOff) this.draftingValue = new Ewma(SEQUENCE_DRAFTING_VALUE_FACTOR);
     this.backingOff = false;
     // A plan of cheap drafts that pays says nothing of the draft model, whose probes cost far more.
-    this.knowledge.probes.cheap.reset();
-    if (drafting === 'costly') this.knowledge.probes.costly.reset();
+    this.probes.cheap.reset();
+    if (drafting === 'costly') this.probes.costly.reset();
+    this.shareProbeIntervals();
     this.observeDraftingValue(saving(plan));
     return plan.tree;
+  }
+
+  private shareProbeIntervals(): void {
+    this.knowledge.probeIntervals.cheap = this.probes.cheap.every;
+    this.knowledge.probeIntervals.costly = this.probes.costly.every;
   }
 
   /** Adds one drafting step's worth to this sequence's value and every sequence's; returns this sequence's. */

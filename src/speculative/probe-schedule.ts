@@ -1,20 +1,28 @@
 /**
- * When drafters that do not pay are next asked anyway (a probe), to re-measure. One schedule is
- * shared by every sequence a planner serves, and probes fall on multiples of a power-of-two
- * interval of the engine's step number: concurrent requests then probe in the same steps (their
- * draft-model decodes share batches, and the other steps stay plain), and a new request starts
- * from the interval the earlier ones reached instead of probing often again.
+ * When drafters that do not pay are next asked anyway (a probe), to re-measure. Probes fall on
+ * multiples of a power-of-two interval of the engine's step number: concurrent requests whose
+ * intervals are equal probe in the same steps, and one with a longer interval in a subset of them
+ * (their draft-model decodes share batches, and the other steps stay plain).
  */
 export class ProbeSchedule {
   private interval: number;
   private lastProbe = -1;
   private lengthenedAt = -1;
 
-  constructor(private readonly first: number) {
-    this.interval = first;
+  /** `start`: the interval to begin with, when not `first` (what earlier sequences reached). */
+  constructor(
+    private readonly first: number,
+    start = first,
+  ) {
+    this.interval = start;
   }
 
-  /** Whether `step` is a probe step (every sequence that asks during it is told so). */
+  /** Steps between probes now. */
+  get every(): number {
+    return this.interval;
+  }
+
+  /** Whether `step` is a probe step (every sequence that shares the schedule and asks during it is told so). */
   due(step: number): boolean {
     if (step === this.lastProbe) return true;
     if (step % this.interval !== 0) return false;
@@ -46,3 +54,4 @@ export class ProbeSchedule {
 function powerOfTwoAtLeast(n: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 }
+
