@@ -36,9 +36,10 @@ export interface LlamaLibrary {
   /** Takes llama.cpp's log back for this thread if it is now the only one using llama.cpp; call before a call whose errors matter. */
   claimLog(): void;
   /**
-   * Unsets llama.cpp's log callbacks and releases ours. A thread that loaded the library must call
-   * this before it exits: the callbacks are process-wide, and one left pointing into a dead
-   * thread's JavaScript crashes the process on the next log line.
+   * Counts this thread out of llama.cpp's users, leaves llama.cpp's log to a native function that
+   * ignores it and releases ours. A thread that loaded the library must call this before it exits:
+   * the callbacks are process-wide, and one left pointing into a dead thread's JavaScript crashes
+   * the process on the next log line.
    */
   detachLogger(): void;
 }
@@ -160,7 +161,7 @@ export class LibraryError extends Error {
 
 let loaded: LlamaLibrary | undefined;
 
-/** Unsets llama.cpp's log callbacks if this thread set them (see LlamaLibrary.detachLogger). */
+/** Counts this thread out of llama.cpp's users if it loaded llama.cpp (see LlamaLibrary.detachLogger). */
 export function detachLlamaLogger(): void {
   loaded?.detachLogger();
   loaded = undefined;
