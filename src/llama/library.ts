@@ -101,8 +101,10 @@ function loadVariant(backend: Backend, binDir: string): LlamaLibrary {
   const llama = load('libllama');
   const api = declareApi(llama, ggml, ggmlBase);
 
-  // Counted in before the first call that can log; any native function of no arguments stands for the silent logger.
-  const logger = new LlamaLogger(api, koffi.as(ggmlBase.symbol('ggml_time_init', 'char'), koffi.pointer(LogCallback)) as Pointer, Boolean(process.env.TACHYON_VERBOSE));
+  // ggml_time_init takes no arguments and does nothing after its first call: it stands for the
+  // silent logger. This thread is counted in before its first call that can log.
+  const silent = koffi.as(ggmlBase.symbol('ggml_time_init', 'char'), koffi.pointer(LogCallback)) as Pointer;
+  const logger = new LlamaLogger(api, silent, Boolean(process.env.TACHYON_VERBOSE));
   logger.attach();
 
   api.backendLoadAllFromPath(binDir);

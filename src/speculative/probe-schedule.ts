@@ -54,4 +54,3 @@ export class ProbeSchedule {
 function powerOfTwoAtLeast(n: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 }
-
