@@ -195,11 +195,22 @@ describe('a KV buffer per sequence (unifiedKv: false)', () => {
     assert.deepEqual(await engine.kvAudit(), []);
   });
 
-  test('speculation: auto decodes plainly, a named drafter is refused with the reason; a draft model or a cache is refused at load', async () => {
-    const prompt = prompts[2];
-    assert.deepEqual((await engine.complete(prompt, { maxTokens: 24, speculation: 'auto' })).tokens, (await engine.complete(prompt, { maxTokens: 24, speculation: 'off' })).tokens);
-    await assert.rejects(engine.complete(prompt, { maxTokens: 8, speculation: 'ngram' }), /needs the unified KV cache/);
-    await assert.rejects(Engine.load({ gpu: 'cpu', unifiedKv: false, draftModel: testbedDraft }), /draft model needs the unified KV cache/);
+  test('speculation verifies single chains there (a branch would need cells shared with its trunk): each drafter equals plain decoding; a cache is refused at load', async () => {
+    // A fixed budget asks for branches on every step: the loop must cut them, not borrow ids.
+    const speculating = await Engine.load({ gpu: 'cpu', maxSequences: 4, contextSize: 1024, unifiedKv: false, draftModel: testbedDraft, draftBudget: { maxNodes: 16, maxDepth: 8, maxBranches: 3 } });
+    try {
+      const chosen = prompts.slice(0, 4);
+      const plainRuns = await solo(speculating, chosen, { maxTokens: 48, speculation: 'off' });
+      for (const speculation of ['ngram', 'draft', 'auto'] as const) {
+        const results = await Promise.all(chosen.map((prompt) => speculating.complete(prompt, { maxTokens: 48, speculation })));
+        assert.deepEqual(results.map((result) => result.tokens), plainRuns, speculation);
+        const verified = results.reduce((sum, result) => sum + (result.stats.speculation?.verifiedNodes ?? 0), 0);
+        if (speculation !== 'ngram') assert.ok(verified > 0, `${speculation}: drafts were verified`);
+      }
+      assert.deepEqual(await speculating.kvAudit(), []);
+    } finally {
+      await speculating.dispose();
+    }
     await assert.rejects(Engine.load({ gpu: 'cpu', unifiedKv: false, cache: { tiers: ['ram'] } }), /prefix cache needs the unified KV cache/);
   });
 });

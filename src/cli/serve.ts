@@ -42,7 +42,7 @@ export function registerServe(program: Command): void {
     .option('--timeout <seconds>', 'longest a request may take, waiting included', integer(1), 600)
     .addOption(new Option('--spec <mode>', 'speculative decoding of every request (lossless)').choices([...SPECULATION_MODES]).default('auto'))
     .addOption(
-      new Option('--kv <layout>', 'KV cache layout: one buffer shared by all requests (token trees and the prefix cache need it), or a buffer per request as llama-server keeps by default (attention reads only the request\'s own cells: faster with many long requests; needs --spec off and --cache off); auto: per-sequence when nothing needs the shared buffer')
+      new Option('--kv <layout>', 'KV cache layout: one buffer shared by all requests (the prefix cache needs it, and speculation\'s token trees branch only there), or a buffer per request as llama-server keeps by default (attention reads only the request\'s own cells: faster with many long requests; speculation verifies single chains; needs --cache off); auto: per-sequence when neither speculation nor the cache is on')
         .choices([...KV_LAYOUTS])
         .default('auto'),
     )
@@ -52,17 +52,15 @@ export function registerServe(program: Command): void {
 }
 
 async function serveCommand(flags: ServeFlags): Promise<void> {
-  const needsUnified = flags.spec !== 'off' || flags.cache !== 'off' || flags.draftModel !== undefined;
-  if (flags.kv === 'per-sequence' && needsUnified) {
-    throw new UsageError('--kv per-sequence needs --spec off and --cache off, and no --draft-model (token trees and cached blocks share cells between sequences)');
-  }
+  if (flags.kv === 'per-sequence' && flags.cache !== 'off') throw new UsageError('--kv per-sequence needs --cache off (cached blocks share cells between sequences)');
+  const prefersUnified = flags.spec !== 'off' || flags.cache !== 'off' || flags.draftModel !== undefined;
   const engine = await Engine.load({
     ...engineOptions(flags),
     draftModel: flags.draftModel,
     maxSequences: flags.parallel,
     maxQueued: flags.maxQueued,
     prefillStretch: flags.prefillStretch,
-    unifiedKv: flags.kv === 'unified' || (flags.kv === 'auto' && needsUnified),
+    unifiedKv: flags.kv === 'unified' || (flags.kv === 'auto' && prefersUnified),
   });
   const modelId = flags.alias ?? basename(flags.model).replace(/\.gguf$/i, '');
   const server = await createServer({

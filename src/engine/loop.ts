@@ -452,7 +452,7 @@ export class EngineLoop {
     return {
       room: this.sequenceLength - position,
       maxNodes: Math.max(1, Math.min(this.maxTreeNodes, spare)),
-      maxBranches: 1 + this.ids.available,
+      maxBranches: 1 + this.borrowableIds,
       batchTokens: othersTokens,
       sequences,
       step: this.steps,
@@ -482,10 +482,18 @@ export class EngineLoop {
     const planned = { ...plan.probe, node: indexOf(plan.probe.node)! };
     const verified = proposed.subtree(Array.from({ length: proposed.size }, (_, node) => node));
     const nodes = addProbeBranch(verified, planned.request, planned.node);
-    if (verified.size <= spare && verified.maxDepth() < room && verified.branchIds().branchCount <= 1 + this.ids.available) return { proposed, verified, probe: { planned, nodes } };
+    if (verified.size <= spare && verified.maxDepth() < room && verified.branchIds().branchCount <= 1 + this.borrowableIds) return { proposed, verified, probe: { planned, nodes } };
     if (planned.node === ROOT) return { proposed, verified: proposed };
     const unprobed = drafted.without([...plan.cut, plan.probe.node]).tree;
     return { proposed: unprobed, verified: unprobed };
+  }
+
+  /**
+   * Ids a tree may borrow for its branches this step. A KV buffer per sequence gives each id its
+   * own cells, so a branch could not share its trunk's: there, trees are single chains.
+   */
+  private get borrowableIds(): number {
+    return this.context.unifiedKv ? this.ids.available : 0;
   }
 
   /** Gives a tree its sequence ids: the request's own for its first branch, borrowed ones for the others. */

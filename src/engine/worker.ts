@@ -76,13 +76,12 @@ async function load(): Promise<Loaded> {
 /**
  * The KV cells and sequence ids of the target's context. Unified (default): cells shared by all
  * requests, and ids beyond the requests' own for tree branches to borrow. A buffer per sequence:
- * one id and contextSize cells per request, nothing to borrow (no trees, no cache scratch).
+ * one id and contextSize cells per request, nothing to borrow (trees are single chains; no cache scratch).
  */
 function kvLayout(contextSize: number, maxSequences: number): { kvCells: number; sequences: number } {
   if (options.unifiedKv ?? DEFAULT_UNIFIED_KV) {
     return { kvCells: options.kvCells ?? Math.max(contextSize, Math.min(contextSize * maxSequences, 16384)), sequences: Math.min(MAX_SEQUENCES, maxSequences + BRANCH_IDS) };
   }
-  if (options.draftModel) throw new Error('a draft model needs the unified KV cache (its token trees share cells between sequences); drop unifiedKv: false');
   if (options.cache) throw new Error('the KV prefix cache needs the unified KV cache (blocks move through a scratch sequence that shares their cells); drop unifiedKv: false');
   if (options.kvCells !== undefined && options.kvCells !== contextSize * maxSequences) {
     throw new Error(`with a KV buffer per sequence every request has contextSize cells: kvCells must be contextSize × maxSequences (${contextSize * maxSequences}) or unset`);

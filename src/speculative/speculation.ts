@@ -47,15 +47,7 @@ export class Speculation {
 
   /** Checks a mode can run on this engine (before a request is queued). */
   check(mode: SpeculationMode): void {
-    if (!this.speculates && mode !== 'off' && mode !== 'auto') {
-      throw new Error(`speculation mode "${mode}" needs the unified KV cache (a token tree's cells belong to several sequences); this engine keeps a KV buffer per sequence (unifiedKv: false)`);
-    }
     if (mode === 'draft' && !this.options.draft) throw new Error('speculation mode "draft" needs a draft model (--draft-model PATH)');
-  }
-
-  /** Whether requests can speculate here: token trees need the unified KV cache, so `auto` decodes plainly in a buffer per sequence. */
-  get speculates(): boolean {
-    return this.options.target.unifiedKv;
   }
 
   /**
@@ -65,7 +57,7 @@ export class Speculation {
    */
   async decoder(mode: SpeculationMode, sampler: Sampler, seq: number, salt = ''): Promise<SequenceDecoder> {
     this.check(mode);
-    if (mode === 'off' || !this.speculates) return new PlainDecoder(sampler);
+    if (mode === 'off') return new PlainDecoder(sampler);
     const planner = await this.planner(mode, sampler, seq);
     const drafters = this.drafters(mode, sampler, seq, salt);
     return new SpeculativeDecoder(sampler, { drafters, planner, onDispose: () => drafters.forEach((drafter) => this.lentSuffixes.delete(drafter)) });
