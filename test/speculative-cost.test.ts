@@ -963,11 +963,15 @@ describe('plausibleCurve', () => {
   it('accepts curves measured on a quiet machine, the one-thread 2-token jump included', () => {
     assert.ok(plausibleCurve(curve({ 1: 1, 2: 2.9, 3: 3.4, 8: 4.4, 32: 11.3, 64: 17 })));
     assert.ok(plausibleCurve(curve({ 1: 1, 2: 3.99, 4: 6.09, 64: 23.9 })));
+    // Embedded m on 2 threads, quiet: 56 tokens dearer than 64.
+    assert.ok(plausibleCurve(curve({ 1: 1, 2: 2.17, 4: 2.68, 8: 3.78, 16: 6.16, 28: 9.79, 32: 11.26, 56: 19.25, 64: 17.5 })));
   });
 
   it('rejects curves measured under load, which must not be cached', () => {
     assert.ok(!plausibleCurve(curve({ 1: 1, 2: 1.75, 6: 296, 64: 827 })));
     assert.ok(!plausibleCurve(curve({ 1: 1, 2: 29.9, 24: 3.42 })));
+    // Beside a compiler on one of two cores: every ratio below 3n, but 2 tokens dearer than 4.
+    assert.ok(!plausibleCurve(curve({ 1: 1, 2: 5.75, 3: 6.79, 4: 3.33, 6: 4.64, 8: 6.04, 16: 10.2, 64: 26 })));
     assert.ok(!plausibleCurve(curve({ 2: 1, 4: 2 })), 'no single-token time');
   });
 });

@@ -95,14 +95,20 @@ async function cacheKey(context: Context, threads: number): Promise<string> {
 
 /**
  * A batch of n tokens costs at most a few times n single decodes (measured up to 2n on one
- * thread, where a 2-token batch leaves the fast single-token kernels). Far more means the
- * machine was busy while it was measured: c(6) = 296 and c(2) = 30 were seen under load, and a
- * curve like that, cached, would keep speculation off on that machine for good.
+ * thread, where a 2-token batch leaves the fast single-token kernels), and not much more than a
+ * batch of twice as many or more, which does at least twice the work (the kernels' tiles make dips
+ * of about a tenth). Otherwise the machine was busy while it was measured: c(6) = 296 and c(2) = 30
+ * were seen under load, and beside a compiler on one of two cores c(2) = 5.7 with c(4) = 3.3; a
+ * curve like that, cached, would keep speculation off (or small) on that machine for good.
  */
 export function plausibleCurve(points: readonly CostPoint[]): boolean {
   const single = points.find((p) => p.n === 1)?.seconds;
-  return single !== undefined && points.every((p) => p.seconds / single <= 3 * p.n);
+  if (single === undefined || !points.every((p) => p.seconds / single <= 3 * p.n)) return false;
+  return points.every((small) => points.every((large) => large.n < 2 * small.n || small.seconds <= LARGER_BATCH_SLACK * large.seconds));
 }
+
+/** How much more than a batch of at least twice its size a batch may cost on a quiet machine. */
+const LARGER_BATCH_SLACK = 1.25;
 
 /** Measurements before an implausible curve is used anyway (for this process only, never cached). */
 const MEASUREMENT_ATTEMPTS = 3;
