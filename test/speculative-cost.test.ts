@@ -10,6 +10,7 @@ import {
   expectedTokens,
   observeVerification,
   planTree,
+  type WalkProgress,
 } from '../src/speculative/cost-model.js';
 import { AdaptivePlanner } from '../src/speculative/planner.js';
 import { CostlyDrafts } from '../src/speculative/costly-drafts.js';
@@ -172,6 +173,23 @@ describe('AcceptanceStats', () => {
     assert.ok(b > a);
   });
 
+  it('observeVerification of a walk reported in parts, as it goes, learns what the whole walk teaches', () => {
+    const tree = new TokenTree(0);
+    const [a, b, c] = tree.addPath([1, 2, 3, 4], [0.95, 0.9, 0.6, 0.3], 'suffix');
+    tree.addChild(ROOT, 5, 0.5, 'ngram');
+    tree.addChild(a, 6, 0.4, 'ngram');
+    tree.addChild(c, 7, 0.2, 'ngram');
+    const whole = new AcceptanceStats({ decay: 1 });
+    observeVerification(whole, tree, [a, b, c]);
+    const parts = new AcceptanceStats({ decay: 1 });
+    observeVerification(parts, tree, [a], { settled: 0, ended: false });
+    const early = calibratedScores(tree, parts);
+    observeVerification(parts, tree, [a, b], { settled: 1, ended: false });
+    observeVerification(parts, tree, [a, b, c], { settled: 2, ended: true });
+    assert.deepEqual(calibratedScores(tree, parts), calibratedScores(tree, whole));
+    assert.ok(early[a] > calibratedScores(tree, new AcceptanceStats({ decay: 1 }))[a], 'the first node passed is learnt at once');
+  });
+
   it('calibratedScores are path products of rates, never above the parent, summing to <= 1 per node', () => {
     const tree = new TokenTree(0);
     const [x, x2] = tree.addPath([1, 2, 3], [0.95, 0.5, 0.4], 'ngram');
@@ -328,12 +346,13 @@ describe('SpeculativeDecoder', () => {
     // 4 tokens, wrong from the first on every fifth step. Nothing is verified.
     const text = (k: number) => 10 + k;
     const draftedAt = new WeakMap<TokenTree, number>();
-    const observed: { step: number; accepted: number }[] = [];
+    const observed: { step: number; accepted: number; settled: number; ended: boolean }[] = [];
     let step = 0;
     const planner = {
       budget: () => ({ maxNodes: 4, maxDepth: 4, maxBranches: 1 }),
       plan: (tree: TokenTree) => tree.prune(0),
-      observe: (tree: TokenTree, accepted: readonly number[]) => observed.push({ step: draftedAt.get(tree)!, accepted: accepted.length }),
+      observe: (tree: TokenTree, accepted: readonly number[], walk?: WalkProgress) =>
+        observed.push({ step: draftedAt.get(tree)!, accepted: accepted.length, settled: walk?.settled ?? 0, ended: walk?.ended ?? true }),
     };
     const chain = (k: number): TokenTree => {
       const tree = new TokenTree(text(k));
@@ -352,8 +371,14 @@ describe('SpeculativeDecoder', () => {
     }
     // A right chain drafted at step k is confirmed whole at step k + 3, a wrong one at once; the
     // right chains of steps 17 and 18 are still being followed.
+    const ended = observed.filter((o) => o.ended).map(({ step, accepted }) => ({ step, accepted }));
     const expected = [...Array.from({ length: 17 }, (_, k) => k), 19].map((k) => ({ step: k, accepted: k % 5 === 4 ? 0 : 4 }));
-    assert.deepEqual([...observed].sort((a, b) => a.step - b.step), expected);
+    assert.deepEqual(ended.sort((a, b) => a.step - b.step), expected);
+    // Meanwhile each node is reported as plain decoding passes it, not when the walk ends.
+    const following = (k: number) => observed.filter((o) => o.step === k && !o.ended).map(({ accepted, settled }) => ({ accepted, settled }));
+    assert.deepEqual(following(17), [{ accepted: 1, settled: 0 }, { accepted: 2, settled: 1 }, { accepted: 3, settled: 2 }]);
+    assert.deepEqual(following(18), [{ accepted: 1, settled: 0 }, { accepted: 2, settled: 1 }]);
+    assert.deepEqual(observed.find((o) => o.step === 16 && o.ended), { step: 16, accepted: 4, settled: 3, ended: true });
   });
 });
 

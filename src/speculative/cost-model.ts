@@ -249,10 +249,26 @@ export function proposersKey(sources: readonly string[]): string {
   return sources.length === 1 ? sources[0] : [...sources].sort().join('+');
 }
 
-/** Feeds one verification outcome into `stats`: every child of every node the walk reached is a trial. */
-export function observeVerification(stats: AcceptanceStats, tree: TokenTree, acceptedNodes: readonly number[]): void {
+/**
+ * How much of a walk through a tree an observation reports: a verification's walk is whole; a
+ * shadow walk (drafts followed against plain decoding, one emitted token at a time) is reported as
+ * it goes, `settled` nodes of its path (the root first) reported before, and the node it has
+ * reached judged only once the walk has `ended` (left the tree, or reached a leaf).
+ */
+export interface WalkProgress {
+  settled: number;
+  ended: boolean;
+}
+
+const WHOLE_WALK: WalkProgress = { settled: 0, ended: true };
+
+/**
+ * Feeds one verification outcome into `stats`: every child of every node the walk reached is a
+ * trial. Reported in parts (`walk`), the trials are the same as reported whole.
+ */
+export function observeVerification(stats: AcceptanceStats, tree: TokenTree, acceptedNodes: readonly number[], walk: WalkProgress = WHOLE_WALK): void {
   const path = [ROOT, ...acceptedNodes];
-  for (let k = 0; k < path.length; k++) {
+  for (let k = walk.settled; k < (walk.ended ? path.length : path.length - 1); k++) {
     const next = k + 1 < path.length ? path[k + 1] : -1;
     for (const child of tree.children(path[k])) {
       const { key, evidence } = proposers(tree, child);

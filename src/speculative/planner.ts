@@ -10,7 +10,7 @@
  */
 import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
 import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
-import { AcceptanceStats, observeVerification, planTree, type CostCurve, type TreeLimits, type TreePlan } from './cost-model.js';
+import { AcceptanceStats, observeVerification, planTree, type CostCurve, type TreeLimits, type TreePlan, type WalkProgress } from './cost-model.js';
 import { CostlyDrafts, type CostlyDraft } from './costly-drafts.js';
 import { InSituCosts } from './in-situ-costs.js';
 import { ProbeSchedule } from './probe-schedule.js';
@@ -325,9 +325,9 @@ export class AdaptivePlanner implements TreePlanner {
     return Math.max(1, Math.min(MAX_PROBE_INTERVAL, Math.ceil(cost / share)));
   }
 
-  observe(tree: TokenTree, acceptedNodes: readonly number[]): void {
-    observeVerification(this.stats, tree, acceptedNodes);
-    for (const node of acceptedNodes) for (const source of tree.sources(node)) this.knowledge.costlyDrafts.observeAccepted(source);
+  observe(tree: TokenTree, acceptedNodes: readonly number[], walk?: WalkProgress): void {
+    observeVerification(this.stats, tree, acceptedNodes, walk);
+    for (const node of acceptedNodes.slice(walk?.settled ?? 0)) for (const source of tree.sources(node)) this.knowledge.costlyDrafts.observeAccepted(source);
   }
 
   costlyDrafterPays(name: string, batch: SharedBatch | undefined, step: number): boolean {
