@@ -14,6 +14,7 @@ import { Model } from '../llama/model.js';
 import { measureCostCurve } from '../speculative/cost-curve.js';
 import { CostCurve } from '../speculative/cost-model.js';
 import { createDraftContext, DraftModelDrafter } from '../speculative/draft-model.js';
+import { MAX_DRAFT_BUDGET } from '../speculative/planner.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import { barChartSvg, type BarGroup } from './chart.js';
 import { promptSetFiles, readJsonLines } from './jsonl.js';
@@ -445,13 +446,22 @@ export interface Mismatch {
   reproduced: boolean;
 }
 
-/** Evaluations of the output compared with plain decoding's one token at a time: chunk size, and tree nodes after the position. */
+/**
+ * Evaluations of the output compared with plain decoding's one token at a time: chunk size, and
+ * tree nodes after the position. Plans verify up to the largest budget's nodes in one decode, and
+ * a batch that large runs other kernels: on embedded m, rewrite-8's two leading logits at token 18
+ * (gap 0.0113) moved by 0.0054 in the first five evaluations, by 0.0100 with up to 47 nodes after
+ * plain decoding's own KV, and swapped with 63 there (moved by 0.0144).
+ */
+const LARGEST_TREE = MAX_DRAFT_BUDGET.maxNodes - 1;
 const BATCHED_EVALUATIONS: readonly { chunk: number; trailing: number }[] = [
   { chunk: 4, trailing: 0 },
   { chunk: 16, trailing: 0 },
   { chunk: Infinity, trailing: 0 },
   { chunk: 4, trailing: 7 },
   { chunk: 16, trailing: 15 },
+  { chunk: 1, trailing: LARGEST_TREE },
+  { chunk: 16, trailing: LARGEST_TREE },
 ];
 
 /**
