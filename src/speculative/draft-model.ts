@@ -30,9 +30,10 @@ export const MAX_DRAFT_DEPTH = 24;
  * halve it: on embedded m, reasoning text the draft is right 19 times in 20 on then had half its
  * verified steps accept the whole chain (97 of 187), many of them 11-12 tokens long after a miss at
  * 24, each step paying a verify's fixed cost (c(2) is 2.15 there) for fewer tokens than the draft
- * would have given; losing one step instead was worth 1.086x and 1.021x on reasoning (A/B in one
- * process, 20 prompts, the engines' order swapped), 1.01x on rewriting, 0.96x and 1.014x on long
- * generation. A chain whose draft is unsure still stops by itself (minPathProbability).
+ * would have given; losing one step instead was worth 1.086x on reasoning (A/B in one process, 20
+ * prompts) and 1.021x with the engines' order swapped, 1.01x on rewriting, 0.96x and 1.014x
+ * (swapped) on long generation. A chain the draft is unsure of still stops by itself
+ * (minPathProbability).
  */
 const DEPTH_STEP = 4;
 
