@@ -752,6 +752,17 @@ describe('SharedStepCosts', () => {
 });
 
 describe('AdaptivePlanner among other sequences', () => {
+  it("tells drafters how likely a chain's nodes must be to pay for their verification beside the others", () => {
+    // c(n) = 1 + 0.3(n - 1): beside 7 others (a plain step of 8 tokens, c = 3.1), a token adds 0.3
+    // to a step all 8 wait for, 8 x 0.3 / 3.1 = 0.77 of this sequence's plain step: a node less
+    // likely than that costs more than it gives, and a draft model's chain stops before it.
+    const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
+    const budget = planner.budget({ tokens: 7, sequences: 7 });
+    assert.ok(budget.maxNodes > 0);
+    assert.ok(close(budget.minPathProbability!, (8 * 0.3) / 3.1, 1e-9), `floor ${budget.minPathProbability}`);
+    assert.equal(planner.budget().minPathProbability, undefined, "alone, drafters keep their own floor (a chain's economics are whole there)");
+  });
+
   it('plans each sequence on its own: one whose drafts miss backs off, another goes on, and both learn acceptance together', () => {
     const root = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
     const missing = root.forSequence();

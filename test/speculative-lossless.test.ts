@@ -271,6 +271,22 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     assert.deepEqual(head(explored), head(usual), 'the same chain, deeper');
   });
 
+  test("a draft model's chain stops where the budget says a node no longer pays for its verification", async () => {
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
+    const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0, minPathProbability: 0 });
+    const explore: DraftBudget = { maxNodes: 64, maxDepth: 64, maxBranches: 1, explore: true };
+    drafter.begin(prompt);
+    const root = prompt[prompt.length - 1];
+    const full = await drafter.propose(root, explore);
+    const floor = 0.8;
+    const cut = await drafter.propose(root, { ...explore, minPathProbability: floor });
+    drafter.end();
+    const pathProbabilities = Array.from({ length: full.maxDepth() }, (_, k) => full.score(k + 1));
+    const expected = Math.max(1, pathProbabilities.filter((p) => p >= floor).length);
+    assert.ok(expected < full.maxDepth(), `the testbed draft's path probabilities ${pathProbabilities.map((p) => p.toFixed(2)).join(' ')} fall below ${floor} within the chain`);
+    assert.equal(cut.maxDepth(), expected);
+  });
+
   test('the suffix history carries across requests', async () => {
     const suffix = new SuffixDrafter();
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);

@@ -42,7 +42,7 @@ export class DraftModelError extends Error {
 }
 
 export interface DraftModelOptions {
-  /** Stop the chain once the drafted path's probability falls below this (default 0.3). */
+  /** Stop the chain once the drafted path's probability falls below this (default 0.3), or below the budget's when that is higher. */
   minPathProbability?: number;
   /** First chain length; it then adapts to how much of each chain the target accepts (default 4). */
   initialDepth?: number;
@@ -181,9 +181,10 @@ export class DraftModelDrafter implements Drafter {
     let choice = await this.catchUp(choose);
     let parent = ROOT;
     let pathProbability = 1;
+    const minPathProbability = Math.max(this.minPathProbability, budget.minPathProbability ?? 0);
     for (let depth = 1; depth <= depthLimit && tree.draftCount < budget.maxNodes; depth++) {
       pathProbability *= choice.probability;
-      if (pathProbability < this.minPathProbability && depth > 1) break;
+      if (pathProbability < minPathProbability && depth > 1) break;
       const node = tree.addChild(parent, choice.token, pathProbability, this.name);
       if (choice.q) tree.setDraft(parent, choice.q, [choice.token], { withReplacement: true, source: this.name, groupRate: choice.probability });
       if (choice.runnerUp && budget.maxBranches > 1 && tree.draftCount < budget.maxNodes) {

@@ -138,6 +138,16 @@ export class InSituCosts {
     return single * Math.max(0, share - marginal);
   }
 
+  /**
+   * The acceptance a tree node needs beside `batch` to pay for its own verification: what a
+   * token adds to the step (averaged over MARGINAL_SPAN tokens: the curve is flat in places) in
+   * the sequence's plain steps, each worth one token.
+   */
+  nodeBreakEven(batch: SharedBatch): number {
+    const cost = this.verifyCost(batch);
+    return (cost.cost(1 + MARGINAL_SPAN) - cost.cost(1)) / MARGINAL_SPAN;
+  }
+
   /** What the curve's growth is multiplied by for a step shared with `batch` (1 alone). */
   private growthScale(batch: SharedBatch | undefined): number {
     return batch ? this.shared.scale(batch.sequences + 1) : 1;

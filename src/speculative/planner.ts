@@ -212,7 +212,14 @@ export class AdaptivePlanner implements TreePlanner {
     return this.knowledge.judge;
   }
 
+  /** What drafters may fill this step; beside other sequences, down to the path probability a node needs to pay for its verification. */
   budget(batch?: SharedBatch, step = this.budgetCalls): DraftBudget {
+    const budget = this.stepBudget(batch, step);
+    const breakEven = batch && budget.maxNodes > 0 ? this.knowledge.costs.nodeBreakEven(batch) : undefined;
+    return breakEven === undefined ? budget : { ...budget, minPathProbability: breakEven };
+  }
+
+  private stepBudget(batch: SharedBatch | undefined, step: number): DraftBudget {
     this.budgetCalls++;
     this.probing = undefined;
     // A plain epoch of the judge of this step's kind (alone, or shared by so many sequences).
