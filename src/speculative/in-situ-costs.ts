@@ -132,20 +132,28 @@ export class InSituCosts {
   acceptedTokenValueMs(batch?: SharedBatch): number | undefined {
     const single = this.singleMs;
     if (single === undefined) return undefined;
-    const tokens = batch ? batch.tokens + 1 : 1;
-    const share = 1 / stepFactor(this.curve, batch);
-    const marginal = (this.growthScale(batch) * (this.curve.cost(tokens + MARGINAL_SPAN) - this.curve.cost(tokens))) / MARGINAL_SPAN;
+    const { share, marginal } = this.tokenPrice(batch);
     return single * Math.max(0, share - marginal);
   }
 
   /**
    * The acceptance a tree node needs beside `batch` to pay for its own verification: what a
-   * token adds to the step (averaged over MARGINAL_SPAN tokens: the curve is flat in places) in
-   * the sequence's plain steps, each worth one token.
+   * token adds to the step over what it saves, the sequence's share of a plain step.
    */
   nodeBreakEven(batch: SharedBatch): number {
-    const cost = this.verifyCost(batch);
-    return (cost.cost(1 + MARGINAL_SPAN) - cost.cost(1)) / MARGINAL_SPAN;
+    const { share, marginal } = this.tokenPrice(batch);
+    return Math.max(0, marginal) / share;
+  }
+
+  /**
+   * A token's share of a plain step and what it adds to the verify batch, in single decodes (the
+   * addition averaged over MARGINAL_SPAN tokens: the curve is flat in places).
+   */
+  private tokenPrice(batch: SharedBatch | undefined): { share: number; marginal: number } {
+    const tokens = batch ? batch.tokens + 1 : 1;
+    const share = 1 / stepFactor(this.curve, batch);
+    const marginal = (this.growthScale(batch) * (this.curve.cost(tokens + MARGINAL_SPAN) - this.curve.cost(tokens))) / MARGINAL_SPAN;
+    return { share, marginal };
   }
 
   /** What the curve's growth is multiplied by for a step shared with `batch` (1 alone). */
