@@ -763,6 +763,23 @@ describe('AdaptivePlanner among other sequences', () => {
     assert.equal(planner.budget().minPathProbability, undefined, "alone, drafters keep their own floor (a chain's economics are whole there)");
   });
 
+  it("raises that floor by what drafting a node holds the step up, and tells drafters how often the target accepts their nodes", () => {
+    const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
+    // A draft model whose chains cost 0.5 ms a node past the catch-up (a 20th of a 10 ms decode),
+    // and whose sure nodes the target accepts at depths 1 and 2, never at 3.
+    for (let k = 0; k < 20; k++) {
+      planner.observeCostlyDraft('draft', { ms: 2 + 31 * 0.5, catchUpMs: 2, nodes: 32 });
+      const tree = new TokenTree(0);
+      tree.addPath([1, 2, 3], [0.999, 0.998, 0.997], 'draft');
+      planner.observe(tree, [1, 2]);
+    }
+    const budget = planner.budget({ tokens: 7, sequences: 7 });
+    assert.ok(close(budget.minPathProbability!, (8 * (0.3 + 0.05)) / 3.1, 1e-9), `floor ${budget.minPathProbability}`);
+    const rate = (depth: number) => budget.acceptance!('draft', depth, 0.999);
+    assert.ok(rate(1) > 0.9 && rate(2) > 0.9 && rate(3) < 0.2, `rates ${[1, 2, 3].map(rate)}`);
+    assert.equal(planner.budget().acceptance, undefined, 'alone, a chain is scored by its own probabilities');
+  });
+
   it('plans each sequence on its own: one whose drafts miss backs off, another goes on, and both learn acceptance together', () => {
     const root = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
     const missing = root.forSequence();

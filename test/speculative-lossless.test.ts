@@ -287,6 +287,27 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     assert.equal(cut.maxDepth(), expected);
   });
 
+  test("given the planner's acceptance rates, a draft model's chain stops where the target is expected to stop accepting it", async () => {
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
+    const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0 });
+    const explore: DraftBudget = { maxNodes: 64, maxDepth: 64, maxBranches: 1, explore: true };
+    drafter.begin(prompt);
+    const root = prompt[prompt.length - 1];
+    const full = await drafter.propose(root, explore);
+    const asked: { source: string; depth: number; own: number }[] = [];
+    // Every node accepted 9 times in 10: 0.9^6 = 0.53 pays against a floor of 0.5, 0.9^7 = 0.48 does not.
+    const acceptance = (source: string, depth: number, own: number) => (asked.push({ source, depth, own }), 0.9);
+    const cut = await drafter.propose(root, { ...explore, minPathProbability: 0.5, acceptance });
+    drafter.end();
+    assert.ok(full.maxDepth() > 7, `the draft's own chain runs on (${full.maxDepth()} nodes)`);
+    assert.equal(cut.maxDepth(), 6);
+    assert.deepEqual(
+      asked.map(({ source, depth }) => [source, depth]),
+      Array.from({ length: 7 }, (_, k) => ['draft', k + 1]),
+    );
+    for (const { depth, own } of asked) assert.ok(Math.abs(own - full.score(depth) / full.score(depth - 1)) < 1e-6, 'asked with the chain conditional at that depth');
+  });
+
   test('the suffix history carries across requests', async () => {
     const suffix = new SuffixDrafter();
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);

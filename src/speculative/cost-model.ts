@@ -289,6 +289,19 @@ function childRate(stats: AcceptanceStats, tree: TokenTree, child: number): numb
   const { key, evidence } = proposers(tree, child);
   const sources = tree.sources(child);
   const prior = sources.length === 1 ? confidencePrior(own) : Math.max(...sources.map((source) => stats.rate(acceptanceKey(source, own), depth, confidencePrior(own))));
+  return keyRate(stats, key, depth, own, evidence, prior);
+}
+
+/**
+ * childRate of a node that `source` alone drafted, giving it conditional probability `own`, with
+ * no evidence class: what a drafter scoring its chain as it drafts (a draft model) can be told
+ * its next node is worth.
+ */
+export function drafterRate(stats: AcceptanceStats, source: string, depth: number, own: number): number {
+  return keyRate(stats, source, depth, own, 0, confidencePrior(own));
+}
+
+function keyRate(stats: AcceptanceStats, key: string, depth: number, own: number, evidence: number, prior: number): number {
   const coarse = acceptanceKey(key, own);
   return stats.rate(evidenceKey(coarse, evidence), depth, stats.rate(coarse, depth, prior));
 }

@@ -67,6 +67,15 @@ export class CostlyDrafts {
     record.accepted *= YIELD_MEMORY;
   }
 
+  /**
+   * What drafting one more node of a chain costs (ms), the dearest costly drafter's: its share of
+   * a batched decode, and all of one while it drafts on alone (undefined until measured).
+   */
+  get msPerNode(): number | undefined {
+    const times = [...this.records.values()].map((record) => record.msPerNode);
+    return times.length > 0 ? Math.max(...times) : undefined;
+  }
+
   /** A node `name` drafted that plain decoding emitted (other drafters' names are ignored). */
   observeAccepted(name: string): void {
     const record = this.records.get(name);

@@ -42,7 +42,10 @@ export class DraftModelError extends Error {
 }
 
 export interface DraftModelOptions {
-  /** Stop the chain once the drafted path's probability falls below this (default 0.3), or below the budget's when that is higher. */
+  /**
+   * Stop the chain once the drafted path's probability falls below this (default 0.3), or once the
+   * path as the budget scores it (DraftBudget.acceptance) falls below the budget's floor.
+   */
   minPathProbability?: number;
   /** First chain length; it then adapts to how much of each chain the target accepts (default 4). */
   initialDepth?: number;
@@ -181,10 +184,12 @@ export class DraftModelDrafter implements Drafter {
     let choice = await this.catchUp(choose);
     let parent = ROOT;
     let pathProbability = 1;
-    const minPathProbability = Math.max(this.minPathProbability, budget.minPathProbability ?? 0);
+    // The path as the planner will score it (by the draft's own probabilities where the budget has no rates).
+    let acceptedPath = 1;
     for (let depth = 1; depth <= depthLimit && tree.draftCount < budget.maxNodes; depth++) {
       pathProbability *= choice.probability;
-      if (pathProbability < minPathProbability && depth > 1) break;
+      acceptedPath *= budget.acceptance?.(this.name, depth, choice.probability) ?? choice.probability;
+      if ((pathProbability < this.minPathProbability || acceptedPath < (budget.minPathProbability ?? 0)) && depth > 1) break;
       const node = tree.addChild(parent, choice.token, pathProbability, this.name);
       if (choice.q) tree.setDraft(parent, choice.q, [choice.token], { withReplacement: true, source: this.name, groupRate: choice.probability });
       if (choice.runnerUp && budget.maxBranches > 1 && tree.draftCount < budget.maxNodes) {

@@ -137,12 +137,15 @@ export class InSituCosts {
   }
 
   /**
-   * The acceptance a tree node needs beside `batch` to pay for its own verification: what a
-   * token adds to the step over what it saves, the sequence's share of a plain step.
+   * The acceptance a tree node needs beside `batch` to pay for its own verification and for
+   * `draftMs` of drafting (what drafting the node held the step up): what they add to the step
+   * over what the node saves, the sequence's share of a plain step.
    */
-  nodeBreakEven(batch: SharedBatch): number {
+  nodeBreakEven(batch: SharedBatch, draftMs = 0): number {
     const { share, marginal } = this.tokenPrice(batch);
-    return Math.max(0, marginal) / share;
+    const single = this.singleMs;
+    const drafting = single === undefined ? 0 : draftMs / single;
+    return (Math.max(0, marginal) + drafting) / share;
   }
 
   /**

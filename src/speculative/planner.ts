@@ -10,7 +10,7 @@
  */
 import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
 import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
-import { AcceptanceStats, observeVerification, planTree, type CostCurve, type TreeLimits, type TreePlan, type WalkProgress } from './cost-model.js';
+import { AcceptanceStats, drafterRate, observeVerification, planTree, type CostCurve, type TreeLimits, type TreePlan, type WalkProgress } from './cost-model.js';
 import { CostlyDrafts, type CostlyDraft } from './costly-drafts.js';
 import { InSituCosts } from './in-situ-costs.js';
 import { ProbeSchedule } from './probe-schedule.js';
@@ -212,11 +212,17 @@ export class AdaptivePlanner implements TreePlanner {
     return this.knowledge.judge;
   }
 
-  /** What drafters may fill this step; beside other sequences, down to the path probability a node needs to pay for its verification. */
+  /**
+   * What drafters may fill this step. Beside other sequences: down to the path probability a node
+   * needs to pay for its verification and its drafting, the path scored by the acceptance rates
+   * this planner has learnt (the rates its plans are cut by).
+   */
   budget(batch?: SharedBatch, step = this.budgetCalls): DraftBudget {
     const budget = this.stepBudget(batch, step);
-    const breakEven = batch && budget.maxNodes > 0 ? this.knowledge.costs.nodeBreakEven(batch) : undefined;
-    return breakEven === undefined ? budget : { ...budget, minPathProbability: breakEven };
+    const { costs, costlyDrafts } = this.knowledge;
+    const breakEven = batch && budget.maxNodes > 0 ? costs.nodeBreakEven(batch, costlyDrafts.msPerNode) : undefined;
+    if (breakEven === undefined) return budget;
+    return { ...budget, minPathProbability: breakEven, acceptance: (source, depth, own) => drafterRate(this.stats, source, depth, own) };
   }
 
   private stepBudget(batch: SharedBatch | undefined, step: number): DraftBudget {

@@ -34,6 +34,14 @@ export interface DraftBudget {
    * less likely than that time is worth is never verified, so drafting it only holds the step up.
    */
   minPathProbability?: number;
+  /**
+   * What the planner has learnt of a drafter's nodes: P(the target accepts a node `source` drafted
+   * at `depth` with conditional probability `own` | it accepted the parent). Where given, the path
+   * compared with minPathProbability is the product of these rates, not of the drafter's own
+   * probabilities: a draft model sure of 24 tokens in a row, whose sure tokens the target accepts
+   * 9 times in 10, drafted all 24 while the other sequences waited, and plans verified 3-6.
+   */
+  acceptance?: (source: string, depth: number, own: number) => number;
 }
 
 export interface Drafter {
