@@ -13,7 +13,7 @@ import type { GenerationResult } from '../src/generate/generate.js';
 import type { Sampler, SamplingOptions } from '../src/generate/sampling.js';
 import { EngineLoop } from '../src/engine/loop.js';
 import { SpeculativeDecoder } from '../src/speculative/decoder.js';
-import { DraftModelDrafter, MAX_DRAFT_DEPTH, checkSameVocabulary, createDraftContext } from '../src/speculative/draft-model.js';
+import { DraftModelDrafter, MAX_DRAFT_DEPTH, checkSameVocabulary, createDraftContext, type DraftModelOptions } from '../src/speculative/draft-model.js';
 import { NgramDrafter } from '../src/speculative/ngram.js';
 import { AdaptivePlanner, FixedPlanner } from '../src/speculative/planner.js';
 import { acceptanceKey, CostCurve, proposersKey } from '../src/speculative/cost-model.js';
@@ -271,16 +271,23 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     assert.deepEqual(head(explored), head(usual), 'the same chain, deeper');
   });
 
-  test("a draft model's chain stops where the budget says a node no longer pays for its verification", async () => {
+  /** The testbed draft's exploring chain on the reasoning prompt, then its chain from the same root with `cut` added to the budget. */
+  async function exploredChain(options: DraftModelOptions, cut: Partial<DraftBudget>): Promise<{ full: TokenTree; cut: TokenTree }> {
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
-    const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0, minPathProbability: 0 });
+    const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0, ...options });
     const explore: DraftBudget = { maxNodes: 64, maxDepth: 64, maxBranches: 1, explore: true };
     drafter.begin(prompt);
     const root = prompt[prompt.length - 1];
-    const full = await drafter.propose(root, explore);
+    try {
+      return { full: await drafter.propose(root, explore), cut: await drafter.propose(root, { ...explore, ...cut }) };
+    } finally {
+      drafter.end();
+    }
+  }
+
+  test("a draft model's chain stops where the budget says a node no longer pays for its verification", async () => {
     const floor = 0.8;
-    const cut = await drafter.propose(root, { ...explore, minPathProbability: floor });
-    drafter.end();
+    const { full, cut } = await exploredChain({ minPathProbability: 0 }, { minPathProbability: floor });
     const pathProbabilities = Array.from({ length: full.maxDepth() }, (_, k) => full.score(k + 1));
     const expected = Math.max(1, pathProbabilities.filter((p) => p >= floor).length);
     assert.ok(expected < full.maxDepth(), `the testbed draft's path probabilities ${pathProbabilities.map((p) => p.toFixed(2)).join(' ')} fall below ${floor} within the chain`);
@@ -288,17 +295,10 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
   });
 
   test("given the planner's acceptance rates, a draft model's chain stops where the target is expected to stop accepting it", async () => {
-    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
-    const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0 });
-    const explore: DraftBudget = { maxNodes: 64, maxDepth: 64, maxBranches: 1, explore: true };
-    drafter.begin(prompt);
-    const root = prompt[prompt.length - 1];
-    const full = await drafter.propose(root, explore);
     const asked: { source: string; depth: number; own: number }[] = [];
     // Every node accepted 9 times in 10: 0.9^6 = 0.53 pays against a floor of 0.5, 0.9^7 = 0.48 does not.
     const acceptance = (source: string, depth: number, own: number) => (asked.push({ source, depth, own }), 0.9);
-    const cut = await drafter.propose(root, { ...explore, minPathProbability: 0.5, acceptance });
-    drafter.end();
+    const { full, cut } = await exploredChain({}, { minPathProbability: 0.5, acceptance });
     assert.ok(full.maxDepth() > 7, `the draft's own chain runs on (${full.maxDepth()} nodes)`);
     assert.equal(cut.maxDepth(), 6);
     assert.deepEqual(

@@ -29,9 +29,10 @@ export interface DraftBudget {
    */
   explore?: boolean;
   /**
-   * Drafters that score their chains (a draft model) stop a chain once its path probability falls
-   * below this: beside other sequences a verified node costs the step a time of its own, and a node
-   * less likely than that time is worth is never verified, so drafting it only holds the step up.
+   * Drafters that score their chains (a draft model) stop a chain once its path probability (as
+   * `acceptance` scores it, where given) falls below this: beside other sequences a verified node
+   * costs the step a time of its own, and a node less likely than that time is worth is never
+   * verified, so drafting it only holds the step up.
    */
   minPathProbability?: number;
   /**
