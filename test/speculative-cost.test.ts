@@ -498,14 +498,22 @@ describe('CostlyDrafts', () => {
   });
 
   it('re-checks a drafter that does not pay on steps twice as far apart each time, one sequence a step', () => {
-    const record = drafts(0.25, 64, 10);
+    const record = drafts(0.1, 64, 10);
     const asked: number[] = [];
-    for (let step = 1; step <= 3000; step++) {
+    for (let step = 1; step <= 10000; step++) {
       const first = record.pays('draft', 0.17, step);
       assert.equal(record.pays('draft', 0.17, step), false, `a second sequence in step ${step} does not re-check`);
       if (first) asked.push(step);
     }
-    assert.deepEqual(asked, [64, 128, 256, 512, 1024, 2048]);
+    assert.deepEqual(asked, [64, 128, 256, 512, 1024, 2048, 4096, 8192]);
+  });
+
+  it('re-checks a drafter whose node costs more than an accepted token saves only at the longest interval', () => {
+    // 0.25 ms per node against 0.17 ms saved: no acceptance could pay (the tiny testbed's draft model).
+    const record = drafts(0.25, 64, 64);
+    const asked: number[] = [];
+    for (let step = 1; step <= 10000; step++) if (record.pays('draft', 0.17, step)) asked.push(step);
+    assert.deepEqual(asked, [4096, 8192]);
   });
 
   it('is shared by the planners of all sequences', () => {

@@ -61,7 +61,7 @@ export interface AdaptivePlannerOptions {
  * chain that costs 15-50, comes every few hundred steps (capped at 64, with every request
  * starting its own schedule again from 8, probes took a tenth of the time there).
  */
-const MAX_PROBE_INTERVAL = 1024;
+const MAX_PROBE_INTERVAL = 4096;
 
 /** Probe interval of a kind whose drafting cost is not measured yet. */
 const UNMEASURED_PROBE_INTERVAL = 64;
