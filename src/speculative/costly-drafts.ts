@@ -97,9 +97,10 @@ export class CostlyDrafts {
       return true;
     }
     // A node that costs more than an accepted token saves pays at no acceptance (a tiny target on
-    // a CPU, whose draft decodes cost about what its own do): only a change of machine load could
-    // change that, so it is re-checked at the longest interval at once. Each re-check of the
-    // testbed's draft model first catches up on the request so far, 15-35 ms, 30-60 decodes.
+    // a CPU, whose draft decodes cost about what its own do): only the machine's load or the
+    // batch the step joins could change that, so it is re-checked at the longest interval at once.
+    // Each re-check of the testbed's draft model first catches up on the request so far, 15-35
+    // ms, 30-60 decodes.
     if (record.msPerNode >= tokenValueMs) this.rechecks.atLeast(MAX_RECHECK_STEPS);
     if (step === this.recheckedAt || !this.rechecks.due(step)) return false;
     this.recheckedAt = step;
