@@ -832,6 +832,20 @@ describe('AdaptivePlanner among other sequences', () => {
     assert.ok(running.budget(eight, 1).maxNodes > 0, 'a sequence whose plans paid goes on drafting');
   });
 
+  it('prices a tree placed after other sequences\' trees in plain shares, as beside their pending tokens alone', () => {
+    // A linear curve: every token adds the same to a step, whatever the batch already holds.
+    const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    const besidePlain = { tokens: 7, sequences: 7 };
+    const besideTrees = { tokens: 47, sequences: 7 };
+    // At the prior rate, 16 nodes of a chain the drafter is 90% sure of do not pay among 8 sequences.
+    assert.equal(planner.plan(chain(0.9, 16), LIMITS, besidePlain).draftCount, 0);
+    // A share of a step the others' trees made 5 times dearer is not what a token saves.
+    assert.equal(planner.plan(chain(0.9, 16), LIMITS, besideTrees).draftCount, 0);
+    feed(planner, 40);
+    assert.equal(planner.plan(sureChain(16), LIMITS, besidePlain).draftCount, 16, 'sure nodes pay beside plain steps');
+    assert.equal(planner.plan(sureChain(16), LIMITS, besideTrees).draftCount, 16, 'and beside trees');
+  });
+
   it('shrinks shared trees once steps are seen to grow more with their tokens than the curve says', () => {
     const curve = CostCurve.linear(0.3);
     const planner = plannerAfterPlans(curve, 0.3);

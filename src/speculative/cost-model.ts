@@ -84,29 +84,38 @@ export class CostCurve implements VerifyCost {
 
 /**
  * One sequence's view of a batch it shares with `others.sequences` sequences holding
- * `others.tokens` tokens. Its plain step is its share of the batch, c(B)/S with B = others + 1
- * tokens and S = others + 1 sequences; n tokens of its own add c(B − 1 + n) − c(B) to a step every
- * sequence waits for. In plain-step units: cost(n) = 1 + S·(c(B − 1 + n) − c(B)) / c(B), which is
- * c(n) when alone. A tree pays when it raises the whole batch's tokens per second. `growthScale`
- * corrects the curve's growth for what sharing adds in place (shared-step-costs.ts).
+ * `others.tokens` tokens: n tokens of its own add c(B − 1 + n) − c(B) to a step every sequence
+ * waits for, B = others + 1 tokens. That is priced in the sequence's plain step, c(S)/S with
+ * S = others + 1 sequences: its share of a step in which every sequence decodes one token. A step
+ * beats plain decoding when its tokens per second beat S / c(S), which holds when each sequence's
+ * tree gives more tokens than its addition costs in such shares:
+ *   cost(n) = 1 + S·(c(B − 1 + n) − c(B)) / c(S),
+ * which is c(n) when alone. Not c(B)/S: where the sequences placed before this one hold trees, B
+ * is their trees' size, and a share of that step (2 single decodes among 8 sequences whose trees
+ * held 48 tokens, 4 times a plain share) made each token of the sequences placed last look worth
+ * 4 times what it saves: a node accepted 1 time in 5 paid for its 0.36 decodes of growth there.
+ * `growthScale` corrects the curve's growth for what sharing adds in place (shared-step-costs.ts).
  */
 export function sharedBatchCost(curve: CostCurve, others: { tokens: number; sequences: number }, growthScale = 1): VerifyCost {
   const batch = others.tokens + 1;
   const sequences = others.sequences + 1;
-  const plain = curve.cost(batch);
+  const before = curve.cost(batch);
+  const plain = curve.cost(sequences);
   // A batch that a sequence's tokens make cheaper (a dip of the curve) is not counted as a gain:
   // the others' plain steps are what the dip would come from, not this sequence's tree.
-  return { cost: (n) => 1 + (growthScale * sequences * Math.max(0, curve.cost(batch - 1 + n) - plain)) / plain };
+  return { cost: (n) => 1 + (growthScale * sequences * Math.max(0, curve.cost(batch - 1 + n) - before)) / plain };
 }
 
 /**
  * What time outside the shared decode (drafting, a slower tree decode), counted in units of this
  * sequence's plain step when alone, costs it in `sharedBatchCost`'s units: that time holds up the
- * whole step, which all S sequences wait for, and the step itself takes c(B) single decodes, so it
- * weighs S / c(B) as much (a draft model's decodes for one request stall every other one).
+ * whole step, which all S sequences wait for, and a plain step of theirs takes c(S) single
+ * decodes, so it weighs S / c(S) as much (a draft model's decodes for one request stall every
+ * other one).
  */
-export function sharedStepFactor(curve: CostCurve, others: { tokens: number; sequences: number }): number {
-  return (others.sequences + 1) / curve.cost(others.tokens + 1);
+export function sharedStepFactor(curve: CostCurve, others: { sequences: number }): number {
+  const sequences = others.sequences + 1;
+  return sequences / curve.cost(sequences);
 }
 
 function mergeDuplicateSizes(points: readonly CostPoint[]): CostPoint[] {

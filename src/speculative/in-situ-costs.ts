@@ -125,8 +125,8 @@ export class InSituCosts {
   }
 
   /**
-   * An accepted token saves its sequence a share of a plain step, c(B) / S single decodes when
-   * S sequences share a batch of B tokens (1 alone), and costs what it adds to the verify batch.
+   * An accepted token saves its sequence a share of a plain step, c(S) / S single decodes when
+   * S sequences share the step (1 alone), and costs what it adds to the verify batch of B tokens.
    * In wall time of the step every sequence waits for, as drafting time is.
    */
   acceptedTokenValueMs(batch?: SharedBatch): number | undefined {
