@@ -18,7 +18,7 @@ import type { DecodedStep } from '../src/generate/decoder.js';
 import { RealizedJudge, SharedStepJudges } from '../src/speculative/realized.js';
 import { SharedStepCosts } from '../src/speculative/shared-step-costs.js';
 import { ROOT, TokenTree, type Drafter } from '../src/speculative/tree.js';
-import { SpeculativeDecoder } from '../src/speculative/decoder.js';
+import { SpeculativeDecoder, type SharedBatch } from '../src/speculative/decoder.js';
 import { Sampler } from '../src/generate/sampling.js';
 
 /** A decode of one sequence alone, `tokens` tokens. */
@@ -558,23 +558,23 @@ function plannerAfterPlans(curve: CostCurve, draftingMs: number): AdaptivePlanne
 }
 
 /** Steps whose proposal does not pay that the planner keeps drafting through (up to `limit`). */
-function missesBeforeBackOff(planner: AdaptivePlanner, limit: number): number {
+function missesBeforeBackOff(planner: AdaptivePlanner, limit: number, batch?: SharedBatch): number {
   let misses = 0;
-  while (misses < limit && planner.budget().maxNodes > 0) {
-    assert.equal(planner.plan(chain(0.2, 2), LIMITS).draftCount, 0, 'the proposal does not pay');
+  while (misses < limit && planner.budget(batch).maxNodes > 0) {
+    assert.equal(planner.plan(chain(0.2, 2), LIMITS, batch).draftCount, 0, 'the proposal does not pay');
     misses++;
   }
   return misses;
 }
 
-/** Once backed off, the steps between the last two of `probes` probes whose drafts do not pay. */
-function probeGap(planner: AdaptivePlanner, probes: number): number {
-  missesBeforeBackOff(planner, 10_000);
+/** Once backed off, the steps between the last two of `probes` probes whose drafts do not pay (beside `batch` when shared). */
+function probeGap(planner: AdaptivePlanner, probes: number, batch?: SharedBatch): number {
+  missesBeforeBackOff(planner, 10_000, batch);
   let gap = 0;
   for (let probe = 0; probe < probes; probe++) {
     gap = 1;
-    while (planner.budget().maxNodes === 0) gap++;
-    planner.plan(chain(0.2, 2), LIMITS);
+    while (planner.budget(batch).maxNodes === 0) gap++;
+    planner.plan(chain(0.2, 2), LIMITS, batch);
   }
   return gap;
 }
@@ -585,6 +585,15 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(dear >= 32, `a probe every ${dear} steps when drafting costs a decode`);
     const cheap = probeGap(plannerAfterPlans(CostCurve.linear(0.3), 0.3), 12);
     assert.ok(cheap <= 2, `a probe every ${cheap} steps when drafting costs 2% of a decode`);
+  });
+
+  it('spaces a sequence\'s probes beside others by the step they all wait for, so that all their probes keep to the time share', () => {
+    const curve = CostCurve.linear(0.6);
+    const alone = probeGap(plannerAfterPlans(curve, 10.1), 12);
+    const shared = probeGap(plannerAfterPlans(curve, 10.1), 12, { tokens: 15, sequences: 15 });
+    // Each of 16 sequences probes on its own schedule, and each probe holds up all 16, whose plain
+    // step costs c(16) = 10 single decodes: a probe weighs 1.6 times what it does alone.
+    assert.ok(shared >= 1.5 * alone, `a probe every ${shared} steps beside 15 others, every ${alone} alone`);
   });
 
   it('charges drafting to every sequence that shares the step: what pays alone may not among others', () => {
