@@ -93,7 +93,7 @@ export class CostCurve implements VerifyCost {
  * which is c(n) when alone. Not c(B)/S: where the sequences placed before this one hold trees, B
  * is their trees' size, and a share of that step (2 single decodes among 8 sequences whose trees
  * held 48 tokens, 4 times a plain share) made each token of the sequences placed last look worth
- * 4 times what it saves: a node accepted 1 time in 5 paid for its 0.36 decodes of growth there.
+ * 4 times what it saves: a node accepted 1 time in 4 paid for its 0.44 decodes of growth there.
  * `growthScale` corrects the curve's growth for what sharing adds in place (shared-step-costs.ts).
  */
 export function sharedBatchCost(curve: CostCurve, others: { tokens: number; sequences: number }, growthScale = 1): VerifyCost {
