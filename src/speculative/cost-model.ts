@@ -98,12 +98,11 @@ export class CostCurve implements VerifyCost {
  */
 export function sharedBatchCost(curve: CostCurve, others: { tokens: number; sequences: number }, growthScale = 1): VerifyCost {
   const batch = others.tokens + 1;
-  const sequences = others.sequences + 1;
   const before = curve.cost(batch);
-  const plain = curve.cost(sequences);
+  const perPlainShare = growthScale * sharedStepFactor(curve, others);
   // A batch that a sequence's tokens make cheaper (a dip of the curve) is not counted as a gain:
   // the others' plain steps are what the dip would come from, not this sequence's tree.
-  return { cost: (n) => 1 + (growthScale * sequences * Math.max(0, curve.cost(batch - 1 + n) - before)) / plain };
+  return { cost: (n) => 1 + perPlainShare * Math.max(0, curve.cost(batch - 1 + n) - before) };
 }
 
 /**
