@@ -113,7 +113,7 @@ export class InSituCosts {
   }
 
   /** What drafting of this kind adds to a step, in single-decode units (undefined until measured). */
-  draftingCost(drafting: Exclude<Drafting, 'none'>): number | undefined {
+  private draftingCost(drafting: Exclude<Drafting, 'none'>): number | undefined {
     const single = this.singleMs;
     // A sequence that speculates from its first step has run no plain step yet; what a plain step
     // spends outside its decode (sampling, bookkeeping) is a fraction of a millisecond, so until
