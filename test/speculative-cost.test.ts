@@ -926,14 +926,35 @@ describe('RealizedJudge', () => {
     assert.ok(judge.bar < raised && judge.bar >= 1);
   });
 
-  it('judges only epochs where speculative steps emitted a real share of the tokens', () => {
+  it('follows an epoch with a plain epoch only where speculative steps emitted a real share of the tokens, and judges one where they were rarer within itself', () => {
     const judge = new RealizedJudge();
-    // One speculative step in eight, emitting 2 tokens: 2 of 9 tokens per eight steps (22%).
-    for (let step = 0; step < 128; step++) judge.observeStep(step % 8 === 0 ? 2 : 1, 1, step % 8 === 0);
-    assert.equal(judge.forcePlain, false);
+    // One speculative step in eight, emitting 2 tokens in 3 ms where a plain step emits 1 in 1 ms:
+    // 2 of 9 tokens per eight steps (22%).
+    for (let step = 0; step < 128; step++) judge.observeStep(step % 8 === 0 ? 2 : 1, step % 8 === 0 ? 3 : 1, step % 8 === 0);
+    assert.equal(judge.forcePlain, false, 'no plain epoch');
+    assert.ok(close(judge.lastVerdict!, 2 / 3), `verdict ${judge.lastVerdict}`);
+    assert.ok(judge.bar > 1, 'a loss');
     // One in four: 2 of 5 tokens (40%).
     for (let step = 0; step < 128; step++) judge.observeStep(step % 4 === 0 ? 2 : 1, 1, step % 4 === 0);
     assert.equal(judge.forcePlain, true);
+  });
+
+  it('judges within an epoch against plain steps of the same time, however slow steps grow meanwhile', () => {
+    const judge = new RealizedJudge();
+    // Every step slower than the one before (as contexts grow); one step in six speculates, and
+    // costs 20% more for the same token.
+    for (let step = 0; step < 128; step++) {
+      const speculative = step % 6 === 3;
+      judge.observeStep(1, (1 + step / 64) * (speculative ? 1.2 : 1), speculative);
+    }
+    assert.ok(close(judge.lastVerdict!, 1 / 1.2, 0.02), `verdict ${judge.lastVerdict}`);
+  });
+
+  it('leaves an epoch with too few speculative steps unjudged', () => {
+    const judge = new RealizedJudge();
+    for (let step = 0; step < 128; step++) judge.observeStep(1, step < 7 ? 5 : 1, step < 7);
+    assert.equal(judge.lastVerdict, undefined);
+    assert.equal(judge.bar, 1);
   });
 
   it('rests in plain decoding after the second lost verdict in a row, twice as long after each further loss, until a verdict is not a loss', () => {

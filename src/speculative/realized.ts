@@ -3,7 +3,8 @@
  * the decodes it measures, but its estimates are noisy on a loaded machine, and whatever it does
  * not model (a slowdown that outlasts the decode after a tree, say) would go unnoticed. So
  * generation alternates: epochs where the planner may speculate, then a short epoch of forced
- * plain decoding, and compares their tokens per millisecond. Adjacent epochs see the same machine
+ * plain decoding, and compares their tokens per millisecond (an epoch that speculated in few of
+ * its steps compares those with its own plain steps instead). Adjacent epochs see the same machine
  * load, so their ratio is a fair verdict; while speculating epochs lose, the planner must be
  * promised more before it verifies a tree, and after losses in a row plain decoding rests longer
  * before the next test: a higher bar stops plans, not the drafting that looks for them (probes),
@@ -32,10 +33,19 @@ const PLAIN_EPOCH_SETTLE_STEPS = 6;
 const PLAIN_EPOCH_ENOUGH_STEPS = 12;
 const PLAIN_EPOCH_ENOUGH_MS = 150;
 /**
- * An epoch says little about speculation unless speculative steps emitted at least this share of
- * its tokens: otherwise its verdict would mostly be timing noise of plain steps.
+ * An epoch is compared with a plain epoch after it only when speculative steps emitted at least
+ * this share of its tokens: otherwise that verdict would mostly be timing noise of plain steps.
  */
 const MIN_SPECULATIVE_SHARE = 0.25;
+/**
+ * An epoch where speculation was rarer is judged within itself instead: its speculative steps'
+ * work per ms against its plain steps', once each kind has this many steps. Its plain steps ran
+ * among its speculative ones, at the same context lengths and machine load (a plain epoch after
+ * it sees longer contexts: 8 requests' plain steps grew from 63 to 90 ms over their 256 tokens).
+ * Before, such epochs went unjudged: at 8 concurrent on long generation, where sequences drafted
+ * or verified in 8-26% of the steps, 2 runs of 16 requests got one verdict between them.
+ */
+const MIN_STEPS_JUDGED_WITHIN = 8;
 /** Verdicts: a losing epoch raises the bar by this factor, a winning one lowers it by the same. */
 const BAR_STEP = 1.15;
 const MAX_BAR = 4;
@@ -56,11 +66,11 @@ interface Tally {
   steps: number;
   tokens: number;
   ms: number;
-  /** Tokens emitted by speculative steps. */
-  speculativeTokens: number;
+  /** The part of the counted steps that speculated. */
+  speculative: { steps: number; tokens: number; ms: number };
 }
 
-const emptyTally = (): Tally => ({ steps: 0, tokens: 0, ms: 0, speculativeTokens: 0 });
+const emptyTally = (): Tally => ({ steps: 0, tokens: 0, ms: 0, speculative: { steps: 0, tokens: 0, ms: 0 } });
 
 export class RealizedJudge {
   /** Factor (≥ 1) by which a plan must beat the planner's own margin. */
@@ -98,8 +108,12 @@ export class RealizedJudge {
     if (!this.plainPhase || tally.steps > PLAIN_EPOCH_SETTLE_STEPS) {
       tally.tokens += emitted;
       tally.ms += ms;
+      if (speculative) {
+        tally.speculative.steps++;
+        tally.speculative.tokens += emitted;
+        tally.speculative.ms += ms;
+      }
     }
-    if (speculative) tally.speculativeTokens += emitted;
     if (this.plainPhase ? this.plainEpochDone(tally) : tally.steps >= this.speculatingEpochSteps) this.endEpoch();
   }
 
@@ -109,7 +123,8 @@ export class RealizedJudge {
   }
 
   private endEpoch(): void {
-    const { tokens, ms, speculativeTokens } = this.current;
+    const tally = this.current;
+    const { tokens, ms, speculative } = tally;
     const rate = ms > 0 ? tokens / ms : undefined;
     this.current = emptyTally();
     if (this.plainPhase) {
@@ -118,9 +133,13 @@ export class RealizedJudge {
       this.speculatingRate = undefined;
       return;
     }
-    if (rate !== undefined && speculativeTokens >= tokens * MIN_SPECULATIVE_SHARE) {
+    const within = speedupWithin(tally);
+    if (rate !== undefined && speculative.tokens >= tokens * MIN_SPECULATIVE_SHARE) {
       this.speculatingRate = rate;
       this.plainPhase = true;
+      this.idleEpochs = 0;
+    } else if (within !== undefined) {
+      this.judge(within);
       this.idleEpochs = 0;
     } else if (++this.idleEpochs >= IDLE_EPOCHS_BEFORE_RETEST) {
       // Old verdicts expire: the text, or the machine's load, may have changed since.
@@ -141,6 +160,14 @@ export class RealizedJudge {
       this.speculatingEpochSteps = Math.min(MAX_SPECULATING_EPOCH_STEPS, this.speculatingEpochSteps * 2);
     }
   }
+}
+
+/** Work per ms of an epoch's speculative steps over its plain steps', when it has enough of each. */
+function speedupWithin({ steps, tokens, ms, speculative }: Tally): number | undefined {
+  const plain = { steps: steps - speculative.steps, tokens: tokens - speculative.tokens, ms: ms - speculative.ms };
+  if (speculative.steps < MIN_STEPS_JUDGED_WITHIN || plain.steps < MIN_STEPS_JUDGED_WITHIN) return undefined;
+  if (speculative.ms <= 0 || plain.ms <= 0 || plain.tokens <= 0) return undefined;
+  return speculative.tokens / speculative.ms / (plain.tokens / plain.ms);
 }
 
 /**
