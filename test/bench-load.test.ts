@@ -55,6 +55,25 @@ test('a run is summarized from its successful requests: aggregate tokens/s over 
   assert.equal(summary.first_error, 'HTTP 500');
 });
 
+test('steady throughput counts the tokens that arrived while every client had a request in flight, up to the first to end after the last was sent', () => {
+  // Two clients. a and b start together; c follows b (sent at 50), d follows a (sent at 100);
+  // c ends at 120, and from there only d runs: the drain, left out.
+  const timing = (id: string, sentAt: number, ttft: number, itl: number[]): RequestTiming => ({ id, sentAt, ttft, itl, tokens: itl.length + 1, e2e: ttft + itl.reduce((a, b) => a + b, 0) });
+  const run: LoadRun = {
+    target: 'synthetic',
+    concurrency: 2,
+    wallMs: 200,
+    requests: [timing('a', 0, 10, Array(9).fill(10)), timing('b', 0, 5, Array(9).fill(5)), timing('c', 50, 10, Array(6).fill(10)), timing('d', 100, 10, Array(9).fill(10))],
+  };
+  const summary = summarizeLoad(run);
+  assert.equal(summary.tokens_per_second, (37 / 200) * 1000);
+  // By 120: a's 10 tokens (10…100), b's 10 (5…50), c's 7 (60…120), d's 2 (110, 120).
+  assert.equal(summary.steady_tokens_per_second, (29 / 120) * 1000);
+  // Requests that end together have no drain: steady equals aggregate.
+  const together: LoadRun = { ...run, wallMs: 100, requests: [timing('a', 0, 10, Array(9).fill(10)), timing('b', 0, 10, Array(9).fill(10))] };
+  assert.equal(summarizeLoad(together).steady_tokens_per_second, summarizeLoad(together).tokens_per_second);
+});
+
 /** A scripted target: pieces of the given sizes, a pause before each; counts requests in flight. */
 class ScriptedTarget implements LoadTarget {
   readonly name = 'scripted';

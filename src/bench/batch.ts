@@ -74,6 +74,10 @@ export interface ConcurrencySummary {
   spec_tps: number | null;
   spec_speedup: number | null;
   peer_tps: number | null;
+  /** The same while every client had a request in flight (LoadSummary.steady_tokens_per_second). */
+  steady_plain_tps: number | null;
+  steady_spec_tps: number | null;
+  steady_spec_speedup: number | null;
   /** Latencies of Tachyon's plain decoding (every target's are under `runs`). */
   ttft_p50_ms: number | null;
   ttft_p99_ms: number | null;
@@ -320,6 +324,9 @@ function summarizeConcurrency(runs: Map<string, LoadSummary>, modes: readonly Sp
     spec_tps: round(spec?.tokens_per_second ?? null, 1),
     spec_speedup: round(ratio(spec?.tokens_per_second, plain?.tokens_per_second)),
     peer_tps: round(peer?.tokens_per_second ?? null, 1),
+    steady_plain_tps: round(plain?.steady_tokens_per_second ?? null, 1),
+    steady_spec_tps: round(spec?.steady_tokens_per_second ?? null, 1),
+    steady_spec_speedup: round(ratio(spec?.steady_tokens_per_second, plain?.steady_tokens_per_second)),
     ttft_p50_ms: ms(plain?.ttft_p50_ms),
     ttft_p99_ms: ms(plain?.ttft_p99_ms),
     itl_p50_ms: ms(plain?.itl_p50_ms),
@@ -343,7 +350,7 @@ async function writeBatchReport(dir: string, result: BatchBenchResult): Promise<
       title: `${c} concurrent`,
       unit,
       bars: Object.entries(summary.runs).map(([name, run]) => ({ label: name.replace('tachyon spec ', 'spec '), median: run[metric] ?? 0, color: COLORS[name] ?? SPEC_COLOR })),
-      note: summary.spec_speedup != null ? `spec / plain = ${summary.spec_speedup}` : undefined,
+      note: summary.spec_speedup != null ? `spec / plain = ${summary.spec_speedup} (steady ${summary.steady_spec_speedup ?? '-'})` : undefined,
     }));
   if (Object.keys(result.concurrency).length > 0) {
     await writeFileAtomic(join(dir, 'batch-throughput.svg'), barChartSvg('Aggregate throughput under concurrent requests', subtitle, groups('tokens_per_second', 'tokens/s')), { shared: true });
@@ -397,16 +404,16 @@ function markdownReport(result: BatchBenchResult): string {
   if (settings.peer) lines.push(`Peer: \`llama-server ${settings.peer.flags.join(' ')} --parallel N\` (${settings.peer.version ?? 'version unknown'}), over HTTP (\`/v1/completions\`, streamed).`, '');
   if (runs) {
     lines.push('![throughput](batch-throughput.svg)', '', '![inter-token latency p99](batch-itl-p99.svg)', '');
-    lines.push('| concurrency | target | tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | failed |', '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |');
+    lines.push('| concurrency | target | tokens/s | steady tokens/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | failed |', '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |');
     for (const [c, summary] of Object.entries(result.concurrency)) {
       for (const [name, run] of Object.entries(summary.runs)) {
-        lines.push(`| ${c} | ${name} | ${run.tokens_per_second ?? '-'} | ${run.ttft_p50_ms ?? '-'} | ${run.ttft_p99_ms ?? '-'} | ${run.itl_p50_ms ?? '-'} | ${run.itl_p99_ms ?? '-'} | ${run.failed} |`);
+        lines.push(`| ${c} | ${name} | ${run.tokens_per_second ?? '-'} | ${run.steady_tokens_per_second ?? '-'} | ${run.ttft_p50_ms ?? '-'} | ${run.ttft_p99_ms ?? '-'} | ${run.itl_p50_ms ?? '-'} | ${run.itl_p99_ms ?? '-'} | ${run.failed} |`);
       }
     }
   }
   if (result.admission) lines.push('', ...admissionSection(result.admission, settings.admission!, settings.prefill_stretch));
   const failures = Object.entries(result.concurrency).flatMap(([c, summary]) => Object.entries(summary.runs).filter(([, run]) => run.first_error).map(([name, run]) => `- ${c} concurrent, ${name}: ${run.failed} failed; the first: ${run.first_error}`));
   if (failures.length > 0) lines.push('', 'Failed requests (left out of the numbers above):', '', ...failures);
-  lines.push('', 'Tokens/s: all requests\' tokens over the run\'s wall time. TTFT: from sending a request to its first token. ITL: gaps between tokens; a piece of k tokens (a speculative step) counts as k gaps of a k-th of its wait.');
+  lines.push('', 'Tokens/s: all requests\' tokens over the run\'s wall time. Steady tokens/s: the tokens that arrived while the given number of requests were in flight, over that time (the run drains from the first request to end after the last was sent; plain decoding of equal-length answers ends them together, speculation one by one). TTFT: from sending a request to its first token. ITL: gaps between tokens; a piece of k tokens (a speculative step) counts as k gaps of a k-th of its wait.');
   return `${lines.join('\n')}\n`;
 }

@@ -50,6 +50,8 @@ export interface ServeBenchOptions {
 
 export interface LevelMeasurement {
   tokensPerSecond: number;
+  /** While every client had a request in flight (LoadSummary.steady_tokens_per_second). */
+  steadyTokensPerSecond: number;
   ttftP50Ms: number;
   ttftP99Ms: number;
   itlP50Ms: number;
@@ -69,7 +71,7 @@ export interface ServeBenchReport {
   ms_per_decode: number | null;
   settings: Omit<ServeBenchOptions, 'onProgress' | 'prompts'> & { prompts: number };
   /** The `--json` summary: throughput of each setup, latency of Tachyon with speculation. */
-  concurrency: Record<string, Partial<Record<`${Setup}_tps`, number>> & { ttft_p50_ms?: number; ttft_p99_ms?: number; itl_p50_ms?: number; itl_p99_ms?: number }>;
+  concurrency: Record<string, Partial<Record<`${Setup}_tps` | `${Setup}_steady_tps`, number>> & { ttft_p50_ms?: number; ttft_p99_ms?: number; itl_p50_ms?: number; itl_p99_ms?: number }>;
   details: Partial<Record<Setup, Record<string, LevelMeasurement>>>;
   /** What could not be measured, and why (a server that did not start, a level whose requests failed). */
   failures: string[];
@@ -169,7 +171,9 @@ function summary(details: ServeBenchReport['details'], levels: readonly number[]
     const row: ServeBenchReport['concurrency'][string] = {};
     for (const setup of SETUPS) {
       const measured = details[setup]?.[level];
-      if (measured) row[`${setup}_tps`] = measured.tokensPerSecond;
+      if (!measured) continue;
+      row[`${setup}_tps`] = measured.tokensPerSecond;
+      row[`${setup}_steady_tps`] = measured.steadyTokensPerSecond;
     }
     const headline = details.tachyon_spec?.[level];
     if (headline) Object.assign(row, { ttft_p50_ms: headline.ttftP50Ms, ttft_p99_ms: headline.ttftP99Ms, itl_p50_ms: headline.itlP50Ms, itl_p99_ms: headline.itlP99Ms });
@@ -188,6 +192,7 @@ async function measureLevel(server: RunningSetup, level: number, requests: reado
   const summary = summarizeLoad(await runLoad(clientOf(server), requests, { concurrency: level }));
   return {
     tokensPerSecond: summary.tokens_per_second,
+    steadyTokensPerSecond: summary.steady_tokens_per_second,
     ttftP50Ms: summary.ttft_p50_ms,
     ttftP99Ms: summary.ttft_p99_ms,
     itlP50Ms: summary.itl_p50_ms,

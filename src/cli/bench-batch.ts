@@ -100,10 +100,10 @@ export function registerBenchBatch(bench: Command): void {
 }
 
 function formatBatchTable(result: BatchBenchResult): string {
-  const rows = [['concurrency', 'target', 'tokens/s', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'failed']];
+  const rows = [['concurrency', 'target', 'tokens/s', 'steady tokens/s', 'TTFT p50', 'TTFT p99', 'ITL p50', 'ITL p99', 'failed']];
   for (const [c, summary] of Object.entries(result.concurrency)) {
     for (const [name, run] of Object.entries(summary.runs)) {
-      rows.push([c, name, ...[run.tokens_per_second, run.ttft_p50_ms, run.ttft_p99_ms, run.itl_p50_ms, run.itl_p99_ms, run.failed].map((value) => String(value ?? '-'))]);
+      rows.push([c, name, ...[run.tokens_per_second, run.steady_tokens_per_second, run.ttft_p50_ms, run.ttft_p99_ms, run.itl_p50_ms, run.itl_p99_ms, run.failed].map((value) => String(value ?? '-'))]);
     }
   }
   const lines = formatTable(rows);

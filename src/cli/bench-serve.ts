@@ -102,7 +102,7 @@ function formatServeReport(report: ServeBenchReport): string {
   const number = (value: number | undefined, digits = 1) => (value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits));
   const rows = Object.entries(report.concurrency).map(
     ([level, row]) =>
-      `| ${level} | ${SETUPS.map((setup) => number(row[`${setup}_tps`])).join(' | ')} | ${number(row.ttft_p50_ms)} / ${number(row.ttft_p99_ms)} | ${number(row.itl_p50_ms, 2)} / ${number(row.itl_p99_ms, 2)} |`,
+      `| ${level} | ${SETUPS.map((setup) => (row[`${setup}_tps`] === undefined ? '–' : `${number(row[`${setup}_tps`])} (${number(row[`${setup}_steady_tps`])})`)).join(' | ')} | ${number(row.ttft_p50_ms)} / ${number(row.ttft_p99_ms)} | ${number(row.itl_p50_ms, 2)} / ${number(row.itl_p99_ms, 2)} |`,
   );
   return [
     `# tachyon serve vs llama-server: ${basename(report.model)}`,
@@ -111,9 +111,11 @@ function formatServeReport(report: ServeBenchReport): string {
     '',
     `Setups: ${measuredSetups(report.settings).map((setup) => `${setup} \`${setupFlags(setup, report.settings).join(' ') || '(defaults)'}\``).join('; ')}.`,
     '',
-    `| clients | ${SETUPS.map((setup) => `${setup} tok/s`).join(' | ')} | TTFT p50 / p99 ms (tachyon_spec) | ITL p50 / p99 ms (tachyon_spec) |`,
+    `| clients | ${SETUPS.map((setup) => `${setup} tok/s (steady)`).join(' | ')} | TTFT p50 / p99 ms (tachyon_spec) | ITL p50 / p99 ms (tachyon_spec) |`,
     `| ---: | ${SETUPS.map(() => '---:').join(' | ')} | ---: | ---: |`,
     ...rows,
+    '',
+    'Tokens/s: all requests\' tokens over the level\'s wall time; steady: the tokens that arrived while every client had a request in flight, over that time (the end, where fewer remain, left out).',
     '',
     ...(report.promptsRepeat ? ['Prompts repeated (the file had fewer than the requests): a speculative server may have replayed an answer it gave before.', ''] : []),
     ...(report.failures.length > 0 ? ['Not measured:', '', ...report.failures.map((failure) => `- ${failure}`), ''] : []),
