@@ -21,7 +21,7 @@ import { SuffixDrafter } from '../src/speculative/suffix.js';
 import { ROOT, type DraftBudget, type Drafter, type TokenTree } from '../src/speculative/tree.js';
 import type { Drafting } from '../src/speculative/decoder.js';
 import { loadModel, testbedDraft, testbedPrompts, testbedTarget, tinyModelPath } from './helpers/models.js';
-import { decoderSource, runLoop, runSolo } from './helpers/loop.js';
+import { decoderSource, drive, runLoop, runSolo } from './helpers/loop.js';
 import { draftBatcherOf } from '../src/speculative/draft-batcher.js';
 
 const budget = { maxNodes: 24, maxDepth: 10, maxBranches: 3 };
@@ -189,6 +189,24 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     const perDecode = (after.entries - before.entries) / (after.decodes - before.decodes);
     assert.ok(perDecode > 1.5, `a draft decode served ${perDecode.toFixed(2)} requests on average (4 drafting)`);
     assert.ok(results.every((result) => result.stats.speculation!.tau > 1.5), 'every request accepted drafts');
+  });
+
+  test('concurrent speculative requests equal their plain solo runs while their KV cells are moved into runs after every freed cell', async () => {
+    const texts = [testbedPrompts.reasoning, testbedPrompts.story, '<|user|>\nWhat is 19 + 23?<|end|>\n<|assistant|>\n', samplingPrompt];
+    const prompts = texts.map((text) => testbed.target.model.tokenizer.tokenize(text));
+    // Requests end at different times, so their cells free up among the others' (and rejected tree nodes do every step).
+    const lengths = [150, 60, 110, 80];
+    const references = [];
+    for (const [i, prompt] of prompts.entries()) references.push((await plain(testbed, prompt, {}, lengths[i])).tokens);
+    const loop = new EngineLoop(testbed.target, testbed.target.model.tokenizer, decoderSource(speculativeDecoder(testbed, ['ngram', 'suffix', 'draft'], {})), { kvCompaction: { minFreedCells: 1, freedShare: 0 } });
+    const results = await drive(loop, prompts.map((prompt, i) => ({ prompt, options: { maxTokens: lengths[i] } })));
+    assert.deepEqual(
+      results.map((result) => result.tokens),
+      references,
+    );
+    assert.ok(loop.status().kvCompactions >= 10, `${loop.status().kvCompactions} compactions`);
+    assert.deepEqual(loop.kvAudit(), [], 'every request freed its cells, and compaction left none behind');
+    loop.dispose();
   });
 
   test('a costly drafter is asked only when the planner says it pays, and reports every draft to it', async () => {

@@ -150,8 +150,8 @@ export class Engine {
 
   /** Requests running and waiting, KV cells in use (read without a round trip: the loop publishes them every step). */
   status(): EngineStatus {
-    const [running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens] = this.statusView;
-    return { running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens };
+    const [running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens, kvCompactions] = this.statusView;
+    return { running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens, kvCompactions };
   }
 
   /** The prefix cache's figures (per tier hits, misses, bytes, latency; blocks restored and stored), or undefined without a cache. */

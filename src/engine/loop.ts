@@ -25,6 +25,7 @@ import { Request, type RequestOptions, type RequestSink } from './request.js';
 import { Scheduler } from './scheduler.js';
 import { PrefillPacer } from './prefill-pacer.js';
 import { SequenceIdPool } from './sequence-ids.js';
+import { KvCompactor, type KvCompactionPolicy } from './kv-compaction.js';
 import { dropTree, keepAcceptedPath, nodeSequences, shareCommittedPrefix, type PlacedTree } from './tree-kv.js';
 import type { PrefixCache } from '../kvcache/prefix-cache.js';
 import { commonPrefixLength } from '../token-sequences.js';
@@ -42,6 +43,8 @@ export interface EngineLoopOptions {
   prefillStretch?: number;
   /** Most nodes of one request's token tree (default 64). */
   maxTreeNodes?: number;
+  /** When the requests' KV cells are moved back into runs (default DEFAULT_KV_COMPACTION; see KvCompactor). */
+  kvCompaction?: KvCompactionPolicy;
 }
 
 export interface EngineStatus {
@@ -51,6 +54,8 @@ export interface EngineStatus {
   kvCells: number;
   /** Prompt tokens, since start, whose cells a new request shared from one already running (neither restored nor recomputed). */
   sharedPrefixTokens: number;
+  /** Times the running requests' KV cells were moved into one run each (see KvCompactor). */
+  kvCompactions: number;
 }
 
 /** Prompt tokens a step must evaluate before its time prices recomputation (a few tokens cost mostly overhead). */
@@ -97,6 +102,7 @@ export class EngineLoop {
   readonly maxSequences: number;
   private readonly scheduler: Scheduler;
   private readonly pacer: PrefillPacer;
+  private readonly compactor: KvCompactor;
   private readonly batch: TokenBatch;
   private readonly maxTreeNodes: number;
   private readonly byId = new Map<number, Request>();
@@ -121,6 +127,7 @@ export class EngineLoop {
     this.maxSequences = Math.min(options.maxSequences ?? 8, context.sequences);
     this.scheduler = new Scheduler({ maxSequences: this.maxSequences, maxQueued: options.maxQueued ?? 64, kvCells: context.contextSize }, this.ids);
     this.pacer = new PrefillPacer({ maxChunk: options.prefillChunk ?? 256, stretch: options.prefillStretch });
+    this.compactor = new KvCompactor(context, this.ids, options.kvCompaction);
     // A token carries at most every sequence id (the root of a tree spanning all borrowed ids).
     this.batch = new TokenBatch(context.batchSize, context.sequences);
   }
@@ -169,6 +176,7 @@ export class EngineLoop {
       kvCellsInUse: this.scheduler.cellsInUse,
       kvCells: this.context.contextSize,
       sharedPrefixTokens: this.sharedPrefixTokens,
+      kvCompactions: this.compactor.count,
     };
   }
 
@@ -257,6 +265,7 @@ export class EngineLoop {
   async step(): Promise<void> {
     this.reap();
     await this.schedule();
+    this.compactKv();
     const work = await this.buildBatch();
     if (this.batch.size === 0) return;
     const started = performance.now();
@@ -275,6 +284,21 @@ export class EngineLoop {
     this.disposed = true;
     for (const request of [...this.byId.values()]) this.end(request, 'abort');
     this.batch.dispose();
+  }
+
+  /**
+   * Moves every running request's cells into one run each once enough of them have been refilled
+   * out of order (see KvCompactor). A request whose cells a failed restore left incomplete ends
+   * with the error; the others go on.
+   */
+  private compactKv(): void {
+    const holders = this.scheduler.running.filter((request) => request.seq !== undefined && request.cached > 0);
+    if (!this.compactor.due(this.scheduler.cellsInUse, holders.length)) return;
+    try {
+      this.compactor.compact(holders.map((request) => ({ seq: request.seq!, pinned: request.sharedPrefix })));
+    } catch (error) {
+      for (const request of holders) if (this.context.seqPosMax(request.seq!) + 1 < request.cached) this.endWithError(request, error);
+    }
   }
 
   /** Cancelled requests end now, before anything more is decoded for them. */
@@ -339,6 +363,8 @@ export class EngineLoop {
     if (!donor || shared === 0 || this.context.seqPosMax(request.seq!) >= 0) return;
     this.context.seqCopyPrefix(donor.seq!, request.seq!, shared);
     request.cached = shared;
+    request.sharedPrefix = shared;
+    donor.sharedPrefix = Math.max(donor.sharedPrefix, shared);
     this.sharedPrefixTokens += shared;
   }
 
@@ -526,6 +552,7 @@ export class EngineLoop {
         decoder.observeDecode(ms, step);
         const accepted = decoder.accept(proposed, rowOf, request.sequence);
         keepAcceptedPath(this.context, placed, accepted.lastNode);
+        this.compactor.noteFreed(placed.tree.size - 1 - placed.tree.depth(accepted.lastNode));
         request.cached = placed.position + placed.tree.depth(accepted.lastNode) + 1;
         // The rows behind the emitted tokens are read only by a thinking controller that wants logits.
         const path = request.output.needsLogits ? nodesTo(placed.tree, accepted.lastNode) : [];
@@ -594,6 +621,7 @@ export class EngineLoop {
     request.sequence.length = before + forced.keptFromStep;
     request.sequence.push(...forced.tokens);
     this.context.seqRemove(request.seq!, kept, -1);
+    this.compactor.noteFreed(request.cached - kept);
     request.cached = kept;
     request.resuming = true;
     if (request.cached < request.prefillTarget) request.state = 'prefilling';
@@ -625,7 +653,9 @@ export class EngineLoop {
   private evict(request: Request): void {
     this.storeBlocks(request);
     this.context.seqRemove(request.seq!, -1, -1);
+    this.compactor.noteFreed(request.cached);
     request.cached = 0;
+    request.sharedPrefix = 0;
     if (request.decoder && request.sequence.length > request.prompt.length) request.resuming = true;
     this.lookUpPrefix(request, request.sequence.slice(0, request.prefillTarget));
   }
@@ -647,6 +677,8 @@ export class EngineLoop {
     if (request.seq !== undefined) {
       this.storeBlocks(request);
       this.context.seqRemove(request.seq, -1, -1);
+      // Holes among the cells of the requests that go on (nothing to compact once none does).
+      if (this.scheduler.running.length > 0) this.compactor.noteFreed(request.cached);
       this.ids.release(request.seq);
       request.seq = undefined;
     }

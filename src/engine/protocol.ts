@@ -31,7 +31,7 @@ export interface WorkerData {
   commands: MessagePort;
   /**
    * The loop's status, written after every step as float64s (a running total of shared tokens
-   * outgrows an int32 on a long-lived server): running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens.
+   * outgrows an int32 on a long-lived server): running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens, kvCompactions.
    */
   status: SharedArrayBuffer;
   /** The threads of the process that use llama.cpp count themselves here (llama/logger.ts). */
@@ -78,4 +78,4 @@ export type WorkerMessage =
   | { type: 'reply'; id: number; value?: unknown; error?: SerializedError }
   | { type: 'disposed' };
 
-export const STATUS_FIELDS = 5;
+export const STATUS_FIELDS = 6;

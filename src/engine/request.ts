@@ -35,6 +35,8 @@ export class Request {
   readonly sequence: number[];
   /** Tokens of `sequence` whose KV is in the context (the KV cells this request occupies). */
   cached = 0;
+  /** Leading cells that may also belong to another request's sequence (shared at admission): KV compaction leaves them in place. */
+  sharedPrefix = 0;
   /** Set after a preemption: the prompt's logits are not needed again (the pending token is known). */
   resuming = false;
   cancelled = false;

@@ -180,12 +180,13 @@ function handle(engine: Loaded, command: Command): boolean {
 }
 
 function publishStatus(loop: EngineLoop): void {
-  const { running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens } = loop.status();
+  const { running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens, kvCompactions } = loop.status();
   statusView[0] = running;
   statusView[1] = waiting;
   statusView[2] = kvCellsInUse;
   statusView[3] = kvCells;
   statusView[4] = sharedPrefixTokens;
+  statusView[5] = kvCompactions;
 }
 
 async function run(engine: Loaded): Promise<void> {

@@ -46,6 +46,7 @@ export class ServerMetrics {
     this.gauge('prefix_cache_stored_blocks', 'KV blocks queued for storage.', () => this.cache?.storedBlocks ?? 0);
     this.gauge('prefix_cache_resident_tokens', 'Matched prompt tokens already in the context (nothing loaded).', () => this.cache?.residentTokens ?? 0);
     this.gauge('prefix_shared_tokens', 'Prompt tokens whose cells a new request shared from a running one (seq_cp).', () => status().sharedPrefixTokens);
+    this.gauge('kv_compactions', "Times the running requests' KV cells were moved into one run each (KvCompactor).", () => status().kvCompactions);
     this.tierGauge('prefix_cache_tier_hits', 'Cache hits, per tier.', (tier) => tier.hits);
     this.tierGauge('prefix_cache_tier_misses', 'Cache misses, per tier (rejected entries included).', (tier) => tier.misses);
     this.tierGauge('prefix_cache_tier_rejected', 'Entries found but rejected (corrupt, foreign, stale), per tier.', (tier) => tier.rejected);
