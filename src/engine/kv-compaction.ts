@@ -18,6 +18,7 @@
  * positions; only the order attention sums them in changes, as it does with any other layout.
  */
 import type { Context } from '../llama/context.js';
+import { readBlockState, restoreBlockState } from '../kvcache/blocks.js';
 import type { SequenceIdPool } from './sequence-ids.js';
 
 /** A sequence whose cells may move: those from `pinned` on (the leading ones may be shared with another sequence, and stay). */
@@ -72,29 +73,20 @@ export class KvCompactor {
     const staging = this.ids.acquire();
     if (staging === undefined) return;
     try {
-      const saved = sequences.filter(({ seq, pinned }) => this.context.seqPosMax(seq) >= pinned).map((sequence) => ({ ...sequence, bytes: this.save(sequence, staging) }));
-      for (const { seq, pinned } of saved) this.context.seqRemove(seq, pinned, -1);
-      for (const { seq, bytes } of saved) {
-        // Restored into the empty staging id (a restore empties its target first), then handed over.
-        this.context.restoreSequence(staging, bytes);
-        this.context.seqCopy(staging, seq);
-        this.context.seqRemove(staging, -1, -1);
+      // Read and restored through the staging id, as the prefix cache moves its blocks (kvcache/blocks.ts).
+      const saved = sequences
+        .map(({ seq, pinned }) => ({ seq, span: { first: pinned, end: this.context.seqPosMax(seq) + 1 } }))
+        .filter(({ span }) => span.end > span.first)
+        .map((sequence) => ({ ...sequence, bytes: readBlockState(this.context, sequence.seq, staging, sequence.span) }));
+      for (const { seq, span } of saved) this.context.seqRemove(seq, span.first, -1);
+      for (const { seq, span, bytes } of saved) {
+        if (!restoreBlockState(this.context, bytes, staging, seq, span)) throw new Error(`KV compaction: llama.cpp refused to restore sequence ${seq}'s cells`);
       }
       this.freed = 0;
       this.compactions++;
     } finally {
       this.context.seqRemove(staging, -1, -1);
       this.ids.release(staging);
-    }
-  }
-
-  /** The bytes of `seq`'s cells from `pinned` on, read through `staging` (which shares them for the moment). */
-  private save({ seq, pinned }: MovableSequence, staging: number): Uint8Array {
-    this.context.seqCopy(seq, staging, pinned, -1);
-    try {
-      return this.context.saveSequence(staging);
-    } finally {
-      this.context.seqRemove(staging, -1, -1);
     }
   }
 }
