@@ -11,6 +11,7 @@ import { Engine } from '../src/engine/engine.js';
 import { kv, writeGguf } from '../src/gguf/writer.js';
 import { GgmlType } from '../src/gguf/types.js';
 import { detachLlamaLogger } from '../src/llama/library.js';
+import { llamaThreadRegistry } from '../src/llama/logger.js';
 import { Model } from '../src/llama/model.js';
 import { scratchDir, testbedPrompts } from './helpers/models.js';
 
@@ -31,12 +32,30 @@ test('an engine disposed while another generates: the other finishes with the to
   }
 });
 
-test("llama.cpp's errors explain a failed load when this thread is alone, and are dropped, not crashing, beside an engine", async () => {
+async function writeAlienModel(): Promise<string> {
   const path = join(scratchDir(), 'alien.gguf');
   await writeGguf(path, {
     metadata: [['general.architecture', kv.string('nosucharch')]],
     tensors: [{ name: 'token_embd.weight', dims: [32, 4], type: GgmlType.F32, data: new Float32Array(128) }],
   });
+  return path;
+}
+
+test('a failed Engine.load rejects only once its worker has counted itself out of llama.cpp and ended', async () => {
+  // The CLI exits on the rejection. When it came first, the exit tore the worker down inside its
+  // last llama.cpp call (unsetting the log callback) and the process died of SIGABRT. Rejecting
+  // before the worker had counted itself out happened in about one load of four, so twenty loads
+  // catch it.
+  const users = new Int32Array(llamaThreadRegistry()); // logger.ts: cell 0 counts the threads using llama.cpp
+  const model = await writeAlienModel();
+  for (let load = 0; load < 20; load++) {
+    await assert.rejects(Engine.load({ model, gpu: 'cpu' }), /nosucharch/);
+    assert.equal(Atomics.load(users, 0), 0, `load ${load} rejected while its worker still used llama.cpp`);
+  }
+});
+
+test("llama.cpp's errors explain a failed load when this thread is alone, and are dropped, not crashing, beside an engine", async () => {
+  const path = await writeAlienModel();
   const loadError = () => Model.load(path, { gpu: 'cpu' }).then(
     () => assert.fail('the alien model loaded'),
     (error: Error) => error.message,

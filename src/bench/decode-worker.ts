@@ -3,7 +3,7 @@
  * on stdin, prints one result line on stdout, exits. Only one llama.cpp binding is loaded here:
  * Tachyon's (koffi) or node-llama-cpp's, never both.
  */
-import { Engine } from '../engine/engine.js';
+import { Engine, type EngineOptions } from '../engine/engine.js';
 import type { GpuChoice } from '../llama/library.js';
 import { ERROR_PREFIX, RESULT_PREFIX, type DecodeJob, type DecodeResult, type GreedyJob, type GreedyResult, type Job } from './child.js';
 
@@ -37,17 +37,23 @@ function rates(promptLength: number, timed: Timed) {
   };
 }
 
-async function tachyonDecode(job: DecodeJob): Promise<DecodeResult> {
+/** Runs `use` on a loaded engine and disposes it after: the process exits on the result, and exiting under a live worker can abort. */
+async function withEngine<T>(options: EngineOptions, use: (engine: Engine, loadMs: number) => Promise<T>): Promise<T> {
   const loadStart = performance.now();
-  const engine = await Engine.load({
-    model: job.model,
-    gpu: job.gpu,
-    threads: job.threads,
-    contextSize: job.contextSize,
-    batchSize: job.batchSize,
-    onNotice: () => {},
-  });
-  const loadMs = performance.now() - loadStart;
+  const engine = await Engine.load({ ...options, onNotice: () => {} });
+  try {
+    return await use(engine, performance.now() - loadStart);
+  } finally {
+    await engine.dispose();
+  }
+}
+
+function tachyonDecode(job: DecodeJob): Promise<DecodeResult> {
+  const options = { model: job.model, gpu: job.gpu, threads: job.threads, contextSize: job.contextSize, batchSize: job.batchSize };
+  return withEngine(options, (engine, loadMs) => timeTachyon(engine, loadMs, job));
+}
+
+async function timeTachyon(engine: Engine, loadMs: number, job: DecodeJob): Promise<DecodeResult> {
   const prompt = job.prompt ?? (await benchPrompt(engine, job.promptLength));
   const limits = { temperature: 0, ignoreEos: true, speculation: job.speculation };
   if (job.warmupTokens > 0) await engine.complete(prompt, { ...limits, maxTokens: job.warmupTokens });
@@ -145,16 +151,17 @@ async function peerDecode(job: DecodeJob): Promise<DecodeResult> {
   };
 }
 
-async function greedy(job: GreedyJob): Promise<GreedyResult> {
-  const engine = await Engine.load({ model: job.model, gpu: job.gpu, threads: job.threads, onNotice: () => {} });
-  const outputs: number[][] = [];
-  const decodeTps: number[] = [];
-  for (const text of job.prompts) {
-    const result = await engine.complete(await engine.userPrompt(text), { temperature: 0, maxTokens: job.tokens, ignoreEos: true, speculation: job.speculation });
-    outputs.push(result.tokens);
-    decodeTps.push(result.stats.decodeTokensPerSecond);
-  }
-  return { backend: engine.info.backend, devices: [...engine.info.devices], outputs, decodeTps };
+function greedy(job: GreedyJob): Promise<GreedyResult> {
+  return withEngine({ model: job.model, gpu: job.gpu, threads: job.threads }, async (engine) => {
+    const outputs: number[][] = [];
+    const decodeTps: number[] = [];
+    for (const text of job.prompts) {
+      const result = await engine.complete(await engine.userPrompt(text), { temperature: 0, maxTokens: job.tokens, ignoreEos: true, speculation: job.speculation });
+      outputs.push(result.tokens);
+      decodeTps.push(result.stats.decodeTokensPerSecond);
+    }
+    return { backend: engine.info.backend, devices: [...engine.info.devices], outputs, decodeTps };
+  });
 }
 
 async function readStdin(): Promise<string> {

@@ -80,7 +80,8 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
   const stop = async (signal: string) => {
     process.stderr.write(`tachyon: ${signal}: no new requests; in-flight ones have ${flags.grace} s to finish\n`);
     await server.shutdown(flags.grace * 1000);
-    engine.dispose();
+    // The worker ends first: exiting under it would tear down a thread that still uses llama.cpp.
+    await engine.dispose();
     process.exit(0);
   };
   process.once('SIGINT', (signal) => void stop(signal));

@@ -118,7 +118,10 @@ export class Engine {
         if (message.type === 'progress') onProgress?.(message.fraction);
         else if (message.type === 'notice') (onNotice ?? ((line: string) => process.stderr.write(`${line}\n`)))(message.line);
         else if (message.type === 'ready') settle(() => resolve(message.info));
-        else if (message.type === 'failed') settle(() => reject(deserializeError(message.error)));
+        // The rejection waits for the worker to end: a caller that exits the process on it
+        // (the CLI does) must not tear the worker down while it is still counting itself out of
+        // llama.cpp and finishing its module.
+        else if (message.type === 'failed') settle(() => worker.on('error', () => {}).once('exit', () => reject(deserializeError(message.error))));
       };
       const onError = (error: Error) => settle(() => reject(error));
       const onExit = () => settle(() => reject(new ModelLoadError('the engine worker exited while loading')));

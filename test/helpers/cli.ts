@@ -28,7 +28,7 @@ export async function tachyonWithStdin(input: string | undefined, ...args: strin
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failed = error as { code?: number; stdout?: string; stderr?: string; signal?: string };
-    assert.equal(failed.signal ?? null, null, 'the process must not die from a signal (segfault)');
+    assert.equal(failed.signal ?? null, null, `the process must not die from a signal (a crash); its stderr:\n${failed.stderr ?? ''}`);
     return { code: failed.code ?? -1, stdout: failed.stdout ?? '', stderr: failed.stderr ?? '' };
   }
 }
