@@ -178,7 +178,8 @@ export class AcceptanceStats {
     const bucket = this.buckets.get(source);
     if (!bucket) return prior;
     let rate = prior;
-    for (let d = 1; d <= this.depthIndex(depth); d++) rate = (bucket.accepted[d] + this.priorWeight * rate) / (bucket.trials[d] + this.priorWeight);
+    const deepest = this.depthIndex(depth);
+    for (let d = 1; d <= deepest; d++) rate = (bucket.accepted[d] + this.priorWeight * rate) / (bucket.trials[d] + this.priorWeight);
     return rate;
   }
 
@@ -221,13 +222,38 @@ const EVIDENCE_BUCKETS = [32, 16, 9, 6, 4, 3, 2] as const;
 
 function bucketIndex(value: number, thresholds: readonly number[]): number {
   // The tolerance keeps ratios of path products (0.9^k / 0.9^(k-1)) in their bucket.
-  const index = thresholds.findIndex((threshold) => value >= threshold - 1e-9);
-  return index < 0 ? thresholds.length : index;
+  for (let index = 0; index < thresholds.length; index++) if (value >= thresholds[index] - 1e-9) return index;
+  return thresholds.length;
 }
+
+/**
+ * Keys by bucket, built once per key: planning calibrates every node of a 64-node tree, and
+ * building its keys as new strings (then hashing them for the lookup) was most of that work.
+ */
+class KeysByBucket {
+  private readonly keys = new Map<string, string[]>();
+
+  constructor(
+    private readonly separator: string,
+    private readonly buckets: number,
+  ) {}
+
+  get(base: string, bucket: number): string {
+    let keys = this.keys.get(base);
+    if (!keys) {
+      keys = Array.from({ length: this.buckets + 1 }, (_, index) => `${base}${this.separator}${index}`);
+      this.keys.set(base, keys);
+    }
+    return keys[bucket];
+  }
+}
+
+const coarseKeys = new KeysByBucket('#', CONFIDENCE_BUCKETS.length);
+const fineKeys = new KeysByBucket('@', EVIDENCE_BUCKETS.length);
 
 /** The coarse key: drafter and own-confidence bucket. */
 export function acceptanceKey(source: string, ownProbability: number): string {
-  return `${source}#${bucketIndex(ownProbability, CONFIDENCE_BUCKETS)}`;
+  return coarseKeys.get(source, bucketIndex(ownProbability, CONFIDENCE_BUCKETS));
 }
 
 /** The rate a coarse key starts from. */
@@ -237,7 +263,7 @@ function confidencePrior(ownProbability: number): number {
 
 /** The fine key adds the evidence class; until it has data of its own, it starts from the coarse rate. */
 function evidenceKey(coarse: string, evidence: number): string {
-  return `${coarse}@${bucketIndex(evidence, EVIDENCE_BUCKETS)}`;
+  return fineKeys.get(coarse, bucketIndex(evidence, EVIDENCE_BUCKETS));
 }
 
 /**
@@ -249,7 +275,9 @@ function evidenceKey(coarse: string, evidence: number): string {
  */
 function proposers(tree: TokenTree, child: number): { key: string; evidence: number } {
   const sources = tree.sources(child);
-  return { key: proposersKey(sources), evidence: Math.max(...sources.map((source) => tree.evidence(child, source))) };
+  let evidence = -Infinity;
+  for (const source of sources) evidence = Math.max(evidence, tree.evidence(child, source));
+  return { key: proposersKey(sources), evidence };
 }
 
 /** The name acceptance is learnt under for a node these drafters proposed (in any order). */
@@ -325,6 +353,11 @@ export function calibratedScores(tree: TokenTree, stats: AcceptanceStats): Float
   for (let node = 0; node < tree.size; node++) {
     const kids = tree.children(node);
     if (kids.length === 0) continue;
+    if (kids.length === 1) {
+      // A chain's node (most of them): nothing to share the walk with.
+      scores[kids[0]] = scores[node] * Math.min(childRate(stats, tree, kids[0]), 1);
+      continue;
+    }
     const cond = kids.map((child) => childRate(stats, tree, child));
     // The walk enters at most one child, so the conditionals must sum to at most 1. Capping in
     // order of confidence keeps the likeliest child's estimate whole and squeezes the long shots;
