@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { kv, writeGguf } from '../src/gguf/writer.js';
 import { GgmlType } from '../src/gguf/types.js';
 import { scratchDir, testbedTarget } from './helpers/models.js';
-import { tachyon } from './helpers/cli.js';
+import { tachyon, tachyonIntoClosingPipe } from './helpers/cli.js';
 
 /** One line on stderr that names the problem, and no stack trace. */
 function assertCleanFailure(result: { code: number; stderr: string }, pattern: RegExp): void {
@@ -33,6 +33,13 @@ test('streaming run prints the text and statistics', async () => {
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /^<think>\nWe need to compute 47 \+ 8/);
   assert.match(result.stderr, /12 tokens \(length\).*tok\/s/);
+});
+
+test('a reader that closes the pipe early (`tachyon run … | head`) ends the run quietly', async () => {
+  const result = await tachyonIntoClosingPipe(8, 'run', 'Tell me a long story about a dragon', '--max-tokens', '2000', '--gpu', 'cpu');
+  assert.equal(result.signal, null, result.stderr);
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stderr.replace(/^tachyon: no GPU.*\n/m, ''), '', 'nothing on stderr: no EPIPE stack trace, no statistics of an abandoned run');
 });
 
 test('inspect prints the metadata of a GGUF file', async () => {

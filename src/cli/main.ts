@@ -9,6 +9,7 @@ import { registerCalibrate } from './calibrate.js';
 import { registerServe } from './serve.js';
 import { registerChat } from './chat.js';
 import { registerCache } from './cache.js';
+import { watchStdout } from './stdout.js';
 
 export function buildProgram(): Command {
   const program = new Command('tachyon')
@@ -30,6 +31,7 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: readonly string[]): Promise<void> {
+  watchStdout();
   try {
     await buildProgram().parseAsync([...argv], { from: 'user' });
   } catch (error) {

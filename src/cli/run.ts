@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import type { GenerationResult } from '../generate/generate.js';
 import { chatCommand } from './chat.js';
 import { UsageError } from './errors.js';
+import { stdoutClosed } from './stdout.js';
 import { addGenerationFlags, formatStats, loadEngine, samplingFrom, type GenerationFlags } from './generation.js';
 
 interface RunFlags extends GenerationFlags {
@@ -39,14 +40,15 @@ async function runCommand(promptText: string, flags: RunFlags): Promise<void> {
   const engine = await loadEngine(flags);
   try {
     const useChat = flags.chat ?? engine.info.model.chatTemplate !== undefined;
-    const options = samplingFrom(flags);
+    // A reader that leaves (`| head`) ends the generation: nothing more would be read.
+    const options = { ...samplingFrom(flags), signal: stdoutClosed };
     const iterator = useChat ? engine.chat([{ role: 'user', content: promptText }], options) : engine.generate(promptText, options);
     let step = await iterator.next();
     while (!step.done) {
       if (!flags.json) process.stdout.write(step.value.text);
       step = await iterator.next();
     }
-    printResult(step.value, flags.json ?? false);
+    if (!stdoutClosed.aborted) printResult(step.value, flags.json ?? false);
   } finally {
     await engine.dispose();
   }
