@@ -94,5 +94,6 @@ test('unknown flags and bad flag values', async () => {
   assertCleanFailure(await tachyon('run', 'hi', '--no-such-flag'), /unknown option '--no-such-flag'/);
   assertCleanFailure(await tachyon('run', 'hi', '--max-tokens', 'many'), /max-tokens.*integer/);
   assertCleanFailure(await tachyon('frobnicate'), /unknown command/);
+  assertCleanFailure(await tachyon('bench', 'spec', '--tasks', 'longgen,nosuch'), /unknown prompt set 'nosuch' \(known: .*longgen/);
   assertCleanFailure(await tachyon('serve', '--port', '0', '--kv', 'per-sequence'), /--kv per-sequence needs --cache off/);
 });

@@ -1,11 +1,18 @@
 /** Prompt sets are JSONL files: one JSON object per non-empty line. */
+import { readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { packageRoot } from '../paths.js';
 
+const PROMPT_SETS = join(packageRoot, 'bench', 'prompts');
+
 /** The files of named prompt sets (bench/prompts/<task>.jsonl), or one given file instead. */
 export function promptSetFiles(tasks: readonly string[], file?: string): string[] {
-  return file ? [file] : tasks.map((task) => join(packageRoot, 'bench', 'prompts', `${task}.jsonl`));
+  if (file) return [file];
+  const known = readdirSync(PROMPT_SETS).filter((name) => name.endsWith('.jsonl')).map((name) => name.slice(0, -'.jsonl'.length));
+  const unknown = tasks.filter((task) => !known.includes(task));
+  if (unknown.length > 0) throw new Error(`unknown prompt set ${unknown.map((task) => `'${task}'`).join(', ')} (known: ${known.join(', ')}; or --prompts FILE)`);
+  return tasks.map((task) => join(PROMPT_SETS, `${task}.jsonl`));
 }
 
 export interface JsonLine {
