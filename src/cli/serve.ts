@@ -75,7 +75,11 @@ async function serveCommand(flags: ServeFlags): Promise<void> {
     speculation: flags.spec,
     onServerError: (error, request) => process.stderr.write(`tachyon: ${request.method} ${request.url} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`),
   });
-  const address = await server.app.listen({ host: flags.host, port: flags.port });
+  const address = await server.app.listen({ host: flags.host, port: flags.port }).catch(async (error: unknown) => {
+    // The process exits on this error: the worker ends first (see stop below).
+    await engine.dispose();
+    throw error;
+  });
   process.stdout.write(`tachyon: serving ${modelId} at ${address} (OpenAI API under ${address}/v1, playground at ${address}/)\n`);
   const stop = async (signal: string) => {
     process.stderr.write(`tachyon: ${signal}: no new requests; in-flight ones have ${flags.grace} s to finish\n`);
