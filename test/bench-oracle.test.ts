@@ -20,25 +20,25 @@ const step = (acceptedDepth: number, extra: Partial<OracleStep> = {}): OracleSte
 describe('oracle schedule', () => {
   test('nothing drafted: exactly plain decoding', () => {
     const schedule = oracleSchedule([step(0), step(0), step(0)], CostCurve.flat(), 10);
-    assert.deepEqual(schedule, { ms: 30, steps: 3 });
+    assert.deepEqual(schedule, { ms: 30, steps: 3, speculative: [] });
   });
 
   test('free verification takes the whole accepted path, up to the end of the trajectory', () => {
     // 9 tokens after the first: a 5-token path at 0 covers tokens 1-6, then 2 plain steps reach 8.
     const steps = [step(5), ...Array.from({ length: 7 }, () => step(0))];
-    assert.deepEqual(oracleSchedule(steps, CostCurve.flat(), 10), { ms: 30, steps: 3 });
+    assert.deepEqual(oracleSchedule(steps, CostCurve.flat(), 10), { ms: 30, steps: 3, speculative: [{ at: 0, tokens: 6 }] });
     // A path longer than what remains is cut to it.
-    assert.deepEqual(oracleSchedule([step(20), step(0), step(0)], CostCurve.flat(), 10), { ms: 10, steps: 1 });
+    assert.deepEqual(oracleSchedule([step(20), step(0), step(0)], CostCurve.flat(), 10), { ms: 10, steps: 1, speculative: [{ at: 0, tokens: 3 }] });
   });
 
   test('drafting that costs more than it saves is not used; a cheaper prefix beats the full path', () => {
     const curve = new CostCurve([{ n: 1, seconds: 1 }, { n: 2, seconds: 1.1 }, { n: 3, seconds: 5 }]);
     // Verifying 1 node (c(2) = 1.1) saves a decode; 2 nodes (c(3) = 5) cost more than 3 plain steps.
     const oneAhead = oracleSchedule([step(2), step(0), step(0)], curve, 10);
-    assert.deepEqual(oneAhead, { ms: 11 + 10, steps: 2 });
+    assert.deepEqual(oneAhead, { ms: 11 + 10, steps: 2, speculative: [{ at: 0, tokens: 2 }] });
     // The draft model's node at depth 1 costs its whole 1-deep chain: 15 ms, more than the decode it saves.
     const costly = oracleSchedule([step(1, { costlyMs: 15, costlyDepth: 1, firstCostlyDepth: 1 }), step(0)], curve, 10);
-    assert.deepEqual(costly, { ms: 20, steps: 2 });
+    assert.deepEqual(costly, { ms: 20, steps: 2, speculative: [] });
   });
 });
 
@@ -68,5 +68,13 @@ describe('oracle drafting on the testbed pair', () => {
     assert.ok(steps.some((s) => s.firstCostlyDepth < Infinity && s.costlyMs > 0), 'some accepted node came from the draft model alone');
     const schedule = oracleSchedule(steps, CostCurve.flat(), 1);
     assert.ok(schedule.steps < steps.length / 2, `oracle target calls ${schedule.steps} for ${output.length} tokens`);
+    // Its speculative steps are ones the drafts allowed, in order, and with its plain steps they cover the trajectory.
+    let covered = 0;
+    for (const [i, { at, tokens }] of schedule.speculative.entries()) {
+      assert.ok(tokens >= 2 && tokens - 1 <= steps[at].acceptedDepth);
+      if (i > 0) assert.ok(at >= schedule.speculative[i - 1].at + schedule.speculative[i - 1].tokens);
+      covered += tokens;
+    }
+    assert.equal(covered + (schedule.steps - schedule.speculative.length), steps.length);
   });
 });

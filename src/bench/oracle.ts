@@ -39,6 +39,8 @@ export interface OracleSchedule {
   readonly ms: number;
   /** Target calls (plain and speculative steps). */
   readonly steps: number;
+  /** Its speculative steps, in order: with output token `at` pending, `tokens` tokens emitted (accepted drafts + the bonus). */
+  readonly speculative: readonly { at: number; tokens: number }[];
 }
 
 /**
@@ -49,11 +51,13 @@ export function oracleSchedule(steps: readonly OracleStep[], curve: CostCurve, s
   const last = steps.length;
   const best = new Float64Array(last + 1).fill(Infinity);
   const calls = new Int32Array(last + 1);
+  const cameFrom = new Int32Array(last + 1);
   best[0] = 0;
   const relax = (from: number, to: number, ms: number) => {
     if (best[from] + ms < best[to]) {
       best[to] = best[from] + ms;
       calls[to] = calls[from] + 1;
+      cameFrom[to] = from;
     }
   };
   for (const [i, step] of steps.entries()) {
@@ -64,7 +68,9 @@ export function oracleSchedule(steps: readonly OracleStep[], curve: CostCurve, s
       relax(i, i + k + 1, curve.cheapestFrom(k + 1, MAX_DRAFT_BUDGET.maxNodes + 1) * singleMs + drafting);
     }
   }
-  return { ms: best[last], steps: calls[last] };
+  const speculative: { at: number; tokens: number }[] = [];
+  for (let at = last; at > 0; at = cameFrom[at]) if (at - cameFrom[at] > 1) speculative.push({ at: cameFrom[at], tokens: at - cameFrom[at] });
+  return { ms: best[last], steps: calls[last], speculative: speculative.reverse() };
 }
 
 /**
