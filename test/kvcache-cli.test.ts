@@ -84,7 +84,8 @@ describe('tachyon cache', { skip: skipWithout('redis-server', 'redis-server') },
     const { chat10 } = output;
     assert.ok(chat10.cached_decode_ms > 0 && chat10.cached_decode_ms < chat10.cached_ms, 'the chat\'s decoding is part of its total');
     assert.ok(chat10.cached_cache_ms > 0 && chat10.cached_cache_ms < chat10.cached_ms - chat10.cached_decode_ms, 'the cache\'s own work is part of the rest');
-    assert.ok(chat10.ceiling_x > chat10.cold_ms / chat10.cached_ms, 'a free cache gains more than this one');
+    // ceiling_x is rounded to 2 decimals: where the cache's own work is small, it may round below the ratio.
+    assert.ok(chat10.ceiling_x >= chat10.cold_ms / chat10.cached_ms - 0.005, 'a free cache gains at least what this one did');
     assert.deepEqual(output.shared_redis, { ...output.shared_redis, prefix_tokens: 64, restored_tokens: row.restored_tokens, identical: true }, 'a second process restores what the first stored');
     assert.deepEqual(output.chat10 && [output.chat10.turns, output.chat10.identical, output.chat10.cached_tier], [2, true, 'ram']);
     assert.match(await readFile(join(report, 'bench-kvcache.svg'), 'utf8'), /^<svg[\s\S]*64-token prefix[\s\S]*2-turn chat/);

@@ -489,6 +489,30 @@ describe('CostlyDrafts', () => {
     assert.equal(record.pays('draft', 0.17, 1), true);
   });
 
+  it('prices by the typical draft: one slowed by a moment of load does not shut the drafter out', () => {
+    // 1.5 ms per node against a 30 ms token, then one 8-node draft 100 times slower (another
+    // process had the cores). Priced by a mean it cost more than a token saves, and the drafter
+    // was re-checked only every 4,096 steps.
+    const record = drafts(1.5, 8, 6);
+    record.observeDraft('draft', { ms: 1.5 + 7 * 150, catchUpMs: 1.5, nodes: 8 });
+    assert.equal(record.msPerNode, 1.5);
+    assert.equal(record.pays('draft', 30, 1), true);
+    // Load that lasts is the machine's price: most of the recent drafts slow, the price follows.
+    for (let k = 0; k < 5; k++) record.observeDraft('draft', { ms: 1.5 + 7 * 150, catchUpMs: 1.5, nodes: 8 });
+    assert.equal(record.msPerNode, 150);
+    assert.equal(record.pays('draft', 30, 2), false);
+  });
+
+  it('a one-node draft prices no node: its time is the catch-up', () => {
+    // A first draft that stopped at one node after catching up on a 300-token prompt (40 ms).
+    const record = new CostlyDrafts();
+    record.observeDraft('draft', { ms: 40, catchUpMs: 40, nodes: 1 });
+    assert.equal(record.msPerNode, undefined);
+    assert.equal(record.pays('draft', 11, 1), true, 'still unmeasured: asked');
+    record.observeDraft('draft', { ms: 40 + 4 * 2, catchUpMs: 40, nodes: 5 });
+    assert.equal(record.msPerNode, 2);
+  });
+
   it('asks an unmeasured drafter, and ignores acceptance credited to other drafters', () => {
     const record = new CostlyDrafts();
     assert.equal(record.pays('draft', 0.17, 1), true);

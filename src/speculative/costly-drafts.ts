@@ -11,6 +11,7 @@
  * on verified trees and on drafts followed in the shadow of plain decoding alike.
  */
 
+import { RecentMedian } from '../stats.js';
 import { ProbeSchedule } from './probe-schedule.js';
 
 /**
@@ -25,8 +26,13 @@ const MAX_RECHECK_STEPS = 4096;
 /** Weight a drafter's yield keeps at each new draft: the recent text counts most. */
 const YIELD_MEMORY = 0.9;
 
-/** Weight of a new draft's time per node in the running mean. */
-const TIME_WEIGHT = 0.2;
+/**
+ * Drafts whose time per node is priced by its median. A draft decode's cost is the machine's: a
+ * mean let one draft slowed by a moment of load (a 458 ms 8-node chain among 5 ms ones, measured
+ * while another process ran) raise the price past what a token saves, and the drafter was then
+ * re-checked only every 4,096 steps: shut out for the rest of a benchmark.
+ */
+const TIMED_DRAFTS = 9;
 
 /** One draft of a costly drafter: `nodes` drafted in `ms` of its own time, `catchUpMs` of it catching up. */
 export interface CostlyDraft {
@@ -36,7 +42,8 @@ export interface CostlyDraft {
 }
 
 interface DraftRecord {
-  msPerNode: number;
+  /** Time per node drafted beyond the first (ms), over the recent drafts of more than one node. */
+  readonly timePerNode: RecentMedian;
   /** Nodes drafted and how many of them plain decoding emitted (decayed sums). */
   drafted: number;
   accepted: number;
@@ -56,13 +63,13 @@ export class CostlyDrafts {
    */
   observeDraft(name: string, { ms, catchUpMs, nodes }: CostlyDraft): void {
     if (nodes <= 0) return;
-    const msPerNode = nodes > 1 ? (ms - catchUpMs) / (nodes - 1) : undefined;
-    const record = this.records.get(name);
+    let record = this.records.get(name);
     if (!record) {
-      this.records.set(name, { msPerNode: msPerNode ?? ms, drafted: nodes, accepted: 0 });
-      return;
+      record = { timePerNode: new RecentMedian(TIMED_DRAFTS), drafted: 0, accepted: 0 };
+      this.records.set(name, record);
     }
-    if (msPerNode !== undefined) record.msPerNode += (msPerNode - record.msPerNode) * TIME_WEIGHT;
+    // A one-node draft is all catch-up (the decode that gives the first node): it prices no node.
+    if (nodes > 1) record.timePerNode.add((ms - catchUpMs) / (nodes - 1));
     record.drafted = record.drafted * YIELD_MEMORY + nodes;
     record.accepted *= YIELD_MEMORY;
   }
@@ -72,7 +79,7 @@ export class CostlyDrafts {
    * a batched decode, and all of one while it drafts on alone (undefined until measured).
    */
   get msPerNode(): number | undefined {
-    const times = [...this.records.values()].map((record) => record.msPerNode);
+    const times = [...this.records.values()].flatMap((record) => record.timePerNode.value ?? []);
     return times.length > 0 ? Math.max(...times) : undefined;
   }
 
@@ -91,8 +98,9 @@ export class CostlyDrafts {
    */
   pays(name: string, tokenValueMs: number | undefined, step: number): boolean {
     const record = this.records.get(name);
-    if (!record || tokenValueMs === undefined) return true;
-    if (record.msPerNode < (tokenValueMs * (record.accepted + 1)) / (record.drafted + 1)) {
+    const msPerNode = record?.timePerNode.value;
+    if (!record || msPerNode === undefined || tokenValueMs === undefined) return true;
+    if (msPerNode < (tokenValueMs * (record.accepted + 1)) / (record.drafted + 1)) {
       this.rechecks.reset();
       return true;
     }
@@ -101,7 +109,7 @@ export class CostlyDrafts {
     // batch the step joins could change that, so it is re-checked at the longest interval at once.
     // Each re-check of the testbed's draft model first catches up on the request so far, 15-35
     // ms, 30-60 decodes.
-    if (record.msPerNode >= tokenValueMs) this.rechecks.atLeast(MAX_RECHECK_STEPS);
+    if (msPerNode >= tokenValueMs) this.rechecks.atLeast(MAX_RECHECK_STEPS);
     if (step === this.recheckedAt || !this.rechecks.due(step)) return false;
     this.recheckedAt = step;
     this.rechecks.lengthen(MAX_RECHECK_STEPS);
