@@ -108,7 +108,7 @@ export class Engine {
     const { onProgress, onNotice, onMeasure, ...rest } = options;
     const workerOptions: WorkerOptions = { ...rest, model: options.model ?? defaultModelPath, reportProgress: onProgress !== undefined };
     const channel = new MessageChannel();
-    const status = new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT * STATUS_FIELDS);
+    const status = new SharedArrayBuffer(Float64Array.BYTES_PER_ELEMENT * STATUS_FIELDS.length);
     const worker = new Worker(new URL('./worker.js', import.meta.url), {
       workerData: { options: workerOptions, commands: channel.port2, status, llamaThreads: llamaThreadRegistry() } satisfies WorkerData,
       transferList: [channel.port2],
@@ -153,8 +153,7 @@ export class Engine {
 
   /** Requests running and waiting, KV cells in use (read without a round trip: the loop publishes them every step). */
   status(): EngineStatus {
-    const [running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens, kvCompactions] = this.statusView;
-    return { running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens, kvCompactions };
+    return Object.fromEntries(STATUS_FIELDS.map((field, index) => [field, this.statusView[index]])) as Record<(typeof STATUS_FIELDS)[number], number>;
   }
 
   /** The prefix cache's figures (per tier hits, misses, bytes, latency; blocks restored and stored), or undefined without a cache. */

@@ -6,7 +6,7 @@ import type { ModelMetadata } from '../llama/model.js';
 import type { GpuChoice } from '../llama/library.js';
 import type { GenerationChunk, GenerationResult } from '../generate/generate.js';
 import type { SerializedError } from './errors.js';
-import type { EngineLoopOptions } from './loop.js';
+import type { EngineLoopOptions, EngineStatus } from './loop.js';
 import type { RequestOptions } from './request.js';
 import type { DraftBudget } from '../speculative/tree.js';
 import type { EngineCacheOptions } from './engine.js';
@@ -30,8 +30,8 @@ export interface WorkerData {
   /** Commands arrive here; the loop drains it between steps with receiveMessageOnPort. */
   commands: MessagePort;
   /**
-   * The loop's status, written after every step as float64s (a running total of shared tokens
-   * outgrows an int32 on a long-lived server): running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens, kvCompactions.
+   * The loop's status, written after every step as float64s in STATUS_FIELDS order (a running
+   * total of shared tokens outgrows an int32 on a long-lived server).
    */
   status: SharedArrayBuffer;
   /** The threads of the process that use llama.cpp count themselves here (llama/logger.ts). */
@@ -78,4 +78,5 @@ export type WorkerMessage =
   | { type: 'reply'; id: number; value?: unknown; error?: SerializedError }
   | { type: 'disposed' };
 
-export const STATUS_FIELDS = 6;
+/** EngineStatus's fields, in their order in the shared status buffer: the worker writes and the Engine reads by this one list (Engine.status() does not compile without every field). */
+export const STATUS_FIELDS = ['running', 'waiting', 'kvCellsInUse', 'kvCells', 'sharedPrefixTokens', 'kvCompactions'] as const satisfies readonly (keyof EngineStatus)[];

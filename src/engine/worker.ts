@@ -18,7 +18,7 @@ import { serializeError } from './errors.js';
 import { EngineLoop } from './loop.js';
 import { PrefixCache } from '../kvcache/prefix-cache.js';
 import { openTiers } from '../kvcache/tiers/open.js';
-import type { Command, EngineInfo, PromptInput, Query, WorkerData, WorkerMessage, WireEvent } from './protocol.js';
+import { STATUS_FIELDS, type Command, type EngineInfo, type PromptInput, type Query, type WorkerData, type WorkerMessage, type WireEvent } from './protocol.js';
 import type { CostPoint } from '../speculative/cost-model.js';
 import type { RequestEvent } from './request.js';
 
@@ -180,13 +180,8 @@ function handle(engine: Loaded, command: Command): boolean {
 }
 
 function publishStatus(loop: EngineLoop): void {
-  const { running, waiting, kvCellsInUse, kvCells, sharedPrefixTokens, kvCompactions } = loop.status();
-  statusView[0] = running;
-  statusView[1] = waiting;
-  statusView[2] = kvCellsInUse;
-  statusView[3] = kvCells;
-  statusView[4] = sharedPrefixTokens;
-  statusView[5] = kvCompactions;
+  const status = loop.status();
+  STATUS_FIELDS.forEach((field, index) => (statusView[index] = status[field]));
 }
 
 async function run(engine: Loaded): Promise<void> {
