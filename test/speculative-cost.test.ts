@@ -561,8 +561,8 @@ describe('CostlyDrafts', () => {
  * sure 16-token chains whose steps spent `draftingMs` outside the decode; it knows that sure
  * chains are accepted and n-gram proposals of low confidence never are.
  */
-function plannerAfterPlans(curve: CostCurve, draftingMs: number): AdaptivePlanner {
-  const planner = new AdaptivePlanner({ curve });
+function plannerAfterPlans(curve: CostCurve, draftingMs: number, options: { costlyDrafter?: boolean } = {}): AdaptivePlanner {
+  const planner = new AdaptivePlanner({ curve, costlyDrafter: options.costlyDrafter });
   for (let k = 0; k < 20; k++) {
     planner.observe(chain(0.2, 2), []);
     planner.observe(sureChain(16), Array.from({ length: 16 }, (_, i) => i + 1));
@@ -609,6 +609,20 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(dear >= 32, `a probe every ${dear} steps when drafting costs a decode`);
     const cheap = probeGap(plannerAfterPlans(CostCurve.linear(0.3), 0.3), 12);
     assert.ok(cheap <= 2, `a probe every ${cheap} steps when drafting costs 2% of a decode`);
+  });
+
+  it('has no draft-model probes without a draft model: the cheap drafters are probed on their schedule alone', () => {
+    const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3, { costlyDrafter: false });
+    missesBeforeBackOff(planner, 10_000);
+    let probes = 0;
+    for (let step = 0; step < 640; step++) {
+      const budget = planner.budget(undefined, step);
+      if (budget.maxNodes === 0) continue;
+      assert.equal(budget.costly, false, `step ${step} asks the cheap drafters only`);
+      probes++;
+      planner.plan(chain(0.2, 2), LIMITS, undefined, 'cheap');
+    }
+    assert.ok(probes > 0, 'the cheap drafters are still probed');
   });
 
   it('spaces a sequence\'s probes beside others by the step they all wait for, so that all their probes keep to the time share', () => {

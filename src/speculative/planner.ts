@@ -48,6 +48,12 @@ export interface AdaptivePlannerOptions {
    * worth until decodes alone are timed here (a server that is never idle never times one).
    */
   singleDecodeMs?: number;
+  /**
+   * Whether the drafters include a costly one (a draft model; default true). Without one there
+   * is nothing for the costly probe schedule to probe: its probes would only ask the cheap
+   * drafters a second time, beside their own schedule.
+   */
+  costlyDrafter?: boolean;
 }
 
 /**
@@ -242,7 +248,7 @@ export class AdaptivePlanner implements TreePlanner {
     // of plain decoding), so the acceptance statistics keep learning when the text becomes
     // predictable again. A costly probe asks the cheap drafters too.
     const probes = this.probes;
-    if (probes.costly.due(step)) {
+    if (this.options.costlyDrafter !== false && probes.costly.due(step)) {
       this.probing = 'costly';
       return this.probeBudget;
     }

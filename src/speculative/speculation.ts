@@ -107,7 +107,8 @@ export class Speculation {
     if (!planner) {
       const { curve, points } = await this.measuredCostCurve(seq);
       const single = points.find((point) => point.n === 1);
-      planner = new AdaptivePlanner({ curve, singleDecodeMs: single ? single.seconds * 1000 : undefined });
+      const costlyDrafter = (mode === 'auto' || mode === 'draft') && this.options.draft !== undefined;
+      planner = new AdaptivePlanner({ curve, singleDecodeMs: single ? single.seconds * 1000 : undefined, costlyDrafter });
       this.planners.set(key, planner);
     }
     return planner.forSequence();
