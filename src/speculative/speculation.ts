@@ -77,10 +77,16 @@ export class Speculation {
     const drafters: Drafter[] = [];
     if (mode === 'auto' || mode === 'ngram') drafters.push(new NgramDrafter());
     if (mode === 'auto' || mode === 'suffix') drafters.push(this.suffixHistory(historyKey(mode, salt)));
-    if ((mode === 'auto' || mode === 'draft') && this.options.draft) {
-      drafters.push(new DraftModelDrafter(this.options.draft, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9, seq }));
+    const draft = this.draftModelOf(mode);
+    if (draft) {
+      drafters.push(new DraftModelDrafter(draft, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9, seq }));
     }
     return drafters;
+  }
+
+  /** The draft model's context when the mode drafts with it (the one costly drafter), else undefined. */
+  private draftModelOf(mode: SpeculationMode): Context | undefined {
+    return mode === 'auto' || mode === 'draft' ? this.options.draft : undefined;
   }
 
   /**
@@ -107,8 +113,7 @@ export class Speculation {
     if (!planner) {
       const { curve, points } = await this.measuredCostCurve(seq);
       const single = points.find((point) => point.n === 1);
-      const costlyDrafter = (mode === 'auto' || mode === 'draft') && this.options.draft !== undefined;
-      planner = new AdaptivePlanner({ curve, singleDecodeMs: single ? single.seconds * 1000 : undefined, costlyDrafter });
+      planner = new AdaptivePlanner({ curve, singleDecodeMs: single ? single.seconds * 1000 : undefined, costlyDrafter: this.draftModelOf(mode) !== undefined });
       this.planners.set(key, planner);
     }
     return planner.forSequence();
