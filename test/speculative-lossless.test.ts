@@ -289,6 +289,33 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     assert.deepEqual(head(explored), head(usual), 'the same chain, deeper');
   });
 
+  test("the part of a draft model's chain past what the target accepted is not drafted again", async () => {
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
+    const explore: DraftBudget = { maxNodes: 64, maxDepth: 64, maxBranches: 1, explore: true };
+    const chainOf = (tree: TokenTree) => Array.from({ length: tree.maxDepth() }, (_, k) => tree.token(k + 1));
+    const decodes = () => draftBatcherOf(testbed.draft).stats.decodes;
+    const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0, minPathProbability: 0 });
+    drafter.begin(prompt);
+    const first = chainOf(await drafter.propose(prompt[prompt.length - 1], explore));
+    assert.equal(first.length, MAX_DRAFT_DEPTH);
+    // The plan verified 9 nodes, all accepted, and the bonus token was the chain's 10th.
+    const accepted = first.slice(0, 10);
+    drafter.append(accepted);
+    const before = { decodes: decodes(), nodes: drafter.draftedNodes };
+    const second = chainOf(await drafter.propose(accepted[accepted.length - 1], explore));
+    const spent = decodes() - before.decodes;
+    drafter.end();
+    // Its first 14 tokens were drafted already (the last of them, the old chain's end, was never decoded).
+    assert.deepEqual(second.slice(0, 14), first.slice(10));
+    assert.equal(spent, MAX_DRAFT_DEPTH - 14, 'a decode per new token, none to catch up');
+    assert.equal(drafter.draftedNodes - before.nodes, spent, 'only the new nodes are reported drafted (and priced)');
+    // The same chain as a drafter that starts from the accepted text.
+    const fresh = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 1, minPathProbability: 0 });
+    fresh.begin([...prompt, ...accepted]);
+    assert.deepEqual(chainOf(await fresh.propose(accepted[accepted.length - 1], explore)), second);
+    fresh.end();
+  });
+
   /** The testbed draft's exploring chain on the reasoning prompt, then its chain from the same root with `cut` added to the budget. */
   async function exploredChain(options: DraftModelOptions, cut: Partial<DraftBudget>): Promise<{ full: TokenTree; cut: TokenTree }> {
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);

@@ -34,7 +34,11 @@ const YIELD_MEMORY = 0.9;
  */
 const TIMED_DRAFTS = 9;
 
-/** One draft of a costly drafter: `nodes` drafted in `ms` of its own time, `catchUpMs` of it catching up. */
+/**
+ * One draft of a costly drafter: `nodes` drafted anew in `ms` of its own time, `catchUpMs` of it
+ * catching up (the first node's decode). Nodes it proposes again from its last draft cost nothing
+ * and are not counted: each node is priced, and counted against what plain decoding emitted, once.
+ */
 export interface CostlyDraft {
   readonly ms: number;
   readonly catchUpMs: number;

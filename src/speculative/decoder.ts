@@ -308,9 +308,11 @@ export class SpeculativeDecoder implements SequenceDecoder {
 
   private async proposeCostly(drafter: Drafter, root: number, budget: DraftBudget): Promise<TokenTree> {
     const spent = () => drafter.spentMs ?? performance.now();
-    const before = { ms: spent(), catchUpMs: drafter.catchUpMs ?? 0 };
+    const drafted = () => drafter.draftedNodes ?? 0;
+    const before = { ms: spent(), catchUpMs: drafter.catchUpMs ?? 0, nodes: drafted() };
     const tree = await drafter.propose(root, budget);
-    this.options.planner.observeCostlyDraft?.(drafter.name, { ms: spent() - before.ms, catchUpMs: (drafter.catchUpMs ?? 0) - before.catchUpMs, nodes: tree.draftCount });
+    const nodes = drafter.draftedNodes === undefined ? tree.draftCount : drafted() - before.nodes;
+    this.options.planner.observeCostlyDraft?.(drafter.name, { ms: spent() - before.ms, catchUpMs: (drafter.catchUpMs ?? 0) - before.catchUpMs, nodes });
     return tree;
   }
 

@@ -63,6 +63,11 @@ export interface Drafter {
    * few hundred steps on all of them.
    */
   readonly catchUpMs?: number;
+  /**
+   * Nodes it has drafted so far, each counted once: what spentMs bought. A draft model proposes
+   * again, without decoding them again, the nodes of its last chain that the text has not left.
+   */
+  readonly draftedNodes?: number;
   /** Called once per request with the prompt tokens. */
   begin(prompt: readonly number[]): void | Promise<void>;
   /**
