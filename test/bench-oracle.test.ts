@@ -14,7 +14,7 @@ import { runSolo } from './helpers/loop.js';
 import { loadModel, testbedDraft, testbedPrompts, testbedTarget } from './helpers/models.js';
 
 const step = (acceptedDepth: number, extra: Partial<OracleStep> = {}): OracleStep => ({
-  acceptedDepth, cheapMs: 0, costlyMs: 0, costlyDepth: 1, firstCostlyDepth: Infinity, ...extra,
+  acceptedDepth, cheapMs: 0, costlyMsPerNode: 0, firstCostlyDepth: Infinity, ...extra,
 });
 
 describe('oracle schedule', () => {
@@ -36,9 +36,13 @@ describe('oracle schedule', () => {
     // Verifying 1 node (c(2) = 1.1) saves a decode; 2 nodes (c(3) = 5) cost more than 3 plain steps.
     const oneAhead = oracleSchedule([step(2), step(0), step(0)], curve, 10);
     assert.deepEqual(oneAhead, { ms: 11 + 10, steps: 2, speculative: [{ at: 0, tokens: 2 }] });
-    // The draft model's node at depth 1 costs its whole 1-deep chain: 15 ms, more than the decode it saves.
-    const costly = oracleSchedule([step(1, { costlyMs: 15, costlyDepth: 1, firstCostlyDepth: 1 }), step(0)], curve, 10);
+    // The draft model's node at depth 1 costs a draft decode: 15 ms, more than the decode it saves.
+    const costly = oracleSchedule([step(1, { costlyMsPerNode: 15, firstCostlyDepth: 1 }), step(0)], curve, 10);
     assert.deepEqual(costly, { ms: 20, steps: 2, speculative: [] });
+    // Each node it takes costs one: at 0.5 ms both pay (c(3) = 1.2 + 1 ms of drafting for 3 tokens).
+    const cheaper = new CostCurve([{ n: 1, seconds: 1 }, { n: 2, seconds: 1.1 }, { n: 3, seconds: 1.2 }]);
+    const twoNodes = oracleSchedule([step(2, { costlyMsPerNode: 0.5, firstCostlyDepth: 1 }), step(0), step(0)], cheaper, 10);
+    assert.deepEqual(twoNodes, { ms: 12 + 2 * 0.5, steps: 1, speculative: [{ at: 0, tokens: 3 }] });
   });
 });
 
@@ -65,7 +69,7 @@ describe('oracle drafting on the testbed pair', () => {
     // several drafted tokens, which only a chain asked for its full depth can show.
     const mean = steps.reduce((sum, s) => sum + s.acceptedDepth, 0) / steps.length;
     assert.ok(mean > 3, `mean accepted depth ${mean}`);
-    assert.ok(steps.some((s) => s.firstCostlyDepth < Infinity && s.costlyMs > 0), 'some accepted node came from the draft model alone');
+    assert.ok(steps.some((s) => s.firstCostlyDepth < Infinity && s.costlyMsPerNode > 0), 'some accepted node came from the draft model alone');
     const schedule = oracleSchedule(steps, CostCurve.flat(), 1);
     assert.ok(schedule.steps < steps.length / 2, `oracle target calls ${schedule.steps} for ${output.length} tokens`);
     // Its speculative steps are ones the drafts allowed, in order, and with its plain steps they cover the trajectory.

@@ -7,8 +7,8 @@
  * have asked. The accepted part of each proposal is the path that matches the plain output; the
  * oracle may verify any prefix of it, at c(k+1)·t₁ (or a bigger batch's cost where the curve dips,
  * as if filled up with nodes that are then rejected) plus the drafting that prefix needed (the
- * cheap drafters' time, and the draft model's time pro rata of the chain it took, if the prefix
- * needs a node only the draft model proposed). A shortest path over positions then picks, for the
+ * cheap drafters' time, and the draft model's decode for each node the prefix takes, if it needs
+ * a node only the draft model proposed). A shortest path over positions then picks, for the
  * whole trajectory, where to decode plainly and how far to speculate. Comparing the realized speedup
  * with this bound tells drafter weakness (a low bound) from planner weakness (realized far below it).
  */
@@ -27,9 +27,13 @@ export interface OracleStep {
   readonly acceptedDepth: number;
   /** Time the cheap drafters took (ms); paid by any speculative step here. */
   readonly cheapMs: number;
-  /** Time the draft model took for its whole chain (ms), and that chain's length. */
-  readonly costlyMs: number;
-  readonly costlyDepth: number;
+  /**
+   * What a node of the draft model's chain costs to draft (ms): the mean time of its decodes along
+   * the trajectory. Asked at every position, it decodes only the node past the end of its last
+   * chain (it proposes the rest again without decoding it), but a step that takes k of its nodes
+   * at once leaves k new nodes for the next proposal to draft.
+   */
+  readonly costlyMsPerNode: number;
   /** Depth of the first accepted node only the draft model proposed (Infinity: none). */
   readonly firstCostlyDepth: number;
 }
@@ -64,7 +68,7 @@ export function oracleSchedule(steps: readonly OracleStep[], curve: CostCurve, s
     relax(i, i + 1, singleMs);
     // k accepted drafted nodes and the bonus token: k + 1 tokens for one verify of k + 1.
     for (let k = 1; k <= Math.min(step.acceptedDepth, last - i - 1); k++) {
-      const drafting = step.cheapMs + (k >= step.firstCostlyDepth ? step.costlyMs * Math.min(1, k / step.costlyDepth) : 0);
+      const drafting = step.cheapMs + (k >= step.firstCostlyDepth ? step.costlyMsPerNode * k : 0);
       relax(i, i + k + 1, curve.cheapestFrom(k + 1, MAX_DRAFT_BUDGET.maxNodes + 1) * singleMs + drafting);
     }
   }
@@ -89,7 +93,8 @@ export class OracleDrafting {
     const costly = this.draftContext && new DraftModelDrafter(this.draftContext, { temperature: 0 }, { fixedDepth: MAX_DRAFT_DEPTH, minPathProbability: 0 });
     const drafters = costly ? [...cheap, costly] : cheap;
     for (const drafter of drafters) await drafter.begin(prompt);
-    const steps: OracleStep[] = [];
+    const steps: Omit<OracleStep, 'costlyMsPerNode'>[] = [];
+    let costlyMs = 0;
     try {
       for (let i = 0; i + 1 < output.length; i++) {
         for (const drafter of drafters) drafter.append([output[i]]);
@@ -97,17 +102,17 @@ export class OracleDrafting {
         const trees: TokenTree[] = [];
         for (const drafter of cheap) trees.push(await drafter.propose(output[i], MAX_DRAFT_BUDGET));
         const cheapDone = performance.now();
-        const costlyTree = costly && (await costly.propose(output[i], MAX_DRAFT_BUDGET));
-        const costlyMs = performance.now() - cheapDone;
-        if (costlyTree) trees.push(costlyTree);
+        if (costly) trees.push(await costly.propose(output[i], MAX_DRAFT_BUDGET));
+        costlyMs += performance.now() - cheapDone;
         // A lone request's tree may have as many branches as nodes (the engine lends it spare sequence ids).
         const union = combineTrees(trees, MAX_DRAFT_BUDGET.maxNodes);
-        steps.push({ ...acceptedPath(union, output, i + 1, costly?.name), cheapMs: cheapDone - started, costlyMs, costlyDepth: Math.max(1, costlyTree?.maxDepth() ?? 1) });
+        steps.push({ ...acceptedPath(union, output, i + 1, costly?.name), cheapMs: cheapDone - started });
       }
     } finally {
       for (const drafter of drafters) drafter.end();
     }
-    return steps;
+    const costlyMsPerNode = costlyMs / Math.max(1, costly?.draftedNodes ?? 0);
+    return steps.map((step) => ({ ...step, costlyMsPerNode }));
   }
 }
 
