@@ -70,7 +70,9 @@ describe('oracle drafting on the testbed pair', () => {
     const mean = steps.reduce((sum, s) => sum + s.acceptedDepth, 0) / steps.length;
     assert.ok(mean > 3, `mean accepted depth ${mean}`);
     assert.ok(steps.some((s) => s.firstCostlyDepth < Infinity && s.costlyMsPerNode > 0), 'some accepted node came from the draft model alone');
-    const schedule = oracleSchedule(steps, CostCurve.flat(), 1);
+    // Free verification and free drafting: how few target calls the accepted paths alone allow (the
+    // measured drafting times are this machine's, and would make the count depend on its load).
+    const schedule = oracleSchedule(steps.map((s) => ({ ...s, cheapMs: 0, costlyMsPerNode: 0 })), CostCurve.flat(), 1);
     assert.ok(schedule.steps < steps.length / 2, `oracle target calls ${schedule.steps} for ${output.length} tokens`);
     // Its speculative steps are ones the drafts allowed, in order, and with its plain steps they cover the trajectory.
     let covered = 0;
