@@ -58,7 +58,8 @@ export interface Drafter {
    */
   readonly spentMs?: number;
   /**
-   * The part of spentMs spent bringing its state up to the committed text before drafting: a
+   * The part of spentMs spent bringing its state up to where it drafts from, the committed text
+   * (or, for a draft model, the end of its last chain's part that the text has not left): a
    * drafter asked every step catches up on a few accepted tokens in one decode, one asked every
    * few hundred steps on all of them.
    */
