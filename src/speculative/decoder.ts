@@ -308,10 +308,10 @@ export class SpeculativeDecoder implements SequenceDecoder {
 
   private async proposeCostly(drafter: Drafter, root: number, budget: DraftBudget): Promise<TokenTree> {
     const spent = () => drafter.spentMs ?? performance.now();
-    const drafted = () => drafter.draftedNodes ?? 0;
-    const before = { ms: spent(), catchUpMs: drafter.catchUpMs ?? 0, nodes: drafted() };
+    const before = { ms: spent(), catchUpMs: drafter.catchUpMs ?? 0, nodes: drafter.draftedNodes };
     const tree = await drafter.propose(root, budget);
-    const nodes = drafter.draftedNodes === undefined ? tree.draftCount : drafted() - before.nodes;
+    // A drafter that does not count its nodes drafted all of the tree anew.
+    const nodes = before.nodes === undefined ? tree.draftCount : (drafter.draftedNodes ?? 0) - before.nodes;
     this.options.planner.observeCostlyDraft?.(drafter.name, { ms: spent() - before.ms, catchUpMs: (drafter.catchUpMs ?? 0) - before.catchUpMs, nodes });
     return tree;
   }
