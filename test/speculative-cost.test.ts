@@ -611,6 +611,27 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(cheap <= 2, `a probe every ${cheap} steps when drafting costs 2% of a decode`);
   });
 
+  it('charges a probe the slower decode its drafting leaves behind, not only its own time', () => {
+    const gapAfterDrafting = (decodeMs: number): number => {
+      const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
+      // Steps that drafted for 0.3 ms, then decoded their pending token alone, among plain steps
+      // whose decodes take 10 ms.
+      for (let k = 0; k < 16; k++) {
+        for (let plain = 0; plain < 3; plain++) {
+          planner.observeDecode(alone(1), 10);
+          planner.observeStep(1, 10.1, 'none');
+        }
+        planner.observeDecode(alone(1), decodeMs);
+        planner.observeStep(1, decodeMs + 0.3, 'cheap');
+      }
+      return probeGap(planner, 12);
+    };
+    const settled = gapAfterDrafting(10);
+    assert.ok(settled <= 2, `a probe every ${settled} steps when drafting leaves the decode as it was`);
+    const displaced = gapAfterDrafting(20);
+    assert.ok(displaced >= 32, `a probe every ${displaced} steps when the decode after drafting takes twice as long`);
+  });
+
   it('has no draft-model probes without a draft model: the cheap drafters are probed on their schedule alone', () => {
     const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3, { costlyDrafter: false });
     missesBeforeBackOff(planner, 10_000);

@@ -398,7 +398,7 @@ export class AdaptivePlanner implements TreePlanner {
   observeStep(emitted: number, ms: number, drafting: Drafting): void {
     if (this.lastStep && !decodedAlone(this.lastStep)) this.knowledge.shared.observe(this.lastStep, emitted, ms, this.speculating || drafting !== 'none');
     else {
-      this.knowledge.costs.observeOverhead(drafting, ms - this.lastDecodeMs);
+      this.knowledge.costs.observeStep(drafting, ms, this.lastDecodeMs, this.lastStep?.tokens ?? 1);
       this.judge.observeStep(emitted, ms, this.speculating);
     }
     this.speculating = false;
