@@ -76,7 +76,8 @@ export class InSituCosts {
    * tokens. Drafting costs a step its own time and, where the step then decodes its pending token
    * alone, what that decode takes beyond a settled one: the drafters' work displaces the target's
    * weights from the caches (on the tiny testbed the decode in a probe's step took 0.61 ms, a
-   * settled one 0.40). Not clipped at 0: a decode's noise must not add up to a charge. A tree's decode is the tree's (decodeExtra).
+   * settled one 0.40). Not clipped at 0: a decode's noise must not add up to a charge. A tree's
+   * decode is the tree's (decodeExtra).
    */
   observeStep(drafting: Drafting, ms: number, decodeMs: number, tokens: number): void {
     // Plain steps, nearly all of a generation where drafts do not pay, skip the median.
