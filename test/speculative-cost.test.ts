@@ -18,6 +18,7 @@ import type { DecodedStep } from '../src/generate/decoder.js';
 import { RealizedJudge, SharedStepJudges } from '../src/speculative/realized.js';
 import { SharedStepCosts } from '../src/speculative/shared-step-costs.js';
 import { ROOT, TokenTree, type Drafter } from '../src/speculative/tree.js';
+import { unionTrees } from '../src/speculative/combine.js';
 import { SpeculativeDecoder, type SharedBatch } from '../src/speculative/decoder.js';
 import { Sampler } from '../src/generate/sampling.js';
 
@@ -29,6 +30,18 @@ const close = (a: number, b: number, tolerance = 1e-9): boolean => Math.abs(a - 
 const LIMITS = { maxNodes: 64, maxLeaves: 4 };
 
 /** A chain whose k-th node scores alpha^k. */
+/** The nodes of the path from the root along `tokens` (root excluded). */
+function pathNodes(tree: TokenTree, tokens: readonly number[]): number[] {
+  const nodes: number[] = [];
+  let node = ROOT;
+  for (const token of tokens) {
+    node = tree.childWithToken(node, token);
+    assert.ok(node >= 0, `no node at ${tokens.join(',')}`);
+    nodes.push(node);
+  }
+  return nodes;
+}
+
 function chain(alpha: number, length: number): TokenTree {
   const tree = new TokenTree(0);
   tree.addPath(
@@ -266,6 +279,35 @@ describe('evidence', () => {
     const newSet = unseen.addChild(ROOT, 3, 0.95, 'suffix');
     unseen.addChild(ROOT, 3, 0.95, 'draft');
     assert.ok(calibratedScores(unseen, stats)[newSet] > 0.9, 'a set without a record starts from its best member\'s');
+  });
+
+  it('learns a node another drafter contests apart from the same drafter\'s undisputed nodes', () => {
+    // Long generation that loops with a counter: the suffix drafter, sure of the round it matched,
+    // is right wherever no one disputes it and wrong where the n-gram drafter offers other values.
+    const stats = new AcceptanceStats();
+    const unionOf = (contestedStep: boolean) => {
+      const suffix = new TokenTree(0);
+      suffix.addPath([1, 2], [1, 1], 'suffix');
+      const ngram = new TokenTree(0);
+      ngram.addPath(contestedStep ? [1, 3] : [1], contestedStep ? [1, 0.5] : [1], 'ngram');
+      return unionTrees([suffix, ngram]);
+    };
+    for (let k = 0; k < 50; k++) {
+      const undisputed = unionOf(false);
+      observeVerification(stats, undisputed, pathNodes(undisputed, [1, 2]));
+      const disputed = unionOf(true);
+      observeVerification(stats, disputed, pathNodes(disputed, [1]));
+    }
+    const undisputed = unionOf(false);
+    const disputed = unionOf(true);
+    const sure = calibratedScores(undisputed, stats)[pathNodes(undisputed, [1, 2])[1]];
+    const unsure = calibratedScores(disputed, stats)[pathNodes(disputed, [1, 2])[1]];
+    assert.ok(sure > 0.9, `the suffix drafter's undisputed node keeps its record (${sure})`);
+    assert.ok(unsure < 0.2, `its disputed node learns its own (${unsure})`);
+    const fresh = unionOf(true);
+    const prior = calibratedScores(fresh, new AcceptanceStats())[pathNodes(fresh, [1, 2])[1]];
+    const priorUndisputed = calibratedScores(unionOf(false), new AcceptanceStats())[pathNodes(unionOf(false), [1, 2])[1]];
+    assert.equal(prior, priorUndisputed, 'without a record a disputed node starts from the undisputed one\'s');
   });
 
   it('merging keeps the evidence of each source', () => {

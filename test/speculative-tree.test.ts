@@ -24,6 +24,14 @@ function isAncestorOrSelf(tree: TokenTree, ancestor: number, node: number): bool
 }
 
 /** Set of (path → score) pairs: tree identity independent of node numbering. */
+/** The node reached from the root along `tokens`. */
+function nodeAt(tree: TokenTree, tokens: readonly number[]): number {
+  let node = ROOT;
+  for (const token of tokens) node = tree.childWithToken(node, token);
+  assert.ok(node >= 0, `no node at ${tokens.join(',')}`);
+  return node;
+}
+
 function pathScores(tree: TokenTree): Map<string, number> {
   const map = new Map<string, number>();
   for (let i = 1; i < tree.size; i++) map.set(tree.pathTo(i).join(','), tree.score(i));
@@ -223,6 +231,27 @@ describe('combineTrees', () => {
     const combined = combineTrees([ngram, draft], 10);
     assert.deepEqual(combined.draft(ROOT)?.samples, [1]);
     assert.equal(combined.draftCount, 2);
+  });
+
+  it('marks the nodes whose place another drafter filled with a different token, through pruning', () => {
+    const suffix = new TokenTree(5);
+    suffix.addPath([1, 2, 3], [1, 1, 1], 'suffix');
+    suffix.addPath([1, 8], [1, 0.5], 'suffix');
+    const ngram = new TokenTree(5);
+    ngram.addPath([1, 2, 4], [0.9, 0.9, 0.3], 'ngram');
+    ngram.addPath([1, 2, 6], [0.9, 0.9, 0.3], 'ngram');
+    const union = unionTrees([suffix, ngram]);
+    const contested = (tokens: number[]) => union.contested(nodeAt(union, tokens));
+    assert.equal(contested([1]), false, 'both drafted 1');
+    assert.equal(contested([1, 2]), false, 'the suffix drafter drafted 8 beside it too, but also 2 itself');
+    assert.equal(contested([1, 8]), true, 'the n-gram drafted 2 in its place');
+    assert.equal(contested([1, 2, 3]), true, 'the n-gram drafted 4 and 6 there');
+    assert.equal(contested([1, 2, 4]), true);
+    const alone = unionTrees([suffix, new TokenTree(5)]);
+    assert.equal(alone.contested(nodeAt(alone, [1, 8])), false, 'a drafter\'s own alternatives are not a dispute: its scores say how sure it is');
+    const pruned = union.subtree([nodeAt(union, [1]), nodeAt(union, [1, 2]), nodeAt(union, [1, 2, 3])]);
+    assert.equal(pruned.contested(nodeAt(pruned, [1, 2, 3])), true, 'the mark outlives the siblings pruned away');
+    assert.equal(pruned.contested(nodeAt(pruned, [1])), false);
   });
 
   it('refuses trees with different roots', () => {

@@ -20,6 +20,7 @@ export function unionTrees(trees: readonly TokenTree[]): TokenTree {
     if (tree.rootToken !== rootToken) throw new RangeError(`unionTrees: root ${tree.rootToken} differs from ${rootToken}`);
     mergeInto(union, tree);
   }
+  markContested(union);
   return union;
 }
 
@@ -43,6 +44,19 @@ function mergeInto(union: TokenTree, tree: TokenTree): void {
     const draft = tree.draft(i);
     if (draft && !union.draft(mapped[i])) {
       union.setDraft(mapped[i], draft.dist, draft.samples, draft);
+    }
+  }
+}
+
+/** Marks each node whose place another drafter filled with a different token (TokenTree.contested). */
+function markContested(union: TokenTree): void {
+  for (let node = 0; node < union.size; node++) {
+    const siblings = union.children(node);
+    if (siblings.length < 2) continue;
+    for (const child of siblings) {
+      const own = union.sources(child);
+      const dissent = siblings.some((other) => other !== child && union.sources(other).some((source) => !own.includes(source)));
+      if (dissent) union.markContested(child);
     }
   }
 }

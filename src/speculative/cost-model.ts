@@ -280,6 +280,11 @@ function proposers(tree: TokenTree, child: number): { key: string; evidence: num
   return { key: proposersKey(sources), evidence };
 }
 
+/** The key of a node its proposers' key names, when another drafter proposed a sibling in its place. */
+function contestedKey(key: string): string {
+  return `${key}~`;
+}
+
 /** The name acceptance is learnt under for a node these drafters proposed (in any order). */
 export function proposersKey(sources: readonly string[]): string {
   return sources.length === 1 ? sources[0] : [...sources].sort().join('+');
@@ -308,7 +313,7 @@ export function observeVerification(stats: AcceptanceStats, tree: TokenTree, acc
     const next = k + 1 < path.length ? path[k + 1] : -1;
     for (const child of tree.children(path[k])) {
       const { key, evidence } = proposers(tree, child);
-      const coarse = acceptanceKey(key, ownConditional(tree, child));
+      const coarse = acceptanceKey(tree.contested(child) ? contestedKey(key) : key, ownConditional(tree, child));
       stats.observe(coarse, tree.depth(child), child === next);
       stats.observe(evidenceKey(coarse, evidence), tree.depth(child), child === next);
     }
@@ -317,7 +322,8 @@ export function observeVerification(stats: AcceptanceStats, tree: TokenTree, acc
 
 /**
  * P(the walk moves into `child` | it reached the parent), as the record of its set of proposers
- * says; a set without a record yet starts from the best record of its members.
+ * says; a set without a record yet starts from the best record of its members, and a contested
+ * node without one from its proposers' record where no one disagreed.
  */
 function childRate(stats: AcceptanceStats, tree: TokenTree, child: number): number {
   const own = ownConditional(tree, child);
@@ -325,7 +331,8 @@ function childRate(stats: AcceptanceStats, tree: TokenTree, child: number): numb
   const { key, evidence } = proposers(tree, child);
   const sources = tree.sources(child);
   const prior = sources.length === 1 ? confidencePrior(own) : Math.max(...sources.map((source) => stats.rate(acceptanceKey(source, own), depth, confidencePrior(own))));
-  return keyRate(stats, key, depth, own, evidence, prior);
+  const agreed = keyRate(stats, key, depth, own, evidence, prior);
+  return tree.contested(child) ? keyRate(stats, contestedKey(key), depth, own, evidence, agreed) : agreed;
 }
 
 /**

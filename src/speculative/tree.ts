@@ -140,6 +140,7 @@ export class TokenTree {
   private readonly evidenceLists: number[][] = [];
   private readonly childLists: number[][] = [];
   private readonly drafts: (DraftSampling | undefined)[] = [];
+  private readonly contestedFlags: boolean[] = [];
 
   constructor(rootToken: number) {
     this.pushNode(rootToken, -1, 0, 1, 'root');
@@ -193,6 +194,23 @@ export class TokenTree {
   evidence(i: number, source: string): number {
     const k = this.sourceLists[i].indexOf(source);
     return k < 0 ? 0 : this.evidenceLists[i][k];
+  }
+
+  /**
+   * Whether another drafter proposed a different token in node i's place (a sibling drafted by
+   * one that did not draft i; marked by unionTrees, kept by subtree). Drafters that disagree on a
+   * position are unsure of it whatever their own scores say: on long generation that loops with
+   * a counter in each round, the suffix drafter, sure of the one round it matched, continued 30
+   * tokens past the counter, where the n-gram drafter offered four other values.
+   */
+  contested(i: number): boolean {
+    return this.contestedFlags[i];
+  }
+
+  markContested(i: number): void {
+    this.checkNode(i);
+    if (i === ROOT) throw new RangeError('markContested: the root has no siblings');
+    this.contestedFlags[i] = true;
   }
 
   children(i: number): readonly number[] {
@@ -400,6 +418,7 @@ export class TokenTree {
     const created = this.pushNode(other.tokens[old], parent, other.depths[old], other.scores[old], other.primarySources[old]);
     this.sourceLists[created] = other.sourceLists[old].slice();
     this.evidenceLists[created] = other.evidenceLists[old].slice();
+    this.contestedFlags[created] = other.contestedFlags[old];
     return created;
   }
 
@@ -454,6 +473,7 @@ export class TokenTree {
     this.evidenceLists.push([evidence]);
     this.childLists.push([]);
     this.drafts.push(undefined);
+    this.contestedFlags.push(false);
     if (parent >= 0) this.childLists[parent].push(index);
     return index;
   }
