@@ -280,7 +280,7 @@ function proposers(tree: TokenTree, child: number): { key: string; evidence: num
   return { key: proposersKey(sources), evidence };
 }
 
-/** The key of a node its proposers' key names, when another drafter proposed a sibling in its place. */
+/** What a contested node's acceptance is learnt under: its proposers' key, marked (TokenTree.contested). */
 function contestedKey(key: string): string {
   return `${key}~`;
 }
