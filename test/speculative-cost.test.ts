@@ -804,13 +804,18 @@ const shared = (index: number, sequences: number, tokens: number): DecodedStep =
  * token) and the plain epoch after it (1 ms per token): speculation there loses its verdict.
  */
 function loseSharedVerdict(planner: AdaptivePlanner, sequences: number): void {
-  let index = 0;
+  sharedVerdict(planner, sequences, 3);
+}
+
+/** Speculating steps of `sequences` sequences that take `speculativeMs` each, then plain steps of 1 ms (the judge's verdict). */
+function sharedVerdict(planner: AdaptivePlanner, sequences: number, speculativeMs: number, first = 0): void {
+  let index = first;
   const step = (ms: number, drafting: 'cheap' | 'none') => {
     planner.observeDecode(shared(index++, sequences, sequences), ms);
     planner.observeStep(1, ms, drafting);
   };
   // A step reaches its judge when the next one is reported.
-  for (let k = 0; k <= 128; k++) step(3, 'cheap');
+  for (let k = 0; k <= 128; k++) step(speculativeMs, 'cheap');
   for (let k = 0; k < 40; k++) step(1, 'none');
 }
 
@@ -928,14 +933,17 @@ describe('AdaptivePlanner among other sequences', () => {
     assert.ok(sequences >= 4 && sequences < 40, `${sequences} sequences drafted a first step that did not pay before the next started backed off`);
   });
 
-  it('starts a new sequence backed off beside others whose speculation has lately lost to plain steps, and exploring elsewhere', () => {
+  it('starts a new sequence backed off beside others until speculation has won there, and exploring alone', () => {
     const root = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
     const eight = { tokens: 7, sequences: 7 };
-    assert.equal(root.forSequence().budget(eight, 1).explore, true, 'before any verdict, a new sequence explores among 8');
-    loseSharedVerdict(root, 8);
     // Step 1 is no probe step: a sequence backed off does not draft in it.
-    assert.equal(root.forSequence().budget(eight, 1).maxNodes, 0, 'among 8, where speculation just lost');
-    assert.equal(root.forSequence().budget({ tokens: 1, sequences: 1 }, 1).explore, true, 'beside one other sequence: another judge');
+    assert.equal(root.forSequence().budget(eight, 1).maxNodes, 0, 'before any verdict among 8');
+    sharedVerdict(root, 8, 0.2);
+    assert.equal(root.forSequence().budget(eight, 1).explore, true, 'among 8, where speculation just won');
+    const losing = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
+    loseSharedVerdict(losing, 8);
+    assert.equal(losing.forSequence().budget(eight, 1).maxNodes, 0, 'among 8, where speculation just lost');
+    assert.equal(root.forSequence().budget({ tokens: 1, sequences: 1 }, 1).maxNodes, 0, 'beside one other sequence, whose judge has no verdict yet');
     assert.equal(root.forSequence().budget(undefined, 1).explore, true, 'alone');
     const running = root.forSequence();
     feed(running, 1);
