@@ -8,6 +8,7 @@ import {
   calibratedScores,
   chooseTreeSize,
   expectedTokens,
+  LayeredRecords,
   observeVerification,
   planTree,
   type WalkProgress,
@@ -157,6 +158,17 @@ describe('chooseTreeSize', () => {
 });
 
 describe('AcceptanceStats', () => {
+  it('layered: a sequence\'s own record starts from the shared rate and takes over; both learn', () => {
+    const shared = new AcceptanceStats();
+    for (let k = 0; k < 100; k++) shared.observe('suffix', 1, true);
+    const layered = new LayeredRecords(shared, new AcceptanceStats({ priorWeight: 4 }));
+    assert.equal(layered.rate('suffix', 1), shared.rate('suffix', 1), 'no record of its own: the shared rate');
+    for (let k = 0; k < 12; k++) layered.observe('suffix', 1, false);
+    assert.ok(layered.rate('suffix', 1) < 0.3, `its own misses outweigh the shared record (${layered.rate('suffix', 1)})`);
+    assert.ok(shared.rate('suffix', 1) > 0.7, 'which learnt them too, among its many successes');
+    assert.equal(layered.rate('ngram', 1, 0.3), 0.3, 'a key no one has a record of: the prior');
+  });
+
   it('starts at the prior, converges to the observed rate, and tracks changes (decay)', () => {
     const stats = new AcceptanceStats({ priorRate: 0.5, priorWeight: 2, decay: 0.95 });
     assert.equal(stats.rate('ngram', 1), 0.5);
@@ -448,6 +460,17 @@ describe('AdaptivePlanner', () => {
   it('learns that sure chains go on: it verifies deep chains, not one node at a time', () => {
     const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
     assert.ok(feed(planner, 40) >= 12, 'deep nodes inherit the rate of the depth above until they have data');
+  });
+
+  it('a sequence whose text the shared records overrate plans by its own record, and a new sequence by the shared one', () => {
+    const learnt = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    feed(learnt, 40);
+    const overrated = learnt.forSequence();
+    for (let step = 0; step < 4; step++) overrated.observe(overrated.plan(sureChain(16), LIMITS), [1]);
+    const fresh = learnt.forSequence();
+    const overratedSize = overrated.plan(sureChain(16), LIMITS).draftCount;
+    const freshSize = fresh.plan(sureChain(16), LIMITS).draftCount;
+    assert.ok(overratedSize < freshSize, `the sequence whose chains broke after one node plans ${overratedSize} nodes, a new one ${freshSize}`);
   });
 
   it('stops verifying trees when they cost far more in place than the curve says', () => {

@@ -10,7 +10,7 @@
  */
 import type { Drafting, SharedBatch, TreePlanner } from './decoder.js';
 import { decodedAlone, type DecodedStep } from '../generate/decoder.js';
-import { AcceptanceStats, drafterRate, observeVerification, planTree, type CostCurve, type TreeLimits, type TreePlan, type WalkProgress } from './cost-model.js';
+import { AcceptanceStats, drafterRate, LayeredRecords, observeVerification, planTree, type CostCurve, type TreeLimits, type TreePlan, type WalkProgress } from './cost-model.js';
 import { CostlyDrafts, type CostlyDraft } from './costly-drafts.js';
 import { InSituCosts } from './in-situ-costs.js';
 import { ProbeSchedule } from './probe-schedule.js';
@@ -101,6 +101,9 @@ const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 const SEQUENCE_DRAFTING_VALUE_FACTOR = 0.25;
 const SHARED_DRAFTING_VALUE_FACTOR = 0.05;
 
+/** Observations by which the shared rate weighs in a sequence's own record of a key (LayeredRecords). */
+const OWN_RECORDS_PRIOR_WEIGHT = 4;
+
 /** A new sequence starts backed off when a drafting step has lately been worth less than this (decodes). */
 const START_BACKED_OFF_BELOW = -1;
 
@@ -165,6 +168,8 @@ export class AdaptivePlanner implements TreePlanner {
    * once, after the misses at the end of the request before, between values of +4.
    */
   private backingOff: boolean;
+  /** This sequence's acceptance records over the shared ones (LayeredRecords). */
+  private readonly records: LayeredRecords;
   /** Sizes of the last verified plans, which bound the drafting budget. */
   private readonly recentPlanSizes = new RecentValues(16);
   /**
@@ -193,6 +198,7 @@ export class AdaptivePlanner implements TreePlanner {
       draftingValue: new Ewma(SHARED_DRAFTING_VALUE_FACTOR, 0),
     };
     this.draftingValue = new Ewma(SEQUENCE_DRAFTING_VALUE_FACTOR, this.knowledge.draftingValue.value);
+    this.records = new LayeredRecords(this.knowledge.stats, new AcceptanceStats({ priorWeight: OWN_RECORDS_PRIOR_WEIGHT }));
     const { cheap, costly } = this.knowledge.probeIntervals;
     this.probes = { cheap: new ProbeSchedule(probeEvery, cheap), costly: new ProbeSchedule(probeEvery, costly) };
     this.backingOff = (this.knowledge.draftingValue.value ?? 0) < START_BACKED_OFF_BELOW;
@@ -228,7 +234,7 @@ export class AdaptivePlanner implements TreePlanner {
     const { costs, costlyDrafts } = this.knowledge;
     const breakEven = batch && budget.maxNodes > 0 ? costs.nodeBreakEven(batch, costlyDrafts.msPerNode) : undefined;
     if (breakEven === undefined) return budget;
-    return { ...budget, minPathProbability: breakEven, acceptance: (source, depth, own) => drafterRate(this.stats, source, depth, own) };
+    return { ...budget, minPathProbability: breakEven, acceptance: (source, depth, own) => drafterRate(this.records, source, depth, own) };
   }
 
   private stepBudget(batch: SharedBatch | undefined, step: number): DraftBudget {
@@ -283,14 +289,14 @@ export class AdaptivePlanner implements TreePlanner {
     const costs = this.knowledge.costs;
     const verifyCost = costs.verifyCost(batch);
     const extra = costs.extraCost(drafting, batch);
-    const plan = planTree(tree, this.stats, verifyCost, extra, limits);
+    const plan = planTree(tree, this.records, verifyCost, extra, limits);
     if (this.pays(plan, batch)) return this.speculate(plan, drafting);
     // Drafting did not pay for itself this step, but what it took is spent: whatever beats a
     // plain step without it is verified all the same (a draft model's sure chain after an unsure
     // first token: charged its drafting, 10 nodes expected to give 8.9 tokens promised 1.005x,
     // and were left unverified). Whether to go on drafting is for the drafting value to say.
     const spent = costs.spentDraftingCost(drafting, batch, draftedMs);
-    const sunk = spent > 0 ? planTree(tree, this.stats, verifyCost, extra - spent, limits) : plan;
+    const sunk = spent > 0 ? planTree(tree, this.records, verifyCost, extra - spent, limits) : plan;
     const verified = this.pays(sunk, batch) ? sunk : undefined;
     this.speculating = verified !== undefined;
     if (verified) this.recentPlanSizes.add(verified.size);
@@ -354,7 +360,7 @@ export class AdaptivePlanner implements TreePlanner {
   }
 
   observe(tree: TokenTree, acceptedNodes: readonly number[], walk?: WalkProgress): void {
-    observeVerification(this.stats, tree, acceptedNodes, walk);
+    observeVerification(this.records, tree, acceptedNodes, walk);
     for (const node of acceptedNodes.slice(walk?.settled ?? 0)) for (const source of tree.sources(node)) this.knowledge.costlyDrafts.observeAccepted(source);
   }
 
@@ -368,7 +374,7 @@ export class AdaptivePlanner implements TreePlanner {
 
   expectedAccepted(tree: TokenTree, batch?: SharedBatch): number {
     const costs = this.knowledge.costs;
-    const plan = planTree(tree, this.stats, costs.verifyCost(batch), costs.extraCost('cheap', batch));
+    const plan = planTree(tree, this.records, costs.verifyCost(batch), costs.extraCost('cheap', batch));
     return this.pays(plan, batch) ? plan.expectedTokens - 1 : 0;
   }
 
