@@ -20,6 +20,7 @@ import { RealizedJudge, SharedStepJudges } from '../src/speculative/realized.js'
 import { SharedStepCosts } from '../src/speculative/shared-step-costs.js';
 import { ROOT, TokenTree, type Drafter } from '../src/speculative/tree.js';
 import { unionTrees } from '../src/speculative/combine.js';
+import { pathNodes } from './helpers/trees.js';
 import { SpeculativeDecoder, type SharedBatch } from '../src/speculative/decoder.js';
 import { Sampler } from '../src/generate/sampling.js';
 
@@ -31,18 +32,6 @@ const close = (a: number, b: number, tolerance = 1e-9): boolean => Math.abs(a - 
 const LIMITS = { maxNodes: 64, maxLeaves: 4 };
 
 /** A chain whose k-th node scores alpha^k. */
-/** The nodes of the path from the root along `tokens` (root excluded). */
-function pathNodes(tree: TokenTree, tokens: readonly number[]): number[] {
-  const nodes: number[] = [];
-  let node = ROOT;
-  for (const token of tokens) {
-    node = tree.childWithToken(node, token);
-    assert.ok(node >= 0, `no node at ${tokens.join(',')}`);
-    nodes.push(node);
-  }
-  return nodes;
-}
-
 function chain(alpha: number, length: number): TokenTree {
   const tree = new TokenTree(0);
   tree.addPath(

@@ -4,6 +4,7 @@ import { combineTrees, unionTrees } from '../src/speculative/combine.js';
 import { ROOT, TokenTree, growBestFirst } from '../src/speculative/tree.js';
 import type { TokenDistribution } from '../src/generate/sampling.js';
 import { seededUniform } from './helpers/random.js';
+import { nodeAt } from './helpers/trees.js';
 
 
 /** Random tree: each new node hangs below a random node, score = parent score · random factor. */
@@ -24,14 +25,6 @@ function isAncestorOrSelf(tree: TokenTree, ancestor: number, node: number): bool
 }
 
 /** Set of (path → score) pairs: tree identity independent of node numbering. */
-/** The node reached from the root along `tokens`. */
-function nodeAt(tree: TokenTree, tokens: readonly number[]): number {
-  let node = ROOT;
-  for (const token of tokens) node = tree.childWithToken(node, token);
-  assert.ok(node >= 0, `no node at ${tokens.join(',')}`);
-  return node;
-}
-
 function pathScores(tree: TokenTree): Map<string, number> {
   const map = new Map<string, number>();
   for (let i = 1; i < tree.size; i++) map.set(tree.pathTo(i).join(','), tree.score(i));

@@ -244,14 +244,14 @@ export class AdaptivePlanner implements TreePlanner {
     const judge = this.judgeOf(batch);
     if (judge.forcePlain) return NO_DRAFT;
     // A sequence that has verified nothing yet explores (speculatingBudget), except beside other
-    // sequences, until their judge has found speculation winning there (its last verdict a win,
-    // its bar not raised): it starts backed off, and waits for a probe that pays. Exploring drafts
-    // hold up the whole batch: at 16 concurrent the first ~25 steps of a round drafted 30-400 ms
-    // each (a shared step takes ~115 ms), for plans that a raised bar then mostly refused; and a
-    // fresh engine's requests at 4 and 8 clients explored before any verdict (bench serve on
-    // embedded m, 2 runs each: 4 clients 1.24x and 0.985x of plain against 1.09x and 0.895x,
-    // 8 clients 0.84x and 0.87x against 0.81x and 0.866x).
-    if (batch && !this.hasVerifiedPlans && !(judge.bar === 1 && (judge.lastVerdict ?? 0) > 1)) this.backingOff = true;
+    // sequences, until their judge has found speculation winning there (RealizedJudge.winning):
+    // it starts backed off, and waits for a probe that pays. Exploring drafts hold up the whole
+    // batch: at 16 concurrent the first ~25 steps of a round drafted 30-400 ms each (a shared step
+    // takes ~115 ms), for plans that a raised bar then mostly refused; and a fresh engine's
+    // requests at 4 and 8 clients explored before any verdict (bench serve on embedded m, 2 runs
+    // each: 4 clients 1.24x and 0.985x of plain against 1.09x and 0.895x, 8 clients 0.84x and
+    // 0.87x against 0.81x and 0.866x).
+    if (batch && !this.hasVerifiedPlans && !judge.winning) this.backingOff = true;
     if (!this.backingOff) return this.speculatingBudget();
     // Backing off: each kind of drafter is asked on its own schedule (drafts judged in the shadow
     // of plain decoding), so the acceptance statistics keep learning when the text becomes

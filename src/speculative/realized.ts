@@ -92,6 +92,11 @@ export class RealizedJudge {
     return this.barFactor;
   }
 
+  /** Whether its last verdict found speculation faster than plain steps, and no loss since raised the bar. */
+  get winning(): boolean {
+    return this.barFactor === 1 && (this.lastVerdict ?? 0) > 1;
+  }
+
   /** In a plain epoch, and in the rest after it, nothing is drafted or verified. */
   get forcePlain(): boolean {
     return this.plainPhase || this.restSteps > 0;
