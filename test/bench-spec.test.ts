@@ -83,7 +83,7 @@ test('bench spec names a llama-server that is not there', async () => {
   );
 });
 
-test('a mismatch is re-evaluated in the speculative run\'s own decode batches', async () => {
+test('a mismatch is evaluated again in the speculative run\'s own decode batches', async () => {
   const engine = await Engine.load({ model: testbedTarget, gpu: 'cpu', threads: 1 });
   try {
     const prompt = await engine.tokenize(testbedPrompts.reasoning);
@@ -92,16 +92,24 @@ test('a mismatch is re-evaluated in the speculative run\'s own decode batches', 
     let at = 8;
     let runnerUp = -1;
     for (; at < plain.length; at++) {
-      const logits = await engine.logitsAfter(prompt, plain.slice(0, at), 1);
+      const logits = await engine.logitsAfter(prompt, plain.slice(0, at));
       runnerUp = argmax(logits.map((value, token) => (token === plain[at] ? -Infinity : value)));
       if (logits[plain[at]] - logits[runnerUp] > 0.5) break;
     }
     const other = [...plain.slice(0, at), runnerUp];
-    const mismatch = await mismatchGap(engine, prompt, plain, other, [1, 4, 4, 4, 4, 4, 4]);
+    // Its steps: a chain of the next three tokens after each one emitted, a wrong sibling beside the first.
+    const trees = [];
+    for (let root = 0; root < at; root += 4) {
+      const chain = other.slice(root + 1, root + 4);
+      trees.push({ tokens: [other[root], ...chain, chain[0] + 1], parents: [-1, ...chain.map((_, i) => i), 0] });
+    }
+    const mismatch = await mismatchGap(engine, prompt, plain, other, trees);
     assert.equal(mismatch.at, at);
     assert.ok(mismatch.top2Gap > 0.5);
     assert.ok(mismatch.kernelDrift < 0.05, `drift ${mismatch.kernelDrift}`);
-    assert.equal(mismatch.reproduced, false, 'batching does not turn a clear choice');
+    assert.ok(mismatch.rowDrift < 0.1, `row drift ${mismatch.rowDrift}`);
+    assert.ok(mismatch.runLead < -0.4, 'batching does not turn a clear choice');
+    assert.equal(mismatch.reproduced, false);
     assert.deepEqual(await engine.kvAudit(), []);
   } finally {
     await engine.dispose();

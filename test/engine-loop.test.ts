@@ -75,29 +75,34 @@ describe('many requests in one engine loop', () => {
     assert.deepEqual(await engine.kvAudit(), []);
   });
 
-  test('logitsAfter reads a position evaluated beside later tree nodes, and leaves no cells', async () => {
-    const prompt = await engine.tokenize(prompts[0]);
-    const { tokens } = await engine.complete(prompt, { maxTokens: 24, ignoreEos: true, speculation: 'off' });
-    const continuation = tokens.slice(0, 12);
-    const nodes = tokens.slice(12, 20);
-    const alone = await engine.logitsAfter(prompt, continuation, 1);
-    const distance = (a: Float32Array, b: Float32Array) => a.reduce((worst, value, i) => Math.max(worst, Math.abs(value - b[i])), 0);
-    for (const chunk of [1, 5, Infinity]) {
-      const inTree = await engine.logitsAfter(prompt, continuation, chunk, nodes);
-      // The row read is the continuation's last token's: within the kernels' rounding of the
-      // single-token evaluation, and far from the next position's row.
-      assert.ok(distance(inTree, alone) < 2e-2, `chunk ${chunk}: ${distance(inTree, alone)}`);
-      assert.equal(argmax(inTree), tokens[12], `chunk ${chunk}`);
+  test('rowAlongTrees evaluates a speculative run again in its own batches, and leaves no cells', async () => {
+    // A fixed budget with branches: trees whose rejected nodes and borrowed branches share the batch.
+    const speculating = await Engine.load({ gpu: 'cpu', draftModel: testbedDraft, draftBudget: { maxNodes: 16, maxDepth: 8, maxBranches: 3 } });
+    try {
+      const prompt = await engine.tokenize(prompts[4]);
+      const run = await speculating.complete(prompt, { maxTokens: 64, ignoreEos: true, speculation: 'draft', recordTrees: true });
+      const trees = run.verifiedTrees!;
+      assert.equal(trees.length, run.stats.steps, 'one tree per step');
+      const spec = run.stats.speculation!;
+      assert.ok(spec.verifiedNodes > spec.emitted - spec.steps, 'some steps verified nodes they rejected');
+      assert.ok(trees.some((tree) => new Set(tree.parents).size < tree.parents.length), 'some trees branch');
+      const distance = (a: Float32Array, b: Float32Array) => a.reduce((worst, value, i) => Math.max(worst, Math.abs(value - b[i])), 0);
+      for (let at = 0; at < run.tokens.length; at += 5) {
+        const own = await speculating.rowAlongTrees(prompt, run.tokens, trees, at);
+        const alone = await speculating.logitsAfter(prompt, run.tokens.slice(0, at));
+        // The row of the run's own batches chose the run's token; it is plain decoding's row up to
+        // the kernels' rounding, and far from the next position's.
+        assert.equal(argmax(own), run.tokens[at], `token ${at}`);
+        assert.ok(distance(own, alone) < 2e-2, `token ${at}: ${distance(own, alone)}`);
+        if (at + 1 < run.tokens.length) assert.ok(distance(own, await speculating.logitsAfter(prompt, run.tokens.slice(0, at + 1))) > 0.5);
+      }
+      const wrongRoot = trees.map((tree, k) => (k === 2 ? { ...tree, tokens: [tree.tokens[0] + 1, ...tree.tokens.slice(1)] } : tree));
+      await assert.rejects(speculating.rowAlongTrees(prompt, run.tokens, wrongRoot, run.tokens.length - 1), /does not start with it/);
+      await assert.rejects(speculating.rowAlongTrees(prompt, run.tokens, trees.slice(0, 2), run.tokens.length - 1), /cover the output up to token/);
+      assert.deepEqual(await speculating.kvAudit(), []);
+    } finally {
+      await speculating.dispose();
     }
-    // Decode sizes given one by one (a speculative run's own steps) make the same batches.
-    assert.deepEqual(await engine.logitsAfter(prompt, continuation, [5, 5], nodes), await engine.logitsAfter(prompt, continuation, 5, nodes));
-    assert.deepEqual(await engine.logitsAfter(prompt, continuation, [3, 2, 4]), await engine.logitsAfter(prompt, continuation, [3, 2, 4, 3]));
-    const next = await engine.logitsAfter(prompt, tokens.slice(0, 13), 1);
-    assert.ok(distance(next, alone) > 0.5, 'the next position\'s logits differ');
-    // No continuation: the prompt's last token joins the nodes.
-    const first = await engine.logitsAfter(prompt, [], 1, tokens.slice(0, 4));
-    assert.equal(argmax(first), tokens[0]);
-    assert.deepEqual(await engine.kvAudit(), []);
   });
 
   test('a prompt longer than the context fails alone, with its size', async () => {

@@ -16,7 +16,7 @@ import { defaultModelPath } from '../paths.js';
 import { withReasoningPresets } from '../reasoning/presets.js';
 import { deserializeError, EngineDisposedError, type SerializedError } from './errors.js';
 import type { EngineLoopOptions, EngineStatus } from './loop.js';
-import type { DraftBudget } from '../speculative/tree.js';
+import type { DraftBudget, TreeShape } from '../speculative/tree.js';
 import type { CostPoint } from '../speculative/cost-model.js';
 import type { TierName } from '../kvcache/tiers/tier.js';
 import type { PrefixCacheStats } from '../kvcache/prefix-cache.js';
@@ -174,15 +174,19 @@ export class Engine {
     return this.query({ method: 'kvAudit' }) as Promise<{ seq: number; min: number; max: number }[]>;
   }
 
+  /** Logits after `prompt` + `continuation`, the continuation evaluated one token per decode as plain decoding evaluates it. */
+  logitsAfter(prompt: readonly number[], continuation: readonly number[]): Promise<Float32Array> {
+    return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation] }) as Promise<Float32Array>;
+  }
+
   /**
-   * Logits after `prompt` + `continuation` with the continuation evaluated `chunks` tokens per
-   * decode (Infinity: one batch), or in decodes of these sizes in order (the rest in one), in a
-   * scratch sequence: how far batching alone moves logits. `trailing` tokens join the last decode,
-   * every row of it with logits, as a verified tree's nodes do (llama.cpp computes the last layer
-   * only for rows with logits).
+   * The logits row that chose `output[at]` in a speculative run, evaluated again in that run's
+   * own decode batches: `trees` are the trees its steps verified (`GenerationResult.verifiedTrees`,
+   * recorded with `recordTrees`). Tells kernel numerics apart from a verification bug where a run
+   * departs from plain decoding.
    */
-  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[] = []): Promise<Float32Array> {
-    return this.query({ method: 'logitsAfter', prompt: [...prompt], continuation: [...continuation], chunks: typeof chunks === 'number' ? chunks : [...chunks], trailing: [...trailing] }) as Promise<Float32Array>;
+  rowAlongTrees(prompt: readonly number[], output: readonly number[], trees: readonly TreeShape[], at: number): Promise<Float32Array> {
+    return this.query({ method: 'rowAlongTrees', prompt: [...prompt], output: [...output], trees: trees.map((tree) => ({ tokens: [...tree.tokens], parents: [...tree.parents] })), at }) as Promise<Float32Array>;
   }
 
   /**

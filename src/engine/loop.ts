@@ -14,7 +14,7 @@ import { evaluateTokens, type Context } from '../llama/context.js';
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { checkPromptFits } from '../generate/decoder.js';
 import { GenerationOutput, type ForcedTokens, type StopReason } from '../generate/generate.js';
-import { ROOT, type TokenTree } from '../speculative/tree.js';
+import { ROOT, TokenTree, type TreeShape } from '../speculative/tree.js';
 import { addProbeBranch, scoreProbe } from '../reasoning/probe.js';
 import type { PlannedProbe } from '../reasoning/controller.js';
 import { Sampler } from '../generate/sampling.js';
@@ -26,7 +26,7 @@ import { Scheduler } from './scheduler.js';
 import { PrefillPacer } from './prefill-pacer.js';
 import { SequenceIdPool } from './sequence-ids.js';
 import { KvCompactor, type KvCompactionPolicy } from './kv-compaction.js';
-import { dropTree, keepAcceptedPath, nodeSequences, shareCommittedPrefix, type PlacedTree } from './tree-kv.js';
+import { addTreeNodes, dropTree, keepAcceptedPath, placeTree, releaseBorrowedIds, type PlacedTree } from './tree-kv.js';
 import type { PrefixCache } from '../kvcache/prefix-cache.js';
 import { commonPrefixLength } from '../token-sequences.js';
 
@@ -191,38 +191,63 @@ export class EngineLoop {
   }
 
   /**
-   * Logits after `prompt` + `continuation`, the continuation evaluated `chunks` tokens per decode
-   * (or in decodes of these sizes, in order, the rest in one), in a scratch sequence (diagnostics:
-   * how far batching alone moves logits). `trailing` tokens follow in the last decode with every
-   * row's logits requested, as in a verified tree. Runs between steps.
+   * Logits after `prompt` + `continuation`, the continuation evaluated one token per decode as
+   * plain decoding evaluates it, in a scratch sequence. Runs between steps.
    */
-  logitsAfter(prompt: readonly number[], continuation: readonly number[], chunks: number | readonly number[], trailing: readonly number[] = []): Float32Array {
+  logitsAfter(prompt: readonly number[], continuation: readonly number[]): Float32Array {
+    return this.inScratchSequence((seq) => {
+      let last = evaluateTokens(this.context, this.batch, prompt, 0, seq);
+      for (const [i, token] of continuation.entries()) last = evaluateTokens(this.context, this.batch, [token], prompt.length + i, seq);
+      return Float32Array.from(this.context.logits(last));
+    });
+  }
+
+  /**
+   * The logits row that chose `output[at]` when the output is evaluated as a speculative run
+   * verified it: after the prompt, each step decodes the tree that step verified (`trees`, as the
+   * run recorded them: the root, its pending token, and every drafted node, rejected ones too,
+   * in one batch) and keeps the accepted path's KV. Same batches, same kernels: where this row
+   * and plain decoding's disagree, batching alone chose the run's token. Runs between steps.
+   */
+  rowAlongTrees(prompt: readonly number[], output: readonly number[], trees: readonly TreeShape[], at: number): Float32Array {
+    if (!(at >= 0 && at < output.length)) throw new RangeError(`token ${at} is outside the output (0…${output.length - 1})`);
+    return this.inScratchSequence((seq) => {
+      const promptRow = evaluateTokens(this.context, this.batch, prompt, 0, seq);
+      if (at === 0) return Float32Array.from(this.context.logits(promptRow));
+      let next = 1;
+      for (const shape of trees) {
+        const tree = TokenTree.fromShape(shape);
+        if (tree.rootToken !== output[next - 1]) throw new RangeError(`the tree of the step after token ${next - 1} does not start with it`);
+        const placed = placeTree(this.context, this.ids, seq, tree, prompt.length + next - 1);
+        let kept = false;
+        try {
+          this.batch.clear();
+          const first = addTreeNodes(this.batch, placed);
+          this.context.decodeSync(this.batch);
+          // The step emitted the output tokens along its drafted path, then the token after them.
+          let node = ROOT;
+          for (;;) {
+            if (next === at) return Float32Array.from(this.context.logits(first + node));
+            const child = tree.childWithToken(node, output[next++]);
+            if (child < 0) break;
+            node = child;
+          }
+          keepAcceptedPath(this.context, placed, node);
+          kept = true;
+        } finally {
+          if (!kept) dropTree(this.context, placed);
+          releaseBorrowedIds(this.ids, placed);
+        }
+      }
+      throw new RangeError(`the trees cover the output up to token ${next - 1}, not ${at}`);
+    });
+  }
+
+  private inScratchSequence<T>(evaluate: (seq: number) => T): T {
     const seq = this.ids.acquire();
     if (seq === undefined) throw new Error('no free sequence id for a scratch evaluation');
     try {
-      const all = [...prompt, ...continuation];
-      const sizes = chunkSizes(continuation.length, chunks);
-      // The last decode holds the continuation's last chunk (or, with trailing tokens and no
-      // continuation, the prompt's last token) and the trailing tokens.
-      const lastChunk = sizes.pop() ?? Math.min(trailing.length, 1);
-      const split = all.length - lastChunk;
-      let last = split > 0 ? evaluateTokens(this.context, this.batch, all.slice(0, Math.min(prompt.length, split)), 0, seq) : -1;
-      let start = prompt.length;
-      for (const size of sizes) {
-        last = evaluateTokens(this.context, this.batch, all.slice(start, start + size), start, seq);
-        start += size;
-      }
-      const tail = [...all.slice(split), ...trailing];
-      if (trailing.length === 0) {
-        if (tail.length > 0) last = evaluateTokens(this.context, this.batch, tail, split, seq);
-      } else {
-        if (tail.length > this.batch.capacity) throw new RangeError(`${tail.length} tokens exceed one batch (${this.batch.capacity})`);
-        this.batch.clear();
-        this.batch.addSequence(tail, split, seq, trailing.length > 0);
-        this.context.decodeSync(this.batch);
-        last = lastChunk - 1;
-      }
-      return Float32Array.from(this.context.logits(last));
+      return evaluate(seq);
     } finally {
       this.context.seqRemove(seq, -1, -1);
       this.ids.release(seq);
@@ -431,8 +456,7 @@ export class EngineLoop {
         seq: entry.request.seq!,
         write: () => {
           const { placed } = entry;
-          entry.firstIndex = this.batch.size;
-          for (let node = 0; node < placed.tree.size; node++) this.batch.add(placed.tree.token(node), placed.position + placed.tree.depth(node), nodeSequences(placed, node), true);
+          entry.firstIndex = addTreeNodes(this.batch, placed);
         },
       })),
       ...work.chunks.map((chunk) => ({
@@ -524,27 +548,14 @@ export class EngineLoop {
 
   /** Gives a tree its sequence ids: the request's own for its first branch, borrowed ones for the others. */
   private assignSequences(request: Request, tree: TokenTree): PlacedTree {
-    const position = request.sequence.length - 1;
-    if (tree.size === 1) return { tree, branchSeqs: [request.seq!], nodeBranches: undefined, firstBranch: undefined, position };
-    const assignment = tree.branchIds();
-    const borrowed = this.ids.borrow(assignment.branchCount - 1);
-    if (!borrowed) throw new Error(`tree of ${assignment.branchCount} branches but only ${this.ids.available} sequence ids free`);
-    const placed: PlacedTree = {
-      tree,
-      branchSeqs: [request.seq!, ...borrowed],
-      nodeBranches: assignment.branchCount > 1 ? assignment.nodeBranches : undefined,
-      firstBranch: assignment.branchCount > 1 ? assignment.firstBranch : undefined,
-      position,
-    };
-    shareCommittedPrefix(this.context, placed);
-    return placed;
+    return placeTree(this.context, this.ids, request.seq!, tree, request.sequence.length - 1);
   }
 
   /** After the decode: each tree's request accepts and emits; finished prompts give their first token. */
   private async finishStep(work: StepWork, ms: number): Promise<void> {
     const step: DecodedStep = { index: this.steps++, tokens: this.batch.size, decodingTokens: work.decodingTokens, sequences: work.trees.length };
     for (const { request, proposed, placed, probe, firstIndex } of work.trees) {
-      this.release(placed);
+      releaseBorrowedIds(this.ids, placed);
       if (request.state === 'finished') continue;
       try {
         const decoder = request.decoder!;
@@ -552,6 +563,7 @@ export class EngineLoop {
         decoder.observeDecode(ms, step);
         const accepted = decoder.accept(proposed, rowOf, request.sequence);
         keepAcceptedPath(this.context, placed, accepted.lastNode);
+        request.verifiedTrees?.push(placed.tree.shape());
         this.compactor.noteFreed(placed.tree.size - 1 - placed.tree.depth(accepted.lastNode));
         request.cached = placed.position + placed.tree.depth(accepted.lastNode) + 1;
         // The rows behind the emitted tokens are read only by a thinking controller that wants logits.
@@ -628,10 +640,6 @@ export class EngineLoop {
     else request.resuming = false;
   }
 
-  /** Returns a tree's borrowed sequence ids to the pool. */
-  private release(placed: PlacedTree): void {
-    for (const seq of placed.branchSeqs.slice(1)) this.ids.release(seq);
-  }
 
   /**
    * A decode that failed changed nothing the requests rely on: trees and prompt chunks are
@@ -641,7 +649,7 @@ export class EngineLoop {
   private recoverFailedDecode(work: StepWork, error: unknown): void {
     for (const { placed } of work.trees) {
       dropTree(this.context, placed);
-      this.release(placed);
+      releaseBorrowedIds(this.ids, placed);
     }
     for (const { request, from } of work.chunks) this.context.seqRemove(request.seq!, from, -1);
     const full = (error as { code?: number }).code === 1;
@@ -691,16 +699,4 @@ function nodesTo(tree: TokenTree, node: number): number[] {
   const nodes = [node];
   while (nodes[0] !== ROOT) nodes.unshift(tree.parent(nodes[0]));
   return nodes;
-}
-
-/** Decode sizes covering `length` tokens: `chunks` at a time, or these sizes in order and the rest in one. */
-function chunkSizes(length: number, chunks: number | readonly number[]): number[] {
-  const sizes: number[] = [];
-  let left = length;
-  for (let k = 0; left > 0; k++) {
-    const size = typeof chunks === 'number' ? chunks : (chunks[k] ?? left);
-    sizes.push(Math.min(Math.max(1, size), left));
-    left -= sizes[sizes.length - 1];
-  }
-  return sizes;
 }

@@ -8,7 +8,7 @@ import type { GenerationChunk, GenerationResult } from '../generate/generate.js'
 import type { SerializedError } from './errors.js';
 import type { EngineLoopOptions, EngineStatus } from './loop.js';
 import type { RequestOptions } from './request.js';
-import type { DraftBudget } from '../speculative/tree.js';
+import type { DraftBudget, TreeShape } from '../speculative/tree.js';
 import type { EngineCacheOptions } from './engine.js';
 
 /** What the worker needs to load (the EngineOptions without callbacks). */
@@ -44,7 +44,8 @@ export type Query =
   | { method: 'tokenize'; prompt: PromptInput }
   | { method: 'kvAudit' }
   | { method: 'cacheStats' }
-  | { method: 'logitsAfter'; prompt: number[]; continuation: number[]; chunks: number | number[]; trailing: number[] }
+  | { method: 'logitsAfter'; prompt: number[]; continuation: number[] }
+  | { method: 'rowAlongTrees'; prompt: number[]; output: number[]; trees: TreeShape[]; at: number }
   | { method: 'branchRows'; sequence: number[]; branches: { at: number; tokens: number[] }[] }
   | { method: 'costCurve' };
 

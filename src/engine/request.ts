@@ -4,6 +4,7 @@ import type { GenerationChunk, GenerationLimits, GenerationOutput, GenerationRes
 import type { SamplingOptions } from '../generate/sampling.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import type { PrefixMatch } from '../kvcache/prefix-cache.js';
+import type { TreeShape } from '../speculative/tree.js';
 
 /** What a request asks for (everything but the prompt); plain data, so it can cross threads. */
 export interface RequestOptions extends SamplingOptions, Omit<GenerationLimits, 'signal'> {
@@ -14,6 +15,8 @@ export interface RequestOptions extends SamplingOptions, Omit<GenerationLimits, 
    * history (whose speed would otherwise tell one tenant what another generated).
    */
   cacheSalt?: string;
+  /** Diagnostics: the result lists the tree each step verified (`verifiedTrees`), to evaluate the output again in the same batches. */
+  recordTrees?: boolean;
 }
 
 /** What the loop tells a request's consumer. */
@@ -47,6 +50,8 @@ export class Request {
    * admitted before the answer), undefined without a cache or once restored.
    */
   prefix: { ready: false } | { ready: true; match: PrefixMatch } | undefined;
+  /** The tree each step verified, when the request asked to `recordTrees`. */
+  readonly verifiedTrees: TreeShape[] | undefined;
 
   constructor(
     readonly id: number,
@@ -56,6 +61,7 @@ export class Request {
     private readonly sink: RequestSink,
   ) {
     this.sequence = [...prompt];
+    this.verifiedTrees = options.recordTrees ? [] : undefined;
   }
 
   /** Tokens still to evaluate before decoding starts (the prompt, or everything but the pending token after a preemption). */
@@ -73,7 +79,7 @@ export class Request {
     const decoder = this.decoder ?? { timings: emptyTimings(), speculation: undefined };
     const { tail, result } = this.output.finish(stopReason, decoder);
     if (tail) this.emit(tail);
-    this.sink({ type: 'done', result });
+    this.sink({ type: 'done', result: this.verifiedTrees ? { ...result, verifiedTrees: this.verifiedTrees } : result });
   }
 
   fail(error: unknown): void {

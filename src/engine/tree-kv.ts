@@ -10,7 +10,9 @@
  * sequence −1), so other requests' cells are safe.
  */
 import type { Context } from '../llama/context.js';
+import type { TokenBatch } from '../llama/batch.js';
 import type { TokenTree } from '../speculative/tree.js';
+import type { SequenceIdPool } from './sequence-ids.js';
 
 export interface PlacedTree {
   tree: TokenTree;
@@ -22,6 +24,38 @@ export interface PlacedTree {
   firstBranch: readonly number[] | undefined;
   /** Position of the root (the pending token). */
   position: number;
+}
+
+/**
+ * Gives a tree its sequence ids, the owner's for its first branch and ids borrowed from `ids` for
+ * the others, and shares the owner's committed prefix [0, position) into those.
+ */
+export function placeTree(context: Context, ids: SequenceIdPool, owner: number, tree: TokenTree, position: number): PlacedTree {
+  if (tree.size === 1) return { tree, branchSeqs: [owner], nodeBranches: undefined, firstBranch: undefined, position };
+  const assignment = tree.branchIds();
+  const borrowed = ids.borrow(assignment.branchCount - 1);
+  if (!borrowed) throw new Error(`tree of ${assignment.branchCount} branches but only ${ids.available} sequence ids free`);
+  const placed: PlacedTree = {
+    tree,
+    branchSeqs: [owner, ...borrowed],
+    nodeBranches: assignment.branchCount > 1 ? assignment.nodeBranches : undefined,
+    firstBranch: assignment.branchCount > 1 ? assignment.firstBranch : undefined,
+    position,
+  };
+  shareCommittedPrefix(context, placed);
+  return placed;
+}
+
+/** Adds every node of the tree to the batch, each with its logits; returns the root's batch index. */
+export function addTreeNodes(batch: TokenBatch, placed: PlacedTree): number {
+  const first = batch.size;
+  for (let node = 0; node < placed.tree.size; node++) batch.add(placed.tree.token(node), placed.position + placed.tree.depth(node), nodeSequences(placed, node), true);
+  return first;
+}
+
+/** Returns a tree's borrowed sequence ids to the pool. */
+export function releaseBorrowedIds(ids: SequenceIdPool, placed: PlacedTree): void {
+  for (const seq of placed.branchSeqs.slice(1)) ids.release(seq);
 }
 
 /** Shares the committed prefix [0, position) of the owner into every borrowed branch. */

@@ -129,7 +129,9 @@ function answer(engine: Loaded, query: Query): unknown {
     case 'cacheStats':
       return engine.cache?.stats();
     case 'logitsAfter':
-      return engine.loop.logitsAfter(query.prompt, query.continuation, query.chunks, query.trailing);
+      return engine.loop.logitsAfter(query.prompt, query.continuation);
+    case 'rowAlongTrees':
+      return engine.loop.rowAlongTrees(query.prompt, query.output, query.trees, query.at);
     case 'branchRows':
       return engine.loop.branchRows(query.sequence, query.branches);
     case 'costCurve':

@@ -10,7 +10,7 @@ import { StopMatcher } from './stop.js';
 import { ThinkingSegments, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingEnd } from '../reasoning/segments.js';
 import { thinkingControllerFor, type BoundaryRecord, type PlannedProbe, type ProbePlan, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
 import type { ProbeScore } from '../reasoning/probe.js';
-import type { TokenTree } from '../speculative/tree.js';
+import type { TokenTree, TreeShape } from '../speculative/tree.js';
 
 export type StopReason = 'eos' | 'stop' | 'length' | 'abort' | 'context';
 
@@ -81,6 +81,8 @@ export interface GenerationResult {
   content: string;
   tokens: number[];
   stats: GenerationStats;
+  /** The tree each step verified (the root: its pending token), when the request asked to `recordTrees`. */
+  verifiedTrees?: TreeShape[];
 }
 
 /**

@@ -129,6 +129,14 @@ export interface SelectOptions {
 
 export const ROOT = 0;
 
+/** A tree's nodes as plain data: what a run verified in one step, kept to evaluate it again the same way. */
+export interface TreeShape {
+  /** Each node's token, the root's first. */
+  tokens: number[];
+  /** Each node's parent (-1 for the root); parents precede children. */
+  parents: number[];
+}
+
 export class TokenTree {
   private readonly tokens: number[] = [];
   private readonly parents: number[] = [];
@@ -144,6 +152,19 @@ export class TokenTree {
 
   constructor(rootToken: number) {
     this.pushNode(rootToken, -1, 0, 1, 'root');
+  }
+
+  /** The tree of these nodes, at the same indices (scores and sources are not part of a shape). */
+  static fromShape(shape: TreeShape): TokenTree {
+    const tree = new TokenTree(shape.tokens[0]);
+    for (let i = 1; i < shape.tokens.length; i++) {
+      if (tree.addChild(shape.parents[i], shape.tokens[i], 1, 'recorded') !== i) throw new RangeError(`fromShape: node ${i} repeats a sibling or precedes its parent`);
+    }
+    return tree;
+  }
+
+  shape(): TreeShape {
+    return { tokens: [...this.tokens], parents: [...this.parents] };
   }
 
   /** Number of nodes, root included; node indices are 0..size-1 and parents precede children. */
