@@ -85,9 +85,9 @@ export interface ConfigSummary {
   acceptance: Record<string, number | null>;
   time_split_ms: { draft: number; verify: number; sampling: number };
   /**
-   * `reproduced`: evaluated in the speculative run's own decode batches, its token leads plain
-   * decoding's there, so the batching alone makes the difference (the run's rejected tree nodes
-   * left out).
+   * Each output mismatch, evaluated again in the speculative run's own decode batches (the trees
+   * its steps verified, rejected nodes included; see Mismatch): `reproduced` when the run's token
+   * leads there, so the batching alone made the difference.
    */
   mismatches: { id: string; at: number; top2_gap: number; kernel_drift: number; row_drift: number; run_lead: number; reproduced: boolean }[];
 }

@@ -640,7 +640,6 @@ export class EngineLoop {
     else request.resuming = false;
   }
 
-
   /**
    * A decode that failed changed nothing the requests rely on: trees and prompt chunks are
    * undone. A full KV cache preempts the newest request; any other failure ends the requests of

@@ -59,13 +59,13 @@ export function releaseBorrowedIds(ids: SequenceIdPool, placed: PlacedTree): voi
 }
 
 /** Shares the committed prefix [0, position) of the owner into every borrowed branch. */
-export function shareCommittedPrefix(context: Context, placed: PlacedTree): void {
+function shareCommittedPrefix(context: Context, placed: PlacedTree): void {
   const [owner, ...borrowed] = placed.branchSeqs;
   for (const branch of borrowed) context.seqCopy(owner, branch, -1, placed.position);
 }
 
 /** The sequence ids a node's batch entry carries. */
-export function nodeSequences(placed: PlacedTree, node: number): number | number[] {
+function nodeSequences(placed: PlacedTree, node: number): number | number[] {
   if (!placed.nodeBranches) return placed.branchSeqs[0];
   return placed.nodeBranches[node].map((branch) => placed.branchSeqs[branch]);
 }
