@@ -268,7 +268,7 @@ export class Engine {
   }
 
   private receive(message: WorkerMessage): void {
-    if (message.type === 'event') this.requests.get(message.id)?.push(message.event);
+    if (message.type === 'events') for (const { id, event } of message.events) this.requests.get(id)?.push(event);
     else if (message.type === 'reply') {
       const pending = this.replies.get(message.id);
       this.replies.delete(message.id);

@@ -69,13 +69,20 @@ export interface EngineInfo {
 
 export type WireEvent = { type: 'chunk'; chunk: GenerationChunk } | { type: 'done'; result: GenerationResult } | { type: 'error'; error: SerializedError };
 
+/** An event of the request with this id. */
+export interface AddressedEvent {
+  id: number;
+  event: WireEvent;
+}
+
 export type WorkerMessage =
   | { type: 'progress'; fraction: number }
   | { type: 'notice'; line: string }
   | { type: 'measuring' }
   | { type: 'ready'; info: EngineInfo }
   | { type: 'failed'; error: SerializedError }
-  | { type: 'event'; id: number; event: WireEvent }
+  /** Request events, several at a time (EventOutbox). */
+  | { type: 'events'; events: AddressedEvent[] }
   | { type: 'reply'; id: number; value?: unknown; error?: SerializedError }
   | { type: 'disposed' };
 

@@ -16,6 +16,7 @@ import { createDraftContext, DraftModelDrafter } from '../speculative/draft-mode
 import { Speculation } from '../speculative/speculation.js';
 import { serializeError } from './errors.js';
 import { EngineLoop } from './loop.js';
+import { EventOutbox } from './event-outbox.js';
 import { PrefixCache } from '../kvcache/prefix-cache.js';
 import { openTiers } from '../kvcache/tiers/open.js';
 import { STATUS_FIELDS, type Command, type EngineInfo, type PromptInput, type Query, type WorkerData, type WorkerMessage, type WireEvent } from './protocol.js';
@@ -32,7 +33,13 @@ const MAX_SEQUENCES = 256;
 const { options, commands, status, llamaThreads } = workerData as WorkerData;
 adoptLlamaThreadRegistry(llamaThreads);
 const statusView = new Float64Array(status);
-const post = (message: WorkerMessage) => parentPort!.postMessage(message);
+const send = (message: WorkerMessage) => parentPort!.postMessage(message);
+const outbox = new EventOutbox((events) => send({ type: 'events', events }));
+/** Posts a message other than request events, after the events that wait (it must not overtake them). */
+const post = (message: WorkerMessage) => {
+  outbox.flush();
+  send(message);
+};
 
 interface Loaded {
   model: Model;
@@ -156,7 +163,7 @@ function toWire(event: RequestEvent): WireEvent {
 function handle(engine: Loaded, command: Command): boolean {
   switch (command.type) {
     case 'generate': {
-      const sink = (event: RequestEvent) => post({ type: 'event', id: command.id, event: toWire(event) });
+      const sink = (event: RequestEvent) => outbox.add(command.id, toWire(event));
       try {
         engine.loop.submit(command.id, tokenize(engine, command.prompt), command.options, sink);
       } catch (error) {
@@ -200,19 +207,23 @@ async function run(engine: Loaded): Promise<void> {
       if (!handle(engine, message.message as Command)) disposed = true;
     }
     if (disposed) break;
+    outbox.flushIfDue();
     if (engine.between) {
+      outbox.flush();
       await engine.between;
       engine.between = undefined;
       continue;
     }
     if (engine.loop.idle) {
       publishStatus(engine.loop);
+      outbox.flush();
       await new Promise<void>((resolve) => (wake = resolve));
       wake = undefined;
       continue;
     }
     await engine.loop.step();
     publishStatus(engine.loop);
+    outbox.flushIfDue();
     // Cache lookups and background tier writes finish in event-loop callbacks: let them run, at
     // once while a lookup holds a request back, else every few milliseconds.
     if (engine.loop.waitingForIo || (engine.cache && performance.now() - lastYield > YIELD_EVERY_MS)) {
