@@ -504,6 +504,25 @@ describe('AdaptivePlanner', () => {
     assert.ok(planner.expectedAccepted(likely) < 8, `its plan expects ${planner.expectedAccepted(likely)}`);
   });
 
+  it("expects of cheap drafts the share of their promise that the sequence's own cheap plans lately kept", () => {
+    const learnt = new AdaptivePlanner({ curve: CostCurve.linear(0.3) });
+    feed(learnt, 40);
+    const full = learnt.forSequence().expectedAccepted(sureChain(16));
+    /** A sequence whose verified plans, drafted as `drafting`, each gave a quarter of their nodes. */
+    const underDelivering = (drafting: 'cheap' | 'costly') => {
+      const sequence = learnt.forSequence();
+      for (let step = 0; step < 6; step++) {
+        const plan = sequence.plan(sureChain(16), LIMITS, undefined, drafting);
+        sequence.observeStep(1 + plan.draftCount / 4, 1, drafting);
+      }
+      return sequence;
+    };
+    const cheap = underDelivering('cheap').expectedAccepted(sureChain(16));
+    assert.ok(full > 8 && cheap < full / 2, `cheap plans that kept a quarter of their promise: ${cheap} expected, against ${full}`);
+    assert.equal(underDelivering('costly').expectedAccepted(sureChain(16)), full, 'plans with a draft model in them say nothing of cheap drafts');
+    assert.equal(learnt.forSequence().expectedAccepted(sureChain(16)), full, "a new sequence starts from the records' promise");
+  });
+
   it('values an accepted token at a plain decode minus its marginal verify cost', () => {
     const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.25) });
     assert.equal(planner.acceptedTokenValueMs(), undefined);

@@ -101,6 +101,12 @@ const NO_DRAFT: DraftBudget = { maxNodes: 0, maxDepth: 0, maxBranches: 0 };
 const SEQUENCE_DRAFTING_VALUE_FACTOR = 0.25;
 const SHARED_DRAFTING_VALUE_FACTOR = 0.05;
 
+/**
+ * EWMA factor of what a sequence's verified cheap-only plans delivered against their expectation:
+ * over its last few such plans, as acceptance rates learnt on other text can be off on this one.
+ */
+const CHEAP_DELIVERY_FACTOR = 0.2;
+
 /** Observations by which the shared rate weighs in a sequence's own record of a key (LayeredRecords). */
 const OWN_RECORDS_PRIOR_WEIGHT = 4;
 
@@ -145,6 +151,12 @@ export class AdaptivePlanner implements TreePlanner {
   private lastStep: DecodedStep | undefined;
   /** Whether the step being run verifies a plan (not a plain step or a probe). */
   private speculating = false;
+  /**
+   * Drafted tokens this sequence's verified cheap-only plans were expected to give, and gave
+   * (EWMAs; see cheapDelivery), and the expectation of the plan this step verifies, if cheap-only.
+   */
+  private readonly cheapPlans = { expected: new Ewma(CHEAP_DELIVERY_FACTOR), accepted: new Ewma(CHEAP_DELIVERY_FACTOR) };
+  private cheapPlanExpected: number | undefined;
   /**
    * What this sequence's drafting steps have been worth lately (plain-step units): a paying plan
    * adds what it is expected to save net of its drafting, a plan that does not pay subtracts the
@@ -299,7 +311,10 @@ export class AdaptivePlanner implements TreePlanner {
     const sunk = spent > 0 ? planTree(tree, this.records, verifyCost, extra - spent, limits) : plan;
     const verified = this.pays(sunk, batch) ? sunk : undefined;
     this.speculating = verified !== undefined;
-    if (verified) this.recentPlanSizes.add(verified.size);
+    if (verified) {
+      this.recentPlanSizes.add(verified.size);
+      this.noteVerifiedPlan(verified, drafting);
+    }
     const charged = costs.chargedDraftingCost(drafting, batch);
     // Net of all its drafting, as a plan that pays is valued.
     const value = verified ? saving(verified) - spent : -(charged ?? 0);
@@ -323,6 +338,7 @@ export class AdaptivePlanner implements TreePlanner {
   /** A plan that pays for its drafting: verified, and drafting goes on (or starts again, after a probe). */
   private speculate(plan: TreePlan, drafting: Exclude<Drafting, 'none'>): TokenTree {
     this.speculating = true;
+    this.noteVerifiedPlan(plan, drafting);
     this.recentPlanSizes.add(plan.size);
     // A probe that pays starts the sequence's value afresh: its misses before say nothing of the text now.
     if (this.backingOff) this.draftingValue = new Ewma(SEQUENCE_DRAFTING_VALUE_FACTOR);
@@ -333,6 +349,23 @@ export class AdaptivePlanner implements TreePlanner {
     this.shareProbeIntervals();
     this.observeDraftingValue(saving(plan));
     return plan.tree;
+  }
+
+  private noteVerifiedPlan(plan: TreePlan, drafting: Exclude<Drafting, 'none'>): void {
+    this.cheapPlanExpected = drafting === 'cheap' ? plan.expectedTokens - 1 : undefined;
+  }
+
+  /**
+   * The share of their expectation that this sequence's cheap-only plans have lately delivered,
+   * at most 1 (1 before any). Acceptance rates learnt on other text can promise too much: on
+   * reasoning after long generation, nodes the n-gram and suffix drafters agreed on gave 0.4-0.65
+   * of the tokens expected, and since those trees looked enough the draft model, whose chains
+   * are calibrated, was not asked.
+   */
+  private get cheapDelivery(): number {
+    const { expected, accepted } = this.cheapPlans;
+    if (expected.value === undefined || accepted.value === undefined || expected.value <= 0) return 1;
+    return Math.min(1, accepted.value / expected.value);
   }
 
   private shareProbeIntervals(): void {
@@ -375,7 +408,7 @@ export class AdaptivePlanner implements TreePlanner {
   expectedAccepted(tree: TokenTree, batch?: SharedBatch): number {
     const costs = this.knowledge.costs;
     const plan = planTree(tree, this.records, costs.verifyCost(batch), costs.extraCost('cheap', batch));
-    return this.pays(plan, batch) ? plan.expectedTokens - 1 : 0;
+    return this.pays(plan, batch) ? (plan.expectedTokens - 1) * this.cheapDelivery : 0;
   }
 
   /** A plan is verified when it promises enough over plain decoding (and more while realized speed says the model is optimistic). */
@@ -405,6 +438,11 @@ export class AdaptivePlanner implements TreePlanner {
   }
 
   observeStep(emitted: number, ms: number, drafting: Drafting): void {
+    if (this.cheapPlanExpected !== undefined) {
+      this.cheapPlans.expected.push(this.cheapPlanExpected);
+      this.cheapPlans.accepted.push(emitted - 1);
+      this.cheapPlanExpected = undefined;
+    }
     if (this.lastStep && !decodedAlone(this.lastStep)) this.knowledge.shared.observe(this.lastStep, emitted, ms, this.speculating || drafting !== 'none');
     else {
       this.knowledge.costs.observeStep(drafting, ms, this.lastDecodeMs, this.lastStep?.tokens ?? 1);
