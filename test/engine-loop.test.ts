@@ -131,7 +131,8 @@ describe('many requests in one engine loop', () => {
       if (chunks++ === 0) ticksAtFirstChunk = ticks;
     }
     clearInterval(timer);
-    assert.ok(chunks > 100, `${chunks} chunks streamed`);
+    // Chunks leave the worker together at most every 4 ms (EventOutbox): 600 tiny-model tokens still come in dozens of pieces, not at the end.
+    assert.ok(chunks >= 20, `${chunks} chunks streamed`);
     assert.ok(ticks - ticksAtFirstChunk >= 10, `${ticks - ticksAtFirstChunk} timer ticks while 600 tokens were decoded`);
   });
 });

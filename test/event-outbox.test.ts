@@ -5,11 +5,11 @@ import { EventOutbox, FLUSH_INTERVAL_MS } from '../src/engine/event-outbox.js';
 import type { AddressedEvent, WireEvent } from '../src/engine/protocol.js';
 import type { GenerationResult } from '../src/generate/generate.js';
 
-const chunk = (token: number): WireEvent => ({ type: 'chunk', chunk: { tokens: [token], text: `t${token}`, reasoning: '', content: `t${token}`, draftedBy: [null] } });
+const chunk = (token: number): WireEvent => ({ type: 'chunk', chunk: { tokens: [token], text: `t${token}`, reasoning: '', content: `t${token}`, draftedBy: [token % 2 ? 'suffix' : null] } });
 const done: WireEvent = { type: 'done', result: {} as GenerationResult };
-const tokensOf = (events: AddressedEvent[]) => events.map(({ id, event }) => (event.type === 'chunk' ? `${id}:${event.chunk.tokens[0]}` : `${id}:${event.type}`));
+const tokensOf = (events: AddressedEvent[]) => events.map(({ id, event }) => (event.type === 'chunk' ? `${id}:${event.chunk.tokens.join('+')}` : `${id}:${event.type}`));
 
-test('a request\'s first event goes at once, later chunks wait for the interval, its end flushes everything in order', () => {
+test("a request's first event goes at once, later chunks wait for the interval and join, its end flushes everything in order", () => {
   let clock = 0;
   const posted: string[][] = [];
   const outbox = new EventOutbox((events) => posted.push(tokensOf(events)), () => clock);
@@ -33,7 +33,7 @@ test('a request\'s first event goes at once, later chunks wait for the interval,
   clock += FLUSH_INTERVAL_MS;
   outbox.add(2, chunk(21));
   outbox.flushIfDue();
-  assert.deepEqual(posted.at(-1), ['1:12', '1:13', '2:21'], 'once the interval has passed, one message for every request');
+  assert.deepEqual(posted.at(-1), ['1:12+13', '2:21'], "once the interval has passed, one message for every request, each request's waiting chunks as one");
 
   outbox.add(1, chunk(14));
   outbox.add(1, done);
@@ -45,4 +45,21 @@ test('a request\'s first event goes at once, later chunks wait for the interval,
   assert.deepEqual(posted.at(-1), ['1:30'], 'an id used again starts a new request');
   outbox.flush();
   assert.equal(posted.length, 5, 'nothing waiting, nothing posted');
+});
+
+test('a joined chunk keeps every token with its text, its drafter and its piece', () => {
+  const posted: AddressedEvent[][] = [];
+  const outbox = new EventOutbox((events) => posted.push(events), () => 0);
+  const piece = (token: number, text: string, reasoning: string, draftedBy: string | null): WireEvent => ({
+    type: 'chunk',
+    chunk: { tokens: [token], text, reasoning, content: text.slice(reasoning.length), draftedBy: [draftedBy], pieces: [text] },
+  });
+  outbox.add(7, piece(1, 'a', 'a', null));
+  outbox.flushIfDue();
+  outbox.add(7, piece(2, 'b', 'b', 'draft'));
+  outbox.add(7, piece(3, 'c', '', 'ngram'));
+  outbox.add(7, done);
+  outbox.flushIfDue();
+  assert.deepEqual(posted[1][0].event, { type: 'chunk', chunk: { tokens: [2, 3], text: 'bc', reasoning: 'b', content: 'c', draftedBy: ['draft', 'ngram'], pieces: ['b', 'c'] } });
+  assert.equal(posted[1][1].event.type, 'done');
 });

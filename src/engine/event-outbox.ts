@@ -8,7 +8,12 @@
  * request's first event (time to first token) and its last (done, error) go at once, and nothing
  * waits while the loop is idle. Where a step takes longer than the interval (any model of a
  * realistic size), every step posts as before.
+ *
+ * A request's chunks that wait together become one chunk of all their tokens, as a speculative
+ * step's are: a reader (an SSE stream, a latency measurement) then sees one piece of k tokens
+ * after the wait, not one piece after it and k - 1 at no interval.
  */
+import type { GenerationChunk } from '../generate/generate.js';
 import type { AddressedEvent, WireEvent } from './protocol.js';
 
 /** Longest an event waits for the events after it: a few tokens of a tiny model, far below what a reader notices. */
@@ -16,6 +21,8 @@ export const FLUSH_INTERVAL_MS = 4;
 
 export class EventOutbox {
   private pending: AddressedEvent[] = [];
+  /** Each request's waiting chunk, which its next chunks join. */
+  private readonly waitingChunks = new Map<number, { id: number; event: { type: 'chunk'; chunk: GenerationChunk } }>();
   /** Requests that have had an event posted and have not ended. */
   private readonly started = new Set<number>();
   private urgent = false;
@@ -29,11 +36,24 @@ export class EventOutbox {
   }
 
   add(id: number, event: WireEvent): void {
-    this.pending.push({ id, event });
-    if (event.type !== 'chunk') {
+    if (event.type === 'chunk') this.addChunk(id, event.chunk);
+    else {
+      this.pending.push({ id, event });
+      this.waitingChunks.delete(id);
       this.started.delete(id);
       this.urgent = true;
-    } else if (!this.started.has(id)) {
+    }
+  }
+
+  private addChunk(id: number, chunk: GenerationChunk): void {
+    const waiting = this.waitingChunks.get(id);
+    if (waiting) waiting.event.chunk = joined(waiting.event.chunk, chunk);
+    else {
+      const entry = { id, event: { type: 'chunk' as const, chunk } };
+      this.pending.push(entry);
+      this.waitingChunks.set(id, entry);
+    }
+    if (!this.started.has(id)) {
       this.started.add(id);
       this.urgent = true;
     }
@@ -51,6 +71,19 @@ export class EventOutbox {
     if (this.pending.length === 0) return;
     const events = this.pending;
     this.pending = [];
+    this.waitingChunks.clear();
     this.post(events);
   }
+}
+
+function joined(first: GenerationChunk, next: GenerationChunk): GenerationChunk {
+  const pieces = first.pieces || next.pieces ? { pieces: [...(first.pieces ?? []), ...(next.pieces ?? [])] } : {};
+  return {
+    tokens: [...first.tokens, ...next.tokens],
+    text: first.text + next.text,
+    reasoning: first.reasoning + next.reasoning,
+    content: first.content + next.content,
+    draftedBy: [...first.draftedBy, ...next.draftedBy],
+    ...pieces,
+  };
 }
