@@ -5,7 +5,7 @@ import { EventOutbox, FLUSH_INTERVAL_MS } from '../src/engine/event-outbox.js';
 import type { AddressedEvent, WireEvent } from '../src/engine/protocol.js';
 import type { GenerationResult } from '../src/generate/generate.js';
 
-const chunk = (token: number): WireEvent => ({ type: 'chunk', chunk: { tokens: [token], text: `t${token}`, reasoning: '', content: `t${token}`, draftedBy: [token % 2 ? 'suffix' : null] } });
+const chunk = (token: number): WireEvent => ({ type: 'chunk', chunk: { tokens: [token], text: `t${token}`, reasoning: '', content: `t${token}`, draftedBy: [null] } });
 const done: WireEvent = { type: 'done', result: {} as GenerationResult };
 const tokensOf = (events: AddressedEvent[]) => events.map(({ id, event }) => (event.type === 'chunk' ? `${id}:${event.chunk.tokens.join('+')}` : `${id}:${event.type}`));
 
