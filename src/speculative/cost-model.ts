@@ -173,6 +173,19 @@ export interface AcceptanceStatsOptions {
   maxDepth?: number;
 }
 
+/** rate(depth) = offset[depth] + slope[depth] · prior (AcceptanceStats.rateLine). */
+interface RateLine {
+  offset: Float64Array;
+  slope: Float64Array;
+}
+
+/** Decayed counts of one key, per depth, and its rate line while no observation has changed them. */
+interface RateBucket {
+  accepted: Float64Array;
+  trials: Float64Array;
+  line?: RateLine;
+}
+
 /**
  * Running acceptance rate per (drafter, depth): the probability that the walk continues into one
  * of the drafter's children at that depth, given it reached their parent. Exponentially decayed
@@ -183,7 +196,7 @@ export class AcceptanceStats implements AcceptanceRecords {
   private readonly priorWeight: number;
   private readonly decay: number;
   private readonly maxDepth: number;
-  private readonly buckets = new Map<string, { accepted: Float64Array; trials: Float64Array }>();
+  private readonly buckets = new Map<string, RateBucket>();
 
   constructor(options: AcceptanceStatsOptions = {}) {
     this.priorRate = options.priorRate ?? 0.5;
@@ -197,6 +210,7 @@ export class AcceptanceStats implements AcceptanceRecords {
     const d = this.depthIndex(depth);
     bucket.accepted[d] = bucket.accepted[d] * this.decay + (accepted ? 1 : 0);
     bucket.trials[d] = bucket.trials[d] * this.decay + 1;
+    bucket.line = undefined;
   }
 
   /**
@@ -208,13 +222,29 @@ export class AcceptanceStats implements AcceptanceRecords {
   rate(source: string, depth: number, prior = this.priorRate): number {
     const bucket = this.buckets.get(source);
     if (!bucket) return prior;
-    let rate = prior;
-    const deepest = this.depthIndex(depth);
-    for (let d = 1; d <= deepest; d++) rate = (bucket.accepted[d] + this.priorWeight * rate) / (bucket.trials[d] + this.priorWeight);
-    return rate;
+    const line = (bucket.line ??= this.rateLine(bucket));
+    const d = this.depthIndex(depth);
+    return line.offset[d] + line.slope[d] * prior;
   }
 
-  private bucketOf(source: string): { accepted: Float64Array; trials: Float64Array } {
+  /**
+   * The rate at each depth as a line in the prior: rate(d) = (a_d + w·rate(d−1)) / (n_d + w) is
+   * affine in rate(d−1), so in the prior. Planning asks for rates at every node of 100-node trees
+   * three times a drafting step, and walking the depths for each call was a third of its time.
+   */
+  private rateLine({ accepted, trials }: RateBucket): RateLine {
+    const offset = new Float64Array(this.maxDepth + 1);
+    const slope = new Float64Array(this.maxDepth + 1);
+    slope[0] = 1;
+    for (let d = 1; d <= this.maxDepth; d++) {
+      const weight = this.priorWeight / (trials[d] + this.priorWeight);
+      offset[d] = accepted[d] / (trials[d] + this.priorWeight) + weight * offset[d - 1];
+      slope[d] = weight * slope[d - 1];
+    }
+    return { offset, slope };
+  }
+
+  private bucketOf(source: string): RateBucket {
     let bucket = this.buckets.get(source);
     if (!bucket) {
       bucket = { accepted: new Float64Array(this.maxDepth + 1), trials: new Float64Array(this.maxDepth + 1) };
