@@ -16,7 +16,11 @@
 import type { GenerationChunk } from '../generate/generate.js';
 import type { AddressedEvent, WireEvent } from './protocol.js';
 
-/** Longest an event waits for the events after it: a few tokens of a tiny model, far below what a reader notices. */
+/**
+ * How long events wait for the ones after them: a few tokens of a tiny model, far below what a
+ * reader notices. The check comes between steps, so an event may also wait out the step after
+ * the one that made it (at most a draft-model catch-up, tens of milliseconds, on the tiny pair).
+ */
 export const FLUSH_INTERVAL_MS = 4;
 
 export class EventOutbox {
