@@ -427,7 +427,7 @@ export class EngineLoop {
       const othersLeft = decoding.length - 1 - i;
       const spare = Math.min(this.batch.capacity - work.decodingTokens - othersLeft, freeCells + 1);
       try {
-        const verified = await this.placeTree(request, spare, decoding.length, work.decodingTokens + othersLeft);
+        const verified = await this.verifiedTree(request, spare, decoding.length, work.decodingTokens + othersLeft);
         work.trees.push({ request, ...verified, firstIndex: -1 });
         freeCells -= verified.placed.tree.size - 1;
         work.decodingTokens += verified.placed.tree.size;
@@ -509,11 +509,15 @@ export class EngineLoop {
     };
   }
 
-  /** Asks the request's decoder what to verify, fits it to the probe rule of its thinking, and gives the tree its sequence ids. */
-  private async placeTree(request: Request, spare: number, sequences: number, othersTokens: number): Promise<VerifiedTree> {
+  /**
+   * Asks the request's decoder what to verify, fits it to the probe rule of its thinking, and
+   * places the tree in the KV: the request's sequence id for its first branch, borrowed ones for the others.
+   */
+  private async verifiedTree(request: Request, spare: number, sequences: number, othersTokens: number): Promise<VerifiedTree> {
     const limits = this.stepLimits(request, spare, sequences, othersTokens);
     const { proposed, verified, probe } = this.withProbe(request, await request.decoder!.propose(request.sequence, limits), spare, limits.room);
-    return { proposed, placed: this.assignSequences(request, verified), ...(probe ? { probe } : {}) };
+    const placed = placeTree(this.context, this.ids, request.seq!, verified, request.sequence.length - 1);
+    return { proposed, placed, ...(probe ? { probe } : {}) };
   }
 
   /**
@@ -544,11 +548,6 @@ export class EngineLoop {
    */
   private get borrowableIds(): number {
     return this.context.unifiedKv ? this.ids.available : 0;
-  }
-
-  /** Gives a tree its sequence ids: the request's own for its first branch, borrowed ones for the others. */
-  private assignSequences(request: Request, tree: TokenTree): PlacedTree {
-    return placeTree(this.context, this.ids, request.seq!, tree, request.sequence.length - 1);
   }
 
   /** After the decode: each tree's request accepts and emits; finished prompts give their first token. */

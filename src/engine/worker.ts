@@ -207,6 +207,7 @@ async function run(engine: Loaded): Promise<void> {
       if (!handle(engine, message.message as Command)) disposed = true;
     }
     if (disposed) break;
+    // The last step's events, and any a command made (a request refused), when due.
     outbox.flushIfDue();
     if (engine.between) {
       outbox.flush();
@@ -223,7 +224,6 @@ async function run(engine: Loaded): Promise<void> {
     }
     await engine.loop.step();
     publishStatus(engine.loop);
-    outbox.flushIfDue();
     // Cache lookups and background tier writes finish in event-loop callbacks: let them run, at
     // once while a lookup holds a request back, else every few milliseconds.
     if (engine.loop.waitingForIo || (engine.cache && performance.now() - lastYield > YIELD_EVERY_MS)) {
