@@ -8,30 +8,28 @@
 // checked to plan the same trees. Usage (after `npm run build`):
 //   node bench/probes/planning.mjs [--model PATH] [--prompts 20] [--tokens 512]
 import { parseArgs } from 'node:util';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { Engine } from '../../dist/src/engine/engine.js';
+import { promptSetFiles, readJsonLines } from '../../dist/src/bench/jsonl.js';
+import { DEFAULT_TASKS, promptTokens } from '../../dist/src/bench/spec.js';
 import { NgramDrafter } from '../../dist/src/speculative/ngram.js';
 import { SuffixDrafter } from '../../dist/src/speculative/suffix.js';
 import { AdaptivePlanner, MAX_DRAFT_BUDGET } from '../../dist/src/speculative/planner.js';
 import { CostCurve } from '../../dist/src/speculative/cost-model.js';
 import { unionTrees } from '../../dist/src/speculative/combine.js';
-import { defaultModelPath, packageRoot } from '../../dist/src/paths.js';
+import { defaultModelPath } from '../../dist/src/paths.js';
 
 const { values } = parseArgs({ options: { model: { type: 'string', default: defaultModelPath }, prompts: { type: 'string', default: '20' }, tokens: { type: 'string', default: '512' } } });
-const tasks = ['rewrite', 'longgen', 'reasoning'];
 
 async function plainOutputs() {
   const engine = await Engine.load({ model: values.model, onNotice: () => {} });
   try {
     const runs = [];
-    for (const task of tasks) {
-      const rows = readFileSync(join(packageRoot, 'bench', 'prompts', `${task}.jsonl`), 'utf8').trim().split('\n').map((line) => JSON.parse(line)).slice(0, Number(values.prompts));
-      for (const row of rows) {
-        const prompt = row.chat_prompt ? await engine.tokenize(row.chat_prompt) : await engine.userPrompt(row.prompt);
+    for (const [index, file] of promptSetFiles(DEFAULT_TASKS).entries()) {
+      for (const { line, row } of (await readJsonLines(file)).slice(0, Number(values.prompts))) {
+        const prompt = await promptTokens(engine, row, file, line);
         runs.push({ prompt, output: (await engine.complete(prompt, { maxTokens: Number(values.tokens), speculation: 'off' })).tokens });
       }
-      process.stderr.write(`planning probe: ${task} decoded\n`);
+      process.stderr.write(`planning probe: ${DEFAULT_TASKS[index]} decoded\n`);
     }
     return runs;
   } finally {

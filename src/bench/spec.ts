@@ -264,7 +264,8 @@ async function loadTasks(engine: Engine, options: SpecBenchOptions): Promise<Map
   return tasks;
 }
 
-function promptTokens(engine: Engine, item: Record<string, unknown>, file: string, line: number): Promise<number[]> {
+/** A prompt-set line's tokens: its `chat_prompt` as it stands, or its `prompt` in the model's chat template. */
+export function promptTokens(engine: Engine, item: Record<string, unknown>, file: string, line: number): Promise<number[]> {
   if (typeof item.chat_prompt === 'string' && item.chat_prompt) return engine.tokenize(item.chat_prompt);
   if (typeof item.prompt !== 'string') throw new Error(`${file}:${line}: each line needs a "prompt" string`);
   return engine.userPrompt(item.prompt);
