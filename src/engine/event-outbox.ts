@@ -27,7 +27,7 @@ export class EventOutbox {
   private pending: AddressedEvent[] = [];
   /** Each request's waiting chunk, which its next chunks join. */
   private readonly waitingChunks = new Map<number, { id: number; event: { type: 'chunk'; chunk: GenerationChunk } }>();
-  /** Requests that have had an event posted and have not ended. */
+  /** Requests whose first event has come (it went out at the next check) and that have not ended. */
   private readonly started = new Set<number>();
   private urgent = false;
   private lastFlush: number;
