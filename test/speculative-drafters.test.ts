@@ -197,6 +197,24 @@ describe('SuffixDrafter', () => {
     assert.deepEqual(bestChain(loose.propose(43, BUDGET)), [44, 45]);
   });
 
+  it('keeps the output of a request it was never asked to draft for, without indexing that request', () => {
+    const drafter = new SuffixDrafter({ minMatch: 2 });
+    drafter.begin([50, 51, 52, 53]);
+    drafter.append([20, 21, 22]);
+    drafter.append([23, 24]);
+    drafter.end();
+    assert.deepEqual(drafter.historyDocuments(), [[20, 21, 22, 23, 24]]);
+    assert.equal(drafter.stats().textLength, 6, 'the output and its terminator only: the prompt was never indexed');
+    drafter.begin([30, 20, 21]);
+    assert.deepEqual(bestChain(drafter.propose(21, BUDGET)), [22, 23, 24]);
+    assert.throws(() => drafter.append([2 ** 21]), RangeError, 'tokens are checked as they come, indexed or not');
+    const keeping = new SuffixDrafter({ keepPrompts: true });
+    keeping.begin([50, 51]);
+    keeping.append([1]);
+    keeping.end();
+    assert.deepEqual(keeping.historyDocuments(), [[50, 51, 1]]);
+  });
+
   it('keeps prompts in history when asked', () => {
     const drafter = new SuffixDrafter({ keepPrompts: true });
     drafter.begin([50, 51, 52, 53]);
@@ -251,6 +269,8 @@ describe('SuffixDrafter', () => {
           const chunk = randomTokens(rand, 1 + Math.floor(rand() * 4), 4);
           drafter.append(chunk);
           output.push(...chunk);
+          // Every fourth request is never asked: it is indexed only into the history, at its end.
+          if (request % 4 === 3) continue;
           const root = chunk[chunk.length - 1];
           const budget = { maxNodes: 12, maxDepth: 4, maxBranches: 3 };
           const fresh = new SuffixDrafter({ ...options, initialHistory: drafter.historyDocuments() });

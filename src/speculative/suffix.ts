@@ -78,6 +78,12 @@ export class SuffixDrafter implements Drafter {
   private index = new TextIndex();
   private history: { docId: number; tokens: Int32Array }[] = [];
   private current: { docId: number; start: number; promptLength: number } | null = null;
+  /**
+   * The request's text while no proposal has needed it in the automaton: where drafts do not pay,
+   * a request's drafters are asked a few times or never, and its prompt, dropped at end() unless
+   * prompts are kept, then need not be indexed at all.
+   */
+  private unindexed: { prompt: number[]; output: number[] } | null = null;
   private liveHistoryTokens = 0;
   private deadTokens = 0;
 
@@ -90,26 +96,36 @@ export class SuffixDrafter implements Drafter {
     this.maxOccurrences = options.maxOccurrences ?? 256;
     this.maxVisit = options.maxVisit ?? 4096;
     this.minRebuildTokens = options.minRebuildTokens ?? 65536;
-    for (const doc of options.initialHistory ?? []) this.keepInHistory(Int32Array.from(doc));
+    for (const doc of options.initialHistory ?? []) {
+      checkTokens(doc);
+      this.keepInHistory(Int32Array.from(doc));
+    }
     this.evictAndMaybeRebuild();
   }
 
-  /** Opens a new document; an unfinished previous request (no end()) is discarded. */
+  /** Starts a new request's document; an unfinished previous request (no end()) is discarded. */
   begin(prompt: readonly number[]): void {
     if (this.current) this.discardCurrent();
-    const start = this.index.textLength;
-    const docId = this.index.openDocument();
-    this.current = { docId, start, promptLength: prompt.length };
-    this.index.appendTokens(prompt);
+    checkTokens(prompt);
+    this.unindexed = { prompt: [...prompt], output: [] };
   }
 
   append(tokens: readonly number[]): void {
-    if (!this.current) this.begin([]);
-    this.index.appendTokens(tokens);
+    if (!this.current && !this.unindexed) this.begin([]);
+    checkTokens(tokens);
+    if (this.unindexed) for (const token of tokens) this.unindexed.output.push(token);
+    else this.index.appendTokens(tokens);
   }
 
   /** Moves the output (or prompt + output) into the bounded history. */
   end(): void {
+    const unindexed = this.unindexed;
+    if (unindexed) {
+      this.unindexed = null;
+      const kept = this.keepPrompts ? [...unindexed.prompt, ...unindexed.output] : unindexed.output;
+      if (kept.length > 0) this.keepInHistory(Int32Array.from(kept));
+      return this.evictAndMaybeRebuild();
+    }
     const current = this.current;
     if (!current) return;
     this.current = null;
@@ -146,6 +162,7 @@ export class SuffixDrafter implements Drafter {
    * token (Drafter contract); otherwise it is matched as a pending token after the sequence.
    */
   findMatch(root: number): SuffixMatch | null {
+    this.indexRequest();
     let { state, length } = this.matchEndingWith(root);
     while (state > 0 && length >= this.minMatch) {
       const positions = this.liveOccurrences(state);
@@ -155,6 +172,18 @@ export class SuffixDrafter implements Drafter {
       length = this.index.sam.lengthOf(state);
     }
     return null;
+  }
+
+  /** Opens the request's document with what it holds so far (the first proposal needs it). */
+  private indexRequest(): void {
+    const unindexed = this.unindexed;
+    if (!unindexed) return;
+    this.unindexed = null;
+    const start = this.index.textLength;
+    const docId = this.index.openDocument();
+    this.current = { docId, start, promptLength: unindexed.prompt.length };
+    this.index.appendTokens(unindexed.prompt);
+    this.index.appendTokens(unindexed.output);
   }
 
   /** Kept documents, oldest first. */
@@ -270,6 +299,14 @@ export class SuffixDrafter implements Drafter {
   }
 }
 
+/** Tokens the automaton can hold (checked as they are handed over, indexed or not). */
+function checkTokens(tokens: ArrayLike<number>): void {
+  for (let k = 0; k < tokens.length; k++) {
+    const token = tokens[k];
+    if (!Number.isInteger(token) || token < 0 || token >= MAX_TOKEN) throw new RangeError(`suffix: token ${token} out of range`);
+  }
+}
+
 interface CountNode {
   count: number;
   children: Map<number, CountNode>;
@@ -308,7 +345,6 @@ class TextIndex {
     const docId = this.docLive.length - 1;
     for (let k = 0; k < tokens.length; k++) {
       const token = tokens[k];
-      if (!Number.isInteger(token) || token < 0 || token >= MAX_TOKEN) throw new RangeError(`suffix: token ${token} out of range`);
       const position = this.text.push(token);
       this.docOf.push(docId);
       this.sam.extend(token, position);
