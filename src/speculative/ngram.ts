@@ -121,9 +121,11 @@ export class NgramDrafter implements Drafter {
     return growBestFirst(root, budget, this.name, childrenOf, this.minScore);
   }
 
+  /** Every drafting step calls this; most find nothing pending, and allocate nothing either. */
   private indexPending(): void {
+    if (this.unindexed.length === 0) return;
     for (const token of this.unindexed) this.appendOne(token);
-    this.unindexed = [];
+    this.unindexed.length = 0;
   }
 
   private appendOne(token: number): void {
