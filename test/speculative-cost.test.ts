@@ -684,6 +684,18 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
     assert.ok(cheap <= 2, `a probe every ${cheap} steps when drafting costs 2% of a decode`);
   });
 
+  it('spaces its probes by their cost from the first one that finds nothing, without working up to it', () => {
+    // Without a draft model: one kind of probe, one schedule to measure.
+    const curve = CostCurve.linear(0.6);
+    // Probes fall on multiples of the interval, so the gap before the second one also depends on
+    // where the first fell; from the second on, the gaps are the interval itself.
+    const third = probeGap(plannerAfterPlans(curve, 10.1, { costlyDrafter: false }), 3);
+    const settled = probeGap(plannerAfterPlans(curve, 10.1, { costlyDrafter: false }), 12);
+    // Drafting costs about a decode: a 1% share spaces probes ~100 steps apart (128, a power of two).
+    assert.ok(settled >= 64, `a probe every ${settled} steps when drafting costs a decode`);
+    assert.equal(third, settled, `the third probe came ${third} steps after the second, later ones every ${settled}`);
+  });
+
   it('charges a probe the slower decode its drafting leaves behind, not only its own time', () => {
     const gapAfterDrafting = (decodeMs: number): number => {
       const planner = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
@@ -700,7 +712,8 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
       return probeGap(planner, 12);
     };
     const settled = gapAfterDrafting(10);
-    assert.ok(settled <= 2, `a probe every ${settled} steps when drafting leaves the decode as it was`);
+    // Drafting takes 3% of a decode: a 1% share of the time probes every 3 steps (4, a power of two).
+    assert.ok(settled <= 4, `a probe every ${settled} steps when drafting leaves the decode as it was`);
     const displaced = gapAfterDrafting(20);
     assert.ok(displaced >= 32, `a probe every ${displaced} steps when the decode after drafting takes twice as long`);
   });
