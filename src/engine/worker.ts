@@ -207,8 +207,6 @@ async function run(engine: Loaded): Promise<void> {
       if (!handle(engine, message.message as Command)) disposed = true;
     }
     if (disposed) break;
-    // The last step's events, and any a command made (a request refused), when due.
-    outbox.flushIfDue();
     if (engine.between) {
       outbox.flush();
       await engine.between;
@@ -222,6 +220,8 @@ async function run(engine: Loaded): Promise<void> {
       wake = undefined;
       continue;
     }
+    // The last step's events, and any a command made (a request refused), when due.
+    outbox.flushIfDue();
     await engine.loop.step();
     publishStatus(engine.loop);
     // Cache lookups and background tier writes finish in event-loop callbacks: let them run, at
