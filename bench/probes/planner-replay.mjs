@@ -39,6 +39,7 @@ import { AdaptivePlanner } from '../../dist/src/speculative/planner.js';
 import { SuffixDrafter } from '../../dist/src/speculative/suffix.js';
 import { Sampler } from '../../dist/src/generate/sampling.js';
 import { TokenBatch } from '../../dist/src/llama/batch.js';
+import { median } from '../../dist/src/stats.js';
 import { ROOT } from '../../dist/src/speculative/tree.js';
 
 const { values } = parseArgs({
@@ -126,7 +127,7 @@ function measureDraftDecode() {
       times.push(performance.now() - started);
     }
     draftContext.seqRemove(0);
-    return times.sort((a, b) => a - b)[4];
+    return median(times);
   };
   const one = time(1);
   const perToken = Math.max(0, (time(8) - one) / 7);
@@ -206,8 +207,9 @@ async function replay({ frozen, record } = {}) {
         const candidates = decoder.step.candidates;
         const { tokens } = decoder.accept(tree, (node) => oneHot(output[Math.min(output.length - 1, i + tree.depth(node))]), sequence);
         if (tokens.some((token, j) => i + j < output.length && token !== output[i + j])) throw new Error(`planner replay: ${task} prompt ${index + 1} left the plain trajectory at ${i}`);
-        if (candidates.draftCount > 0) record?.observe(task, candidates, pathAlong(candidates, output, i));
-        tally(counts, tree, tokens.length - 1, candidates.draftCount > 0 ? pathAlong(candidates, output, i).length : 0, offered[i - 1]?.acceptedDepth ?? 0);
+        const candidatePath = candidates.draftCount > 0 ? pathAlong(candidates, output, i) : [];
+        if (candidates.draftCount > 0) record?.observe(task, candidates, candidatePath);
+        tally(counts, tree, tokens.length - 1, candidatePath.length, offered[i - 1]?.acceptedDepth ?? 0);
         sequence.push(...tokens);
         i += tokens.length;
       }
@@ -238,11 +240,6 @@ function tally(counts, tree, accepted, inCandidates, onOffer) {
   }
 }
 
-const median = (values) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
-};
 const sum = (rows, field) => rows.reduce((total, row) => total + row[field], 0);
 
 function report(label, results) {
