@@ -562,6 +562,29 @@ describe('CostlyDrafts', () => {
     assert.equal(record.pays('draft', 0.17, 1), true);
   });
 
+  it('restarts a drafter after a gap only where what its drafts give repays the catch-up', () => {
+    /** 8-node drafts, 4 nodes of each emitted; the last first caught up on 300 tokens at `msPerToken`. */
+    const restarted = (msPerToken: number): CostlyDrafts => {
+      const record = drafts(0.4, 8, 4);
+      record.observeDraft('draft', { ms: 300 * msPerToken + 7 * 0.4, catchUpMs: 300 * msPerToken, catchUpTokens: 300, nodes: 8 });
+      for (let i = 0; i < 4; i++) record.observeAccepted('draft');
+      return record;
+    };
+    // The tiny testbed on a CPU (measured: a token saves 1.3 ms, a catch-up costs 0.06 ms a
+    // token). Caught up step by step, the drafter pays; 600 tokens behind (36 ms, 7 drafts' worth)
+    // it is not asked, and it is asked again at once when a few tokens behind.
+    const tiny = restarted(0.06);
+    assert.equal(tiny.pays('draft', 1.3, 1, 600), false);
+    assert.equal(tiny.pays('draft', 1.3, 2, 3), true);
+    // A draft decode at a hundredth of a 24 ms target decode (embedded m): the restart pays.
+    assert.equal(restarted(0.34).pays('draft', 21, 1, 600), true);
+    // Not asked for a restart that does not pay, the drafter is re-checked as rarely as keeps such
+    // restarts within 2% of the time: 36 ms against steps worth 1.3 ms, 1,385 steps, so 2,048.
+    const asked: number[] = [];
+    for (let step = 1; step <= 5000; step++) if (tiny.pays('draft', 1.3, step, 600)) asked.push(step);
+    assert.deepEqual(asked, [2048, 4096]);
+  });
+
   it('prices by the typical draft: one slowed by a moment of load does not shut the drafter out', () => {
     // 1.5 ms per node against a 30 ms token, then one 8-node draft 100 times slower (another
     // process had the cores). Priced by a mean it cost more than a token saves, and the drafter

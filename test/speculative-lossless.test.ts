@@ -250,6 +250,24 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     assert.equal(never.asked, 0);
   });
 
+  test('a draft model says how many tokens it must catch up on before drafting, and counts those its catch-ups took', async () => {
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
+    const drafter = new DraftModelDrafter(testbed.draft, {}, { seed: 7, seq: 0, minPathProbability: 0 });
+    drafter.begin(prompt);
+    assert.equal(drafter.pendingTokens, prompt.length, 'a new request: the whole prompt');
+    const chain = await drafter.propose(prompt[prompt.length - 1], { maxNodes: 4, maxDepth: 4, maxBranches: 1 });
+    assert.equal(drafter.catchUpTokens, prompt.length, "the first proposal's catch-up took the prompt");
+    const [first, second, third] = chain.pathTo(chain.leaves()[0]);
+    // Along the chain the draft KV holds the text already: one decode's worth, the choice it read.
+    drafter.append([first, second]);
+    assert.equal(drafter.pendingTokens, 1);
+    // Text that leaves the chain: the token where it left, then every token since.
+    const other = third === 0 ? 1 : 0;
+    drafter.append([other, 5, 6]);
+    assert.equal(drafter.pendingTokens, 3);
+    drafter.end();
+  });
+
   test("a draft model's chains grow while plain steps confirm them one token at a time, and lose one step at a miss", async () => {
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.reasoning);
     // Chains as deep as the drafter's depth, wherever the draft is unsure.

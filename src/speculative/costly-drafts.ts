@@ -35,20 +35,45 @@ const YIELD_MEMORY = 0.9;
 const TIMED_DRAFTS = 9;
 
 /**
+ * A catch-up of at least this many tokens is timed for its cost per token: a shorter one, the few
+ * tokens accepted since the step before, costs about a decode whatever its length.
+ */
+const TIMED_CATCH_UP_TOKENS = 16;
+
+/**
+ * Drafts in which the tokens a draft model has lately been right on must pay back a restart: the
+ * catch-up on all the text since it was last asked, paid before it drafts anything. Where a target
+ * decode is dear it is a few decodes' worth that the next chains repay. On the tiny testbed on a
+ * CPU (2 ms a decode) the draft caught up at 0.05-0.08 ms a token, 15-50 ms for the 300-800
+ * tokens of a rewriting prompt or of the text since a cheap probe paid, while its drafts gave 3-5
+ * accepted tokens of 1.2-1.5 ms each; those restarts took drafting from 4% of rewriting's time
+ * (without a draft model) to 10-15%.
+ */
+const RESTART_PAYBACK_DRAFTS = 4;
+
+/** Share of the time that asking a drafter whose restarts do not pay, to re-measure, may take. */
+const RESTART_RECHECK_SHARE = 0.02;
+
+/**
  * One draft of a costly drafter: `nodes` drafted anew in `ms` of its own time, `catchUpMs` of it
- * catching up (the first node's decode). Nodes it proposes again from its last draft cost nothing
- * and are not counted: each node is priced, and counted against what plain decoding emitted, once.
+ * catching up on `catchUpTokens` (the first node's decode; undefined: not counted). Nodes it
+ * proposes again from its last draft cost nothing and are not counted: each node is priced, and
+ * counted against what plain decoding emitted, once.
  */
 export interface CostlyDraft {
   readonly ms: number;
   readonly catchUpMs: number;
+  readonly catchUpTokens?: number;
   readonly nodes: number;
 }
 
 interface DraftRecord {
   /** Time per node drafted beyond the first (ms), over the recent drafts of more than one node. */
   readonly timePerNode: RecentMedian;
-  /** Nodes drafted and how many of them plain decoding emitted (decayed sums). */
+  /** Catch-up time per token (ms), over the recent catch-ups of TIMED_CATCH_UP_TOKENS or more. */
+  readonly catchUpPerToken: RecentMedian;
+  /** Drafts, nodes drafted and how many of them plain decoding emitted (decayed sums). */
+  drafts: number;
   drafted: number;
   accepted: number;
 }
@@ -65,15 +90,17 @@ export class CostlyDrafts {
    * catches up on hundreds of tokens; charging that to every node would keep it from ever being
    * asked often enough to show what it is worth.
    */
-  observeDraft(name: string, { ms, catchUpMs, nodes }: CostlyDraft): void {
+  observeDraft(name: string, { ms, catchUpMs, catchUpTokens, nodes }: CostlyDraft): void {
     if (nodes <= 0) return;
     let record = this.records.get(name);
     if (!record) {
-      record = { timePerNode: new RecentMedian(TIMED_DRAFTS), drafted: 0, accepted: 0 };
+      record = { timePerNode: new RecentMedian(TIMED_DRAFTS), catchUpPerToken: new RecentMedian(TIMED_DRAFTS), drafts: 0, drafted: 0, accepted: 0 };
       this.records.set(name, record);
     }
     // A one-node draft is all catch-up (the decode that gives the first node): it prices no node.
     if (nodes > 1) record.timePerNode.add((ms - catchUpMs) / (nodes - 1));
+    if (catchUpTokens !== undefined && catchUpTokens >= TIMED_CATCH_UP_TOKENS) record.catchUpPerToken.add(catchUpMs / catchUpTokens);
+    record.drafts = record.drafts * YIELD_MEMORY + 1;
     record.drafted = record.drafted * YIELD_MEMORY + nodes;
     record.accepted *= YIELD_MEMORY;
   }
@@ -95,16 +122,19 @@ export class CostlyDrafts {
 
   /**
    * Whether to ask `name` at engine step `step`, when an accepted token saves `tokenValueMs`
-   * (undefined: not measured yet). A re-check is one sequence's, the first to ask in a step due
+   * (undefined: not measured yet) and it must first catch up on `pendingTokens`. A re-check is one sequence's, the first to ask in a step due
    * (the engine's step number): it measures for all, and a draft model asked after a gap first
    * catches up on every token since; beside 15 other sequences, all of them catching up at once
    * took 0.5-1.4 s, 4-9 plain steps.
    */
-  pays(name: string, tokenValueMs: number | undefined, step: number): boolean {
+  pays(name: string, tokenValueMs: number | undefined, step: number, pendingTokens = 0): boolean {
     const record = this.records.get(name);
     const msPerNode = record?.timePerNode.value;
     if (!record || msPerNode === undefined || tokenValueMs === undefined) return true;
-    if (msPerNode < (tokenValueMs * (record.accepted + 1)) / (record.drafted + 1)) {
+    const restartMs = this.restartMs(record, pendingTokens);
+    // What its recent drafts gave, in accepted tokens each, repays the restart within a few drafts.
+    const restartPays = restartMs <= RESTART_PAYBACK_DRAFTS * tokenValueMs * (record.accepted / Math.max(1, record.drafts));
+    if (restartPays && msPerNode < (tokenValueMs * (record.accepted + 1)) / (record.drafted + 1)) {
       this.rechecks.reset();
       return true;
     }
@@ -112,11 +142,18 @@ export class CostlyDrafts {
     // a CPU, whose draft decodes cost about what its own do): only the machine's load or the
     // batch the step joins could change that, so it is re-checked at the longest interval at once.
     // Each re-check of the testbed's draft model first catches up on the request so far, 15-35
-    // ms, 30-60 decodes.
+    // ms, 30-60 decodes. A restart that does not pay is re-checked as rarely as keeps such
+    // restarts within their share of the time (a step taking about what a token saves).
     if (msPerNode >= tokenValueMs) this.rechecks.atLeast(MAX_RECHECK_STEPS);
+    else if (!restartPays) this.rechecks.atLeast(Math.min(MAX_RECHECK_STEPS, restartMs / (RESTART_RECHECK_SHARE * tokenValueMs)));
     if (step === this.recheckedAt || !this.rechecks.due(step)) return false;
     this.recheckedAt = step;
     this.rechecks.lengthen(MAX_RECHECK_STEPS);
     return true;
+  }
+
+  /** What catching up on `pendingTokens` costs before a draft (ms; 0 for a step's usual few, or before it is measured). */
+  private restartMs(record: DraftRecord, pendingTokens: number): number {
+    return pendingTokens < TIMED_CATCH_UP_TOKENS ? 0 : (record.catchUpPerToken.value ?? 0) * pendingTokens;
   }
 }

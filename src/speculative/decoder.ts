@@ -50,9 +50,10 @@ export interface TreePlanner {
   observeStep?(emitted: number, ms: number, drafting: Drafting): void;
   /**
    * Whether the costly drafter `name` is worth asking at engine step `step`, beside `batch` when
-   * shared (absent: always). Asked only when the cheap drafters found too little.
+   * shared (absent: always), when it must first catch up on `pendingTokens`. Asked only when the
+   * cheap drafters found too little.
    */
-  costlyDrafterPays?(name: string, batch: SharedBatch | undefined, step: number): boolean;
+  costlyDrafterPays?(name: string, batch: SharedBatch | undefined, step: number, pendingTokens?: number): boolean;
   /** A costly drafter's draft and what it cost. */
   observeCostlyDraft?(name: string, draft: CostlyDraft): void;
 }
@@ -275,7 +276,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const expected = (tree: TokenTree) => planner.expectedAccepted?.(tree, batch) ?? tree.maxDepth();
     if (this.hasCostlyDrafter && limited.costly !== false && !trees.some((tree) => expected(tree) >= CHEAP_DRAFTS_ENOUGH)) {
       for (const drafter of this.options.drafters) {
-        if (!drafter.costly || planner.costlyDrafterPays?.(drafter.name, batch, step) === false) continue;
+        if (!drafter.costly || planner.costlyDrafterPays?.(drafter.name, batch, step, drafter.pendingTokens) === false) continue;
         trees.push(await this.proposeCostly(drafter, root, limited));
         this.step.drafting = 'costly';
       }
@@ -308,11 +309,12 @@ export class SpeculativeDecoder implements SequenceDecoder {
 
   private async proposeCostly(drafter: Drafter, root: number, budget: DraftBudget): Promise<TokenTree> {
     const spent = () => drafter.spentMs ?? performance.now();
-    const before = { ms: spent(), catchUpMs: drafter.catchUpMs ?? 0, nodes: drafter.draftedNodes };
+    const before = { ms: spent(), catchUpMs: drafter.catchUpMs ?? 0, catchUpTokens: drafter.catchUpTokens, nodes: drafter.draftedNodes };
     const tree = await drafter.propose(root, budget);
     // A drafter that does not count its nodes drafted all of the tree anew.
     const nodes = before.nodes === undefined ? tree.draftCount : (drafter.draftedNodes ?? 0) - before.nodes;
-    this.options.planner.observeCostlyDraft?.(drafter.name, { ms: spent() - before.ms, catchUpMs: (drafter.catchUpMs ?? 0) - before.catchUpMs, nodes });
+    const catchUpTokens = before.catchUpTokens === undefined ? undefined : (drafter.catchUpTokens ?? 0) - before.catchUpTokens;
+    this.options.planner.observeCostlyDraft?.(drafter.name, { ms: spent() - before.ms, catchUpMs: (drafter.catchUpMs ?? 0) - before.catchUpMs, catchUpTokens, nodes });
     return tree;
   }
 

@@ -121,9 +121,10 @@ export class DraftModelDrafter implements Drafter {
    * have been accepted whole: the depth grows as if it had been verified.
    */
   private unverifiedRun = 0;
-  /** This drafter's share of the batched draft decodes so far (ms), and of each proposal's first. */
+  /** This drafter's share of the batched draft decodes so far (ms), and of each proposal's first, with the tokens those first decodes took. */
   private decodeShareMs = 0;
   private catchUpShareMs = 0;
+  private caughtUpTokens = 0;
   /** Decodes so far, each of which drafted one node (the last of a chain may be cut off after it). */
   private decodes = 0;
   /** Decodes in the proposal being drafted. */
@@ -167,6 +168,15 @@ export class DraftModelDrafter implements Drafter {
 
   get draftedNodes(): number {
     return this.decodes;
+  }
+
+  get catchUpTokens(): number {
+    return this.caughtUpTokens;
+  }
+
+  /** What choiceAfter() would decode first for the committed text (a choice it already read still counts one). */
+  get pendingTokens(): number {
+    return this.sequence.length - Math.min(commonPrefixLength(this.cached, this.sequence), this.sequence.length - 1);
   }
 
   begin(prompt: readonly number[]): void {
@@ -264,7 +274,10 @@ export class DraftModelDrafter implements Drafter {
     this.decodeShareMs += result.ms;
     // The first decode brings the draft KV up to where the chain goes on from: the committed text,
     // or the end of the last chain's part that the text has not left.
-    if (this.proposalDecodes++ === 0) this.catchUpShareMs += result.ms;
+    if (this.proposalDecodes++ === 0) {
+      this.catchUpShareMs += result.ms;
+      this.caughtUpTokens += tokens.length;
+    }
     this.decodes++;
     return result.value;
   }

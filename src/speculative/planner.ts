@@ -402,8 +402,8 @@ export class AdaptivePlanner implements TreePlanner {
     for (const node of acceptedNodes.slice(walk?.settled ?? 0)) for (const source of tree.sources(node)) this.knowledge.costlyDrafts.observeAccepted(source);
   }
 
-  costlyDrafterPays(name: string, batch: SharedBatch | undefined, step: number): boolean {
-    return this.knowledge.costlyDrafts.pays(name, this.acceptedTokenValueMs(batch), step);
+  costlyDrafterPays(name: string, batch: SharedBatch | undefined, step: number, pendingTokens = 0): boolean {
+    return this.knowledge.costlyDrafts.pays(name, this.acceptedTokenValueMs(batch), step, pendingTokens);
   }
 
   observeCostlyDraft(name: string, draft: CostlyDraft): void {

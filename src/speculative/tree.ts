@@ -69,6 +69,13 @@ export interface Drafter {
    * again, without decoding them again, the nodes of its last chain that the text has not left.
    */
   readonly draftedNodes?: number;
+  /** Tokens its catch-ups have decoded so far: what catchUpMs bought. */
+  readonly catchUpTokens?: number;
+  /**
+   * Tokens its next proposal would first catch up on: for a draft model not asked for a while,
+   * all the text since (a restart, paid before it drafts anything).
+   */
+  readonly pendingTokens?: number;
   /** Called once per request with the prompt tokens. */
   begin(prompt: readonly number[]): void | Promise<void>;
   /**
