@@ -122,10 +122,10 @@ export class CostlyDrafts {
 
   /**
    * Whether to ask `name` at engine step `step`, when an accepted token saves `tokenValueMs`
-   * (undefined: not measured yet) and it must first catch up on `pendingTokens`. A re-check is one sequence's, the first to ask in a step due
-   * (the engine's step number): it measures for all, and a draft model asked after a gap first
-   * catches up on every token since; beside 15 other sequences, all of them catching up at once
-   * took 0.5-1.4 s, 4-9 plain steps.
+   * (undefined: not measured yet) and it must first catch up on `pendingTokens`. A re-check is
+   * one sequence's, the first to ask in a step due (the engine's step number): it measures for
+   * all, and a draft model asked after a gap first catches up on every token since; beside 15
+   * other sequences, all of them catching up at once took 0.5-1.4 s, 4-9 plain steps.
    */
   pays(name: string, tokenValueMs: number | undefined, step: number, pendingTokens = 0): boolean {
     const record = this.records.get(name);
