@@ -8,7 +8,9 @@
 // decoder. Only the target is simulated: its logits are one-hot at the plain trajectory's tokens
 // (so greedy acceptance takes exactly what plain decoding emits), and every cost runs on a
 // virtual clock: a verify of n tokens c(n)·t₁ from the target's measured curve, a draft-model
-// decode of n tokens a + b·n (measured once and cached), a cheap drafter's proposal a fixed time.
+// decode of n tokens a + b·n + c·(the sum of their positions) (measured once and cached: a small
+// draft's attention over a few hundred cells costs as much as its weights), a cheap drafter's
+// proposal a fixed time.
 // Wall-clock noise (GC, JIT, the machine) then moves no decision, and the same code gives the
 // same numbers. The oracle bound (src/bench/oracle.ts) is computed on the same trajectories.
 //
@@ -99,7 +101,7 @@ const draftModel = await DraftModelDrafter.loadModel(values['draft-model'], targ
 const draftContext = createDraftContext(draftModel, { contextSize: cache.contextSize, batchSize: 512, sequences: 4 });
 const vocabularySize = target.tokenizer.vocabularySize;
 
-cache.draftDecode ??= measureDraftDecode();
+if (cache.draftDecode?.cBatched === undefined) cache.draftDecode = measureDraftDecode();
 // What the drafters offered at every position, for the oracle: one suffix history across the
 // prompts in task order, as bench spec keeps it (and as the replay's `auto` does).
 const runsInOrder = tasks.flatMap((task) => Array.from({ length: perTask }, (_, index) => cache.runs[key(task, index)]));
@@ -112,16 +114,26 @@ if (runsInOrder.some((run) => !run.offered)) {
 }
 saveCache();
 
-/** A draft-model decode of n tokens, a + b·n ms: medians of real decodes of 1 and 8 tokens. */
+/**
+ * A draft-model decode of n tokens at positions p₁…pₙ, a + b·n + c·Σp ms, where c is a single
+ * token's (a chain's node) or a batch's (a catch-up: attention as a matrix product costs less a
+ * cell): medians of real decodes of 1 and 64 tokens after an empty cache and after a 384-token
+ * prefix.
+ */
 function measureDraftDecode() {
-  const tokens = cache.runs[key(tasks[0], 0)].prompt.slice(0, 8);
-  const batch = new TokenBatch(8);
-  const time = (n) => {
+  const prefix = Math.min(384, Math.floor(cache.contextSize / 2));
+  const tokens = Array.from({ length: prefix + 64 }, (_, i) => cache.runs[key(tasks[0], 0)].prompt[i % 8]);
+  const batch = new TokenBatch(Math.max(prefix, 64));
+  const time = (n, at) => {
+    draftContext.seqRemove(0);
+    if (at > 0) {
+      batch.clear().addSequence(tokens.slice(0, at), 0, 0);
+      draftContext.decodeSync(batch);
+    }
     const times = [];
     for (let round = 0; round < 9; round++) {
-      draftContext.seqRemove(0);
-      batch.clear().addSequence(tokens.slice(0, n), 0, 0);
-      batch.setOutput(n - 1, true);
+      draftContext.seqRemove(0, at, -1);
+      batch.clear().addSequence(tokens.slice(at, at + n), at, 0);
       const started = performance.now();
       draftContext.decodeSync(batch);
       times.push(performance.now() - started);
@@ -129,10 +141,13 @@ function measureDraftDecode() {
     draftContext.seqRemove(0);
     return median(times);
   };
-  const one = time(1);
-  const perToken = Math.max(0, (time(8) - one) / 7);
+  const one = time(1, 0);
+  const many = time(64, 0);
+  const perToken = Math.max(0, (many - one) / 63);
+  const perPosition = Math.max(0, (time(1, prefix) - one) / prefix);
+  const perBatchedPosition = Math.max(0, (time(64, prefix) - many) / (64 * prefix));
   batch.dispose();
-  return { a: one - perToken, b: perToken };
+  return { a: one - perToken, b: perToken, c: perPosition, cBatched: perBatchedPosition };
 }
 
 // The virtual clock: only modeled costs move it (the code under test reads performance.now()).
@@ -140,7 +155,10 @@ let clock = 0;
 performance.now = () => clock;
 const decodeDraft = draftContext.decodeSync.bind(draftContext);
 draftContext.decodeSync = (batch) => {
-  clock += cache.draftDecode.a + cache.draftDecode.b * batch.size;
+  let positions = 0;
+  for (let i = 0; i < batch.size; i++) positions += batch.positionAt(i);
+  const { a, b, c, cBatched } = cache.draftDecode;
+  clock += a + b * batch.size + (batch.size === 1 ? c : cBatched) * positions;
   decodeDraft(batch);
 };
 /** A cheap drafter whose proposals cost `cheapProposalMs` on the clock. */
@@ -272,7 +290,7 @@ class CandidateRecords {
 }
 
 console.log(`planner replay: ${perTask} prompts per task, ${maxTokens} tokens; t1 ${singleMs.toFixed(2)} ms, c(8) ${curve.cost(8).toFixed(2)}, c(32) ${curve.cost(32).toFixed(2)}, c(64) ${curve.cost(64).toFixed(2)}; ` +
-  `draft decode ${cache.draftDecode.a.toFixed(2)} + ${cache.draftDecode.b.toFixed(2)}·n ms, cheap proposal ${cheapProposalMs} ms`);
+  `draft decode ${cache.draftDecode.a.toFixed(2)} + ${cache.draftDecode.b.toFixed(2)}·n + (${cache.draftDecode.c.toFixed(5)} alone, ${cache.draftDecode.cBatched.toFixed(5)} batched)·Σp ms, cheap proposal ${cheapProposalMs} ms`);
 try {
   const candidates = values.calibrated ? new CandidateRecords() : undefined;
   report('auto (rates learnt as it goes):', await replay({ record: candidates }));

@@ -99,6 +99,10 @@ export class TokenBatch {
     return this.tokens[index];
   }
 
+  positionAt(index: number): number {
+    return this.positions[index];
+  }
+
   /** The struct passed by value to llama_decode. */
   toNative(): BatchValue {
     if (this.freed) throw new Error('batch is disposed');
