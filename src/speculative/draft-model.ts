@@ -176,7 +176,7 @@ export class DraftModelDrafter implements Drafter {
 
   /** What choiceAfter() would decode first for the committed text (a choice it already read still counts one). */
   get pendingTokens(): number {
-    return this.sequence.length - Math.min(commonPrefixLength(this.cached, this.sequence), this.sequence.length - 1);
+    return this.sequence.length - this.keptFor(this.sequence);
   }
 
   begin(prompt: readonly number[]): void {
@@ -258,11 +258,19 @@ export class DraftModelDrafter implements Drafter {
     const common = commonPrefixLength(this.cached, text);
     const known = common === text.length ? this.choices[common - 1] : undefined;
     if (known) return known;
-    const kept = Math.min(common, text.length - 1);
+    const kept = this.keptFor(text, common);
     if (this.cached.length > kept) this.context.seqRemove(this.seq, kept, -1);
     this.cached.length = kept;
     this.choices.length = kept;
     return this.decode(text.slice(kept), read);
+  }
+
+  /**
+   * Cached tokens a decode towards `text` keeps: their common prefix (`common`), short of text's
+   * last token, whose logits the decode must give.
+   */
+  private keptFor(text: readonly number[], common = commonPrefixLength(this.cached, text)): number {
+    return Math.min(common, text.length - 1);
   }
 
   /** Evaluates `tokens` after what is cached (batched with other requests' drafting). */
