@@ -31,8 +31,9 @@ export class ProbeSchedule {
   }
 
   /**
-   * After the last probe found nothing worth verifying: twice the interval, up to `max` (rounded
-   * up to a power of two); once per probe step, however many sequences probed in it.
+   * At a probe that re-checks a drafter still not paying (CostlyDrafts): twice the interval, up
+   * to `max` (rounded up to a power of two); once per probe step, however many sequences probed
+   * in it. A planner's probe that found nothing spaces its schedule by cost instead (spaceTo).
    */
   lengthen(max: number): void {
     if (this.lengthenedAt === this.lastProbe) return;
