@@ -1246,6 +1246,8 @@ describe('plausibleCurve', () => {
     assert.ok(plausibleCurve(curve({ 1: 1, 2: 3.99, 4: 6.09, 64: 23.9 })));
     // Embedded m on 2 threads, quiet: 56 tokens dearer than 64.
     assert.ok(plausibleCurve(curve({ 1: 1, 2: 2.17, 4: 2.68, 8: 3.78, 16: 6.16, 28: 9.79, 32: 11.26, 56: 19.25, 64: 17.5 })));
+    // make-model's tiny F16 model on a Zen 1 CPU, quiet: from 64 rows flash attention runs its tiled kernel.
+    assert.ok(plausibleCurve(curve({ 1: 1, 2: 1.69, 8: 4.85, 16: 8.97, 32: 17.26, 48: 28.76, 56: 29.33, 63: 35.52, 64: 13.17 })));
   });
 
   it('rejects curves measured under load, which must not be cached', () => {
@@ -1254,5 +1256,7 @@ describe('plausibleCurve', () => {
     // Beside a compiler on one of two cores: every ratio below 3n, but 2 tokens dearer than 4.
     assert.ok(!plausibleCurve(curve({ 1: 1, 2: 5.75, 3: 6.79, 4: 3.33, 6: 4.64, 8: 6.04, 16: 10.2, 64: 26 })));
     assert.ok(!plausibleCurve(curve({ 2: 1, 4: 2 })), 'no single-token time');
+    // Below the kernel switch, a batch of 16 dearer than one of 32 is still load.
+    assert.ok(!plausibleCurve(curve({ 1: 1, 2: 1.7, 16: 20, 32: 12, 63: 35, 64: 13 })));
   });
 });

@@ -17,9 +17,17 @@ import { median } from '../stats.js';
 /**
  * Every size up to 16, then every 4th: CPU kernels make some sizes cheaper than smaller ones (tiles
  * of columns per thread), so a size between two measured ones may cost more than either; the
- * sizes plans use most are measured, not interpolated.
+ * sizes plans use most are measured, not interpolated. And the sizes just below the batch at which
+ * llama.cpp's CPU flash attention changes kernels: from FLASH_ATTENTION_TILE_ROWS query rows on it
+ * multiplies tiles of rows at once instead of walking the cache row by row, so a batch of 64 costs
+ * less than one of 63 (embedded m after 384 cells: c(56) 37-38, c(63) 42, c(64) 34; make-model's
+ * tiny F16 model: c(63) 32-36, c(64) 12-13). Interpolated from 56 to 64, c(63) came out 22% too
+ * cheap on embedded m.
  */
-export const COST_CURVE_SIZES: readonly number[] = [...Array.from({ length: 16 }, (_, i) => i + 1), 20, 24, 28, 32, 40, 48, 56, 64];
+export const COST_CURVE_SIZES: readonly number[] = [...Array.from({ length: 16 }, (_, i) => i + 1), 20, 24, 28, 32, 40, 48, 56, 60, 63, 64];
+
+/** GGML_FA_TILE_Q in ggml-cpu (common.h) of the pinned llama.cpp: the batch at which the tiled kernel starts. */
+export const FLASH_ATTENTION_TILE_ROWS = 64;
 
 export interface MeasuredCostCurve {
   /** Median seconds per decode for each batch size. */
@@ -84,7 +92,7 @@ export function measureCostCurve(context: Context, seq: number, rounds = 5, size
 }
 
 /** Part of the cache key: a change of how the curve is measured invalidates curves measured the old way. */
-const CURVE_FORMAT = 'in-situ-2';
+const CURVE_FORMAT = 'in-situ-3';
 
 async function cacheKey(context: Context, threads: number): Promise<string> {
   const info = await stat(context.model.path);
@@ -96,15 +104,19 @@ async function cacheKey(context: Context, threads: number): Promise<string> {
 /**
  * A batch of n tokens costs at most a few times n single decodes (measured up to 2n on one
  * thread, where a 2-token batch leaves the fast single-token kernels), and not much more than a
- * batch of twice as many or more, which does at least twice the work (the kernels' tiles make dips
- * of about a tenth). Otherwise the machine was busy while it was measured: c(6) = 296 and c(2) = 30
- * were seen under load, and beside a compiler on one of two cores c(2) = 5.7 with c(4) = 3.3; a
- * curve like that, cached, would keep speculation off (or small) on that machine for good.
+ * batch of twice as many or more that runs the same attention kernel, which does at least twice
+ * the work (the kernels' tiles make dips of about a tenth). Otherwise the machine was busy while
+ * it was measured: c(6) = 296 and c(2) = 30 were seen under load, and beside a compiler on one of
+ * two cores c(2) = 5.7 with c(4) = 3.3; a curve like that, cached, would keep speculation off (or
+ * small) on that machine for good. Across the flash-attention kernel switch a larger batch may
+ * well cost less (make-model's tiny F16 model on a Zen 1 CPU: c(32) 17, c(64) 12), and a quiet
+ * machine's curve was refused for it: never cached, so measured again at every engine start.
  */
 export function plausibleCurve(points: readonly CostPoint[]): boolean {
   const single = points.find((p) => p.n === 1)?.seconds;
   if (single === undefined || !points.every((p) => p.seconds / single <= 3 * p.n)) return false;
-  return points.every((small) => points.every((large) => large.n < 2 * small.n || small.seconds <= LARGER_BATCH_SLACK * large.seconds));
+  const sameKernel = (small: CostPoint, large: CostPoint) => small.n >= FLASH_ATTENTION_TILE_ROWS || large.n < FLASH_ATTENTION_TILE_ROWS;
+  return points.every((small) => points.every((large) => large.n < 2 * small.n || !sameKernel(small, large) || small.seconds <= LARGER_BATCH_SLACK * large.seconds));
 }
 
 /** How much more than a batch of at least twice its size a batch may cost on a quiet machine. */
