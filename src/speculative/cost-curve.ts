@@ -27,7 +27,7 @@ import { median } from '../stats.js';
 export const COST_CURVE_SIZES: readonly number[] = [...Array.from({ length: 16 }, (_, i) => i + 1), 20, 24, 28, 32, 40, 48, 56, 60, 63, 64];
 
 /** GGML_FA_TILE_Q in ggml-cpu (common.h) of the pinned llama.cpp: the batch at which the tiled kernel starts. */
-export const FLASH_ATTENTION_TILE_ROWS = 64;
+const FLASH_ATTENTION_TILE_ROWS = 64;
 
 export interface MeasuredCostCurve {
   /** Median seconds per decode for each batch size. */
