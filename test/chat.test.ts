@@ -1,7 +1,7 @@
 /**
  * `tachyon chat` as a user meets it, in a real pseudo-terminal (tmux): streamed answers with the
  * thinking dimmed, a multi-turn history, /stats, Ctrl-C cancelling an answer but not the session,
- * /exit; and `tachyon run` reading its prompt from a pipe.
+ * /exit and Ctrl-D (also while an answer streams); and `tachyon run` reading its prompt from a pipe.
  */
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -79,6 +79,17 @@ test('Ctrl-C stops the answer being generated, not the session', inTmux, async (
   await chat.waitFor(/The answer is 132\./);
   chat.press('C-d');
   assert.equal(await chat.exitStatus(), 0);
+});
+
+test('Ctrl-D while an answer is being generated leaves once the answer is done', inTmux, async () => {
+  // A story of 1,500 tokens: Ctrl-D arrives while it streams.
+  const chat = terminal(chatCommand('--ctx-size', '8192', '--max-tokens', '1500', '--verbose'));
+  await chat.waitFor(PROMPT);
+  chat.type('Write a long bedtime story about a shy crow called Otto.');
+  await chat.waitFor(/Otto\.\n[\s\S]{100}/);
+  chat.press('C-d');
+  assert.equal(await chat.exitStatus(), 0);
+  assert.match(chat.screen(), /1500 tokens \(length\)/, 'the answer ran to its end');
 });
 
 test('a conversation that outgrows the context says so and the session goes on', inTmux, async () => {

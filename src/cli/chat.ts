@@ -78,6 +78,8 @@ class ChatSession {
   private readonly editorOutput = new EditorOutput(process.stdout);
   /** Cancels the answer being generated; undefined at the prompt. */
   private answering: AbortController | undefined;
+  /** Set by Ctrl-D (end of input), which may come while an answer is being generated. */
+  private inputEnded = false;
   private readonly out = process.stdout;
   private readonly dim = dimmer(process.stdout);
 
@@ -89,6 +91,7 @@ class ChatSession {
     this.showStats = flags.verbose ?? false;
     this.startConversation();
     this.lines = createInterface({ input: process.stdin, output: this.editorOutput, terminal: process.stdin.isTTY === true, prompt: '>>> ' });
+    this.lines.on('close', () => (this.inputEnded = true));
     // On a terminal Ctrl-C arrives as a key, not a signal: it cancels the answer, or clears the line.
     this.lines.on('SIGINT', () => {
       if (this.answering) this.answering.abort();
@@ -113,6 +116,9 @@ class ChatSession {
       if (input === '/exit' || input === '/bye') break;
       if (input.startsWith('/')) this.command(input);
       else if (input) await this.answer(input);
+      // Ctrl-D during the answer leaves once it is done, as a shell does; prompting again would
+      // resume standard input, and the session would wait at a prompt that reads nothing.
+      if (this.inputEnded) break;
       this.lines.prompt();
     }
     this.lines.close();
