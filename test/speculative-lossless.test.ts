@@ -6,7 +6,8 @@
 import type { CostlyDraft } from '../src/speculative/costly-drafts.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Context } from '../src/llama/context.js';
+import { Context, type FlashAttention } from '../src/llama/context.js';
+import { costCurveCacheKey } from '../src/speculative/cost-curve.js';
 import { TokenBatch } from '../src/llama/batch.js';
 import { PlainDecoder, type DecodedStep } from '../src/generate/decoder.js';
 import type { GenerationResult } from '../src/generate/generate.js';
@@ -54,11 +55,11 @@ interface Rig {
   draft: Context;
 }
 
-async function rig(targetPath: string, draftPath: string): Promise<Rig> {
+async function rig(targetPath: string, draftPath: string, flashAttention?: FlashAttention): Promise<Rig> {
   const targetModel = await loadModel(targetPath);
   const draftModel = await loadModel(draftPath);
   checkSameVocabulary(targetModel, draftModel);
-  const target = Context.create(targetModel, { contextSize: 1024, sequences: 8 });
+  const target = Context.create(targetModel, { contextSize: 1024, sequences: 8, flashAttention });
   return { target, draft: createDraftContext(draftModel, target) };
 }
 
@@ -106,6 +107,23 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
       }
     });
   }
+
+  test('with flash attention off (target and draft context alike; its cost curve filed apart), every drafter equals plain decoding', async () => {
+    const off = await rig(testbedTarget, testbedDraft, 'off');
+    try {
+      assert.equal(off.draft.flashAttention, 'off', 'the draft context follows the target');
+      assert.notEqual(await costCurveCacheKey(off.target, 2), await costCurveCacheKey(testbed.target, 2), 'a curve measured with flash attention on is not read for it');
+      const prompt = off.target.model.tokenizer.tokenize(testbedPrompts.story);
+      const reference = await plain(off, prompt, {}, 160);
+      for (const kinds of configurations) {
+        const result = await speculative(off, kinds, prompt, {}, 160);
+        assert.deepEqual(result.tokens, reference.tokens, kinds.join(' + '));
+        assert.ok(result.stats.speculation!.emitted > result.stats.speculation!.steps, `${kinds.join(' + ')}: drafts were accepted`);
+      }
+    } finally {
+      disposeRig(off);
+    }
+  });
 
   test('the contextual repetition penalty (θ 1.2 over a window) stays lossless', async () => {
     const penalty = { repeatPenalty: 1.2, penaltyLastN: 1024 };

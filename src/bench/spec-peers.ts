@@ -8,6 +8,7 @@
 import { availableParallelism } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { GpuChoice } from '../llama/library.js';
+import type { FlashAttention } from '../llama/context.js';
 import { locatePeer, rawCompletionFlags } from './peer-server.js';
 
 /** One greedy completion as llama-server timed it. */
@@ -24,6 +25,7 @@ export interface SpecPeerOptions {
   draftModel?: string;
   gpu: GpuChoice;
   threads?: number;
+  flashAttention?: FlashAttention;
   /** The engine's context, so every prompt Tachyon runs fits the peers too. */
   contextSize: number;
   /** Configuration names (`plain`, `ngram-mod`, `draft-simple`, …) or `all`. */
@@ -63,6 +65,8 @@ export class LlamaSpecPeers {
       return config;
     });
     const common = ['-m', options.model, '-c', String(options.contextSize), '-np', '1', '-t', String(threads), '-tb', String(threads), '-ngl', options.gpu === 'cpu' ? '0' : '999'];
+    // llama-server's own default is auto, as ours is.
+    if (options.flashAttention && options.flashAttention !== 'auto') common.push('-fa', options.flashAttention);
     common.push(...rawCompletionFlags(servers, help));
     if (servers.helpHasFlag(help, '--cache-ram')) common.push('--cache-ram', '0');
     const served: Served[] = [];

@@ -9,7 +9,7 @@ import { basename, join } from 'node:path';
 import { Engine } from '../engine/engine.js';
 import type { GenerationResult } from '../generate/generate.js';
 import { type EmbedPairName, ensureEmbeddedPair } from '../gguf/embed.js';
-import { Context } from '../llama/context.js';
+import { Context, type FlashAttention } from '../llama/context.js';
 import { Model } from '../llama/model.js';
 import { measureCostCurve } from '../speculative/cost-curve.js';
 import { CostCurve } from '../speculative/cost-model.js';
@@ -34,6 +34,8 @@ export interface SpecBenchOptions {
   shape?: EmbedPairName;
   gpu: 'auto' | 'cpu' | 'cuda' | 'vulkan' | 'metal';
   threads?: number;
+  /** Flash attention of our engine and of llama.cpp's peers alike (default auto). */
+  flashAttention?: FlashAttention;
   /** Task names (bench/prompts/<task>.jsonl) or, with `promptsFile`, ignored. */
   tasks: readonly string[];
   promptsFile?: string;
@@ -143,6 +145,8 @@ export interface SpecBenchResult {
   random_weights: boolean;
   max_tokens: number;
   threads: number | null;
+  /** Flash attention of both engines (`--flash-attn`). */
+  flash_attention: FlashAttention;
   /** Where the llama.cpp columns come from: run live beside ours, or read from a peers file. */
   peers: { source: 'same run'; server: string; version: string | null; configs: Record<string, string[]> } | { source: 'file'; file: string } | null;
   tasks: Record<string, TaskSummary>;
@@ -158,7 +162,7 @@ const REGIME_SIZES = [2, 8, 32, 64];
 export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBenchResult> {
   const progress = options.onProgress ?? (() => {});
   const models = options.shape ? await ensureEmbeddedPair(options.shape, options, progress) : options;
-  const engine = await Engine.load({ model: models.model, draftModel: models.draftModel, gpu: options.gpu, threads: options.threads, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
+  const engine = await Engine.load({ model: models.model, draftModel: models.draftModel, gpu: options.gpu, threads: options.threads, flashAttention: options.flashAttention, onMeasure: () => progress('measuring the verify cost curve (once per model and machine)') });
   const measured = new Map<string, TaskRuns>();
   let randomWeights = false;
   let contextSize = 0;
@@ -167,7 +171,7 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
     ({ contextSize } = engine.info);
     randomWeights = engine.info.model.name.startsWith('tachyon-random');
     const taskPrompts = await loadTasks(engine, options);
-    const peers = options.llamaPeers?.length ? await LlamaSpecPeers.start({ ...models, gpu: options.gpu, threads: options.threads, contextSize, configs: options.llamaPeers, llamaServer: options.llamaServer }, progress) : undefined;
+    const peers = options.llamaPeers?.length ? await LlamaSpecPeers.start({ ...models, gpu: options.gpu, threads: options.threads, flashAttention: options.flashAttention, contextSize, configs: options.llamaPeers, llamaServer: options.llamaServer }, progress) : undefined;
     try {
       if (peers) livePeers = { source: 'same run', ...peers.describe() };
       await warmUp(engine, peers, taskPrompts, options);
@@ -203,6 +207,7 @@ export async function runSpecBench(options: SpecBenchOptions): Promise<SpecBench
       random_weights: randomWeights,
       max_tokens: options.maxTokens,
       threads: options.threads ?? null,
+      flash_attention: options.flashAttention ?? 'auto',
       peers: livePeers ?? (options.peersFile ? { source: 'file', file: options.peersFile } : null),
       tasks,
     };
@@ -230,7 +235,7 @@ async function openSideModels(models: { model: string; draftModel?: string }, op
   try {
     const model = await Model.load(models.model, { gpu: options.gpu });
     owned.push(model);
-    const context = Context.create(model, { contextSize, threads: options.threads });
+    const context = Context.create(model, { contextSize, threads: options.threads, flashAttention: options.flashAttention });
     owned.push(context);
     let draft: SideModels['draft'];
     if (models.draftModel) {
@@ -555,7 +560,7 @@ function peersLine(result: SpecBenchResult): string {
 
 function regimeLine(result: SpecBenchResult): string {
   const curve = Object.entries(result.cost_curve).map(([n, c]) => `c(${n}) ${c}`).join(', ');
-  return `${result.ms_per_decode} ms per decode, ${curve}`;
+  return `${result.ms_per_decode} ms per decode, ${curve}, flash attention ${result.flash_attention}`;
 }
 
 /**

@@ -4,7 +4,8 @@ import { DEFAULT_TASKS, runSpecBench, type SpecBenchResult } from '../bench/spec
 import type { GpuChoice } from '../llama/library.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import { defaultModelPath } from '../paths.js';
-import { addPairFlags, backendOption, sourcePair, type PairFlags } from './engine-options.js';
+import { addPairFlags, backendOption, flashAttentionOption, sourcePair, type PairFlags } from './engine-options.js';
+import type { FlashAttention } from '../llama/context.js';
 import { integer } from './options.js';
 import { formatTable } from './table.js';
 
@@ -14,6 +15,7 @@ type Config = (typeof CONFIGS)[number];
 interface SpecFlags extends PairFlags {
   gpu: GpuChoice;
   threads?: number;
+  flashAttn: FlashAttention;
   tasks: string;
   prompts?: string;
   n: number;
@@ -36,6 +38,7 @@ export function registerBenchSpec(bench: Command): void {
   addPairFlags(command)
     .addOption(backendOption('--gpu <backend>', 'llama.cpp backend', 'cpu'))
     .option('-t, --threads <n>', 'CPU threads (default: all cores)', integer(1, 512))
+    .addOption(flashAttentionOption())
     .option('--tasks <list>', 'prompt sets from bench/prompts/', DEFAULT_TASKS.join(','))
     .option('--prompts <file>', 'a JSONL file of {"prompt": …} lines instead of --tasks')
     .option('-n, --n <count>', 'prompts per task', integer(1), 10)
@@ -60,6 +63,7 @@ export function registerBenchSpec(bench: Command): void {
         shape: flags.shape,
         gpu: flags.gpu,
         threads: flags.threads,
+        flashAttention: flags.flashAttn,
         tasks: list(flags.tasks),
         promptsFile: flags.prompts,
         n: flags.n,

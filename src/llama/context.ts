@@ -60,6 +60,8 @@ export class Context {
   readonly embeddingSize: number;
   /** One KV buffer for all sequences (see ContextOptions.unifiedKv). */
   readonly unifiedKv: boolean;
+  /** The flash-attention setting asked for ('auto': llama.cpp decides, on wherever the backend supports it). */
+  readonly flashAttention: FlashAttention;
   private handle: Pointer | null;
   private readonly memory: Pointer;
   private decoding = false;
@@ -68,8 +70,10 @@ export class Context {
     readonly model: Model,
     handle: Pointer,
     unifiedKv: boolean,
+    flashAttention: FlashAttention,
   ) {
     this.unifiedKv = unifiedKv;
+    this.flashAttention = flashAttention;
     const { api } = model.library;
     this.handle = handle;
     this.memory = api.getMemory(handle);
@@ -92,7 +96,8 @@ export class Context {
     params.n_seq_max = options.sequences ?? 1;
     params.n_threads = threads;
     params.n_threads_batch = options.batchThreads ?? threads;
-    params.flash_attn_type = FLASH_ATTENTION[options.flashAttention ?? 'auto'];
+    const flashAttention = options.flashAttention ?? 'auto';
+    params.flash_attn_type = FLASH_ATTENTION[flashAttention];
     params.type_k = params.type_v = GGML_TYPES[options.kvType ?? 'f16'];
     params.embeddings = options.embeddings ?? false;
     params.no_perf = true;
@@ -106,7 +111,7 @@ export class Context {
     const pool = model.library.threadpool(threads);
     const batchPool = model.library.threadpool(options.batchThreads ?? threads);
     if (pool && batchPool) api.attachThreadpool(handle, pool, batchPool);
-    return new Context(model, handle, unifiedKv);
+    return new Context(model, handle, unifiedKv, flashAttention);
   }
 
   get pointer(): Pointer {

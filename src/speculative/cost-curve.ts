@@ -1,7 +1,8 @@
 /**
  * Measures the verify cost curve t(n)/t(1) of a model on this machine: the time of one decode of
  * n tokens (all with logits, as in verification) relative to a single-token decode. Cached per
- * model file, backend, thread count and CPU, since it only changes when one of those does.
+ * model file, backend, thread count, CPU and flash-attention setting, since it only changes when one
+ * of those does.
  */
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
@@ -94,10 +95,12 @@ export function measureCostCurve(context: Context, seq: number, rounds = 5, size
 /** Part of the cache key: a change of how the curve is measured invalidates curves measured the old way. */
 const CURVE_FORMAT = 'in-situ-3';
 
-async function cacheKey(context: Context, threads: number): Promise<string> {
+/** What a cached curve is filed under: everything that changes what a batch costs here. */
+export async function costCurveCacheKey(context: Context, threads: number): Promise<string> {
   const info = await stat(context.model.path);
   const cpu = cpus()[0]?.model ?? 'cpu';
-  const parts = [CURVE_FORMAT, context.model.path, info.size, info.mtimeMs, context.model.library.backend, threads, cpu, context.batchSize];
+  // Flash attention changes what a batch costs (on a CPU it walks the cache row by row below 64 query rows).
+  const parts = [CURVE_FORMAT, context.model.path, info.size, info.mtimeMs, context.model.library.backend, threads, cpu, context.batchSize, context.flashAttention];
   return createHash('sha256').update(parts.join('|')).digest('hex').slice(0, 24);
 }
 
@@ -130,7 +133,7 @@ const MEASUREMENT_ATTEMPTS = 3;
  * nobody else uses meanwhile), then cached atomically if it is plausible.
  */
 export async function costCurveFor(context: Context, seq: number, threads: number, onMeasure?: () => void): Promise<MeasuredCostCurve> {
-  const key = await cacheKey(context, threads);
+  const key = await costCurveCacheKey(context, threads);
   const file = join(cacheDir, 'cost-curves', `${key}.json`);
   let points = await readCached(file, key);
   if (!points) {

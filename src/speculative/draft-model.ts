@@ -317,7 +317,7 @@ function topTwoProbabilities(logits: Float32Array, best: number): [number, { tok
   return [Math.exp(logits[best] - max) / sum, { token: second, probability: second >= 0 ? Math.exp(logits[second] - max) / sum : 0 }];
 }
 
-/** Opens a draft context sized like the target's. */
+/** Opens a draft context sized like the target's, with its flash-attention setting. */
 export function createDraftContext(draft: Model, target: Context, threads?: number): Context {
-  return Context.create(draft, { contextSize: target.contextSize, batchSize: Math.min(target.batchSize, 512), sequences: target.sequences, threads });
+  return Context.create(draft, { contextSize: target.contextSize, batchSize: Math.min(target.batchSize, 512), sequences: target.sequences, threads, flashAttention: target.flashAttention });
 }
