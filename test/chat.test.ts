@@ -117,6 +117,12 @@ test('tachyon run without a prompt on a terminal is a chat', inTmux, async () =>
   assert.equal(await chat.exitStatus(), 0);
 });
 
+test('tachyon chat answers every line piped to it, though the input ends before the first answer does', async () => {
+  const piped = await tachyonWithStdin('What is 47 + 85?\nWhat is 59 + 29?\n', 'chat', '--gpu', 'cpu', '--spec', 'off', '--threads', '1');
+  assert.equal(piped.code, 0, piped.stderr);
+  assert.match(piped.stdout, /The answer is 132\.[\s\S]*The answer is 88\./);
+});
+
 test('tachyon run reads its prompt from a pipe', async () => {
   const flags = ['--gpu', 'cpu', '--threads', '1', '--json'];
   const piped = await tachyonWithStdin('What is 2 + 3?\n', 'run', ...flags);

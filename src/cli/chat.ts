@@ -78,7 +78,7 @@ class ChatSession {
   private readonly editorOutput = new EditorOutput(process.stdout);
   /** Cancels the answer being generated; undefined at the prompt. */
   private answering: AbortController | undefined;
-  /** Set by Ctrl-D (end of input), which may come while an answer is being generated. */
+  /** Set at the end of input (Ctrl-D on a terminal), which may come while an answer is being generated. */
   private inputEnded = false;
   private readonly out = process.stdout;
   private readonly dim = dimmer(process.stdout);
@@ -117,8 +117,9 @@ class ChatSession {
       if (input.startsWith('/')) this.command(input);
       else if (input) await this.answer(input);
       // Ctrl-D during the answer leaves once it is done, as a shell does; prompting again would
-      // resume standard input, and the session would wait at a prompt that reads nothing.
-      if (this.inputEnded) break;
+      // resume the terminal's input, and the session would wait at a prompt that reads nothing.
+      // Piped input has ended for good: the lines it held before its end are still answered.
+      if (this.inputEnded && this.lines.terminal) break;
       this.lines.prompt();
     }
     this.lines.close();
