@@ -17,6 +17,7 @@ export { readGgufHeader, describeModel, GgufError } from './gguf/reader.js';
 export { makeModel, type ModelPresetName, type ModelQuant } from './gguf/make-model.js';
 export { defaultModelPath, defaultDraftModelPath } from './paths.js';
 export { ThinkingSegments, thinkingTagTokens, DEFAULT_THINKING_TAGS, type ThinkingTags, type ThinkingEnd } from './reasoning/segments.js';
+export { TrimmedSplitText, trimSplitText } from './reasoning/presentation.js';
 export { ThinkingController, thinkingControllerFor, REASONING_EFFORTS, type ReasoningEffort, type ExitThresholds, type ThinkingLimits, type ThinkingIntervention } from './reasoning/controller.js';
 export { parseFinalAnswer, lastConcludedResult, answerMatches, scoreAnswers, DEFAULT_ANSWER_PREFIX } from './reasoning/answers.js';
 export { PrefixCache, DEFAULT_BLOCK_SIZE, type PrefixCacheOptions, type PrefixMatch, type MatchedBlock, type PrefixCacheStats } from './kvcache/prefix-cache.js';

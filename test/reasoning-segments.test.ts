@@ -3,6 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Engine } from '../src/engine/engine.js';
 import { ThinkingSegments, type ThinkingTagTokens } from '../src/reasoning/segments.js';
+import { TrimmedSplitText, trimSplitText } from '../src/reasoning/presentation.js';
 import type { GenerationChunk, GenerationResult } from '../src/generate/generate.js';
 import { testbedPrompts } from './helpers/models.js';
 
@@ -32,6 +33,27 @@ test('a prompt that ends inside an open thinking section starts in thinking; a f
   segments.push(7, '</think>', 'budget');
   assert.equal(segments.thinkingEnd, 'budget');
   assert.deepEqual(segments.take('So</think>'), { reasoning: 'So', content: '' });
+});
+
+test('trimmed presentation: streamed pieces join to each part trimmed, however the text is cut', () => {
+  const reasoning = '\nWe add.\n \nSo 132.\n';
+  const content = '\nThe answer is 132.\n';
+  const whole = trimSplitText({ reasoning, content });
+  assert.deepEqual(whole, { reasoning: 'We add.\n \nSo 132.', content: 'The answer is 132.' });
+  for (let cut = 0; cut <= reasoning.length; cut++) {
+    for (let step = 1; step <= 3; step++) {
+      const trimmed = new TrimmedSplitText();
+      const shown = { reasoning: '', content: '' };
+      const pieces = (text: string, from: number) => [text.slice(0, from), ...Array.from({ length: Math.ceil((text.length - from) / step) }, (_, i) => text.slice(from + i * step, from + (i + 1) * step))];
+      for (const piece of pieces(reasoning, cut)) shown.reasoning += trimmed.push({ reasoning: piece, content: '' }).reasoning;
+      for (const piece of pieces(content, Math.min(cut, content.length))) shown.content += trimmed.push({ reasoning: '', content: piece }).content;
+      assert.deepEqual(shown, whole, `cut at ${cut}, pieces of ${step}`);
+    }
+  }
+  // Whitespace is held only while it might be trailing: the next word brings it out.
+  const trimmed = new TrimmedSplitText();
+  assert.equal(trimmed.push({ reasoning: 'a\n', content: '' }).reasoning, 'a');
+  assert.equal(trimmed.push({ reasoning: '\nb', content: '' }).reasoning, '\n\nb');
 });
 
 describe('thinking segments on the testbed', () => {

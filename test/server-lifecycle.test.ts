@@ -100,22 +100,24 @@ describe('streams and readers', () => {
         temperature: 0,
         max_tokens: 300,
         stream: true,
-        stream_options: { include_drafters: true },
+        stream_options: { include_drafters: true, include_usage: true },
       }),
     });
     const body = await response.text();
     await drafting.close();
     const chunks = sseData(body)
       .filter((data) => data !== '[DONE]')
-      .map((data) => JSON.parse(data) as { tachyon?: { tokens?: { text: string; drafter: string | null }[]; drafters?: Record<string, { accepted: number }> } });
+      .map((data) => JSON.parse(data) as { tachyon?: { tokens?: { text: string; drafter: string | null }[]; drafters?: Record<string, { accepted: number }> }; usage?: { completion_tokens: number } });
     const tokens = chunks.flatMap((chunk) => chunk.tachyon?.tokens ?? []);
+    // Every generated token is named, also those whose text was not shown yet (the blank line after </think>).
+    assert.equal(tokens.length, chunks.at(-1)!.usage!.completion_tokens);
     assert.ok(tokens.length > 100);
     const drafted = tokens.filter((token) => token.drafter !== null);
     // The testbed's reasoning repeats its own lines: the n-gram and suffix drafters get tokens accepted.
     assert.ok(drafted.length > 10, 'some tokens must come from accepted drafts');
     for (const token of drafted) assert.ok(['ngram', 'suffix'].includes(token.drafter!));
     // A token both drafters proposed counts as accepted for each of them and is named once.
-    const accepted = Object.entries(chunks.at(-1)!.tachyon!.drafters!);
+    const accepted = Object.entries(chunks.at(-2)!.tachyon!.drafters!);
     for (const [drafter, stats] of accepted) assert.ok(drafted.filter((token) => token.drafter === drafter).length <= stats.accepted, drafter);
     assert.ok(drafted.length >= Math.max(...accepted.map(([, stats]) => stats.accepted)));
   });

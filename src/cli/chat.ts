@@ -9,6 +9,7 @@ import type { Command } from 'commander';
 import type { Engine, GenerateOptions } from '../engine/engine.js';
 import type { ChatMessage } from '../generate/chat.js';
 import type { GenerationChunk, GenerationResult } from '../generate/generate.js';
+import { TrimmedSplitText } from '../reasoning/presentation.js';
 import { UsageError } from './errors.js';
 import { addGenerationFlags, formatStats, loadEngine, samplingFrom, type GenerationFlags } from './generation.js';
 
@@ -177,11 +178,10 @@ class ChatSession {
   }
 }
 
-/** Streams thinking (dimmed) and answer text, each without the blank lines around its tags. */
+/** Streams thinking (dimmed) and answer text, each trimmed, a blank line between them. */
 class AnswerPrinter {
+  private readonly trimmed = new TrimmedSplitText();
   private part: 'none' | 'reasoning' | 'content' = 'none';
-  /** Whitespace held back: printed only when more text of the same part follows. */
-  private pending = '';
 
   constructor(
     private readonly out: NodeJS.WritableStream,
@@ -189,20 +189,15 @@ class AnswerPrinter {
   ) {}
 
   write(chunk: GenerationChunk): void {
-    if (chunk.reasoning) this.print('reasoning', chunk.reasoning);
-    if (chunk.content) this.print('content', chunk.content);
+    const { reasoning, content } = this.trimmed.push(chunk);
+    if (reasoning) this.print('reasoning', reasoning);
+    if (content) this.print('content', content);
   }
 
   private print(part: 'reasoning' | 'content', text: string): void {
-    if (part !== this.part) {
-      if (this.part !== 'none') this.out.write('\n\n');
-      this.part = part;
-      this.pending = '';
-      text = text.trimStart();
-    }
-    const body = (this.pending + text).trimEnd();
-    this.pending = (this.pending + text).slice(body.length);
-    if (body) this.out.write(part === 'reasoning' ? this.dim(body) : body);
+    if (part !== this.part && this.part !== 'none') this.out.write('\n\n');
+    this.part = part;
+    this.out.write(part === 'reasoning' ? this.dim(text) : text);
   }
 
   end(): void {

@@ -276,13 +276,16 @@ async function streamResponse(generation: Generation, stream: EngineStream, repl
       const opening = generation.format.opening;
       if (opening) await sse.send(chunk(opening));
       const withDrafters = generation.body.stream_options?.include_drafters === true;
+      const delta = generation.format.deltas();
       while (!step.done) {
-        const delta = generation.format.delta(step.value);
-        if (delta) await sse.send(chunk(delta, withDrafters ? { tachyon: { tokens: draftedTokens(step.value) } } : {}));
+        const choice = delta(step.value);
+        // With drafters asked for, every step's tokens go out, even those whose text is held back.
+        if (withDrafters && step.value.tokens.length > 0) await sse.send(chunk(choice ?? generation.format.noText, { tachyon: { tokens: draftedTokens(step.value) } }));
+        else if (choice) await sse.send(chunk(choice));
         step = await timed.next();
       }
       const result = step.value;
-      await sse.send(chunk({ ...generation.format.closing, finish_reason: finishReason(result.stats.stopReason) }, { tachyon: summaryOf(result) }));
+      await sse.send(chunk({ ...generation.format.noText, finish_reason: finishReason(result.stats.stopReason) }, { tachyon: summaryOf(result) }));
       if (generation.body.stream_options?.include_usage) await sse.send({ ...chunk({}), choices: [], usage: usageOf(result) });
     } catch (error) {
       const apiError = toApiError(error);

@@ -8,6 +8,7 @@ import type { GenerationChunk } from '../generate/generate.js';
 import type { ChatMessage } from '../generate/chat.js';
 import type { GenerationResult, StopReason } from '../generate/generate.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
+import { TrimmedSplitText, trimSplitText } from '../reasoning/presentation.js';
 import { invalidRequest } from './errors.js';
 import { UNSUPPORTED_FIELDS, type ChatCompletionRequest, type GenerationRequest } from './schemas.js';
 
@@ -116,10 +117,10 @@ export interface ResponseFormat {
   chunkObject: string;
   /** The choice fields of a stream's first chunk, sent before any text. */
   opening?: Record<string, unknown>;
-  /** The choice fields of a chunk of text; undefined when the chunk adds none (nothing to send). */
-  delta(chunk: GenerationChunk): Record<string, unknown> | undefined;
-  /** The choice fields of the last chunk, the one with the finish reason. */
-  closing: Record<string, unknown>;
+  /** One stream's delta writer: the choice fields of a chunk of text, undefined when it adds none (a writer may hold text back). */
+  deltas(): (chunk: GenerationChunk) => Record<string, unknown> | undefined;
+  /** The choice fields of a chunk that adds no text: the last one (with the finish reason), one that carries only drafted tokens. */
+  noText: Record<string, unknown>;
   /** The choice fields of a whole response. */
   whole(result: GenerationResult): Record<string, unknown>;
 }
@@ -129,20 +130,26 @@ export const chatFormat: ResponseFormat = {
   object: 'chat.completion',
   chunkObject: 'chat.completion.chunk',
   opening: { delta: { role: 'assistant', content: '' } },
-  delta: ({ reasoning, content }) =>
-    reasoning || content ? { delta: { ...(reasoning ? { reasoning_content: reasoning } : {}), ...(content ? { content } : {}) } } : undefined,
-  closing: { delta: {} },
-  whole: (result) => ({
-    message: { role: 'assistant', content: result.content, ...(result.reasoning ? { reasoning_content: result.reasoning } : {}) },
-  }),
+  deltas: () => {
+    const trimmed = new TrimmedSplitText();
+    return (chunk) => {
+      const { reasoning, content } = trimmed.push(chunk);
+      return reasoning || content ? { delta: { ...(reasoning ? { reasoning_content: reasoning } : {}), ...(content ? { content } : {}) } } : undefined;
+    };
+  },
+  noText: { delta: {} },
+  whole: (result) => {
+    const { reasoning, content } = trimSplitText(result);
+    return { message: { role: 'assistant', content, ...(reasoning ? { reasoning_content: reasoning } : {}) } };
+  },
 };
 
 export const completionFormat: ResponseFormat = {
   idPrefix: 'cmpl-',
   object: 'text_completion',
   chunkObject: 'text_completion',
-  delta: ({ text }) => (text ? { text } : undefined),
-  closing: { text: '' },
+  deltas: () => ({ text }) => (text ? { text } : undefined),
+  noText: { text: '' },
   whole: (result) => ({ text: result.text }),
 };
 
