@@ -156,6 +156,12 @@ describe('models and errors', () => {
       [{ logit_bias: { 1: 5 } }, 'logit_bias'],
       [{ surprise: true }, 'surprise'],
       [{ stream_options: { include_usage: true } }, 'stream_options'],
+      [{ reasoning_effort: 'max' }, 'reasoning_effort'],
+      [{ messages: undefined }, 'messages'],
+      [{ messages: [{ role: 'robot', content: 'hi' }] }, 'messages.0.role'],
+      [{ messages: [{ role: 'tool', content: '4', tool_call_id: 'call_1' }] }, 'messages.0.role'],
+      [{ messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] }, 'messages.0.tool_calls'],
+      [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }] }, 'messages.0.content.0.type'],
     ];
     for (const [fields, param] of cases) {
       await assert.rejects(
@@ -175,6 +181,30 @@ describe('models and errors', () => {
       assert.match(error.message, new RegExp(`${tokens} tokens.*${running.engine.info.contextSize} tokens`));
       return true;
     });
+  });
+
+  test('the refusals say what is wrong, not only where', async () => {
+    const refusal = async (body: Record<string, unknown>) => {
+      const response = await fetch(`${running.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      assert.equal(response.status, 400);
+      return ((await response.json()) as { error: { message: string; code: string } }).error;
+    };
+    assert.equal((await refusal({})).code, 'missing_required_parameter');
+    assert.match((await refusal({ messages: [{ role: 'robot', content: 'hi' }] })).message, /one of "system", "developer", "user", "assistant"/);
+    assert.match((await refusal({ messages: [{ role: 'tool', content: '4' }] })).message, /no tool calling/);
+    assert.match((await refusal({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] })).message, /text parts only/);
+  });
+
+  test('a request without a model is served by the one model (as llama-server and vLLM do); messages may carry names', async () => {
+    const response = await fetch(`${running.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'What is 47 + 85?', name: 'ada' }], temperature: 0, max_tokens: 300 }),
+    });
+    assert.equal(response.status, 200);
+    const completion = (await response.json()) as OpenAI.ChatCompletion;
+    assert.equal(completion.model, MODEL_ID);
+    assert.equal(completion.choices[0].message.content, 'The answer is 132.');
   });
 
   test('an unknown model is a 404', async () => {

@@ -7,6 +7,8 @@ export type ChatRole = 'system' | 'user' | 'assistant' | 'tool';
 export interface ChatMessage {
   role: ChatRole;
   content: string;
+  /** The participant's name (OpenAI's field); templates that know it render it. */
+  name?: string;
 }
 
 export class ChatTemplateError extends Error {

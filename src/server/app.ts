@@ -112,7 +112,7 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
   });
 
   const serve = (request: FastifyRequest, reply: FastifyReply, body: GenerationRequest, format: ResponseFormat, prompt: () => Prompt | Promise<Prompt>) => {
-    checkModel(body.model, options.modelId, 'model');
+    if (body.model != null) checkModel(body.model, options.modelId, 'model');
     const signal = requestSignal(reply, stopping.signal, requestTimeoutMs);
     const reportServerError = (error: unknown) => options.onServerError?.(error, request);
     const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId, reportServerError };

@@ -77,10 +77,17 @@ interface ValidationIssue {
 function schemaError(issues: readonly ValidationIssue[], context: string): ApiError {
   const issue = [...issues].sort((a, b) => b.instancePath.length - a.instancePath.length)[0];
   const path = issue.instancePath.slice(1).replaceAll('/', '.');
+  if (issue.keyword === 'required') {
+    const field = [path, String(issue.params.missingProperty)].filter(Boolean).join('.');
+    return invalidRequest(`missing required field '${field}'`, field, 'missing_required_parameter');
+  }
   if (issue.keyword === 'additionalProperties') {
     const field = [path, String(issue.params.additionalProperty)].filter(Boolean).join('.');
     return invalidRequest(`unknown field '${field}'`, field, 'unknown_field');
   }
   const param = path || null;
+  // A union of constants (a role, an effort level) fails once per constant: name them all.
+  const allowed = issues.filter((other) => other.keyword === 'const' && other.instancePath === issue.instancePath).map((other) => JSON.stringify(other.params.allowedValue));
+  if (allowed.length > 0) return invalidRequest(`invalid '${param ?? context}': must be one of ${allowed.join(', ')}`, param, 'invalid_value');
   return invalidRequest(`invalid ${param ? `'${param}'` : context}: ${issue.message ?? issue.keyword}`, param, 'invalid_value');
 }

@@ -12,16 +12,40 @@ import { TrimmedSplitText, trimSplitText } from '../reasoning/presentation.js';
 import { invalidRequest } from './errors.js';
 import { UNSUPPORTED_FIELDS, type ChatCompletionRequest, type GenerationRequest } from './schemas.js';
 
-/** Refuses fields we do not implement, by name (checked before the schema, which would only say "unknown"). */
+/**
+ * Refuses what we do not implement, by name (checked before the schema, which would only say
+ * "unknown field" or "must be equal to constant"): unsupported fields, tool messages, non-text parts.
+ */
 export function refuseUnsupported(body: unknown): void {
-  if (typeof body !== 'object' || body === null) return;
-  const fields = body as Record<string, unknown>;
+  if (!isRecord(body)) return;
   for (const name of UNSUPPORTED_FIELDS) {
-    const value = fields[name];
+    const value = body[name];
     if (value !== undefined && value !== null && value !== false) {
       throw invalidRequest(`'${name}' is not supported by this server`, name, 'unsupported_field');
     }
   }
+  if (Array.isArray(body.messages)) body.messages.forEach(refuseUnsupportedMessage);
+}
+
+function refuseUnsupportedMessage(message: unknown, index: number): void {
+  if (!isRecord(message)) return;
+  const at = `messages.${index}`;
+  if (message.role === 'tool' || message.role === 'function') {
+    throw invalidRequest(`'${at}.role' is '${message.role}': this server has no tool calling`, `${at}.role`, 'unsupported_field');
+  }
+  if (message.tool_calls !== undefined && message.tool_calls !== null) {
+    throw invalidRequest(`'${at}.tool_calls' is not supported: this server has no tool calling`, `${at}.tool_calls`, 'unsupported_field');
+  }
+  if (!Array.isArray(message.content)) return;
+  message.content.forEach((part: unknown, partIndex) => {
+    if (isRecord(part) && typeof part.type === 'string' && part.type !== 'text') {
+      throw invalidRequest(`'${at}.content.${partIndex}.type' is '${part.type}': this server reads text parts only`, `${at}.content.${partIndex}.type`, 'unsupported_field');
+    }
+  });
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** Engine options for a request; unset fields take OpenAI's defaults (temperature 1, top_p 1, a random seed). */
@@ -49,11 +73,12 @@ export function generationOptions(body: GenerationRequest, contextSize: number, 
   };
 }
 
-/** Messages as the chat template takes them: text parts joined, `developer` as `system`. */
+/** Messages as the chat template takes them: text parts joined, `developer` as `system`, names kept. */
 export function chatMessages(body: ChatCompletionRequest): ChatMessage[] {
-  return body.messages.map(({ role, content }) => ({
+  return body.messages.map(({ role, content, name }) => ({
     role: role === 'developer' ? 'system' : role,
     content: typeof content === 'string' ? content : content.map((part) => part.text).join(''),
+    ...(name ? { name } : {}),
   }));
 }
 

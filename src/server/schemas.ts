@@ -44,7 +44,8 @@ const StreamOptions = Type.Object(
 
 /** Fields shared by both generation endpoints. */
 const generationFields = {
-  model: Type.String({ minLength: 1, maxLength: 256 }),
+  /** Optional, as llama-server and vLLM have it: the one model served answers when it is absent. */
+  model: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()])),
   stream: Type.Optional(Type.Boolean()),
   stream_options: Type.Optional(Type.Union([StreamOptions, Type.Null()])),
   max_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: SAFE }), Type.Null()])),
@@ -74,6 +75,7 @@ const Message = Type.Object(
   {
     role: Type.Union([Type.Literal('system'), Type.Literal('developer'), Type.Literal('user'), Type.Literal('assistant')]),
     content: Type.Union([Type.String(), Type.Array(TextPart, { maxItems: 1024 })]),
+    name: Type.Optional(Type.String({ minLength: 1, maxLength: 256 })),
   },
   { additionalProperties: false },
 );
