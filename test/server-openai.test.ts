@@ -195,11 +195,11 @@ describe('models and errors', () => {
     assert.match((await refusal({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'x' } }] }] })).message, /text parts only/);
   });
 
-  test('a request without a model is served by the one model (as llama-server and vLLM do); messages may carry names', async () => {
+  test('a request without a model is served by the one model (as llama-server and vLLM do); names and nulls for unset fields are accepted', async () => {
     const response = await fetch(`${running.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ messages: [{ role: 'user', content: 'What is 47 + 85?', name: 'ada' }], temperature: 0, max_tokens: 300 }),
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'What is 47 + 85?', name: 'ada' }], temperature: 0, max_tokens: 300, stream: null, user: null, seed: null }),
     });
     assert.equal(response.status, 200);
     const completion = (await response.json()) as OpenAI.ChatCompletion;

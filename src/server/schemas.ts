@@ -35,7 +35,7 @@ const unsupported = Object.fromEntries(UNSUPPORTED_FIELDS.map((name) => [name, T
 
 const StreamOptions = Type.Object(
   {
-    include_usage: Type.Optional(Type.Boolean()),
+    include_usage: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
     /** Vendor opt-in: each chunk names the drafter that proposed each of its tokens. */
     include_drafters: Type.Optional(Type.Boolean()),
   },
@@ -46,7 +46,7 @@ const StreamOptions = Type.Object(
 const generationFields = {
   /** Optional, as llama-server and vLLM have it: the one model served answers when it is absent. */
   model: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()])),
-  stream: Type.Optional(Type.Boolean()),
+  stream: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
   stream_options: Type.Optional(Type.Union([StreamOptions, Type.Null()])),
   max_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: SAFE }), Type.Null()])),
   stop: Type.Optional(Type.Union([Type.String({ minLength: 1 }), Type.Array(Type.String({ minLength: 1 }), { maxItems: 4 }), Type.Null()])),
@@ -65,7 +65,7 @@ const generationFields = {
   /** Tenant of the KV prefix cache and the drafting history (vLLM's field): different salts share nothing. */
   cache_salt: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()])),
   /** An end-user id for the operator's abuse tracking; it does not change the output. */
-  user: Type.Optional(Type.String({ maxLength: 256 })),
+  user: Type.Optional(Type.Union([Type.String({ maxLength: 256 }), Type.Null()])),
   ...unsupported,
 };
 
