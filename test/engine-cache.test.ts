@@ -31,9 +31,12 @@ test('a repeated prompt is restored from RAM with the same output; another salt 
     const afterWarm = (await engine.cacheStats())!;
     assert.ok(cold.stats.promptTokens % afterWarm.blockSize > 1, 'the prompt ends inside a block');
     assert.equal(afterWarm.restoredTokens, cold.stats.promptTokens - 1, 'whole blocks and the partial one, all but the last prompt token (decoded again for its logits)');
+    assert.equal(cold.stats.cachedPromptTokens, 0);
+    assert.equal(warm.stats.cachedPromptTokens, afterWarm.restoredTokens, 'the result says how much of its prompt was reused');
 
     const other = await engine.complete(prompt, { ...greedy, cacheSalt: 'tenant-b' });
     assert.deepEqual(other.tokens, cold.tokens);
+    assert.equal(other.stats.cachedPromptTokens, 0);
     assert.equal((await engine.cacheStats())!.restoredTokens, afterWarm.restoredTokens, 'nothing restored across salts');
     assert.deepEqual(await engine.kvAudit(), [], 'restores left no cells behind');
   } finally {

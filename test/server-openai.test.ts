@@ -3,7 +3,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { MODEL_ID, sseData, startServer, type RunningServer } from './helpers/server.js';
-import { testbedPrompts } from './helpers/models.js';
+import { join } from 'node:path';
+import { readJsonLines } from '../src/bench/jsonl.js';
+import { projectRoot, testbedPrompts } from './helpers/models.js';
 
 const question = [{ role: 'user' as const, content: 'What is 47 + 85?' }];
 const greedy = { model: MODEL_ID, temperature: 0, max_tokens: 40 };
@@ -64,6 +66,23 @@ describe('chat completions', () => {
     const delta = (chunk: OpenAI.ChatCompletionChunk) => chunk.choices[0]?.delta as { content?: string; reasoning_content?: string } | undefined;
     assert.equal(chunks.map((chunk) => delta(chunk)?.reasoning_content ?? '').join(''), (whole.choices[0].message as { reasoning_content?: string }).reasoning_content);
     assert.equal(chunks.map((chunk) => delta(chunk)?.content ?? '').join(''), whole.choices[0].message.content);
+  });
+
+  test('usage.prompt_tokens_details.cached_tokens counts the prompt tokens the prefix cache restored', async () => {
+    const caching = await startServer({ cache: { tiers: ['ram'] } });
+    try {
+      const cachingClient = new OpenAI({ baseURL: `${caching.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      const [{ row }] = await readJsonLines(join(projectRoot, 'bench', 'prompts', 'rewrite.jsonl'));
+      const rewrite = String(row.prompt);
+      const ask = () => cachingClient.chat.completions.create({ ...greedy, messages: [{ role: 'user', content: rewrite }], max_tokens: 8 });
+      const cold = (await ask()).usage!;
+      const warm = (await ask()).usage!;
+      assert.ok(cold.prompt_tokens >= 128, `a prompt of several blocks (${cold.prompt_tokens} tokens)`);
+      assert.equal(cold.prompt_tokens_details?.cached_tokens, 0);
+      assert.equal(warm.prompt_tokens_details?.cached_tokens, warm.prompt_tokens - 1, 'all but the last prompt token (evaluated again for its logits)');
+    } finally {
+      await caching.close();
+    }
   });
 
   test('stream().finalChatCompletion() assembles the streamed message', async () => {

@@ -73,7 +73,7 @@ export function formatStats(stats: GenerationStats): string {
   const lines = [
     [
       `${stats.generatedTokens} tokens (${stats.stopReason})${stats.thinkingEnd ? `, ${stats.thinkingTokens} thinking (${stats.thinkingEnd})` : ''}`,
-      `prompt ${stats.promptTokens} tok at ${stats.prefillTokensPerSecond.toFixed(0)} tok/s`,
+      `prompt ${stats.promptTokens} tok${stats.cachedPromptTokens > 0 ? ` (${stats.cachedPromptTokens} cached)` : ''} at ${stats.prefillTokensPerSecond.toFixed(0)} tok/s`,
       `decode ${stats.decodeTokensPerSecond.toFixed(1)} tok/s`,
       `first token ${stats.timeToFirstTokenMs.toFixed(1)} ms`,
     ].join(' · '),

@@ -336,6 +336,7 @@ export class EngineLoop {
     for (const request of this.scheduler.admit()) {
       this.shareResidentPrefix(request);
       this.restorePrefix(request);
+      if (!request.resuming) request.output.cachedPromptTokens = request.cached;
       if (request.resuming && request.cached >= request.prefillTarget) {
         // Its KV came back whole (shared or restored): it decodes its pending token at once.
         request.state = 'decoding';

@@ -43,6 +43,8 @@ export interface GenerationChunk {
 
 export interface GenerationStats {
   promptTokens: number;
+  /** Prompt tokens whose KV was reused, not evaluated: restored from the prefix cache or shared from a running request. */
+  cachedPromptTokens: number;
   generatedTokens: number;
   /** Engine steps after the first token (each one target decode). */
   steps: number;
@@ -102,6 +104,8 @@ export class GenerationOutput {
   private readonly output = { text: '', reasoning: '', content: '' };
   private steps = 0;
   private firstTokenAt: number | undefined;
+  /** Set by the engine loop when the request is first admitted. */
+  cachedPromptTokens = 0;
 
   constructor(
     private readonly tokenizer: Tokenizer,
@@ -211,6 +215,7 @@ export class GenerationOutput {
     const thinkingEnd = this.segments.thinkingEnd;
     return {
       promptTokens: this.promptTokens,
+      cachedPromptTokens: this.cachedPromptTokens,
       generatedTokens,
       steps: this.steps,
       timeToFirstTokenMs: firstTokenAt - this.started,

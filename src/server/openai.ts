@@ -92,15 +92,18 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Prompt tokens whose KV was reused (the prefix cache, or a running request's shared prefix), as OpenAI and llama-server report them. */
+  prompt_tokens_details: { cached_tokens: number };
   completion_tokens_details: { reasoning_tokens: number };
 }
 
 export function usageOf(result: GenerationResult): Usage {
-  const { promptTokens, generatedTokens, thinkingTokens } = result.stats;
+  const { promptTokens, cachedPromptTokens, generatedTokens, thinkingTokens } = result.stats;
   return {
     prompt_tokens: promptTokens,
     completion_tokens: generatedTokens,
     total_tokens: promptTokens + generatedTokens,
+    prompt_tokens_details: { cached_tokens: cachedPromptTokens },
     completion_tokens_details: { reasoning_tokens: thinkingTokens },
   };
 }
