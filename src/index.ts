@@ -10,6 +10,7 @@ export { Tokenizer, TextStreamDecoder, type TokenizeOptions } from './llama/toke
 export { detachLlamaLogger, loadLlamaLibrary, type GpuChoice, type Backend } from './llama/library.js';
 export { generateAll, type GenerationChunk, type GenerationResult, type GenerationStats, type GenerationLimits, type StopReason } from './generate/generate.js';
 export { PlainDecoder, PromptTooLongError, type SequenceDecoder, type DecoderTimings } from './generate/decoder.js';
+export { MAX_TOP_LOGPROBS, type TokenLogprob, type TokenChoice } from './generate/logprobs.js';
 export { Sampler, tokenDistribution, greedyToken, drawFrom, isGreedy, defaultSampling, type SamplingOptions, type TokenDistribution } from './generate/sampling.js';
 export { Prng } from './generate/prng.js';
 export { ChatFormatter, ChatTemplateError, type ChatMessage, type ChatRole } from './generate/chat.js';

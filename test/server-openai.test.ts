@@ -85,6 +85,28 @@ describe('chat completions', () => {
     }
   });
 
+  test('logprobs: one entry per token with its top alternatives, streamed and whole alike', async () => {
+    const request = { ...greedy, messages: question, logprobs: true, top_logprobs: 2 };
+    const whole = await client.chat.completions.create(request);
+    const entries = whole.choices[0].logprobs!.content!;
+    assert.equal(entries.length, whole.usage!.completion_tokens);
+    assert.equal(entries[0].token, '<think>');
+    for (const entry of entries) {
+      assert.ok(entry.logprob <= 0);
+      assert.equal(entry.top_logprobs.length, 2);
+      assert.equal(entry.top_logprobs[0].token, entry.token, 'greedy: the emitted token is the most likely');
+      assert.deepEqual(entry.bytes, [...Buffer.from(entry.token)]);
+    }
+    const streamed: OpenAI.ChatCompletionTokenLogprob[] = [];
+    for await (const chunk of await client.chat.completions.create({ ...request, stream: true })) streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+    assert.deepEqual(
+      streamed.map((entry) => entry.token),
+      entries.map((entry) => entry.token),
+    );
+    const plain = await client.chat.completions.create({ ...greedy, messages: question });
+    assert.equal(plain.choices[0].logprobs, null, 'none unless asked for');
+  });
+
   test('stream().finalChatCompletion() assembles the streamed message', async () => {
     const final = await client.chat.completions.stream({ ...greedy, messages: question, max_tokens: 300 }).finalChatCompletion();
     assert.equal(final.choices[0].finish_reason, 'stop');
@@ -139,6 +161,18 @@ describe('completions', () => {
     assert.deepEqual(usage, whole.usage);
   });
 
+  test('logprobs: n gives the legacy lists, offsets into the text', async () => {
+    const completion = await client.completions.create({ model: MODEL_ID, prompt: testbedPrompts.reasoning, temperature: 0, max_tokens: 12, logprobs: 3 });
+    const { text, logprobs } = completion.choices[0];
+    assert.equal(logprobs!.tokens!.join(''), text);
+    assert.equal(logprobs!.token_logprobs!.length, 12);
+    assert.deepEqual(logprobs!.text_offset, logprobs!.tokens!.map((_, i) => logprobs!.tokens!.slice(0, i).join('').length));
+    for (const [i, top] of logprobs!.top_logprobs!.entries()) {
+      assert.equal(Object.keys(top).length, 3);
+      assert.equal(top[logprobs!.tokens![i]], logprobs!.token_logprobs![i]);
+    }
+  });
+
   test('a prompt of token ids equals the same prompt as text', async () => {
     const tokens = await running.engine.tokenize(testbedPrompts.reasoning);
     const fromTokens = await client.completions.create({ model: MODEL_ID, prompt: tokens, temperature: 0, max_tokens: 12 });
@@ -181,6 +215,9 @@ describe('models and errors', () => {
       [{ messages: [{ role: 'tool', content: '4', tool_call_id: 'call_1' }] }, 'messages.0.role'],
       [{ messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] }, 'messages.0.tool_calls'],
       [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }] }, 'messages.0.content.0.type'],
+      [{ top_logprobs: 2 }, 'top_logprobs'],
+      [{ logprobs: true, top_logprobs: 21 }, 'top_logprobs'],
+      [{ logprobs: true, reasoning_effort: 'low' }, 'logprobs'],
     ];
     for (const [fields, param] of cases) {
       await assert.rejects(

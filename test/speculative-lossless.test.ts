@@ -108,6 +108,26 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     });
   }
 
+  test("logprobs read from verified trees equal plain decoding's, to the batched kernels' last bits", async () => {
+    const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.story);
+    const withLogprobs = { maxTokens: 120, logprobs: 3 };
+    const reference = await runSolo(testbed.target, (sampler) => new PlainDecoder(sampler), prompt, withLogprobs);
+    const result = await runSolo(testbed.target, speculativeDecoder(testbed, ['ngram', 'suffix', 'draft'], {}), prompt, withLogprobs);
+    assert.deepEqual(result.tokens, reference.tokens);
+    assert.ok(result.stats.speculation!.emitted > result.stats.speculation!.steps, 'drafts were accepted');
+    assert.equal(result.logprobs!.length, result.tokens.length);
+    let drift = 0;
+    for (const [i, entry] of result.logprobs!.entries()) {
+      assert.equal(entry.token, result.tokens[i]);
+      drift = Math.max(drift, Math.abs(entry.logprob - reference.logprobs![i].logprob));
+      assert.equal(entry.top.length, 3);
+      assert.equal(entry.top[0].token, entry.token, 'greedy: the emitted token is the most likely');
+      assert.ok(entry.top.every((top, k) => k === 0 || top.logprob <= entry.top[k - 1].logprob), 'alternatives most likely first');
+      assert.ok(entry.top.reduce((sum, top) => sum + Math.exp(top.logprob), 0) <= 1 + 1e-9, 'probabilities, not raw logits');
+    }
+    assert.ok(drift < 1e-3, `largest logprob difference ${drift}`);
+  });
+
   test('with flash attention off (target and draft context alike; its cost curve filed apart), every drafter equals plain decoding', async () => {
     const off = await rig(testbedTarget, testbedDraft, 'off');
     try {

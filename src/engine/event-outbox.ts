@@ -81,13 +81,14 @@ export class EventOutbox {
 }
 
 function joined(first: GenerationChunk, next: GenerationChunk): GenerationChunk {
-  const pieces = first.pieces || next.pieces ? { pieces: [...(first.pieces ?? []), ...(next.pieces ?? [])] } : {};
   return {
     tokens: [...first.tokens, ...next.tokens],
     text: first.text + next.text,
     reasoning: first.reasoning + next.reasoning,
     content: first.content + next.content,
     draftedBy: [...first.draftedBy, ...next.draftedBy],
-    ...pieces,
+    // Per-token lists that chunks carry when the request asked for them.
+    ...(first.pieces || next.pieces ? { pieces: [...(first.pieces ?? []), ...(next.pieces ?? [])] } : {}),
+    ...(first.logprobs || next.logprobs ? { logprobs: [...(first.logprobs ?? []), ...(next.logprobs ?? [])] } : {}),
   };
 }

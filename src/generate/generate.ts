@@ -7,6 +7,7 @@ import { TextStreamDecoder } from '../llama/tokenizer.js';
 import type { DecoderTimings, SequenceDecoder } from './decoder.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
 import { StopMatcher } from './stop.js';
+import { checkTopLogprobs, tokenLogprob, type TokenLogprob } from './logprobs.js';
 import { ThinkingSegments, thinkingTagTokens, type ForcedThinkingEnd, type ThinkingEnd } from '../reasoning/segments.js';
 import { thinkingControllerFor, type BoundaryRecord, type PlannedProbe, type ProbePlan, type ThinkingController, type ThinkingLimits } from '../reasoning/controller.js';
 import type { ProbeScore } from '../reasoning/probe.js';
@@ -24,6 +25,12 @@ export interface GenerationLimits extends ThinkingLimits {
   signal?: AbortSignal;
   /** Chunks also carry each token's text (`pieces`), e.g. to colour tokens by drafter. */
   tokenPieces?: boolean;
+  /**
+   * Chunks also carry each token's log-probability under the model (`logprobs`, see logprobs.ts)
+   * with this many most likely alternatives (0–20). Not with a thinking budget or early exit:
+   * the tokens they insert have no probability under the model.
+   */
+  logprobs?: number;
 }
 
 export interface GenerationChunk {
@@ -39,6 +46,8 @@ export interface GenerationChunk {
   draftedBy: readonly (string | null)[];
   /** Each token's own text, when the request asked for `tokenPieces`. */
   pieces?: readonly string[];
+  /** Each token's log-probability and the most likely alternatives, when the request asked for `logprobs`. */
+  logprobs?: readonly TokenLogprob[];
 }
 
 export interface GenerationStats {
@@ -83,6 +92,8 @@ export interface GenerationResult {
   content: string;
   tokens: number[];
   stats: GenerationStats;
+  /** Each token's log-probability and the most likely alternatives, when the request asked for `logprobs`. */
+  logprobs?: TokenLogprob[];
   /** The tree each step verified (the root: its pending token), when the request asked to `recordTrees`. */
   verifiedTrees?: TreeShape[];
 }
@@ -102,6 +113,7 @@ export class GenerationOutput {
   private readonly boundaries: BoundaryRecord[] = [];
   private readonly generated: number[] = [];
   private readonly output = { text: '', reasoning: '', content: '' };
+  private readonly logprobs: TokenLogprob[] = [];
   private steps = 0;
   private firstTokenAt: number | undefined;
   /** Set by the engine loop when the request is first admitted. */
@@ -121,11 +133,17 @@ export class GenerationOutput {
     this.segments = new ThinkingSegments(thinkingTagTokens(tokenizer, limits.thinkingTags), prompt);
     const onBoundary = limits.recordBoundaries ? (record: BoundaryRecord) => this.boundaries.push(record) : undefined;
     this.controller = thinkingControllerFor(tokenizer, prompt, { ...limits, onBoundary });
+    if (limits.logprobs !== undefined) {
+      checkTopLogprobs(limits.logprobs);
+      if (limits.maxThinkingTokens !== undefined || limits.exitThresholds !== undefined) {
+        throw new Error('logprobs cannot be combined with a thinking budget or early exit: the closing tokens they insert have no probability under the model');
+      }
+    }
   }
 
-  /** Whether `push` needs the logits row of every token (the early-exit policy reads them). */
+  /** Whether `push` needs the logits row of every token (the early-exit policy or `logprobs` reads them). */
   get needsLogits(): boolean {
-    return this.controller?.needsLogits ?? false;
+    return (this.controller?.needsLogits ?? false) || this.limits.logprobs !== undefined;
   }
 
   /** What the thinking controller's probe rule asks of this step's tree (undefined: nothing). */
@@ -173,7 +191,7 @@ export class GenerationOutput {
     const piece = this.stopMatcher.push(raw);
     const chunk =
       accepted.tokens.length > 0 || piece.text
-        ? this.chunk(piece.text, accepted.tokens, drafted.slice(0, accepted.tokens.length))
+        ? this.chunk(piece.text, accepted.tokens, drafted.slice(0, accepted.tokens.length), this.logprobsOf(accepted.tokens, rowOf))
         : undefined;
     if (piece.stopped) return { chunk, stopReason: 'stop' };
     if (accepted.endOfGeneration) return { chunk, stopReason: 'eos' };
@@ -192,18 +210,31 @@ export class GenerationOutput {
       if (text) tail = this.chunk(text, [], []);
     }
     const stats = this.stats(decoder, stopReason);
-    return { tail, result: { ...this.output, tokens: this.generated, stats } };
+    const logprobs = this.limits.logprobs === undefined ? {} : { logprobs: this.logprobs };
+    return { tail, result: { ...this.output, tokens: this.generated, stats, ...logprobs } };
   }
 
   /** A chunk of final text, split into thinking and answer, and added to the result's text. */
-  private chunk(text: string, tokens: readonly number[], draftedBy: readonly (string | null)[]): GenerationChunk {
+  private chunk(text: string, tokens: readonly number[], draftedBy: readonly (string | null)[], logprobs?: TokenLogprob[]): GenerationChunk {
     const split = this.segments.take(text);
     this.output.text += text;
     this.output.reasoning += split.reasoning;
     this.output.content += split.content;
     const chunk: GenerationChunk = { tokens, text, ...split, draftedBy };
     if (this.limits.tokenPieces) chunk.pieces = tokens.map((token) => this.tokenizer.detokenize([token]));
+    if (logprobs) {
+      chunk.logprobs = logprobs;
+      this.logprobs.push(...logprobs);
+    }
     return chunk;
+  }
+
+  /** Token i was chosen by the row `rowOf(i)` (no controller can have inserted tokens: see the constructor). */
+  private logprobsOf(tokens: readonly number[], rowOf: ((index: number) => Float32Array) | undefined): TokenLogprob[] | undefined {
+    const top = this.limits.logprobs;
+    if (top === undefined) return undefined;
+    if (!rowOf) throw new Error('logprobs need the logits row of every token');
+    return tokens.map((token, i) => tokenLogprob(this.tokenizer, rowOf(i), token, top));
   }
 
   private stats(decoder: Pick<SequenceDecoder, 'timings' | 'speculation'>, stopReason: StopReason): GenerationStats {

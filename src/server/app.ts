@@ -245,7 +245,7 @@ async function wholeResponse(generation: Generation, stream: EngineStream) {
     return {
       ...header,
       object: generation.format.object,
-      choices: [{ index: 0, ...generation.format.whole(result), finish_reason: finishReason(result.stats.stopReason), logprobs: null }],
+      choices: [{ index: 0, logprobs: null, ...generation.format.whole(result), finish_reason: finishReason(result.stats.stopReason) }],
       usage: usageOf(result),
       tachyon: summaryOf(result),
     };

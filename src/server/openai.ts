@@ -8,6 +8,7 @@ import type { GenerationChunk } from '../generate/generate.js';
 import type { ChatMessage } from '../generate/chat.js';
 import type { GenerationResult, StopReason } from '../generate/generate.js';
 import type { SpeculationStats } from '../speculative/decoder.js';
+import type { TokenChoice, TokenLogprob } from '../generate/logprobs.js';
 import { TrimmedSplitText, trimSplitText } from '../reasoning/presentation.js';
 import { invalidRequest } from './errors.js';
 import { UNSUPPORTED_FIELDS, type ChatCompletionRequest, type GenerationRequest } from './schemas.js';
@@ -56,8 +57,13 @@ export function generationOptions(body: GenerationRequest, contextSize: number, 
   if (maxTokens > contextSize) {
     throw invalidRequest(`'${maxTokensField}' is ${maxTokens}, more than the context of ${contextSize} tokens`, maxTokensField, 'invalid_value');
   }
+  const logprobs = requestedLogprobs(body);
+  if (logprobs !== undefined && body.reasoning_effort != null) {
+    throw invalidRequest("'logprobs' cannot be combined with 'reasoning_effort': the tokens that end the thinking early have no probability under the model", 'logprobs', 'invalid_value');
+  }
   return {
     maxTokens,
+    logprobs,
     stop: typeof body.stop === 'string' ? [body.stop] : (body.stop ?? []),
     temperature: body.temperature ?? 1,
     topP: body.top_p ?? 1,
@@ -71,6 +77,13 @@ export function generationOptions(body: GenerationRequest, contextSize: number, 
     reasoningEffort: body.reasoning_effort ?? undefined,
     signal,
   };
+}
+
+/** Alternatives per token the request asks for: chat's `logprobs: true` with `top_logprobs`, or completions' `logprobs: n`; undefined: none. */
+function requestedLogprobs(body: GenerationRequest): number | undefined {
+  if (typeof body.logprobs === 'number') return body.logprobs;
+  if (body.top_logprobs != null && body.logprobs !== true) throw invalidRequest("'top_logprobs' needs 'logprobs': true", 'top_logprobs', 'invalid_value');
+  return body.logprobs === true ? (body.top_logprobs ?? 0) : undefined;
 }
 
 /** Messages as the chat template takes them: text parts joined, `developer` as `system`, names kept. */
@@ -145,7 +158,10 @@ export interface ResponseFormat {
   chunkObject: string;
   /** The choice fields of a stream's first chunk, sent before any text. */
   opening?: Record<string, unknown>;
-  /** One stream's delta writer: the choice fields of a chunk of text, undefined when it adds none (a writer may hold text back). */
+  /**
+   * One stream's delta writer: the choice fields of a chunk, undefined when it adds nothing (no
+   * text shown yet, no logprobs). A writer may hold text back.
+   */
   deltas(): (chunk: GenerationChunk) => Record<string, unknown> | undefined;
   /** The choice fields of a chunk that adds no text: the last one (with the finish reason), one that carries only drafted tokens. */
   noText: Record<string, unknown>;
@@ -162,13 +178,14 @@ export const chatFormat: ResponseFormat = {
     const trimmed = new TrimmedSplitText();
     return (chunk) => {
       const { reasoning, content } = trimmed.push(chunk);
-      return reasoning || content ? { delta: { ...(reasoning ? { reasoning_content: reasoning } : {}), ...(content ? { content } : {}) } } : undefined;
+      if (!reasoning && !content && !chunk.logprobs?.length) return undefined;
+      return { delta: { ...(reasoning ? { reasoning_content: reasoning } : {}), ...(content ? { content } : {}) }, ...chatLogprobs(chunk.logprobs) };
     };
   },
   noText: { delta: {} },
   whole: (result) => {
     const { reasoning, content } = trimSplitText(result);
-    return { message: { role: 'assistant', content, ...(reasoning ? { reasoning_content: reasoning } : {}) } };
+    return { message: { role: 'assistant', content, ...(reasoning ? { reasoning_content: reasoning } : {}) }, ...chatLogprobs(result.logprobs) };
   },
 };
 
@@ -176,10 +193,38 @@ export const completionFormat: ResponseFormat = {
   idPrefix: 'cmpl-',
   object: 'text_completion',
   chunkObject: 'text_completion',
-  deltas: () => ({ text }) => (text ? { text } : undefined),
+  deltas: () => {
+    const offset = { at: 0 };
+    return ({ text, logprobs }) => (text || logprobs?.length ? { text, ...completionLogprobs(logprobs, offset) } : undefined);
+  },
   noText: { text: '' },
-  whole: (result) => ({ text: result.text }),
+  whole: (result) => ({ text: result.text, ...completionLogprobs(result.logprobs, { at: 0 }) }),
 };
+
+/** Chat's `logprobs`: one entry per token (thinking included, as vLLM reports them). */
+function chatLogprobs(entries: readonly TokenLogprob[] | undefined) {
+  if (!entries) return {};
+  const fields = ({ text, logprob, bytes }: TokenChoice) => ({ token: text, logprob, bytes });
+  return { logprobs: { content: entries.map((entry) => ({ ...fields(entry), top_logprobs: entry.top.map(fields) })), refusal: null } };
+}
+
+/** The completions endpoint's legacy `logprobs`; `offset.at` is where the next token's text starts in the completion. */
+function completionLogprobs(entries: readonly TokenLogprob[] | undefined, offset: { at: number }) {
+  if (!entries) return {};
+  const textOffset = entries.map((entry) => {
+    const at = offset.at;
+    offset.at += entry.text.length;
+    return at;
+  });
+  return {
+    logprobs: {
+      tokens: entries.map((entry) => entry.text),
+      token_logprobs: entries.map((entry) => entry.logprob),
+      top_logprobs: entries.map((entry) => Object.fromEntries(entry.top.map((top) => [top.text, top.logprob]))),
+      text_offset: textOffset,
+    },
+  };
+}
 
 /** Identity of one response: every chunk of a stream carries the same id, time and model. */
 export interface ResponseHeader {

@@ -4,6 +4,7 @@
  * something we do not do must hear so.
  */
 import { Type, type Static } from '@sinclair/typebox';
+import { MAX_TOP_LOGPROBS } from '../generate/logprobs.js';
 
 /** Largest integer JSON can carry exactly into a JavaScript number. */
 const SAFE = Number.MAX_SAFE_INTEGER;
@@ -19,8 +20,6 @@ export const UNSUPPORTED_FIELDS = [
   'function_call',
   'parallel_tool_calls',
   'response_format',
-  'logprobs',
-  'top_logprobs',
   'logit_bias',
   'audio',
   'modalities',
@@ -84,6 +83,8 @@ export const ChatCompletionRequest = Type.Object(
   {
     messages: Type.Array(Message, { minItems: 1, maxItems: 4096 }),
     max_completion_tokens: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: SAFE }), Type.Null()])),
+    logprobs: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
+    top_logprobs: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: MAX_TOP_LOGPROBS }), Type.Null()])),
     ...generationFields,
   },
   { additionalProperties: false },
@@ -93,6 +94,7 @@ export type ChatCompletionRequest = Static<typeof ChatCompletionRequest>;
 export const CompletionRequest = Type.Object(
   {
     prompt: Type.Union([Type.String(), Type.Array(Type.String(), { minItems: 1, maxItems: 1 }), Type.Array(Type.Integer({ minimum: 0 }), { minItems: 1 })]),
+    logprobs: Type.Optional(Type.Union([Type.Integer({ minimum: 0, maximum: MAX_TOP_LOGPROBS }), Type.Null()])),
     ...generationFields,
   },
   { additionalProperties: false },
@@ -100,5 +102,9 @@ export const CompletionRequest = Type.Object(
 export type CompletionRequest = Static<typeof CompletionRequest>;
 
 const GenerationFields = Type.Object(generationFields);
-/** The fields both endpoints read when they build generation options. */
-export type GenerationRequest = Static<typeof GenerationFields> & { max_completion_tokens?: number | null };
+/** The fields both endpoints read when they build generation options (`logprobs` is a switch in chat, a count in completions). */
+export type GenerationRequest = Static<typeof GenerationFields> & {
+  max_completion_tokens?: number | null;
+  logprobs?: boolean | number | null;
+  top_logprobs?: number | null;
+};
