@@ -144,10 +144,10 @@ describe('Prng (xoshiro128** seeded by SplitMix64)', () => {
 });
 
 describe('options', () => {
-  it('defaults to greedy with llama.cpp-like truncation and penalties off', () => {
+  it('defaults to greedy with llama.cpp-like truncation, penalties and bias off', () => {
     assert.deepEqual(defaultSampling, {
       temperature: 0, topK: 40, topP: 0.95, minP: 0.05,
-      repeatPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, penaltyLastN: 64, seed: 0,
+      repeatPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, penaltyLastN: 64, seed: 0, logitBias: {},
     });
     assert.ok(Object.isFrozen(defaultSampling));
   });
@@ -238,6 +238,26 @@ describe('penalties (exact)', () => {
     tokenDistribution(logits, history, { temperature: 0.8, repeatPenalty: 1.3, frequencyPenalty: 0.2 });
     greedyToken(logits, history, { repeatPenalty: 1.3, presencePenalty: 2 });
     assert.deepEqual(logits, before);
+  });
+});
+
+describe('logit bias (exact)', () => {
+  it('adds to the named logits: -100 bans the argmax, +100 forces another token, greedy and sampled alike', () => {
+    const logits = Float32Array.of(3, 1, 2, 0);
+    assert.equal(greedyToken(logits, [], { logitBias: { 0: -100 } }), 2);
+    assert.equal(greedyToken(logits, [], { logitBias: { 3: 100 } }), 3);
+    assertSoftmaxOf(tokenDistribution(logits, [], { ...PLAIN, logitBias: { 0: -1, 3: 0.5 } }), [2, 1, 2, 0.5]);
+  });
+
+  it('comes before the penalties, as in llama.cpp (a repetition penalty scales the biased logit)', () => {
+    // (1 + 3) / 2 = 2 for token 1, seen once; token 0 is neither biased nor seen.
+    assertSoftmaxOf(tokenDistribution(Float32Array.of(2, 1), [1], { ...PLAIN, repeatPenalty: 2, logitBias: { 1: 3 } }), [2, 2]);
+  });
+
+  it('rejects ids that are not tokens and biases that are not finite', () => {
+    assert.throws(() => greedyToken(Float32Array.of(1, 2), [], { logitBias: { 2: 1 } }), /outside a 2-token vocabulary/);
+    assert.throws(() => greedyToken(Float32Array.of(1, 2), [], { logitBias: { 0: Number.POSITIVE_INFINITY } }), /must be finite/);
+    assert.throws(() => greedyToken(Float32Array.of(1, 2), [], { logitBias: { ['x' as unknown as number]: 1 } }), /not a token id/);
   });
 });
 

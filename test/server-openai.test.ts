@@ -107,6 +107,15 @@ describe('chat completions', () => {
     assert.equal(plain.choices[0].logprobs, null, 'none unless asked for');
   });
 
+  test('logit_bias: a banned token never comes (here the thinking tag: the model answers without thinking)', async () => {
+    const think = (await running.engine.tokenize('<think>')).at(-1)!;
+    const completion = await client.chat.completions.create({ ...greedy, messages: question, max_tokens: 60, logit_bias: { [think]: -100 } });
+    const message = completion.choices[0].message as OpenAI.ChatCompletionMessage & { reasoning_content?: string };
+    assert.equal(message.reasoning_content, undefined);
+    assert.ok((message.content ?? '').length > 0);
+    assert.equal(completion.usage!.completion_tokens_details!.reasoning_tokens, 0);
+  });
+
   test('stream().finalChatCompletion() assembles the streamed message', async () => {
     const final = await client.chat.completions.stream({ ...greedy, messages: question, max_tokens: 300 }).finalChatCompletion();
     assert.equal(final.choices[0].finish_reason, 'stop');
@@ -206,7 +215,6 @@ describe('models and errors', () => {
       [{ n: 2 }, 'n'],
       [{ tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools'],
       [{ response_format: { type: 'json_object' } }, 'response_format'],
-      [{ logit_bias: { 1: 5 } }, 'logit_bias'],
       [{ surprise: true }, 'surprise'],
       [{ stream_options: { include_usage: true } }, 'stream_options'],
       [{ reasoning_effort: 'max' }, 'reasoning_effort'],
@@ -216,6 +224,8 @@ describe('models and errors', () => {
       [{ messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] }] }, 'messages.0.tool_calls'],
       [{ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/a.png' } }] }] }, 'messages.0.content.0.type'],
       [{ top_logprobs: 2 }, 'top_logprobs'],
+      [{ logit_bias: { 5: 101 } }, 'logit_bias.5'],
+      [{ logit_bias: { 123456789: 1 } }, 'logit_bias'],
       [{ logprobs: true, top_logprobs: 21 }, 'top_logprobs'],
       [{ logprobs: true, reasoning_effort: 'low' }, 'logprobs'],
     ];

@@ -155,6 +155,18 @@ describe('greedy speculative decoding is token-identical to plain decoding (test
     assert.deepEqual(result.tokens, reference.tokens);
   });
 
+  test('a logit bias (the thinking tag banned) stays lossless', async () => {
+    const tokenizer = testbed.target.model.tokenizer;
+    const [think] = tokenizer.tokenize('<think>', { addSpecial: false, parseSpecial: true });
+    const bias = { logitBias: { [think]: -100 } };
+    const prompt = tokenizer.tokenize(testbedPrompts.reasoning);
+    const reference = await plain(testbed, prompt, bias, 160);
+    assert.ok(!reference.tokens.includes(think), 'the banned token never comes');
+    assert.equal((await plain(testbed, prompt, {}, 160)).tokens[0], think, 'unbiased, the answer starts by thinking');
+    const result = await speculative(testbed, ['ngram', 'suffix', 'draft'], prompt, bias, 160);
+    assert.deepEqual(result.tokens, reference.tokens);
+  });
+
   test('no stray KV cells survive rejected branches', async () => {
     const prompt = testbed.target.model.tokenizer.tokenize(testbedPrompts.story);
     const loop = new EngineLoop(testbed.target, testbed.target.model.tokenizer, decoderSource(speculativeDecoder(testbed, ['ngram', 'suffix', 'draft'], {})));

@@ -7,8 +7,8 @@
  * distribution at each position and draws once per emitted token therefore reproduces plain
  * decoding exactly.
  *
- * Pipeline: penalties → temperature → (greedy: argmax) → top-k → softmax → top-p → min-p →
- * renormalize. Note that temperature precedes top-k/top-p/min-p here (Hugging Face order), while
+ * Pipeline: logit bias → penalties → temperature → (greedy: argmax) → top-k → softmax → top-p →
+ * min-p → renormalize. Note that temperature precedes top-k/top-p/min-p here (Hugging Face order), while
  * llama.cpp's default sampler chain applies temperature after min-p.
  *
  * The logits array is a zero-copy view of llama.cpp memory: it is only ever read.
@@ -34,6 +34,8 @@ export interface SamplingOptions {
   penaltyLastN?: number;
   /** Seed of the Sampler's Prng (safe integer). */
   seed?: number;
+  /** Added to these tokens' logits before anything else (OpenAI's `logit_bias`; -100 bans a token, +100 all but forces it). */
+  logitBias?: Readonly<Record<number, number>>;
 }
 
 /** Greedy is this engine's default; the other values only matter once temperature > 0. */
@@ -47,6 +49,7 @@ export const defaultSampling: Required<SamplingOptions> = Object.freeze({
   presencePenalty: 0,
   penaltyLastN: 64,
   seed: 0,
+  logitBias: Object.freeze({}),
 });
 
 /** Kept tokens sorted by probability descending (ties: lower id first); probs > 0, sum to 1. */
@@ -65,10 +68,9 @@ const resolvedSamplings = new WeakSet<object>();
 /** Fills in defaults (undefined fields only) and rejects values that would silently misbehave; the result is frozen. */
 export function resolveSampling(options: SamplingOptions): Readonly<Required<SamplingOptions>> {
   if (resolvedSamplings.has(options)) return options as Readonly<Required<SamplingOptions>>;
-  const resolved = { ...defaultSampling };
+  const resolved: Required<SamplingOptions> = { ...defaultSampling };
   for (const key of Object.keys(defaultSampling) as (keyof SamplingOptions)[]) {
-    const value = options[key];
-    if (value !== undefined) resolved[key] = value;
+    if (options[key] !== undefined) Object.assign(resolved, { [key]: options[key] });
   }
   validate(resolved);
   resolvedSamplings.add(Object.freeze(resolved));
@@ -86,6 +88,10 @@ function validate(o: Required<SamplingOptions>): void {
   if (!Number.isFinite(o.frequencyPenalty)) fail('frequencyPenalty', 'must be finite');
   if (!Number.isFinite(o.presencePenalty)) fail('presencePenalty', 'must be finite');
   if (!Number.isSafeInteger(o.seed)) fail('seed', 'must be a safe integer');
+  for (const [token, bias] of Object.entries(o.logitBias)) {
+    if (!/^\d+$/.test(token)) throw new RangeError(`sampling option logitBias names ${JSON.stringify(token)}, not a token id`);
+    if (!Number.isFinite(bias)) throw new RangeError(`sampling option logitBias[${token}]=${bias} must be finite`);
+  }
 }
 
 export function isGreedy(o: SamplingOptions): boolean {
@@ -93,11 +99,12 @@ export function isGreedy(o: SamplingOptions): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Penalties: only history tokens change, so they are computed as a small sorted list of
-// overrides; greedy scans around them, the stochastic path copies once into a reused buffer.
+// Bias and penalties: only biased and history tokens change, so they are computed as a small
+// sorted list of overrides; greedy scans around them, the stochastic path copies once into a
+// reused buffer.
 // ---------------------------------------------------------------------------------------------
 
-/** Penalized logits of the tokens in the penalty window; ids ascending, unique. */
+/** Biased and penalized logits of the tokens they touch; ids ascending, unique. */
 interface LogitOverrides {
   ids: Int32Array;
   logits: Float32Array;
@@ -134,11 +141,22 @@ function penalize(logit: number, count: number, o: Required<SamplingOptions>): n
 }
 
 function penaltyOverrides(logits: Float32Array, history: ArrayLike<number>, o: Required<SamplingOptions>): LogitOverrides {
-  if (!penaltiesActive(o)) return NO_OVERRIDES;
-  const counts = countWindow(history, o.penaltyLastN, logits.length);
+  const biased = Object.keys(o.logitBias);
+  const penalties = penaltiesActive(o);
+  if (!penalties && biased.length === 0) return NO_OVERRIDES;
+  const counts = penalties ? countWindow(history, o.penaltyLastN, logits.length) : new Map<number, number>();
+  for (const token of biased) {
+    const id = Number(token);
+    if (id >= logits.length) throw new RangeError(`logitBias names token ${id}, outside a ${logits.length}-token vocabulary`);
+    if (!counts.has(id)) counts.set(id, 0);
+  }
   const ids = Int32Array.from(counts.keys()).sort();
-  const penalized = Float32Array.from(ids, (id) => penalize(logits[id], counts.get(id)!, o));
-  return { ids, logits: penalized };
+  // llama.cpp's order: the bias first, then the penalties (a repetition penalty scales the biased logit).
+  const adjusted = Float32Array.from(ids, (id) => {
+    const logit = Math.fround(logits[id] + (o.logitBias[id] ?? 0));
+    return penalties ? penalize(logit, counts.get(id)!, o) : logit;
+  });
+  return { ids, logits: adjusted };
 }
 
 let penalizedScratch = new Float32Array(0);

@@ -117,7 +117,7 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     const reportServerError = (error: unknown) => options.onServerError?.(error, request);
     const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId, reportServerError };
     const tokenPieces = body.stream_options?.include_drafters === true;
-    const stream = generateFrom(engine, prompt, { ...generationOptions(body, engine.info.contextSize, signal), tokenPieces, speculation: options.speculation ?? 'auto' });
+    const stream = generateFrom(engine, prompt, { ...generationOptions(body, { contextSize: engine.info.contextSize, vocabularySize: engine.info.model.vocabularySize }, signal), tokenPieces, speculation: options.speculation ?? 'auto' });
     return body.stream ? streamResponse(generation, stream, reply) : wholeResponse(generation, stream);
   };
   app.post<{ Body: ChatCompletionRequest }>('/v1/chat/completions', { schema: { body: ChatCompletionRequest } }, (request, reply) =>

@@ -49,14 +49,22 @@ function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** What a request is checked against. */
+export interface ModelLimits {
+  contextSize: number;
+  vocabularySize: number;
+}
+
 /** Engine options for a request; unset fields take OpenAI's defaults (temperature 1, top_p 1, a random seed). */
-export function generationOptions(body: GenerationRequest, contextSize: number, signal: AbortSignal): GenerateOptions {
+export function generationOptions(body: GenerationRequest, { contextSize, vocabularySize }: ModelLimits, signal: AbortSignal): GenerateOptions {
   if (body.stream_options && !body.stream) throw invalidRequest("'stream_options' is only allowed with 'stream': true", 'stream_options', 'invalid_value');
   const maxTokensField = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? contextSize;
   if (maxTokens > contextSize) {
     throw invalidRequest(`'${maxTokensField}' is ${maxTokens}, more than the context of ${contextSize} tokens`, maxTokensField, 'invalid_value');
   }
+  const outside = Object.keys(body.logit_bias ?? {}).find((token) => Number(token) >= vocabularySize);
+  if (outside !== undefined) throw invalidRequest(`'logit_bias' names token ${outside}, not a token id of this model (0..${vocabularySize - 1})`, 'logit_bias', 'invalid_value');
   const logprobs = requestedLogprobs(body);
   if (logprobs !== undefined && body.reasoning_effort != null) {
     throw invalidRequest("'logprobs' cannot be combined with 'reasoning_effort': the tokens that end the thinking early have no probability under the model", 'logprobs', 'invalid_value');
@@ -73,6 +81,7 @@ export function generationOptions(body: GenerationRequest, contextSize: number, 
     frequencyPenalty: body.frequency_penalty ?? 0,
     presencePenalty: body.presence_penalty ?? 0,
     repeatPenalty: body.repetition_penalty ?? 1,
+    logitBias: body.logit_bias ?? undefined,
     cacheSalt: body.cache_salt ?? undefined,
     reasoningEffort: body.reasoning_effort ?? undefined,
     signal,

@@ -20,7 +20,6 @@ export const UNSUPPORTED_FIELDS = [
   'function_call',
   'parallel_tool_calls',
   'response_format',
-  'logit_bias',
   'audio',
   'modalities',
   'prediction',
@@ -59,6 +58,10 @@ const generationFields = {
   /** llama.cpp / vLLM's multiplicative repetition penalty (1 = off). */
   repetition_penalty: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10 }), Type.Null()])),
   n: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1 }), Type.Null()])),
+  /** Token id (as a string) → bias added to its logit, -100 (ban) to 100 (force). */
+  logit_bias: Type.Optional(
+    Type.Union([Type.Record(Type.String({ pattern: '^[0-9]{1,9}$' }), Type.Number({ minimum: -100, maximum: 100 }), { additionalProperties: false, maxProperties: 1024 }), Type.Null()]),
+  ),
   /** OpenAI's reasoning effort: ends the thinking early at this model's calibrated thresholds (a 400 when it has none). */
   reasoning_effort: Type.Optional(Type.Union([Type.Literal('low'), Type.Literal('medium'), Type.Literal('high'), Type.Null()])),
   /** Tenant of the KV prefix cache and the drafting history (vLLM's field): different salts share nothing. */
