@@ -116,6 +116,38 @@ describe('chat completions', () => {
     assert.equal(completion.usage!.completion_tokens_details!.reasoning_tokens, 0);
   });
 
+  test('n choices: each its own sample (a seed repeats them all), usage sums their tokens, the prompt is evaluated once', async () => {
+    const story = [{ role: 'user' as const, content: 'Write a long bedtime story about a shy crow called Otto.' }];
+    const sharedBefore = running.engine.status().sharedPrefixTokens;
+    const sampled = () => client.chat.completions.create({ model: MODEL_ID, messages: story, max_tokens: 16, n: 3, seed: 11 });
+    const [a, b] = [await sampled(), await sampled()];
+    assert.deepEqual(
+      a.choices.map((choice) => choice.index),
+      [0, 1, 2],
+    );
+    const contents = a.choices.map((choice) => choice.message.content);
+    assert.deepEqual(
+      b.choices.map((choice) => choice.message.content),
+      contents,
+    );
+    assert.ok(new Set(contents).size > 1, 'the choices sample apart');
+    assert.equal(a.usage!.completion_tokens, 48);
+    assert.ok(running.engine.status().sharedPrefixTokens - sharedBefore >= 4 * (a.usage!.prompt_tokens - 1), 'choices 1 and 2 shared the prompt of choice 0');
+
+    const solo = await client.chat.completions.create({ ...greedy, messages: question, max_tokens: 300 });
+    assert.equal(solo.choices[0].message.content, 'The answer is 132.');
+    const streamed = ['', ''];
+    const finishes = [0, 0];
+    for await (const chunk of await client.chat.completions.create({ ...greedy, messages: question, max_tokens: 300, n: 2, stream: true })) {
+      for (const choice of chunk.choices) {
+        streamed[choice.index] += choice.delta.content ?? '';
+        if (choice.finish_reason) finishes[choice.index]++;
+      }
+    }
+    assert.deepEqual(streamed, [solo.choices[0].message.content, solo.choices[0].message.content], 'greedy choices equal a solo run');
+    assert.deepEqual(finishes, [1, 1]);
+  });
+
   test('stream().finalChatCompletion() assembles the streamed message', async () => {
     const final = await client.chat.completions.stream({ ...greedy, messages: question, max_tokens: 300 }).finalChatCompletion();
     assert.equal(final.choices[0].finish_reason, 'stop');
@@ -212,7 +244,7 @@ describe('models and errors', () => {
       [{ max_tokens: 1e9 }, 'max_tokens'],
       [{ seed: 1.5 }, 'seed'],
       [{ seed: 2 ** 60 }, 'seed'],
-      [{ n: 2 }, 'n'],
+      [{ n: 17 }, 'n'],
       [{ tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools'],
       [{ response_format: { type: 'json_object' } }, 'response_format'],
       [{ surprise: true }, 'surprise'],

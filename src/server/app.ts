@@ -117,8 +117,11 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     const reportServerError = (error: unknown) => options.onServerError?.(error, request);
     const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId, reportServerError };
     const tokenPieces = body.stream_options?.include_drafters === true;
-    const stream = generateFrom(engine, prompt, { ...generationOptions(body, { contextSize: engine.info.contextSize, vocabularySize: engine.info.model.vocabularySize }, signal), tokenPieces, speculation: options.speculation ?? 'auto' });
-    return body.stream ? streamResponse(generation, stream, reply) : wholeResponse(generation, stream);
+    const shared = { ...generationOptions(body, { contextSize: engine.info.contextSize, vocabularySize: engine.info.model.vocabularySize }, signal), tokenPieces, speculation: options.speculation ?? 'auto' };
+    const tokens = once(prompt);
+    const start = (choiceSignal: AbortSignal, index: number) => generateFrom(engine, tokens, { ...shared, seed: choiceSeed(shared.seed!, index), signal: choiceSignal });
+    const choices = new Choices(generation, start, body.n ?? 1);
+    return body.stream ? streamResponse(generation, choices, reply) : wholeResponse(generation, choices);
   };
   app.post<{ Body: ChatCompletionRequest }>('/v1/chat/completions', { schema: { body: ChatCompletionRequest } }, (request, reply) =>
     serve(request, reply, request.body, chatFormat, () => engine.chatPrompt(chatMessages(request.body))),
@@ -235,58 +238,119 @@ class TimedStream {
   }
 }
 
-async function wholeResponse(generation: Generation, stream: EngineStream) {
-  const timed = new TimedStream(generation, stream);
+/**
+ * A request's choices (`n`), one engine request each: they run side by side in the engine's
+ * batches. The first choice that fails cancels the others.
+ */
+class Choices {
+  readonly streams: TimedStream[] = [];
+  private readonly signal: AbortSignal;
+  private readonly cancel = new AbortController();
+  private failure: { error: unknown } | undefined;
+
+  constructor(
+    private readonly generation: Generation,
+    private readonly start: (signal: AbortSignal, index: number) => EngineStream,
+    private readonly count: number,
+  ) {
+    this.signal = AbortSignal.any([generation.signal, this.cancel.signal]);
+  }
+
+  /**
+   * Starts the choices and returns the first chunk of each. Choice 0 goes first: once its prompt
+   * is in the KV cache, the others share its cells instead of each evaluating the prompt again.
+   */
+  async firsts(): Promise<IteratorResult<GenerationChunk, GenerationResult>[]> {
+    const first = await this.startFrom(0).next();
+    for (let index = 1; index < this.count; index++) this.startFrom(index);
+    const rest = await this.each((stream) => stream.next(), 1);
+    return [first, ...rest];
+  }
+
+  /** Runs `task` for every choice from `from` on; rethrows the first failure once every task has stopped. */
+  async each<T>(task: (stream: TimedStream, index: number) => Promise<T>, from = 0): Promise<T[]> {
+    const results = await Promise.all(
+      this.streams.slice(from).map((stream, i) =>
+        task(stream, from + i).catch((error: unknown) => {
+          this.failure ??= { error };
+          this.cancel.abort();
+          return undefined;
+        }),
+      ),
+    );
+    if (this.failure) throw this.failure.error;
+    return results as T[];
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.streams.map((stream) => stream.close()));
+  }
+
+  private startFrom(index: number): TimedStream {
+    const stream = new TimedStream(this.generation, this.start(this.signal, index));
+    this.streams.push(stream);
+    return stream;
+  }
+}
+
+async function wholeResponse(generation: Generation, choices: Choices) {
   try {
-    let step = await timed.next();
-    while (!step.done) step = await timed.next();
-    const result = step.value;
+    const firsts = await choices.firsts();
+    const results = await choices.each(async (stream, index) => {
+      let step = firsts[index];
+      while (!step.done) step = await stream.next();
+      return step.value;
+    });
     const header = responseHeader(generation.format, generation.modelId);
     return {
       ...header,
       object: generation.format.object,
-      choices: [{ index: 0, logprobs: null, ...generation.format.whole(result), finish_reason: finishReason(result.stats.stopReason) }],
-      usage: usageOf(result),
-      tachyon: summaryOf(result),
+      choices: results.map((result, index) => ({ index, logprobs: null, ...generation.format.whole(result), finish_reason: finishReason(result.stats.stopReason) })),
+      usage: usageOf(results),
+      tachyon: summaryOf(results),
     };
   } finally {
-    await timed.close();
+    await choices.close();
   }
 }
 
 /**
- * The first chunk is awaited before the 200 goes out, so errors found on the way in (prompt too
- * long, queue full) still get their own status; later errors become an error event, then [DONE].
+ * The first chunk of every choice is awaited before the 200 goes out, so errors found on the way
+ * in (prompt too long, queue full) still get their own status; later errors become an error
+ * event, then [DONE]. Choices interleave their chunks, each naming its index.
  */
-async function streamResponse(generation: Generation, stream: EngineStream, reply: FastifyReply): Promise<void> {
-  const timed = new TimedStream(generation, stream);
+async function streamResponse(generation: Generation, choices: Choices, reply: FastifyReply): Promise<void> {
   try {
-    let step = await timed.next();
+    const firsts = await choices.firsts();
     const sse = new SseStream(reply.raw, generation.drainTimeoutMs);
     reply.hijack();
     sse.open(reply.getHeaders());
     const header = responseHeader(generation.format, generation.modelId);
-    const chunk = (choice: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
+    const chunk = (index: number, choice: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({
       ...header,
       object: generation.format.chunkObject,
-      choices: [{ index: 0, logprobs: null, finish_reason: null, ...choice }],
+      choices: [{ index, logprobs: null, finish_reason: null, ...choice }],
       ...extra,
     });
     try {
-      const opening = generation.format.opening;
-      if (opening) await sse.send(chunk(opening));
-      const withDrafters = generation.body.stream_options?.include_drafters === true;
-      const delta = generation.format.deltas();
-      while (!step.done) {
-        const choice = delta(step.value);
-        // With drafters asked for, every step's tokens go out, even those whose text is held back.
-        if (withDrafters && step.value.tokens.length > 0) await sse.send(chunk(choice ?? generation.format.noText, { tachyon: { tokens: draftedTokens(step.value) } }));
-        else if (choice) await sse.send(chunk(choice));
-        step = await timed.next();
-      }
-      const result = step.value;
-      await sse.send(chunk({ ...generation.format.noText, finish_reason: finishReason(result.stats.stopReason) }, { tachyon: summaryOf(result) }));
-      if (generation.body.stream_options?.include_usage) await sse.send({ ...chunk({}), choices: [], usage: usageOf(result) });
+      const results = await choices.each(async (stream, index) => {
+        let step = firsts[index];
+        const opening = generation.format.opening;
+        if (opening) await sse.send(chunk(index, opening));
+        const withDrafters = generation.body.stream_options?.include_drafters === true;
+        const delta = generation.format.deltas();
+        while (!step.done) {
+          const choice = delta(step.value);
+          // With drafters asked for, every step's tokens go out, even those whose text is held back.
+          if (withDrafters && step.value.tokens.length > 0) await sse.send(chunk(index, choice ?? generation.format.noText, { tachyon: { tokens: draftedTokens(step.value) } }));
+          else if (choice) await sse.send(chunk(index, choice));
+          step = await stream.next();
+        }
+        const result = step.value;
+        await sse.send(chunk(index, { ...generation.format.noText, finish_reason: finishReason(result.stats.stopReason) }, { tachyon: summaryOf([result]) }));
+        return result;
+      });
+      if (generation.body.stream_options?.include_usage) await sse.send({ ...chunk(0, {}), choices: [], usage: usageOf(results) });
     } catch (error) {
       const apiError = toApiError(error);
       if (apiError.status >= 500) generation.reportServerError(error);
@@ -295,12 +359,23 @@ async function streamResponse(generation: Generation, stream: EngineStream, repl
     await sse.send('[DONE]').catch(() => undefined);
     sse.end();
   } finally {
-    await timed.close();
+    await choices.close();
   }
 }
 
 function draftedTokens(chunk: GenerationChunk) {
   return chunk.tokens.map((_, i) => ({ text: chunk.pieces?.[i] ?? '', drafter: chunk.draftedBy[i] }));
+}
+
+/** The prompt of a request's choices, computed once (a chat template is a round trip to the engine). */
+function once(prompt: () => Prompt | Promise<Prompt>): () => Promise<Prompt> {
+  let tokens: Promise<Prompt> | undefined;
+  return () => (tokens ??= Promise.resolve().then(prompt));
+}
+
+/** Choice i samples with its own seed, so `n` choices differ (and a seeded request repeats all of them). */
+function choiceSeed(seed: number, index: number): number {
+  return seed + index <= Number.MAX_SAFE_INTEGER ? seed + index : seed - index;
 }
 
 /** The engine's stream for a prompt that may need a round trip to the engine first (chat templates); errors surface on the first next(). */

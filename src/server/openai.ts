@@ -119,15 +119,21 @@ export interface Usage {
   completion_tokens_details: { reasoning_tokens: number };
 }
 
-export function usageOf(result: GenerationResult): Usage {
-  const { promptTokens, cachedPromptTokens, generatedTokens, thinkingTokens } = result.stats;
+/** The usage of a response's choices: the prompt once (it was evaluated once: the choices share its KV), the completions summed. */
+export function usageOf(results: readonly GenerationResult[]): Usage {
+  const [{ stats: first }] = results;
+  const completionTokens = sum(results, (result) => result.stats.generatedTokens);
   return {
-    prompt_tokens: promptTokens,
-    completion_tokens: generatedTokens,
-    total_tokens: promptTokens + generatedTokens,
-    prompt_tokens_details: { cached_tokens: cachedPromptTokens },
-    completion_tokens_details: { reasoning_tokens: thinkingTokens },
+    prompt_tokens: first.promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: first.promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: first.cachedPromptTokens },
+    completion_tokens_details: { reasoning_tokens: sum(results, (result) => result.stats.thinkingTokens) },
   };
+}
+
+function sum<T>(items: readonly T[], value: (item: T) => number): number {
+  return items.reduce((total, item) => total + value(item), 0);
 }
 
 /** The vendor extras of a finished response: why it was fast. */
@@ -142,15 +148,26 @@ export interface TachyonSummary {
   decode_tokens_per_second: number;
 }
 
-export function summaryOf(result: GenerationResult): TachyonSummary {
-  const { stats } = result;
+/** The extras of a response's choices taken together: they decoded side by side, so their token rates add up. */
+export function summaryOf(results: readonly GenerationResult[]): TachyonSummary {
+  const steps = sum(results, (result) => result.stats.steps);
+  const verifications = sum(results, (result) => result.stats.speculation?.steps ?? result.stats.steps);
+  const emitted = sum(results, (result) => result.stats.speculation?.emitted ?? result.stats.steps);
+  const drafters: SpeculationStats['drafters'] = {};
+  for (const result of results) {
+    for (const [name, stats] of Object.entries(result.stats.speculation?.drafters ?? {})) {
+      const total = (drafters[name] ??= { proposed: 0, accepted: 0 });
+      total.proposed += stats.proposed;
+      total.accepted += stats.accepted;
+    }
+  }
   return {
-    tau: stats.speculation?.tau ?? 1,
-    steps: stats.steps,
-    speculative_steps: stats.speculation?.speculativeSteps ?? 0,
-    drafters: stats.speculation?.drafters ?? {},
-    time_to_first_token_ms: stats.timeToFirstTokenMs,
-    decode_tokens_per_second: stats.decodeTokensPerSecond,
+    tau: verifications > 0 ? emitted / verifications : 1,
+    steps,
+    speculative_steps: sum(results, (result) => result.stats.speculation?.speculativeSteps ?? 0),
+    drafters,
+    time_to_first_token_ms: Math.max(...results.map((result) => result.stats.timeToFirstTokenMs)),
+    decode_tokens_per_second: sum(results, (result) => result.stats.decodeTokensPerSecond),
   };
 }
 

@@ -6,6 +6,9 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { MAX_TOP_LOGPROBS } from '../generate/logprobs.js';
 
+/** Most choices (`n`) one request may ask for. */
+export const MAX_CHOICES = 16;
+
 /** Largest integer JSON can carry exactly into a JavaScript number. */
 const SAFE = Number.MAX_SAFE_INTEGER;
 
@@ -57,7 +60,8 @@ const generationFields = {
   presence_penalty: Type.Optional(Type.Union([Type.Number({ minimum: -2, maximum: 2 }), Type.Null()])),
   /** llama.cpp / vLLM's multiplicative repetition penalty (1 = off). */
   repetition_penalty: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10 }), Type.Null()])),
-  n: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: 1 }), Type.Null()])),
+  /** Choices per request, each its own engine request sharing the prompt's KV. */
+  n: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: MAX_CHOICES }), Type.Null()])),
   /** Token id (as a string) → bias added to its logit, -100 (ban) to 100 (force). */
   logit_bias: Type.Optional(
     Type.Union([Type.Record(Type.String({ pattern: '^[0-9]{1,9}$' }), Type.Number({ minimum: -100, maximum: 100 }), { additionalProperties: false, maxProperties: 1024 }), Type.Null()]),
