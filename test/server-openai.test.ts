@@ -229,12 +229,13 @@ describe('completions', () => {
 });
 
 describe('models and errors', () => {
-  test('the model list names the served model', async () => {
+  test('the model list names the served model and its context per request', async () => {
     const models = await client.models.list();
     assert.deepEqual(
       models.data.map((model) => model.id),
       [MODEL_ID],
     );
+    assert.equal((models.data[0] as OpenAI.Model & { max_model_len: number }).max_model_len, running.engine.info.contextSize);
   });
 
   test('bad values are 400s naming the field', async () => {

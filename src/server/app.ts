@@ -105,10 +105,11 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     void reply.code(ready ? 200 : 503).send({ status: ready ? 'ok' : stopping.signal.aborted ? 'shutting_down' : 'busy' });
   });
   app.get('/metrics', async (_request, reply) => reply.type(metrics.contentType).send(await metrics.text()));
-  app.get('/v1/models', () => ({ object: 'list', data: [modelCard(options.modelId)] }));
+  const card = modelCard(options.modelId, engine.info.contextSize);
+  app.get('/v1/models', () => ({ object: 'list', data: [card] }));
   app.get<{ Params: { id: string } }>('/v1/models/:id', (request) => {
     checkModel(request.params.id, options.modelId, 'id');
-    return modelCard(options.modelId);
+    return card;
   });
 
   const serve = (request: FastifyRequest, reply: FastifyReply, body: GenerationRequest, format: ResponseFormat, prompt: () => Prompt | Promise<Prompt>) => {
@@ -117,9 +118,9 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     const reportServerError = (error: unknown) => options.onServerError?.(error, request);
     const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId, reportServerError };
     const tokenPieces = body.stream_options?.include_drafters === true;
-    const shared = { ...generationOptions(body, { contextSize: engine.info.contextSize, vocabularySize: engine.info.model.vocabularySize }, signal), tokenPieces, speculation: options.speculation ?? 'auto' };
+    const requestOptions = { ...generationOptions(body, { contextSize: engine.info.contextSize, vocabularySize: engine.info.model.vocabularySize }, signal), tokenPieces, speculation: options.speculation ?? 'auto' };
     const tokens = once(prompt);
-    const start = (choiceSignal: AbortSignal, index: number) => generateFrom(engine, tokens, { ...shared, seed: choiceSeed(shared.seed!, index), signal: choiceSignal });
+    const start = (choiceSignal: AbortSignal, index: number) => generateFrom(engine, tokens, { ...requestOptions, seed: choiceSeed(requestOptions.seed!, index), signal: choiceSignal });
     const choices = new Choices(generation, start, body.n ?? 1);
     return body.stream ? streamResponse(generation, choices, reply) : wholeResponse(generation, choices);
   };
@@ -141,8 +142,9 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
   };
 }
 
-function modelCard(id: string) {
-  return { id, object: 'model', created: 0, owned_by: 'tachyon' };
+/** OpenAI's model object, with vLLM's `max_model_len` (the context per request) for clients that size prompts. */
+function modelCard(id: string, contextSize: number) {
+  return { id, object: 'model', created: 0, owned_by: 'tachyon', max_model_len: contextSize };
 }
 
 function checkModel(requested: string, served: string, param: string): void {
