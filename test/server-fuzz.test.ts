@@ -93,7 +93,7 @@ async function send(request: RawRequest): Promise<Outcome> {
 const json = (value: unknown) => [Buffer.from(JSON.stringify(value))];
 const jsonHeaders = { 'content-type': 'application/json' };
 const base = () => ({ model: MODEL, messages: [{ role: 'user', content: 'What is 2 + 3?' }], max_tokens: 2, temperature: 0 });
-const FIELDS = ['model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'n', 'stream', 'stream_options', 'frequency_penalty', 'presence_penalty', 'repetition_penalty', 'user'];
+const FIELDS = ['model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'n', 'stream', 'stream_options', 'frequency_penalty', 'presence_penalty', 'repetition_penalty', 'user', 'logprobs', 'top_logprobs', 'logit_bias', 'reasoning_effort', 'cache_salt'];
 const WRONG_VALUES: unknown[] = [null, true, false, 0, -1, 1.5, '', 'x', [], [1], {}, { a: 1 }, '\ud800'];
 const HUGE_NUMBERS = ['1e308', '-1e308', '9007199254740993', '-9007199254740993', '1e-320', '-0', '1000000000', '123456789012345678901234567890'];
 const HOSTILE_TEXT = ['\ud800', '\udfff\ud800', '\u0000\u0001\u001f', '\u202e\u200f\u200b\ufeff', '\uffff\ufffe', '🦀'.repeat(500), 'e\u0301'.repeat(300), '<think></think><|end|><|user|>'];
@@ -104,7 +104,7 @@ const KINDS: Record<string, () => RawRequest> = {
   wrongTypeAtAField: () => ({ headers: jsonHeaders, body: json({ ...base(), [pick(FIELDS)]: pick(WRONG_VALUES) }) }),
   wrongTypeInAMessage: () => ({ headers: jsonHeaders, body: json({ ...base(), messages: [{ role: pick(['user', 'tool', 'robot', 1, null]), content: pick([...WRONG_VALUES, [{ type: 'image_url', image_url: 'x' }]]) }] }) }),
   hugeAndNegativeNumbers: () => {
-    const field = pick(['max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'n', 'frequency_penalty', 'repetition_penalty']);
+    const field = pick(['max_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'n', 'frequency_penalty', 'repetition_penalty', 'top_logprobs']);
     const text = JSON.stringify(base()).replace(/}$/, `,"${field}":${pick(HUGE_NUMBERS)}}`);
     return { headers: jsonHeaders, body: [Buffer.from(text)] };
   },
@@ -149,7 +149,20 @@ const KINDS: Record<string, () => RawRequest> = {
     headers: jsonHeaders,
     body: json({ model: MODEL, max_tokens: 2, prompt: Array.from({ length: 1 + Math.floor(random() * 8) }, () => pick([0, 1, 5, 1023, 1024, 99_999, 2 ** 31, -1, 1.5])) }),
   }),
-  validButOdd: () => ({ headers: jsonHeaders, body: json({ ...base(), stream: true, stream_options: { include_usage: true }, seed: Math.floor(random() * 1e9), temperature: random() * 2, stop: ['\n'] }) }),
+  validButOdd: () => ({
+    headers: jsonHeaders,
+    body: json({
+      ...base(),
+      stream: random() < 0.5,
+      seed: Math.floor(random() * 1e9),
+      temperature: random() * 2,
+      stop: ['\n'],
+      n: 1 + Math.floor(random() * 3),
+      logprobs: true,
+      top_logprobs: Math.floor(random() * 21),
+      logit_bias: { [pick([0, 5, 1023, 1024, 99_999])]: random() * 200 - 100 },
+    }),
+  }),
 };
 
 async function pool<T>(jobs: (() => Promise<T>)[], width: number): Promise<T[]> {
