@@ -140,7 +140,7 @@ function penalize(logit: number, count: number, o: Required<SamplingOptions>): n
   return Math.fround(repeated - count * o.frequencyPenalty - o.presencePenalty);
 }
 
-function penaltyOverrides(logits: Float32Array, history: ArrayLike<number>, o: Required<SamplingOptions>): LogitOverrides {
+function logitOverrides(logits: Float32Array, history: ArrayLike<number>, o: Required<SamplingOptions>): LogitOverrides {
   const biased = Object.keys(o.logitBias);
   const penalties = penaltiesActive(o);
   if (!penalties && biased.length === 0) return NO_OVERRIDES;
@@ -209,7 +209,7 @@ function penalizedArgmax(logits: Float32Array, overrides: LogitOverrides): numbe
 /** Argmax after penalties; ties go to the lowest id. One O(n_vocab) scan, no vocabulary-sized allocation. */
 export function greedyToken(logits: Float32Array, history: ArrayLike<number>, options: SamplingOptions): number {
   if (logits.length === 0) throw new RangeError('empty logits');
-  return penalizedArgmax(logits, penaltyOverrides(logits, history, resolveSampling(options)));
+  return penalizedArgmax(logits, logitOverrides(logits, history, resolveSampling(options)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ interface Candidates {
 export function tokenDistribution(logits: Float32Array, history: ArrayLike<number>, options: SamplingOptions): TokenDistribution {
   const o = resolveSampling(options);
   if (logits.length === 0) throw new RangeError('empty logits');
-  const overrides = penaltyOverrides(logits, history, o);
+  const overrides = logitOverrides(logits, history, o);
   if (o.temperature <= 0) {
     return { ids: Int32Array.of(penalizedArgmax(logits, overrides)), probs: Float64Array.of(1) };
   }

@@ -245,7 +245,7 @@ class TimedStream {
  * batches. The first choice that fails cancels the others.
  */
 class Choices {
-  readonly streams: TimedStream[] = [];
+  private readonly streams: TimedStream[] = [];
   private readonly signal: AbortSignal;
   private readonly cancel = new AbortController();
   private failure: { error: unknown } | undefined;
