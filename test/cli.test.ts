@@ -97,4 +97,5 @@ test('unknown flags and bad flag values', async () => {
   assertCleanFailure(await tachyon('bench', 'spec', '--tasks', 'longgen,nosuch'), /unknown prompt set 'nosuch' \(known: .*longgen/);
   assertCleanFailure(await tachyon('serve', '--port', '0', '--kv', 'per-sequence'), /--kv per-sequence needs --cache off/);
   assertCleanFailure(await tachyon('run', 'hi', '--flash-attn', 'sideways'), /'--flash-attn <mode>' argument 'sideways' is invalid\. Allowed choices are auto, on, off/);
+  assertCleanFailure(await tachyon('run', 'hi', '--chat-template-file', '/no/such/template.jinja'), /cannot read the chat template file \/no\/such\/template\.jinja: ENOENT/);
 });

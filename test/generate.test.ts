@@ -77,4 +77,16 @@ describe('engine on the embedded model', () => {
     assert.deepEqual(prompt, await engine.tokenize(testbedPrompts.reasoning));
     assert.deepEqual(await engine.userPrompt('What is 47 + 85?'), prompt, 'a user prompt goes through the template when the model has one');
   });
+
+  test("a chat template given to the engine replaces the model's; one that does not parse fails the load clearly", async () => {
+    const chatTemplate = '{% for m in messages %}<|user|>\nPlease: {{ m.content }}<|end|>\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}';
+    const custom = await Engine.load({ gpu: 'cpu', chatTemplate });
+    try {
+      assert.equal(custom.info.model.chatTemplate, chatTemplate);
+      assert.deepEqual(await custom.userPrompt('What is 47 + 85?'), await custom.tokenize('<|user|>\nPlease: What is 47 + 85?<|end|>\n<|assistant|>\n'));
+    } finally {
+      await custom.dispose();
+    }
+    await assert.rejects(Engine.load({ gpu: 'cpu', chatTemplate: '{% for m in messages %' }), /the chat template does not parse/);
+  });
 });

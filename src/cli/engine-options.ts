@@ -5,9 +5,11 @@ import type { TierName } from '../kvcache/tiers/tier.js';
 import type { EngineOptions } from '../engine/engine.js';
 import type { GpuChoice } from '../llama/library.js';
 import type { FlashAttention } from '../llama/context.js';
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { EMBED_PAIRS, ensureEmbeddedPair, type EmbedPairName } from '../gguf/embed.js';
 import { defaultDraftModelPath, defaultModelPath } from '../paths.js';
+import { UsageError } from './errors.js';
 import { integer } from './options.js';
 import { progressBar } from './progress.js';
 
@@ -21,6 +23,7 @@ export interface ModelFlags {
   cache: TierName[] | 'off';
   cacheDir?: string;
   redis?: string;
+  chatTemplateFile?: string;
 }
 
 export function addModelFlags(command: Command): Command {
@@ -32,7 +35,8 @@ export function addModelFlags(command: Command): Command {
     .addOption(flashAttentionOption())
     .option('--cache <tiers>', 'KV prefix cache tiers, in lookup order: ram, disk, redis (comma-separated), or off', cacheTiers, ['ram'] as TierName[])
     .option('--cache-dir <dir>', `folder of the disk tier (default ${defaultCacheFolder()})`)
-    .option('--redis <url>', 'Redis URL of the redis tier (redis://[user:pass@]host:port, rediss:// for TLS)');
+    .option('--redis <url>', 'Redis URL of the redis tier (redis://[user:pass@]host:port, rediss:// for TLS)')
+    .option('--chat-template-file <path>', "a Jinja chat template to use instead of the model's");
 }
 
 function cacheTiers(value: string): TierName[] | 'off' {
@@ -54,12 +58,21 @@ export function engineOptions(flags: ModelFlags): EngineOptions & { model: strin
     contextSize: flags.ctxSize,
     flashAttention: flags.flashAttn,
     cache: flags.cache === 'off' ? undefined : { tiers: flags.cache, dir: flags.cacheDir, redisUrl: flags.redis },
+    chatTemplate: flags.chatTemplateFile === undefined ? undefined : readChatTemplate(flags.chatTemplateFile),
     onMeasure: () => process.stderr.write('tachyon: measuring the verify cost curve of this model on this machine (once; cached)\n'),
     onProgress: (fraction) => {
       bar.update(fraction);
       if (fraction >= 1) bar.stop();
     },
   };
+}
+
+function readChatTemplate(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new UsageError(`cannot read the chat template file ${path}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`);
+  }
 }
 
 const FLASH_ATTENTION_CHOICES: readonly FlashAttention[] = ['auto', 'on', 'off'];

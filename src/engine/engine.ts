@@ -43,6 +43,8 @@ export interface EngineOptions extends LoadModelOptions, Omit<ContextOptions, 'c
   draftBudget?: DraftBudget;
   /** A KV prefix cache: repeated prompt prefixes are loaded from its tiers instead of recomputed. */
   cache?: EngineCacheOptions;
+  /** A Jinja chat template to use instead of the model's `tokenizer.chat_template` (llama-server's --chat-template-file). */
+  chatTemplate?: string;
 }
 
 /** Where the prefix cache keeps blocks (see src/kvcache/). */

@@ -22,6 +22,7 @@ export interface WorkerOptions extends ContextOptions, EngineLoopOptions {
   kvCells?: number;
   draftBudget?: DraftBudget;
   cache?: EngineCacheOptions;
+  chatTemplate?: string;
   reportProgress: boolean;
 }
 

@@ -73,7 +73,8 @@ async function load(): Promise<Loaded> {
     const speculation = new Speculation({ target: context, threads, draft: draft?.context, fixedBudget: options.draftBudget, onMeasure: () => post({ type: 'measuring' }) });
     const loop = new EngineLoop(context, model.tokenizer, speculation, { ...options, sequenceLength: contextSize });
     const cache = options.cache ? await openCache(context, loop) : undefined;
-    return { model, context, draft, loop, speculation, cache, chat: model.metadata.chatTemplate ? ChatFormatter.forModel(model) : undefined };
+    const chatTemplate = options.chatTemplate ?? model.metadata.chatTemplate;
+    return { model, context, draft, loop, speculation, cache, chat: chatTemplate ? ChatFormatter.forModel(model, chatTemplate) : undefined };
   } catch (error) {
     for (const resource of owned.reverse()) resource.dispose();
     throw error;
@@ -106,9 +107,10 @@ async function openCache(context: Context, loop: EngineLoop): Promise<PrefixCach
   return cache;
 }
 
-function info({ model, context, loop }: Loaded): EngineInfo {
+function info({ model, context, loop, chat }: Loaded): EngineInfo {
   return {
-    model: model.metadata,
+    // The template in use: the model's, or the one the engine was given instead.
+    model: { ...model.metadata, chatTemplate: chat?.source },
     modelPath: model.path,
     backend: model.library.backend,
     devices: [...model.library.devices],

@@ -20,18 +20,19 @@ export class ChatFormatter {
   private readonly template: Template;
 
   constructor(
-    source: string,
+    /** The Jinja source. */
+    readonly source: string,
     private readonly specialTokens: { bos_token: string; eos_token: string },
   ) {
     try {
       this.template = new Template(source);
     } catch (error) {
-      throw new ChatTemplateError(`the model's chat template does not parse: ${(error as Error).message}`);
+      throw new ChatTemplateError(`the chat template does not parse: ${(error as Error).message}`);
     }
   }
 
-  static forModel(model: Model): ChatFormatter {
-    const source = model.metadata.chatTemplate;
+  /** The model's own template, or `source` in its place; the model's BOS and EOS either way. */
+  static forModel(model: Model, source = model.metadata.chatTemplate): ChatFormatter {
     if (!source) throw new ChatTemplateError(`model ${model.path} has no tokenizer.chat_template; use a plain prompt instead of chat`);
     const { bos, eos } = model.metadata.specialTokens;
     const text = (token: number) => (token >= 0 ? model.tokenizer.tokenText(token) : '');
