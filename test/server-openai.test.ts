@@ -148,6 +148,20 @@ describe('chat completions', () => {
     assert.deepEqual(finishes, [1, 1]);
   });
 
+  test('more choices than the server holds at once is a 400 naming n, not a queue-full 429', async () => {
+    const small = await startServer({ maxSequences: 2, maxQueued: 2 });
+    try {
+      const smallClient = new OpenAI({ baseURL: `${small.url}/v1`, apiKey: 'unused', maxRetries: 0 });
+      await assert.rejects(
+        smallClient.chat.completions.create({ ...greedy, messages: question, n: 5 }),
+        (error: unknown) => error instanceof OpenAI.BadRequestError && error.param === 'n' && /holds 4 requests at once/.test(error.message),
+      );
+      assert.equal((await smallClient.chat.completions.create({ ...greedy, messages: question, max_tokens: 4, n: 4 })).choices.length, 4);
+    } finally {
+      await small.close();
+    }
+  });
+
   test('stream().finalChatCompletion() assembles the streamed message', async () => {
     const final = await client.chat.completions.stream({ ...greedy, messages: question, max_tokens: 300 }).finalChatCompletion();
     assert.equal(final.choices[0].finish_reason, 'stop');

@@ -114,6 +114,10 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
 
   const serve = (request: FastifyRequest, reply: FastifyReply, body: GenerationRequest, format: ResponseFormat, prompt: () => Prompt | Promise<Prompt>) => {
     if (body.model != null) checkModel(body.model, options.modelId, 'model');
+    const n = body.n ?? 1;
+    if (n > options.parallel + options.maxQueued) {
+      throw invalidRequest(`'n' is ${n}: this server holds ${options.parallel + options.maxQueued} requests at once (--parallel ${options.parallel} + --max-queued ${options.maxQueued})`, 'n', 'invalid_value');
+    }
     const signal = requestSignal(reply, stopping.signal, requestTimeoutMs);
     const reportServerError = (error: unknown) => options.onServerError?.(error, request);
     const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId, reportServerError };
@@ -121,7 +125,7 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     const requestOptions = { ...generationOptions(body, { contextSize: engine.info.contextSize, vocabularySize: engine.info.model.vocabularySize }, signal), tokenPieces, speculation: options.speculation ?? 'auto' };
     const tokens = once(prompt);
     const start = (choiceSignal: AbortSignal, index: number) => generateFrom(engine, tokens, { ...requestOptions, seed: choiceSeed(requestOptions.seed!, index), signal: choiceSignal });
-    const choices = new Choices(generation, start, body.n ?? 1);
+    const choices = new Choices(generation, start, n);
     return body.stream ? streamResponse(generation, choices, reply) : wholeResponse(generation, choices);
   };
   app.post<{ Body: ChatCompletionRequest }>('/v1/chat/completions', { schema: { body: ChatCompletionRequest } }, (request, reply) =>
