@@ -228,6 +228,17 @@ describe('completions', () => {
     }
   });
 
+  test('ignore_eos generates to max_tokens past the end of the answer', async () => {
+    const request = { model: MODEL_ID, prompt: testbedPrompts.reasoning, temperature: 0, max_tokens: 220 };
+    const ended = await client.completions.create(request);
+    assert.equal(ended.choices[0].finish_reason, 'stop');
+    assert.ok(ended.usage!.completion_tokens < 220);
+    const going = await client.completions.create({ ...request, ignore_eos: true } as typeof request);
+    assert.equal(going.choices[0].finish_reason, 'length');
+    assert.equal(going.usage!.completion_tokens, 220);
+    assert.ok(going.choices[0].text.startsWith(ended.choices[0].text));
+  });
+
   test('a prompt of token ids equals the same prompt as text', async () => {
     const tokens = await running.engine.tokenize(testbedPrompts.reasoning);
     const fromTokens = await client.completions.create({ model: MODEL_ID, prompt: tokens, temperature: 0, max_tokens: 12 });

@@ -71,6 +71,7 @@ export function generationOptions(body: GenerationRequest, { contextSize, vocabu
   }
   return {
     maxTokens,
+    ignoreEos: body.ignore_eos ?? false,
     logprobs,
     stop: typeof body.stop === 'string' ? [body.stop] : (body.stop ?? []),
     temperature: body.temperature ?? 1,

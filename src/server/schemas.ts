@@ -60,6 +60,8 @@ const generationFields = {
   presence_penalty: Type.Optional(Type.Union([Type.Number({ minimum: -2, maximum: 2 }), Type.Null()])),
   /** llama.cpp / vLLM's multiplicative repetition penalty (1 = off). */
   repetition_penalty: Type.Optional(Type.Union([Type.Number({ exclusiveMinimum: 0, maximum: 10 }), Type.Null()])),
+  /** llama-server's and vLLM's: generation goes on past end-of-generation tokens, to max_tokens (benchmarks that need exact lengths). */
+  ignore_eos: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
   /** Choices per request, each its own engine request sharing the prompt's KV. */
   n: Type.Optional(Type.Union([Type.Integer({ minimum: 1, maximum: MAX_CHOICES }), Type.Null()])),
   /** Token id (as a string) → bias added to its logit, -100 (ban) to 100 (force). */
