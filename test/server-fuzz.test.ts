@@ -93,7 +93,7 @@ async function send(request: RawRequest): Promise<Outcome> {
 const json = (value: unknown) => [Buffer.from(JSON.stringify(value))];
 const jsonHeaders = { 'content-type': 'application/json' };
 const base = () => ({ model: MODEL, messages: [{ role: 'user', content: 'What is 2 + 3?' }], max_tokens: 2, temperature: 0 });
-const FIELDS = ['model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'n', 'stream', 'stream_options', 'frequency_penalty', 'presence_penalty', 'repetition_penalty', 'user', 'logprobs', 'top_logprobs', 'logit_bias', 'reasoning_effort', 'cache_salt'];
+const FIELDS = ['model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'n', 'stream', 'stream_options', 'frequency_penalty', 'presence_penalty', 'repetition_penalty', 'user', 'logprobs', 'top_logprobs', 'logit_bias', 'reasoning_effort', 'cache_salt', 'ignore_eos'];
 const WRONG_VALUES: unknown[] = [null, true, false, 0, -1, 1.5, '', 'x', [], [1], {}, { a: 1 }, '\ud800'];
 const HUGE_NUMBERS = ['1e308', '-1e308', '9007199254740993', '-9007199254740993', '1e-320', '-0', '1000000000', '123456789012345678901234567890'];
 const HOSTILE_TEXT = ['\ud800', '\udfff\ud800', '\u0000\u0001\u001f', '\u202e\u200f\u200b\ufeff', '\uffff\ufffe', '🦀'.repeat(500), 'e\u0301'.repeat(300), '<think></think><|end|><|user|>'];
