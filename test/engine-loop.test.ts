@@ -49,6 +49,19 @@ describe('many requests in one engine loop', () => {
     }
   });
 
+  test('requests that arrive together with one long prompt evaluate it once: the others wait for its prefill, then share it', async () => {
+    const base = prompts[4];
+    const variants = [base, `${base} Please be brief.`, `${base} Thank you.`, base];
+    const options = { maxTokens: 16, speculation: 'off' as const };
+    const alone = await solo(engine, variants, options);
+    const sharedBefore = engine.status().sharedPrefixTokens;
+    assert.deepEqual(await together(engine, variants, () => options), alone);
+    const prompt = (await engine.tokenize(base)).length;
+    const shared = engine.status().sharedPrefixTokens - sharedBefore;
+    assert.ok(shared >= 3 * (prompt - 2), `shared ${shared} tokens of a ${prompt}-token prompt among 4 requests`);
+    assert.deepEqual(await engine.kvAudit(), [], 'every request freed its cells');
+  });
+
   test('seeded sampled requests keep their own random stream under batching', async () => {
     const options = (i: number): GenerateOptions => ({ maxTokens: 32, temperature: 0.9, seed: 100 + i, speculation: 'auto' });
     const alone: number[][] = [];

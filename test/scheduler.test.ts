@@ -32,6 +32,21 @@ test('admission is first come, first served, within running slots and KV room', 
   assert.equal(small.state, 'waiting');
 });
 
+test('a prompt that begins with 64+ tokens another request is still prefilling waits for them (then shares them); shorter common beginnings do not wait', () => {
+  const scheduler = new Scheduler({ ...limits, maxSequences: 4, kvCells: 1000 }, new SequenceIdPool(8));
+  const [first, same, short] = [request(1, 200), request(2, 150), request(3, 40)];
+  for (const r of [first, same]) scheduler.enqueue(r);
+  assert.deepEqual(scheduler.admit(), [first], 'the second waits: its first 149 tokens are the first prompt\'s, not evaluated yet');
+  first.cached = 100;
+  assert.deepEqual(scheduler.admit(), [], 'still ahead of what the first has evaluated');
+  first.cached = 200;
+  assert.deepEqual(scheduler.admit(), [same], 'there: admitted, it shares them');
+  const other = new Scheduler({ ...limits, maxSequences: 4, kvCells: 1000 }, new SequenceIdPool(8));
+  other.enqueue(request(4, 200));
+  other.enqueue(short);
+  assert.equal(other.admit().length, 2, 'a 39-token common beginning is not worth a wait');
+});
+
 test("a decoding request's generated tokens hold KV room: no admission into cells it fills", () => {
   const scheduler = new Scheduler({ ...limits, kvCells: 100 }, new SequenceIdPool(8));
   const long = request(1, 10);

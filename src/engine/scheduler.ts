@@ -4,6 +4,7 @@
  * queue and recomputes later), and how this step's prefill budget is shared (its size is the
  * PrefillPacer's). Policy only: the loop carries out what it decides (batches, KV ops).
  */
+import { commonPrefixLength } from '../token-sequences.js';
 import { QueueFullError } from './errors.js';
 import type { Request } from './request.js';
 import type { SequenceIdPool } from './sequence-ids.js';
@@ -16,6 +17,13 @@ export interface SchedulerLimits {
   /** KV cells of the context. */
   kvCells: number;
 }
+
+/**
+ * Prompt tokens a new request must share with one still being prefilled before it waits for
+ * them, to share their cells instead of computing them beside it (a block of the prefix cache:
+ * shorter common beginnings, a chat template's header, are not worth a step's wait).
+ */
+export const SHARED_PREFIX_WORTH_WAITING = 64;
 
 export class Scheduler {
   readonly waiting: Request[] = [];
@@ -62,6 +70,8 @@ export class Scheduler {
       const next = this.waiting[0];
       // Its cached prefix is still being fetched (first come, first served: nothing overtakes it).
       if (next.prefix && !next.prefix.ready) break;
+      // A running request is still computing the beginning of its prompt: it shares it once there.
+      if (this.awaitsSharedPrefix(next)) break;
       const need = next.prefillTarget + 1;
       if (committed + need > this.limits.kvCells) break;
       if (next.seq === undefined) {
@@ -77,6 +87,22 @@ export class Scheduler {
       committed += need;
     }
     return admitted;
+  }
+
+  /**
+   * A new prompt that begins with enough of a prompt a running request has not finished
+   * evaluating waits for it: admitted then, it shares those cells (the loop's shareResidentPrefix)
+   * instead of computing them a second time beside it. Simultaneous requests with one long system
+   * prompt, or the choices of one request, then evaluate it once.
+   */
+  private awaitsSharedPrefix(next: Request): boolean {
+    if (next.resuming) return false;
+    const restored = next.prefix?.ready ? next.prefix.match.tokens : 0;
+    return this.running.some((donor) => {
+      if (donor.state !== 'prefilling') return false;
+      const shared = commonPrefixLength(donor.prompt, next.prompt, next.prompt.length - 1);
+      return shared >= SHARED_PREFIX_WORTH_WAITING && shared > restored && donor.cached < shared;
+    });
   }
 
   /**
