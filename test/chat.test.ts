@@ -64,12 +64,20 @@ test('a chat streams answers with the thinking dimmed and keeps the conversation
   assert.equal(await chat.exitStatus(), 0);
 });
 
-test('Ctrl-C stops the answer being generated, not the session', inTmux, async () => {
-  // A context far beyond what the model was trained on: the story runs on until it is stopped.
-  const chat = terminal(chatCommand('--ctx-size', '8192', '--max-tokens', '8000', '--verbose'));
+/**
+ * A chat streaming a story of up to `maxTokens` once `streamedChars` characters of it show. In a
+ * context far beyond what the model was trained on, the testbed's stories run on until stopped.
+ */
+async function streamingStory(maxTokens: number, streamedChars: number) {
+  const chat = terminal(chatCommand('--ctx-size', '8192', '--max-tokens', String(maxTokens), '--verbose'));
   await chat.waitFor(PROMPT);
   chat.type('Write a long bedtime story about a shy crow called Otto.');
-  await chat.waitFor(/Otto\.\n[\s\S]{200}/);
+  await chat.waitFor(new RegExp(`Otto\\.\\n[\\s\\S]{${streamedChars}}`));
+  return chat;
+}
+
+test('Ctrl-C stops the answer being generated, not the session', inTmux, async () => {
+  const chat = await streamingStory(8000, 200);
   chat.press('C-c');
   await chat.waitFor(/\(stopped\)\n.*tokens \(abort\).*\n>>> /);
 
@@ -83,10 +91,7 @@ test('Ctrl-C stops the answer being generated, not the session', inTmux, async (
 
 test('Ctrl-D while an answer is being generated leaves once the answer is done', inTmux, async () => {
   // A story of 1,500 tokens: Ctrl-D arrives while it streams.
-  const chat = terminal(chatCommand('--ctx-size', '8192', '--max-tokens', '1500', '--verbose'));
-  await chat.waitFor(PROMPT);
-  chat.type('Write a long bedtime story about a shy crow called Otto.');
-  await chat.waitFor(/Otto\.\n[\s\S]{100}/);
+  const chat = await streamingStory(1500, 100);
   chat.press('C-d');
   assert.equal(await chat.exitStatus(), 0);
   assert.match(chat.screen(), /1500 tokens \(length\)/, 'the answer ran to its end');

@@ -5,6 +5,7 @@
  * from plain decoding: the target's row that chose it is the same row.
  */
 import type { Tokenizer } from '../llama/tokenizer.js';
+import { highestLogits } from './sampling.js';
 
 /** The most alternatives a request may ask for (OpenAI's `top_logprobs` limit). */
 export const MAX_TOP_LOGPROBS = 20;
@@ -30,36 +31,22 @@ export function checkTopLogprobs(top: number): void {
 
 /** The log-probability of `token` under `logits` and the `top` most likely tokens. */
 export function tokenLogprob(tokenizer: Tokenizer, logits: Float32Array, token: number, top: number): TokenLogprob {
-  const logNormalizer = logSumExp(logits);
+  const logProbability = logProbabilities(logits);
   const choice = (id: number): TokenChoice => {
     const bytes = tokenizer.pieceBytes(id);
-    return { token: id, text: utf8.decode(bytes), bytes: Array.from(bytes), logprob: logits[id] - logNormalizer };
+    return { token: id, text: utf8.decode(bytes), bytes: Array.from(bytes), logprob: logProbability(id) };
   };
-  return { ...choice(token), top: mostLikely(logits, top).map(choice) };
+  return { ...choice(token), top: highestLogits(logits, top).map(({ id }) => choice(id)) };
+}
+
+/** log p(token) under `logits`, for any token: the normalizer is computed once. */
+export function logProbabilities(logits: Float32Array): (token: number) => number {
+  let top = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > top) top = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - top);
+  const logSum = Math.log(sum);
+  return (token) => logits[token] - top - logSum;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: false });
-
-function logSumExp(logits: Float32Array): number {
-  let max = -Infinity;
-  for (const value of logits) if (value > max) max = value;
-  let sum = 0;
-  for (const value of logits) sum += Math.exp(value - max);
-  return max + Math.log(sum);
-}
-
-/** The k largest logits' ids, largest first (k is small: one pass keeping a sorted list). */
-function mostLikely(logits: Float32Array, k: number): number[] {
-  const best: number[] = [];
-  if (k === 0) return best;
-  for (let id = 0; id < logits.length; id++) {
-    if (best.length === k && logits[id] <= logits[best[k - 1]]) continue;
-    let at = best.length === k ? k - 1 : best.length;
-    while (at > 0 && logits[best[at - 1]] < logits[id]) {
-      best[at] = best[at - 1];
-      at--;
-    }
-    best[at] = id;
-  }
-  return best;
-}

@@ -242,11 +242,7 @@ export function tokenDistribution(logits: Float32Array, history: ArrayLike<numbe
 
 /** Partial selection with a size-k min-heap (root = worst kept): O(n log k), then sorts only k. */
 function topKCandidates(logits: Float32Array, k: number, temperature: number): Candidates {
-  const heap = new WorstFirstHeap(k);
-  for (let id = 0; id < logits.length; id++) {
-    if (logits[id] > -Infinity) heap.offer(id, logits[id]); // NaN and -Infinity have probability 0
-  }
-  const order = heap.sortedBestFirst();
+  const order = highestLogits(logits, k);
   const maxLogit = assertUsable(order.length > 0 ? order[0].logit : -Infinity);
   const ids = new Int32Array(order.length);
   const weights = new Float64Array(order.length);
@@ -382,12 +378,21 @@ function assertUsable(maxLogit: number): number {
   return maxLogit;
 }
 
-interface Scored {
+export interface Scored {
   id: number;
   logit: number;
 }
 
 /** Fixed-capacity binary min-heap ordered by "worse": lower logit, or equal logit and higher id. */
+/** The k highest logits, best first (ties: lower id first); NaN and -Infinity, probability 0, are never kept. */
+export function highestLogits(logits: Float32Array, k: number): Scored[] {
+  const heap = new WorstFirstHeap(k);
+  for (let id = 0; id < logits.length; id++) {
+    if (logits[id] > -Infinity) heap.offer(id, logits[id]);
+  }
+  return heap.sortedBestFirst();
+}
+
 class WorstFirstHeap {
   private readonly ids: Int32Array;
   private readonly logits: Float64Array;

@@ -12,6 +12,7 @@ import { DEFAULT_ANSWER_PREFIX } from './answers.js';
 import type { ThinkingTagTokens } from './segments.js';
 import { ROOT, TokenTree } from '../speculative/tree.js';
 import { commonPrefixLength } from '../token-sequences.js';
+import { logProbabilities } from '../generate/logprobs.js';
 
 /** The tokens of one probe and where the candidate answer starts among them. */
 export interface ProbeRequest {
@@ -79,7 +80,7 @@ export function scoreProbe(tree: TokenTree, nodes: readonly number[], answerStar
   for (let k = answerStart; k < nodes.length; k++) {
     const row = rowOf(tree.parent(nodes[k]));
     const wanted = tree.token(nodes[k]);
-    logSum += logProbability(row, wanted);
+    logSum += logProbabilities(row)(wanted);
     if (agreed) {
       const chosen = argmax(row);
       answerTokens.push(chosen);
@@ -101,14 +102,6 @@ export function scoreProbeAlone(probe: ProbeRequest, root: number, rows: readonl
   const nodes = addProbeBranch(tree, probe);
   const rowAt = new Map<number, Float32Array>(nodes.map((node, k) => [node, rows[k + 1]]));
   return scoreProbe(tree, nodes, probe.answerStart, (node) => rowAt.get(node)!);
-}
-
-function logProbability(logits: Float32Array, token: number): number {
-  let top = -Infinity;
-  for (let i = 0; i < logits.length; i++) if (logits[i] > top) top = logits[i];
-  let sum = 0;
-  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - top);
-  return logits[token] - top - Math.log(sum);
 }
 
 function argmax(values: Float32Array): number {

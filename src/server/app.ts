@@ -122,9 +122,9 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     const reportServerError = (error: unknown) => options.onServerError?.(error, request);
     const generation = { engine, metrics, format, body, started: performance.now(), signal, drainTimeoutMs, modelId: options.modelId, reportServerError };
     const tokenPieces = body.stream_options?.include_drafters === true;
-    const requestOptions = { ...generationOptions(body, { contextSize: engine.info.contextSize, vocabularySize: engine.info.model.vocabularySize }, signal), tokenPieces, speculation: options.speculation ?? 'auto' };
+    const requestOptions = { ...generationOptions(body, { contextSize: engine.info.contextSize, vocabularySize: engine.info.model.vocabularySize }), tokenPieces, speculation: options.speculation ?? 'auto' };
     const tokens = once(prompt);
-    const start = (choiceSignal: AbortSignal, index: number) => generateFrom(engine, tokens, { ...requestOptions, seed: choiceSeed(requestOptions.seed!, index), signal: choiceSignal });
+    const start = (choiceSignal: AbortSignal, index: number) => generateFrom(engine, tokens, { ...requestOptions, seed: choiceSeed(requestOptions.seed, index), signal: choiceSignal });
     const choices = new Choices(generation, start, n);
     return body.stream ? streamResponse(generation, choices, reply) : wholeResponse(generation, choices);
   };

@@ -55,8 +55,8 @@ export interface ModelLimits {
   vocabularySize: number;
 }
 
-/** Engine options for a request; unset fields take OpenAI's defaults (temperature 1, top_p 1, a random seed). */
-export function generationOptions(body: GenerationRequest, { contextSize, vocabularySize }: ModelLimits, signal: AbortSignal): GenerateOptions {
+/** Engine options for a request (each choice adds its seed and signal); unset fields take OpenAI's defaults (temperature 1, top_p 1, a random seed). */
+export function generationOptions(body: GenerationRequest, { contextSize, vocabularySize }: ModelLimits): GenerateOptions & { seed: number } {
   if (body.stream_options && !body.stream) throw invalidRequest("'stream_options' is only allowed with 'stream': true", 'stream_options', 'invalid_value');
   const maxTokensField = body.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? contextSize;
@@ -85,7 +85,6 @@ export function generationOptions(body: GenerationRequest, { contextSize, vocabu
     logitBias: body.logit_bias ?? undefined,
     cacheSalt: body.cache_salt ?? undefined,
     reasoningEffort: body.reasoning_effort ?? undefined,
-    signal,
   };
 }
 
