@@ -1,10 +1,16 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Prng } from '../src/generate/prng.js';
-import { drawFrom, greedyToken, tokenDistribution, type SamplingOptions, type TokenDistribution } from '../src/generate/sampling.js';
-import { acceptGreedy, acceptSampled, acceptTree, rejectionSample } from '../src/speculative/accept.js';
+import { drawFrom, greedyToken, Sampler, tokenDistribution, type SamplingOptions, type TokenDistribution } from '../src/generate/sampling.js';
+import { acceptGreedy, acceptSampled, acceptTree, rejectionSample, type TreeSampler, type UniformSource } from '../src/speculative/accept.js';
 import { ROOT, TokenTree } from '../src/speculative/tree.js';
 import { seededUniform } from './helpers/random.js';
+
+/** A request's sampler with `options` whose draws come from `rng` (the tests share one generator with plain decoding's). */
+function samplerOf(options: SamplingOptions, rng: UniformSource = new Prng(0)): TreeSampler {
+  const sampler = new Sampler(options);
+  return { options: sampler.options, rng, greedyToken: (logits, history) => sampler.greedyToken(logits, history), distribution: (logits, history) => sampler.distribution(logits, history), commit: () => {} };
+}
 
 // ---------------------------------------------------------------------------------------------
 // A synthetic "model": logits are a deterministic hash of the whole history.
@@ -68,7 +74,7 @@ describe('greedy acceptance', () => {
       const truth = expected.slice(committed.length + 1, committed.length + 7);
       const tree = randomTree(root, truth, rand, VOCAB);
       const before = committed.slice();
-      const result = acceptGreedy(tree, logitsFor(tree, committed), committed, GREEDY_PENALIZED);
+      const result = acceptGreedy(tree, logitsFor(tree, committed), committed, samplerOf(GREEDY_PENALIZED));
       assert.deepEqual(committed, before, 'history must be restored');
       assert.deepEqual(result.acceptedTokens, result.acceptedNodes.map((n) => tree.token(n)));
       accepted += result.acceptedTokens.length;
@@ -86,7 +92,7 @@ describe('greedy acceptance', () => {
     const best = greedyToken(model([...committed, root]), [...committed, root], GREEDY_PENALIZED);
     const tree = new TokenTree(root);
     tree.addPath([(best + 1) % VOCAB, best], [0.9, 0.8], 'x');
-    const result = acceptTree(tree, logitsFor(tree, committed), committed, GREEDY_PENALIZED, new Prng(1));
+    const result = acceptTree(tree, logitsFor(tree, committed), committed, samplerOf(GREEDY_PENALIZED, new Prng(1)));
     assert.deepEqual(result, { acceptedNodes: [], acceptedTokens: [], bonus: best });
   });
 });
@@ -105,7 +111,7 @@ describe('sample-and-match acceptance', () => {
         // The true continuation, peeked with a clone of the generator (not consumed).
         const truth = plainSampled([...committed, root], committed.length + 7, rng.clone()).slice(committed.length + 1);
         const tree = randomTree(root, truth, rand, VOCAB);
-        const result = acceptSampled(tree, logitsFor(tree, committed), committed, SAMPLED, rng);
+        const result = acceptSampled(tree, logitsFor(tree, committed), committed, samplerOf(SAMPLED, rng));
         accepted += result.acceptedTokens.length;
         committed.push(root, ...result.acceptedTokens);
         root = result.bonus;
@@ -117,6 +123,66 @@ describe('sample-and-match acceptance', () => {
       assert.deepEqual(committed, extended);
       assert.deepEqual(rng.state(), plainRng.state(), 'one rng.next() per emitted token');
       assert.ok(accepted > LENGTH / 3, `trees should be accepted often (accepted ${accepted})`);
+    });
+  }
+});
+
+/**
+ * A grammar-like constraint whose state is the emitted tokens: after a token t, t and t + 1
+ * (mod VOCAB) may not come next. Stateful as a grammar is: correct only if every emitted token is
+ * committed once, in order, and nothing else is.
+ */
+class NoRepeatNeighbour {
+  private last = -1;
+  readonly committed: number[] = [];
+
+  allows(token: number): boolean {
+    return this.last < 0 || (token !== this.last && token !== (this.last + 1) % VOCAB);
+  }
+
+  restrict(logits: Float32Array): Float32Array {
+    return logits.map((logit, token) => (this.allows(token) ? logit : -Infinity));
+  }
+
+  accept(token: number): void {
+    assert.ok(this.allows(token), `token ${token} committed where the constraint forbids it`);
+    this.last = token;
+    this.committed.push(token);
+  }
+}
+
+describe('acceptance within a constraint', () => {
+  /** Plain decoding within the constraint: one Sampler.next per token, as the engine's plain decoder. */
+  function plainConstrained(options: SamplingOptions, seed: number): number[] {
+    const sampler = new Sampler({ ...options, seed }, new NoRepeatNeighbour());
+    const seq = [...PROMPT];
+    while (seq.length < LENGTH) seq.push(sampler.next(model(seq), seq));
+    return seq;
+  }
+
+  for (const [name, options] of [['greedy', GREEDY_PENALIZED], ['sampled', SAMPLED]] as const) {
+    it(`${name}: trees walked within it emit plain constrained decoding's tokens, and commit each once`, () => {
+      const expected = plainConstrained(options, 5);
+      const constraint = new NoRepeatNeighbour();
+      const sampler = new Sampler({ ...options, seed: 5 }, constraint);
+      const rand = seededUniform(21);
+      const committed = [...PROMPT];
+      let root = sampler.next(model(committed), committed);
+      let accepted = 0;
+      while (committed.length + 1 < LENGTH) {
+        const truth = expected.slice(committed.length + 1, committed.length + 7);
+        const tree = randomTree(root, truth, rand, VOCAB);
+        const result = acceptTree(tree, logitsFor(tree, committed), committed, sampler);
+        accepted += result.acceptedTokens.length;
+        committed.push(root, ...result.acceptedTokens);
+        root = result.bonus;
+      }
+      committed.push(root);
+      assert.deepEqual(committed.slice(0, LENGTH), expected);
+      assert.deepEqual(constraint.committed, committed.slice(PROMPT.length), 'every emitted token committed once, in order');
+      assert.ok(accepted > LENGTH / 4, `trees should be accepted often (accepted ${accepted})`);
+      // The constraint changed the output: unconstrained greedy decoding repeats neighbours here.
+      if (name === 'greedy') assert.notDeepEqual(expected, plainGreedy(PROMPT, LENGTH));
     });
   }
 });
@@ -175,7 +241,7 @@ function sampledTree(context: readonly number[], root: number, withReplacement: 
 function firstTwoTokens(context: readonly number[], root: number, tree: TokenTree, rng: Prng): [number, number] {
   const history = [...context];
   const logitsOf = (node: number): Float32Array => targetLogits([...context, root, ...tree.pathTo(node)]);
-  const { acceptedTokens, bonus } = acceptSampled(tree, logitsOf, history, PLAIN, rng);
+  const { acceptedTokens, bonus } = acceptSampled(tree, logitsOf, history, samplerOf(PLAIN, rng));
   const emitted = [...acceptedTokens, bonus];
   const second = emitted.length >= 2 ? emitted[1] : drawFrom(target([...context, root, emitted[0]]), rng.next());
   return [emitted[0], second];

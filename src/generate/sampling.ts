@@ -2,7 +2,8 @@
  * Token samplers over a llama.cpp logits vector.
  *
  * Losslessness contract for speculative decoding: the sampled distribution is a pure function of
- * (logits, history, options) — no hidden state — and randomness enters only through one uniform
+ * (logits, history, options) — no hidden state; a Sampler's constraint is a function of the
+ * tokens it emitted, committed in order — and randomness enters only through one uniform
  * draw per sampled token (`drawFrom(dist, rng.next())`). A verifier that recomputes the
  * distribution at each position and draws once per emitted token therefore reproduces plain
  * decoding exactly.
@@ -471,19 +472,57 @@ export function drawFrom(dist: TokenDistribution, u: number): number {
   return dist.ids[dist.ids.length - 1]; // rounding left the total a hair below 1
 }
 
-/** Stateful convenience wrapper: the only state is the Prng, advanced once per non-greedy token. */
+/**
+ * What may come next beyond the sampling options: a grammar (src/llama/grammar.ts). Its state is
+ * a function of the tokens emitted so far, kept by committing each emitted token once, in order.
+ */
+export interface TokenConstraint {
+  allows(token: number): boolean;
+  /** A copy of `logits` with every token that may not come next at -Infinity. */
+  restrict(logits: Float32Array): Float32Array;
+  /** Moves past an emitted token. */
+  accept(token: number): void;
+}
+
+/**
+ * One request's token choice: its options, its Prng (advanced once per sampled token) and its
+ * constraint, if any. Greedy and sampled choices within a constraint are those of the restricted
+ * logits: the unconstrained argmax is checked first, as it is allowed almost always and checking
+ * one token costs far less than restricting the vocabulary.
+ */
 export class Sampler {
   readonly options: Readonly<Required<SamplingOptions>>;
   readonly rng: Prng;
 
-  constructor(options: SamplingOptions) {
+  constructor(
+    options: SamplingOptions,
+    private readonly constraint?: TokenConstraint,
+  ) {
     this.options = resolveSampling(options);
     this.rng = new Prng(this.options.seed);
   }
 
-  /** Greedy: argmax without touching the Prng. Otherwise exactly one rng.next() per call. */
+  /** Greedy: argmax without touching the Prng. Otherwise exactly one rng.next() per call. The token is committed. */
   next(logits: Float32Array, history: ArrayLike<number>): number {
-    if (this.options.temperature <= 0) return greedyToken(logits, history, this.options);
-    return drawFrom(tokenDistribution(logits, history, this.options), this.rng.next());
+    const token = this.options.temperature <= 0 ? this.greedyToken(logits, history) : drawFrom(this.distribution(logits, history), this.rng.next());
+    this.commit(token);
+    return token;
+  }
+
+  /** The greedy choice after `history` (not committed). */
+  greedyToken(logits: Float32Array, history: ArrayLike<number>): number {
+    const token = greedyToken(logits, history, this.options);
+    if (!this.constraint || this.constraint.allows(token)) return token;
+    return greedyToken(this.constraint.restrict(logits), history, this.options);
+  }
+
+  /** The distribution a sampled token is drawn from after `history`. */
+  distribution(logits: Float32Array, history: ArrayLike<number>): TokenDistribution {
+    return tokenDistribution(this.constraint ? this.constraint.restrict(logits) : logits, history, this.options);
+  }
+
+  /** Records an emitted token (the constraint moves past it). */
+  commit(token: number): void {
+    this.constraint?.accept(token);
   }
 }

@@ -22,7 +22,7 @@
  * (root, then each accepted token) while walking and restored before returning, so the
  * per-node contexts are never copied.
  */
-import { drawFrom, greedyToken, isGreedy, tokenDistribution, type SamplingOptions, type TokenDistribution } from '../generate/sampling.js';
+import { drawFrom, type Sampler, type TokenDistribution } from '../generate/sampling.js';
 import { ROOT, type DraftSampling, type TokenTree } from './tree.js';
 
 export interface AcceptResult {
@@ -40,24 +40,31 @@ export interface UniformSource {
   next(): number;
 }
 
+/**
+ * What the rules ask of a request's sampler: its choice at a node exactly as plain decoding makes
+ * it (within its constraint, if any), and every emitted token committed in order, as plain
+ * decoding commits it.
+ */
+export type TreeSampler = Pick<Sampler, 'options' | 'greedyToken' | 'distribution' | 'commit'> & { readonly rng: UniformSource };
+
 /** Dispatches on the sampling options: greedy, else sampled (match or rejection per node). */
-export function acceptTree(tree: TokenTree, logitsOf: LogitsOf, history: number[], options: SamplingOptions, rng: UniformSource): AcceptResult {
-  return isGreedy(options) ? acceptGreedy(tree, logitsOf, history, options) : acceptSampled(tree, logitsOf, history, options, rng);
+export function acceptTree(tree: TokenTree, logitsOf: LogitsOf, history: number[], sampler: TreeSampler): AcceptResult {
+  return sampler.options.temperature <= 0 ? acceptGreedy(tree, logitsOf, history, sampler) : acceptSampled(tree, logitsOf, history, sampler);
 }
 
-export function acceptGreedy(tree: TokenTree, logitsOf: LogitsOf, history: number[], options: SamplingOptions): AcceptResult {
-  return walk(tree, history, (node, context) => greedyToken(logitsOf(node), context, options));
+export function acceptGreedy(tree: TokenTree, logitsOf: LogitsOf, history: number[], sampler: TreeSampler): AcceptResult {
+  return walk(tree, history, sampler, (node, context) => sampler.greedyToken(logitsOf(node), context));
 }
 
-export function acceptSampled(tree: TokenTree, logitsOf: LogitsOf, history: number[], options: SamplingOptions, rng: UniformSource): AcceptResult {
-  return walk(tree, history, (node, context) => {
-    const target = tokenDistribution(logitsOf(node), context, options);
+export function acceptSampled(tree: TokenTree, logitsOf: LogitsOf, history: number[], sampler: TreeSampler): AcceptResult {
+  return walk(tree, history, sampler, (node, context) => {
+    const target = sampler.distribution(logitsOf(node), context);
     const draft = tree.draft(node);
-    return draft ? rejectionSample(target, draft, rng) : drawFrom(target, rng.next());
+    return draft ? rejectionSample(target, draft, sampler.rng) : drawFrom(target, sampler.rng.next());
   });
 }
 
-function walk(tree: TokenTree, history: number[], nextToken: (node: number, context: readonly number[]) => number): AcceptResult {
+function walk(tree: TokenTree, history: number[], sampler: TreeSampler, nextToken: (node: number, context: readonly number[]) => number): AcceptResult {
   const committed = history.length;
   const acceptedNodes: number[] = [];
   const acceptedTokens: number[] = [];
@@ -65,6 +72,7 @@ function walk(tree: TokenTree, history: number[], nextToken: (node: number, cont
   try {
     for (let node = ROOT; ; ) {
       const token = nextToken(node, history);
+      sampler.commit(token);
       const child = tree.childWithToken(node, token);
       if (child < 0) return { acceptedNodes, acceptedTokens, bonus: token };
       acceptedNodes.push(child);

@@ -235,7 +235,7 @@ export class SpeculativeDecoder implements SequenceDecoder {
     this.verifiedNodes += tree.draftCount;
     // acceptTree extends the history in place while it walks, and restores it.
     const history = sequence.slice(0, -1);
-    const result = this.timed('samplingMs', () => acceptTree(tree, logitsOf, history, this.sampler.options, this.sampler.rng));
+    const result = this.timed('samplingMs', () => acceptTree(tree, logitsOf, history, this.sampler));
     this.options.planner.observe(tree, result.acceptedNodes);
     this.countDrafters(tree, result.acceptedNodes);
     const draftedBy = [...result.acceptedNodes.map((node) => tree.source(node)), null];
