@@ -11,7 +11,9 @@ export { detachLlamaLogger, loadLlamaLibrary, type GpuChoice, type Backend } fro
 export { generateAll, type GenerationChunk, type GenerationResult, type GenerationStats, type GenerationLimits, type StopReason } from './generate/generate.js';
 export { PlainDecoder, PromptTooLongError, type SequenceDecoder, type DecoderTimings } from './generate/decoder.js';
 export { MAX_TOP_LOGPROBS, type TokenLogprob, type TokenChoice } from './generate/logprobs.js';
-export { Sampler, tokenDistribution, greedyToken, drawFrom, isGreedy, defaultSampling, type SamplingOptions, type TokenDistribution } from './generate/sampling.js';
+export { Sampler, tokenDistribution, greedyToken, drawFrom, isGreedy, defaultSampling, type SamplingOptions, type TokenDistribution, type TokenConstraint } from './generate/sampling.js';
+export { jsonSchemaGrammar, JSON_OBJECT_GRAMMAR, JsonSchemaError } from './generate/json-grammar.js';
+export { Grammar, GrammarError } from './llama/grammar.js';
 export { Prng } from './generate/prng.js';
 export { ChatFormatter, ChatTemplateError, type ChatMessage, type ChatRole } from './generate/chat.js';
 export { readGgufHeader, describeModel, GgufError } from './gguf/reader.js';

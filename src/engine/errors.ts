@@ -1,6 +1,7 @@
 /** Errors the engine gives a request, rebuilt on the main thread from what the worker sends. */
 import { PromptTooLongError } from '../generate/decoder.js';
 import { ModelLoadError } from '../llama/model.js';
+import { GrammarError } from '../llama/grammar.js';
 
 /** The waiting queue is full: retry later (servers answer 429). */
 export class QueueFullError extends Error {
@@ -39,6 +40,7 @@ export function deserializeError(error: SerializedError): Error {
   if (error.name === 'QueueFullError') return new QueueFullError(fields.maxQueued ?? 0);
   if (error.name === 'EngineDisposedError') return new EngineDisposedError();
   if (error.name === 'ModelLoadError') return new ModelLoadError(error.message);
+  if (error.name === 'GrammarError') return new GrammarError(error.message);
   const rebuilt = new Error(error.message);
   rebuilt.name = error.name;
   return rebuilt;

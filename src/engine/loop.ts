@@ -10,6 +10,7 @@
  * and tests drive it in-process.
  */
 import { TokenBatch } from '../llama/batch.js';
+import { Grammar, GrammarError } from '../llama/grammar.js';
 import { evaluateTokens, type Context } from '../llama/context.js';
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { checkPromptFits } from '../generate/decoder.js';
@@ -154,6 +155,7 @@ export class EngineLoop {
     const output = new GenerationOutput(this.tokenizer, prompt, options, performance.now());
     const request = new Request(id, prompt, options, output, sink);
     if (!output.wantsTokens) return request.finish('length');
+    request.grammar = compileGrammar(this.context, options);
     this.scheduler.enqueue(request);
     this.byId.set(id, request);
     this.lookUpPrefix(request, prompt);
@@ -343,7 +345,7 @@ export class EngineLoop {
         request.resuming = false;
       }
       if (request.decoder) continue; // resuming after a preemption
-      const sampler = new Sampler(request.options);
+      const sampler = new Sampler(request.options, request.grammar);
       try {
         request.decoder = await this.decoders.decoder(request.options.speculation ?? 'auto', sampler, request.seq!, request.options.cacheSalt ?? '');
       } catch (error) {
@@ -690,7 +692,17 @@ export class EngineLoop {
       request.seq = undefined;
     }
     request.decoder?.dispose();
+    request.grammar?.dispose();
   }
+}
+
+/** The request's grammar, ready to constrain its tokens (undefined: none); throws GrammarError for one llama.cpp refuses. */
+function compileGrammar(context: Context, options: RequestOptions): Grammar | undefined {
+  if (options.grammar === undefined) return undefined;
+  if (options.maxThinkingTokens !== undefined || options.exitThresholds !== undefined) {
+    throw new GrammarError('a grammar cannot be combined with a thinking budget or early exit: the tokens that close the thinking would break it');
+  }
+  return Grammar.compile(context.model, options.grammar);
 }
 
 /** The nodes from the root to `node`, in order: node i's row chose the i-th emitted token. */

@@ -5,6 +5,7 @@ import type { SamplingOptions } from '../generate/sampling.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import type { PrefixMatch } from '../kvcache/prefix-cache.js';
 import type { TreeShape } from '../speculative/tree.js';
+import type { Grammar } from '../llama/grammar.js';
 
 /** What a request asks for (everything but the prompt); plain data, so it can cross threads. */
 export interface RequestOptions extends SamplingOptions, Omit<GenerationLimits, 'signal'> {
@@ -15,6 +16,13 @@ export interface RequestOptions extends SamplingOptions, Omit<GenerationLimits, 
    * history (whose speed would otherwise tell one tenant what another generated).
    */
   cacheSalt?: string;
+  /**
+   * A GBNF grammar (start symbol `root`) the generated text must follow, e.g. jsonSchemaGrammar's
+   * (src/generate/json-grammar.ts). Tokens are chosen among those it allows, exactly as without
+   * it otherwise; speculation stays lossless (drafts it forbids are rejected). Not with a
+   * thinking budget or early exit, whose inserted tokens the grammar would not allow.
+   */
+  grammar?: string;
   /** Diagnostics: the result lists the tree each step verified (`verifiedTrees`), to evaluate the output again in the same batches. */
   recordTrees?: boolean;
 }
@@ -50,6 +58,8 @@ export class Request {
    * admitted before the answer), undefined without a cache or once restored.
    */
   prefix: { ready: false } | { ready: true; match: PrefixMatch } | undefined;
+  /** Its grammar, compiled at submission, freed when it ends. */
+  grammar: Grammar | undefined;
   /** The tree each step verified, when the request asked to `recordTrees`. */
   readonly verifiedTrees: TreeShape[] | undefined;
 

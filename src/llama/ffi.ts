@@ -213,6 +213,11 @@ export function declareApi(llama: koffi.IKoffiLib, ggml: koffi.IKoffiLib, ggmlBa
     memorySeqPosMin: f<[Pointer, number], number>(llama, 'int32_t llama_memory_seq_pos_min(void *mem, int32_t seq)'),
     memorySeqPosMax: f<[Pointer, number], number>(llama, 'int32_t llama_memory_seq_pos_max(void *mem, int32_t seq)'),
 
+    samplerInitGrammar: f<[Pointer, string, string], Pointer | null>(llama, 'void *llama_sampler_init_grammar(void *vocab, const char *grammar_str, const char *grammar_root)'),
+    samplerApply: f<[Pointer, Pointer], void>(llama, 'void llama_sampler_apply(void *smpl, void *cur_p)'),
+    samplerAccept: f<[Pointer, number], void>(llama, 'void llama_sampler_accept(void *smpl, int32_t token)'),
+    samplerFree: f<[Pointer], void>(llama, 'void llama_sampler_free(void *smpl)'),
+
     stateSeqGetSize: f<[Pointer, number], number>(llama, 'size_t llama_state_seq_get_size(void *ctx, int32_t seq)'),
     stateSeqGetData: f<[Pointer, Uint8Array, number, number], number>(llama, 'size_t llama_state_seq_get_data(void *ctx, _Out_ uint8_t *dst, size_t size, int32_t seq)'),
     stateSeqSetData: f<[Pointer, Uint8Array, number, number], number>(llama, 'size_t llama_state_seq_set_data(void *ctx, const uint8_t *src, size_t size, int32_t dest_seq)'),

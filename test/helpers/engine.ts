@@ -1,6 +1,6 @@
 /** Prompts and runs for tests of the public Engine: the same prompts alone, one after another, or all at once. */
 import { join } from 'node:path';
-import type { Engine, GenerateOptions } from '../../src/engine/engine.js';
+import type { Engine, GenerateOptions, Prompt } from '../../src/engine/engine.js';
 import { readJsonLines } from '../../src/bench/jsonl.js';
 import { projectRoot } from './models.js';
 
@@ -15,14 +15,14 @@ export async function benchPrompts(): Promise<string[]> {
 }
 
 /** Each prompt's tokens, run alone one after another. */
-export async function solo(engine: Engine, prompts: readonly string[], options: GenerateOptions): Promise<number[][]> {
+export async function solo(engine: Engine, prompts: readonly Prompt[], options: GenerateOptions): Promise<number[][]> {
   const outputs: number[][] = [];
   for (const prompt of prompts) outputs.push((await engine.complete(prompt, options)).tokens);
   return outputs;
 }
 
 /** Each prompt's tokens, all submitted at once. */
-export async function together(engine: Engine, prompts: readonly string[], options: (i: number) => GenerateOptions): Promise<number[][]> {
+export async function together(engine: Engine, prompts: readonly Prompt[], options: (i: number) => GenerateOptions): Promise<number[][]> {
   const results = await Promise.all(prompts.map((prompt, i) => engine.complete(prompt, options(i))));
   return results.map((result) => result.tokens);
 }

@@ -40,7 +40,7 @@ export async function continueGreedy(context: Context, seq: number, prompt: read
 }
 
 /** Below this top-2 gap, batched and single-token kernels may pick different tokens. */
-const NEAR_TIE = 1e-2;
+export const NEAR_TIE = 1e-2;
 
 /** The runs agree token for token, or first differ where the reference was at a near-tie. */
 export function assertSameGreedy(actual: GreedyRun, reference: GreedyRun): void {
