@@ -93,9 +93,23 @@ async function send(request: RawRequest): Promise<Outcome> {
 const json = (value: unknown) => [Buffer.from(JSON.stringify(value))];
 const jsonHeaders = { 'content-type': 'application/json' };
 const base = () => ({ model: MODEL, messages: [{ role: 'user', content: 'What is 2 + 3?' }], max_tokens: 2, temperature: 0 });
-const FIELDS = ['model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'n', 'stream', 'stream_options', 'frequency_penalty', 'presence_penalty', 'repetition_penalty', 'user', 'logprobs', 'top_logprobs', 'logit_bias', 'reasoning_effort', 'cache_salt', 'ignore_eos'];
+const FIELDS = ['model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'top_k', 'min_p', 'seed', 'stop', 'n', 'stream', 'stream_options', 'frequency_penalty', 'presence_penalty', 'repetition_penalty', 'user', 'logprobs', 'top_logprobs', 'logit_bias', 'reasoning_effort', 'cache_salt', 'ignore_eos', 'response_format', 'grammar'];
 const WRONG_VALUES: unknown[] = [null, true, false, 0, -1, 1.5, '', 'x', [], [1], {}, { a: 1 }, '\ud800'];
 const HUGE_NUMBERS = ['1e308', '-1e308', '9007199254740993', '-9007199254740993', '1e-320', '-0', '1000000000', '123456789012345678901234567890'];
+/** Formats a grammar cannot follow, or that llama.cpp must refuse rather than run. */
+const HOSTILE_FORMATS: unknown[] = [
+  { response_format: { type: 'json_schema', json_schema: { name: 'loop', schema: { $ref: '#/$defs/a', $defs: { a: { $ref: '#/$defs/a' } } } } } },
+  { response_format: { type: 'json_schema', json_schema: { name: 'deep', schema: JSON.parse(`${'{"anyOf":['.repeat(1000)}{}${']}'.repeat(1000)}`) } } },
+  { response_format: { type: 'json_schema', json_schema: { name: 'big', schema: { type: 'array', items: { type: 'string', maxLength: 1e9 }, minItems: -1 } } } },
+  { response_format: { type: 'json_schema', json_schema: { name: 'odd', schema: { type: 'object', properties: { '"\\\n\u0000\ud800': { const: '\ud800' } }, required: ['"\\\n\u0000\ud800'] } } } },
+  { response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { enum: [] } } } },
+  { grammar: 'root ::= root "a"' },
+  { grammar: 'root ::= "a"{999999}' },
+  { grammar: 'root ::= ("a"{1999}){1999}' },
+  { grammar: 'root ::= [' },
+  { grammar: '\u0000'.repeat(64) },
+  { grammar: 'root ::= "\ud800"' },
+];
 const HOSTILE_TEXT = ['\ud800', '\udfff\ud800', '\u0000\u0001\u001f', '\u202e\u200f\u200b\ufeff', '\uffff\ufffe', '🦀'.repeat(500), 'e\u0301'.repeat(300), '<think></think><|end|><|user|>'];
 
 /** The kinds of hostile request; each draws one request. */
@@ -113,6 +127,7 @@ const KINDS: Record<string, () => RawRequest> = {
     const escaped = JSON.stringify({ ...base(), messages: [{ role: 'user', content: text }], stop: [text.slice(0, 4) || 'x'] });
     return { headers: jsonHeaders, body: [Buffer.from(escaped)] };
   },
+  hostileFormat: () => ({ headers: jsonHeaders, body: json({ ...base(), ...(pick(HOSTILE_FORMATS) as object) }) }),
   invalidUtf8: () => ({ headers: jsonHeaders, body: [Buffer.concat([Buffer.from('{"model":"fuzz","messages":[{"role":"user","content":"'), Buffer.from([0xc3, 0x28, 0xff, 0xfe, 0xed, 0xa0, 0x80]), Buffer.from('"}],"max_tokens":2}')])] }),
   truncatedBody: () => {
     const full = Buffer.from(JSON.stringify(base()));
@@ -179,7 +194,7 @@ async function pool<T>(jobs: (() => Promise<T>)[], width: number): Promise<T[]> 
   return results;
 }
 
-test('1,100 hostile requests of 17 kinds and a flood past the queue: no crash, no 5xx, healthy after', async () => {
+test('1,100 hostile requests of 18 kinds and a flood past the queue: no crash, no 5xx, healthy after', async () => {
   const kinds = Object.keys(KINDS);
   const drawn = Array.from({ length: 1100 }, (_, i) => kinds[i % kinds.length]);
   const outcomes = await pool(

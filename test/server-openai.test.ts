@@ -162,6 +162,47 @@ describe('chat completions', () => {
     }
   });
 
+  test('response_format json_schema: the answer is JSON that follows the schema; json_object streams one JSON object', async () => {
+    const schema = {
+      type: 'object',
+      properties: { name: { type: 'string', maxLength: 12 }, age: { type: 'integer' }, pet: { enum: ['cat', 'dog'] } },
+      required: ['name', 'age', 'pet'],
+      additionalProperties: false,
+    };
+    const completion = await client.chat.completions.create({
+      ...greedy,
+      max_tokens: 120,
+      messages: [{ role: 'user', content: 'Describe a person as JSON.' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'person', strict: true, schema } },
+    });
+    assert.equal(completion.choices[0].finish_reason, 'stop');
+    const person = JSON.parse(completion.choices[0].message.content ?? '') as Record<string, unknown>;
+    assert.deepEqual(Object.keys(person), ['name', 'age', 'pet']);
+    assert.ok(typeof person.name === 'string' && person.name.length <= 12);
+    assert.ok(Number.isInteger(person.age));
+    assert.ok(person.pet === 'cat' || person.pet === 'dog');
+    // Without the format the model answers in prose: the grammar made the JSON.
+    const free = await client.chat.completions.create({ ...greedy, max_tokens: 120, messages: [{ role: 'user', content: 'Describe a person as JSON.' }] });
+    assert.throws(() => JSON.parse(free.choices[0].message.content ?? ''));
+
+    const stream = await client.chat.completions.create({
+      ...greedy,
+      max_tokens: 200,
+      messages: [{ role: 'user', content: 'Give me a JSON object.' }],
+      response_format: { type: 'json_object' },
+      stream: true,
+    });
+    let streamed = '';
+    for await (const chunk of stream) streamed += chunk.choices[0]?.delta.content ?? '';
+    assert.equal(typeof JSON.parse(streamed), 'object');
+    assert.match(streamed, /^\{[^]*\}$/);
+  });
+
+  test('grammar (llama-server\'s field): the answer is in the grammar\'s language', async () => {
+    const completion = await client.chat.completions.create({ ...greedy, messages: question, grammar: 'root ::= "yes" | "no" | [0-9]+' } as never);
+    assert.match((completion as OpenAI.ChatCompletion).choices[0].message.content ?? '', /^(yes|no|[0-9]+)$/);
+  });
+
   test('stream().finalChatCompletion() assembles the streamed message', async () => {
     const final = await client.chat.completions.stream({ ...greedy, messages: question, max_tokens: 300 }).finalChatCompletion();
     assert.equal(final.choices[0].finish_reason, 'stop');
@@ -272,7 +313,13 @@ describe('models and errors', () => {
       [{ seed: 2 ** 60 }, 'seed'],
       [{ n: 17 }, 'n'],
       [{ tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools'],
-      [{ response_format: { type: 'json_object' } }, 'response_format'],
+      [{ response_format: { type: 'xml' } }, 'response_format.type'],
+      [{ response_format: { type: 'json_schema' } }, 'response_format.json_schema'],
+      [{ response_format: { type: 'json_object', json_schema: { name: 'x', schema: {} } } }, 'response_format.json_schema'],
+      [{ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', pattern: 'a+' } } } }, 'response_format.json_schema.schema'],
+      [{ response_format: { type: 'json_object' }, reasoning_effort: 'low' }, 'response_format'],
+      [{ response_format: { type: 'json_object' }, grammar: 'root ::= "x"' }, 'grammar'],
+      [{ grammar: 'root ::= undefined-rule' }, 'grammar'],
       [{ surprise: true }, 'surprise'],
       [{ stream_options: { include_usage: true } }, 'stream_options'],
       [{ reasoning_effort: 'max' }, 'reasoning_effort'],

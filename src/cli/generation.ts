@@ -1,5 +1,7 @@
 /** What every generating command (`run`, `chat`) shares: its flags, the engine they describe, the statistics lines. */
+import { readFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
+import { JsonSchemaError, jsonSchemaGrammar } from '../generate/json-grammar.js';
 import { Engine, type GenerateOptions } from '../engine/engine.js';
 import type { GenerationStats } from '../generate/generate.js';
 import { SPECULATION_MODES, type SpeculationMode } from '../speculative/speculation.js';
@@ -24,6 +26,9 @@ export interface GenerationFlags extends ModelFlags {
   maxThinkingTokens?: number;
   reasoningEffort?: ReasoningEffort;
   cacheSalt?: string;
+  grammarFile?: string;
+  jsonSchema?: string;
+  jsonSchemaFile?: string;
 }
 
 /** The model, sampling, limit and speculation flags shared by `run` and `chat`. */
@@ -42,7 +47,10 @@ export function addGenerationFlags(command: Command): Command {
     .option('--draft-model <path>', 'draft GGUF with the same vocabulary (enables --spec draft; used by auto)')
     .option('--max-thinking-tokens <n>', 'hard thinking budget: close the thinking after N tokens and let the model answer', integer(0))
     .addOption(new Option('--reasoning-effort <level>', "early exit from the thinking at the model's calibrated presets (changes outputs)").choices([...REASONING_EFFORTS]))
-    .option('--cache-salt <salt>', 'tenant of the KV cache and the drafting history: different salts share nothing');
+    .option('--cache-salt <salt>', 'tenant of the KV cache and the drafting history: different salts share nothing')
+    .option('-j, --json-schema <schema>', 'answer in JSON that this JSON Schema describes ({} for any JSON value)')
+    .option('--json-schema-file <path>', '--json-schema, read from a file')
+    .option('--grammar-file <path>', 'answer in the language of this GBNF grammar (llama.cpp\'s format, start symbol root)');
 }
 
 /** Loads the engine the generation flags describe. */
@@ -66,7 +74,38 @@ export function samplingFrom(flags: GenerationFlags): GenerateOptions {
     maxThinkingTokens: flags.maxThinkingTokens,
     reasoningEffort: flags.reasoningEffort,
     cacheSalt: flags.cacheSalt,
+    grammar: grammarFrom(flags),
   };
+}
+
+/** The grammar the answer must follow (--json-schema, --json-schema-file or --grammar-file; undefined: none). */
+function grammarFrom(flags: GenerationFlags): string | undefined {
+  const given = [flags.jsonSchema, flags.jsonSchemaFile, flags.grammarFile].filter((value) => value !== undefined);
+  if (given.length > 1) throw new UsageError('give one of --json-schema, --json-schema-file and --grammar-file');
+  if (flags.grammarFile !== undefined) return readText(flags.grammarFile, '--grammar-file');
+  const text = flags.jsonSchemaFile !== undefined ? readText(flags.jsonSchemaFile, '--json-schema-file') : flags.jsonSchema;
+  if (text === undefined) return undefined;
+  const flag = flags.jsonSchemaFile !== undefined ? '--json-schema-file' : '--json-schema';
+  let schema: unknown;
+  try {
+    schema = JSON.parse(text);
+  } catch (error) {
+    throw new UsageError(`${flag}: not JSON (${(error as Error).message})`);
+  }
+  try {
+    return jsonSchemaGrammar(schema);
+  } catch (error) {
+    if (error instanceof JsonSchemaError) throw new UsageError(`${flag}: ${error.message}`);
+    throw error;
+  }
+}
+
+function readText(path: string, flag: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new UsageError(`${flag}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+  }
 }
 
 export function formatStats(stats: GenerationStats): string {

@@ -4,6 +4,7 @@ import { QueueFullError } from '../engine/errors.js';
 import { MissingPresetsError } from '../reasoning/presets.js';
 import { PromptTooLongError } from '../generate/decoder.js';
 import { ChatTemplateError } from '../generate/chat.js';
+import { GrammarError } from '../llama/grammar.js';
 
 export interface ErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -55,6 +56,7 @@ export function toApiError(error: unknown, promptParam: 'messages' | 'prompt' = 
   }
   if (error instanceof ChatTemplateError) return invalidRequest(error.message, 'messages');
   if (error instanceof MissingPresetsError) return invalidRequest(error.message, 'reasoning_effort');
+  if (error instanceof GrammarError) return invalidRequest(error.message, 'grammar', 'invalid_grammar');
   const framework = error as Partial<FastifyError>;
   if (framework.validation) return schemaError(framework.validation, framework.validationContext ?? 'body');
   if (framework.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {

@@ -11,6 +11,7 @@ import type { SpeculationStats } from '../speculative/decoder.js';
 import type { TokenChoice, TokenLogprob } from '../generate/logprobs.js';
 import { TrimmedSplitText, trimSplitText } from '../reasoning/presentation.js';
 import { invalidRequest } from './errors.js';
+import { JSON_OBJECT_GRAMMAR, JsonSchemaError, jsonSchemaGrammar } from '../generate/json-grammar.js';
 import { UNSUPPORTED_FIELDS, type ChatCompletionRequest, type GenerationRequest } from './schemas.js';
 
 /**
@@ -69,10 +70,16 @@ export function generationOptions(body: GenerationRequest, { contextSize, vocabu
   if (logprobs !== undefined && body.reasoning_effort != null) {
     throw invalidRequest("'logprobs' cannot be combined with 'reasoning_effort': the tokens that end the thinking early have no probability under the model", 'logprobs', 'invalid_value');
   }
+  const grammar = requestedGrammar(body);
+  if (grammar !== undefined && body.reasoning_effort != null) {
+    const field = body.grammar != null ? 'grammar' : 'response_format';
+    throw invalidRequest(`'${field}' cannot be combined with 'reasoning_effort': the tokens that end the thinking early would break the format`, field, 'invalid_value');
+  }
   return {
     maxTokens,
     ignoreEos: body.ignore_eos ?? false,
     logprobs,
+    grammar,
     stop: typeof body.stop === 'string' ? [body.stop] : (body.stop ?? []),
     temperature: body.temperature ?? 1,
     topP: body.top_p ?? 1,
@@ -86,6 +93,25 @@ export function generationOptions(body: GenerationRequest, { contextSize, vocabu
     cacheSalt: body.cache_salt ?? undefined,
     reasoningEffort: body.reasoning_effort ?? undefined,
   };
+}
+
+/** The GBNF grammar of the answer: `grammar` as given, or `response_format`'s JSON; undefined: free text. */
+function requestedGrammar({ response_format: format, grammar }: GenerationRequest): string | undefined {
+  if (format?.json_schema && format.type !== 'json_schema') {
+    throw invalidRequest(`'response_format.json_schema' is for 'type': 'json_schema', not '${format.type}'`, 'response_format.json_schema', 'invalid_value');
+  }
+  const constrained = format != null && format.type !== 'text';
+  if (constrained && grammar != null) throw invalidRequest("'grammar' and a JSON 'response_format' cannot both be given", 'grammar', 'invalid_value');
+  if (grammar != null) return grammar;
+  if (!constrained) return undefined;
+  if (format.type === 'json_object') return JSON_OBJECT_GRAMMAR;
+  if (!format.json_schema) throw invalidRequest("'response_format.json_schema' is required with 'type': 'json_schema'", 'response_format.json_schema', 'missing_required_parameter');
+  try {
+    return jsonSchemaGrammar(format.json_schema.schema ?? true);
+  } catch (error) {
+    if (error instanceof JsonSchemaError) throw invalidRequest(`'response_format.json_schema.schema' cannot be followed: ${error.message}`, 'response_format.json_schema.schema', 'unsupported_schema');
+    throw error;
+  }
 }
 
 /** Alternatives per token the request asks for: chat's `logprobs: true` with `top_logprobs`, or completions' `logprobs: n`; undefined: none. */

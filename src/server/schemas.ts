@@ -11,6 +11,8 @@ export const MAX_CHOICES = 16;
 
 /** Largest integer JSON can carry exactly into a JavaScript number. */
 const SAFE = Number.MAX_SAFE_INTEGER;
+/** Longest GBNF grammar a request may carry (llama.cpp parses it in the engine's thread). */
+const MAX_GRAMMAR_CHARS = 100_000;
 
 /**
  * OpenAI fields this server does not implement. Each is named in a 400 when present with a value
@@ -22,7 +24,6 @@ export const UNSUPPORTED_FIELDS = [
   'functions',
   'function_call',
   'parallel_tool_calls',
-  'response_format',
   'audio',
   'modalities',
   'prediction',
@@ -39,6 +40,26 @@ const StreamOptions = Type.Object(
     include_usage: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
     /** Vendor opt-in: each chunk names the drafter that proposed each of its tokens. */
     include_drafters: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+
+/** OpenAI's structured output: plain text, any JSON object, or JSON that a schema describes (src/generate/json-grammar.ts). */
+const ResponseFormat = Type.Object(
+  {
+    type: Type.Union([Type.Literal('text'), Type.Literal('json_object'), Type.Literal('json_schema')]),
+    /** With `type: "json_schema"` only (openai.ts checks; one object keeps the schema's complaints about `type` precise). */
+    json_schema: Type.Optional(
+      Type.Object(
+        {
+          name: Type.String({ minLength: 1, maxLength: 64 }),
+          description: Type.Optional(Type.Union([Type.String(), Type.Null()])),
+          schema: Type.Optional(Type.Union([Type.Record(Type.String(), Type.Unknown()), Type.Boolean(), Type.Null()])),
+          strict: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
+        },
+        { additionalProperties: false },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -72,6 +93,10 @@ const generationFields = {
   reasoning_effort: Type.Optional(Type.Union([Type.Literal('low'), Type.Literal('medium'), Type.Literal('high'), Type.Null()])),
   /** Tenant of the KV prefix cache and the drafting history (vLLM's field): different salts share nothing. */
   cache_salt: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()])),
+  /** The answer's format (both endpoints, as vLLM has it): JSON mode and JSON schemas constrain decoding. */
+  response_format: Type.Optional(Type.Union([ResponseFormat, Type.Null()])),
+  /** llama-server's: a GBNF grammar (start symbol `root`) the answer must follow. */
+  grammar: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: MAX_GRAMMAR_CHARS }), Type.Null()])),
   /** An end-user id for the operator's abuse tracking; it does not change the output. */
   user: Type.Optional(Type.Union([Type.String({ maxLength: 256 }), Type.Null()])),
   ...unsupported,
