@@ -149,6 +149,14 @@ class NoRepeatNeighbour {
     this.last = token;
     this.committed.push(token);
   }
+
+  fork(): NoRepeatNeighbour {
+    const copy = new NoRepeatNeighbour();
+    copy.last = this.last;
+    return copy;
+  }
+
+  dispose(): void {}
 }
 
 describe('acceptance within a constraint', () => {

@@ -482,6 +482,9 @@ export interface TokenConstraint {
   restrict(logits: Float32Array): Float32Array;
   /** Moves past an emitted token. */
   accept(token: number): void;
+  /** An independent copy of this state, e.g. to follow drafted tokens; dispose it. */
+  fork(): TokenConstraint;
+  dispose(): void;
 }
 
 /**
@@ -524,5 +527,10 @@ export class Sampler {
   /** Records an emitted token (the constraint moves past it). */
   commit(token: number): void {
     this.constraint?.accept(token);
+  }
+
+  /** Where the constraint stands after the emitted tokens, as a copy to move along drafts (undefined: no constraint); dispose it. */
+  forkConstraint(): TokenConstraint | undefined {
+    return this.constraint?.fork();
   }
 }

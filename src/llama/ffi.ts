@@ -217,6 +217,7 @@ export function declareApi(llama: koffi.IKoffiLib, ggml: koffi.IKoffiLib, ggmlBa
     samplerApply: f<[Pointer, Pointer], void>(llama, 'void llama_sampler_apply(void *smpl, void *cur_p)'),
     samplerAccept: f<[Pointer, number], void>(llama, 'void llama_sampler_accept(void *smpl, int32_t token)'),
     samplerFree: f<[Pointer], void>(llama, 'void llama_sampler_free(void *smpl)'),
+    samplerClone: f<[Pointer], Pointer | null>(llama, 'void *llama_sampler_clone(void *smpl)'),
 
     stateSeqGetSize: f<[Pointer, number], number>(llama, 'size_t llama_state_seq_get_size(void *ctx, int32_t seq)'),
     stateSeqGetData: f<[Pointer, Uint8Array, number, number], number>(llama, 'size_t llama_state_seq_get_data(void *ctx, _Out_ uint8_t *dst, size_t size, int32_t seq)'),

@@ -10,6 +10,7 @@
 import { emptyTimings, type Accepted, type DecodedStep, type NodeLogits, type SequenceDecoder, type StepLimits } from '../generate/decoder.js';
 import type { Sampler } from '../generate/sampling.js';
 import { acceptTree } from './accept.js';
+import { withoutRefused } from './constrained-trees.js';
 import { unionTrees } from './combine.js';
 import type { TreeLimits, WalkProgress } from './cost-model.js';
 import type { CostlyDraft } from './costly-drafts.js';
@@ -200,12 +201,18 @@ export class SpeculativeDecoder implements SequenceDecoder {
     const started = performance.now();
     // The planner cuts the union by calibrated acceptance: a drafter's own scores do not compare
     // with another's, and cutting by them let 60 unsure n-gram nodes crowd out a sure draft chain.
-    const union = unionTrees(trees);
+    const union = this.allowedDrafts(unionTrees(trees));
     const drafted = started - this.step.started;
     const tree = this.options.planner.plan(union, { maxNodes, maxLeaves: limits.maxBranches }, sharedBatch(limits), this.step.drafting, drafted);
     this.step.candidates = union;
     this.timings.draftMs += performance.now() - started;
     return tree;
+  }
+
+  /** The drafts the request's constraint allows after the root (all of them without one). */
+  private allowedDrafts(tree: TokenTree): TokenTree {
+    const constraint = this.sampler.forkConstraint();
+    return constraint ? withoutRefused(tree, constraint) : tree;
   }
 
   observeDecode(ms: number, step: DecodedStep): void {

@@ -11,7 +11,7 @@
  */
 import { Context } from '../llama/context.js';
 import { Model, type LoadModelOptions } from '../llama/model.js';
-import { greedyToken, isGreedy, tokenDistribution, drawFrom, type SamplingOptions, type TokenDistribution } from '../generate/sampling.js';
+import { greedyToken, isGreedy, tokenDistribution, drawFrom, type SamplingOptions, type TokenConstraint, type TokenDistribution } from '../generate/sampling.js';
 import { Prng } from '../generate/prng.js';
 import { ROOT, TokenTree, type DraftBudget, type Drafter } from './tree.js';
 import { commonPrefixLength } from '../token-sequences.js';
@@ -69,6 +69,13 @@ export interface DraftModelOptions {
   seed?: number;
   /** Sequence id of this drafter's KV in the draft context (one per concurrent request). */
   seq?: number;
+  /**
+   * Where the request's constraint (its grammar) stands after the committed text, as a copy the
+   * drafter moves along its chain (Sampler.forkConstraint): the draft then chooses among the
+   * tokens the target may take. Unconstrained, a draft model keeps writing prose where a JSON
+   * answer needs a quote, and its chains break at the first such token.
+   */
+  constraint?: () => TokenConstraint | undefined;
 }
 
 /** Throws unless the draft model tokenizes exactly like the target (same size, same pieces, same specials). */
@@ -94,6 +101,7 @@ export class DraftModelDrafter implements Drafter {
   private readonly minPathProbability: number;
   private readonly seq: number;
   private readonly branchBelow: number;
+  private readonly constraint: (() => TokenConstraint | undefined) | undefined;
   /** The committed sequence (prompt + emitted), as the target sees it. */
   private sequence: number[] = [];
   /** Tokens whose KV is in the draft context, in order (may run past `sequence` with old drafts). */
@@ -143,6 +151,7 @@ export class DraftModelDrafter implements Drafter {
     this.adaptive = options.fixedDepth === undefined;
     this.branchBelow = options.branchBelow ?? 0.7;
     this.seq = options.seq ?? 0;
+    this.constraint = options.constraint;
   }
 
   /** Loads the draft model next to an already loaded target and checks the vocabularies match. */
@@ -215,30 +224,38 @@ export class DraftModelDrafter implements Drafter {
     const depthLimit = Math.min(budget.explore ? MAX_DRAFT_DEPTH : this.depth, budget.maxDepth, budget.maxNodes, room);
     if (depthLimit <= 0) return tree;
     const history = [...this.sequence];
+    // The constraint's state follows `history` (a choice read for a text is made at that text's state).
+    const cursor = this.constraint?.();
     // Each decode's logits are read during its (batched) decode: the next one overwrites them.
-    const choose = (logits: Float32Array) => this.choose(logits, history);
-    this.proposalDecodes = 0;
-    let choice = await this.choiceAfter(history, choose);
-    let parent = ROOT;
-    let pathProbability = 1;
-    // The path as the planner will score it (by the draft's own probabilities where the budget has no rates).
-    let acceptedPath = 1;
-    for (let depth = 1; depth <= depthLimit && tree.draftCount < budget.maxNodes; depth++) {
-      pathProbability *= choice.probability;
-      acceptedPath *= budget.acceptance?.(this.name, depth, choice.probability) ?? choice.probability;
-      if ((pathProbability < this.minPathProbability || acceptedPath < (budget.minPathProbability ?? 0)) && depth > 1) break;
-      const node = tree.addChild(parent, choice.token, pathProbability, this.name);
-      if (choice.q) tree.setDraft(parent, choice.q, [choice.token], { withReplacement: true, source: this.name, groupRate: choice.probability });
-      if (choice.runnerUp && budget.maxBranches > 1 && tree.draftCount < budget.maxNodes) {
-        tree.addChild(parent, choice.runnerUp.token, (pathProbability / choice.probability) * choice.runnerUp.probability, this.name);
+    const choose = (logits: Float32Array) => this.choose(logits, history, cursor);
+    try {
+      this.proposalDecodes = 0;
+      let choice = await this.choiceAfter(history, choose);
+      let parent = ROOT;
+      let pathProbability = 1;
+      // The path as the planner will score it (by the draft's own probabilities where the budget has no rates).
+      let acceptedPath = 1;
+      for (let depth = 1; depth <= depthLimit && tree.draftCount < budget.maxNodes; depth++) {
+        pathProbability *= choice.probability;
+        acceptedPath *= budget.acceptance?.(this.name, depth, choice.probability) ?? choice.probability;
+        if ((pathProbability < this.minPathProbability || acceptedPath < (budget.minPathProbability ?? 0)) && depth > 1) break;
+        if (cursor && !cursor.allows(choice.token)) break;
+        const node = tree.addChild(parent, choice.token, pathProbability, this.name);
+        if (choice.q) tree.setDraft(parent, choice.q, [choice.token], { withReplacement: true, source: this.name, groupRate: choice.probability });
+        if (choice.runnerUp && budget.maxBranches > 1 && tree.draftCount < budget.maxNodes) {
+          tree.addChild(parent, choice.runnerUp.token, (pathProbability / choice.probability) * choice.runnerUp.probability, this.name);
+        }
+        parent = node;
+        history.push(choice.token);
+        cursor?.accept(choice.token);
+        this.lastChain.push(choice.token);
+        if (depth === depthLimit) break;
+        choice = await this.choiceAfter(history, choose);
       }
-      parent = node;
-      history.push(choice.token);
-      this.lastChain.push(choice.token);
-      if (depth === depthLimit) break;
-      choice = await this.choiceAfter(history, choose);
+      return tree;
+    } finally {
+      cursor?.dispose();
     }
-    return tree;
   }
 
   /** The drafter serves one request: it leaves its context's batcher here. */
@@ -290,17 +307,33 @@ export class DraftModelDrafter implements Drafter {
     return result.value;
   }
 
-  /** Greedy: the draft's argmax (and runner-up when unsure). Sampling: a draw from q, recorded for rejection sampling. */
-  private choose(logits: Float32Array, history: readonly number[]): DraftChoice {
+  /**
+   * Greedy: the draft's argmax (and runner-up when unsure). Sampling: a draw from q, recorded for
+   * rejection sampling. Within a constraint, among the tokens it allows (q restricted to them).
+   */
+  private choose(logits: Float32Array, history: readonly number[], constraint: TokenConstraint | undefined): DraftChoice {
     if (!this.greedy) {
-      const q = tokenDistribution(logits, history, this.sampling);
+      const q = tokenDistribution(constraint ? restrictedOrNot(constraint, logits) : logits, history, this.sampling);
       const token = drawFrom(q, this.rng.next());
       return { token, probability: q.probs[q.ids.indexOf(token)], q };
     }
-    const token = greedyToken(logits, history, this.sampling);
+    let token = greedyToken(logits, history, this.sampling);
+    if (constraint && !constraint.allows(token)) {
+      logits = restrictedOrNot(constraint, logits);
+      token = greedyToken(logits, history, this.sampling);
+    }
     const [first, second] = topTwoProbabilities(logits, token);
     const runnerUp = first < this.branchBelow && second.token >= 0 ? second : undefined;
     return { token, probability: first, runnerUp };
+  }
+}
+
+/** The logits the constraint allows; all of them where it allows none (the chain then ends at the token it refuses). */
+function restrictedOrNot(constraint: TokenConstraint, logits: Float32Array): Float32Array {
+  try {
+    return constraint.restrict(logits);
+  } catch {
+    return logits;
   }
 }
 

@@ -79,7 +79,7 @@ export class Speculation {
     if (mode === 'auto' || mode === 'suffix') drafters.push(this.suffixHistory(historyKey(mode, salt)));
     const draft = this.draftModelOf(mode);
     if (draft) {
-      drafters.push(new DraftModelDrafter(draft, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9, seq }));
+      drafters.push(new DraftModelDrafter(draft, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9, seq, constraint: () => sampler.forkConstraint() }));
     }
     return drafters;
   }
