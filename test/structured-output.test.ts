@@ -16,6 +16,8 @@ import { NEAR_TIE } from './helpers/greedy.js';
 import { withoutRefused } from '../src/speculative/constrained-trees.js';
 import { TokenTree } from '../src/speculative/tree.js';
 import type { TokenConstraint } from '../src/generate/sampling.js';
+import { grammarConstraint } from '../src/reasoning/answer-constraint.js';
+import { thinkingTagTokens } from '../src/reasoning/segments.js';
 import { top2Gap } from '../src/bench/stats.js';
 
 /** Whether the grammar takes `text` whole, token by token as the testbed tokenizes it, and may end there. */
@@ -175,7 +177,8 @@ describe('decoding within a grammar', () => {
   async function assertSameWithinGrammar(prompt: readonly number[], actual: readonly number[], reference: readonly number[]): Promise<void> {
     const mismatch = reference.findIndex((token, i) => actual[i] !== token);
     if (mismatch === -1) return assert.equal(actual.length, reference.length);
-    const state = Grammar.compile(await loadModel(testbedTarget), grammar);
+    const model = await loadModel(testbedTarget);
+    const state = grammarConstraint(model, grammar, thinkingTagTokens(model.tokenizer), prompt);
     try {
       for (const token of reference.slice(0, mismatch)) state.accept(token);
       const gap = top2Gap(state.restrict(await engine.logitsAfter(prompt, reference.slice(0, mismatch))));
@@ -189,7 +192,7 @@ describe('decoding within a grammar', () => {
 
   test('greedy: speculation and batching give plain decoding\'s tokens, and every finished answer follows the schema', async () => {
     const prompts = await Promise.all(questions.map((question) => engine.userPrompt(question)));
-    const base = { grammar, maxTokens: 120, temperature: 0 } as const;
+    const base = { grammar, maxTokens: 300, temperature: 0 } as const;
     const plain = await solo(engine, prompts, { ...base, speculation: 'off' });
     const speculative = await solo(engine, prompts, { ...base, speculation: 'auto' });
     const batched = await together(engine, prompts, () => ({ ...base, speculation: 'auto' }));
@@ -204,14 +207,26 @@ describe('decoding within a grammar', () => {
       for (const { accepted } of Object.values(result.stats.speculation!.drafters)) acceptedDrafts += accepted;
       if (result.stats.stopReason !== 'eos') continue;
       finished++;
-      const answer = JSON.parse(result.text) as Record<string, unknown>;
+      const answer = JSON.parse(result.content) as Record<string, unknown>;
       assert.equal(typeof answer.name, 'string');
       assert.ok((answer.name as string).length <= 5);
       assert.ok(Number.isInteger(answer.age));
       assert.deepEqual(Object.keys(answer).filter((key) => !['name', 'age', 'nick', 'tags'].includes(key)), []);
     }
-    assert.ok(finished >= 2, `${finished} of ${prompts.length} answers ended within 120 tokens`);
+    assert.ok(finished >= 2, `${finished} of ${prompts.length} answers ended within 300 tokens`);
     assert.ok(acceptedDrafts > 20, `drafts were verified within the grammar (${acceptedDrafts} accepted)`);
+  });
+
+  test('a reasoning model thinks first, free, and then answers within the grammar', async () => {
+    const schema = jsonSchemaGrammar({ type: 'object', properties: { answer: { type: 'integer' } }, required: ['answer'] });
+    const result = await engine.complete(await engine.userPrompt('What is 12 + 30?'), { grammar: schema, maxTokens: 300, temperature: 0 });
+    assert.match(result.reasoning, /So 12 \+ 30 = 42\./, 'the thinking is the model\'s own prose');
+    assert.ok(Number.isInteger((JSON.parse(result.content) as { answer: unknown }).answer), result.content);
+    assert.match(result.text, /^<think>[^]*<\/think>\s*\{/);
+    // A prompt that opens the thinking itself: the grammar waits for its close too.
+    const opened = [...(await engine.userPrompt('What is 12 + 30?')), ...(await engine.tokenize('<think>'))];
+    const continued = await engine.complete(opened, { grammar: schema, maxTokens: 300, temperature: 0 });
+    assert.ok(Number.isInteger((JSON.parse(continued.content) as { answer: unknown }).answer), continued.content);
   });
 
   test('the draft model drafts within the grammar: its chains follow the answer, not the prose it would write', async () => {
@@ -227,12 +242,13 @@ describe('decoding within a grammar', () => {
   });
 
   test('seeded sampling within a grammar: n-gram speculation reproduces plain decoding token for token', async () => {
-    const prompt = await engine.userPrompt('Describe a person as JSON.');
+    // The thinking closed in the prompt: the answer is held to the grammar from its first token.
+    const prompt = [...(await engine.userPrompt('Describe a person as JSON.')), ...(await engine.tokenize('<think>\n</think>\n'))];
     const options = { grammar: JSON_OBJECT_GRAMMAR, maxTokens: 80, temperature: 0.8, seed: 11 } as const;
     const plain = await engine.complete(prompt, { ...options, speculation: 'off' });
     const speculative = await engine.complete(prompt, { ...options, speculation: 'ngram' });
     assert.deepEqual(speculative.tokens, plain.tokens);
-    assert.match(plain.text, /^\{/);
+    assert.match(plain.text, /^\s*\{/);
   });
 
   test('a thinking budget with a grammar is refused; a broken grammar fails its request alone', async () => {

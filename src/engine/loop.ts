@@ -10,7 +10,9 @@
  * and tests drive it in-process.
  */
 import { TokenBatch } from '../llama/batch.js';
-import { Grammar, GrammarError } from '../llama/grammar.js';
+import { GrammarError } from '../llama/grammar.js';
+import { grammarConstraint } from '../reasoning/answer-constraint.js';
+import { thinkingTagTokens } from '../reasoning/segments.js';
 import { evaluateTokens, type Context } from '../llama/context.js';
 import type { Tokenizer } from '../llama/tokenizer.js';
 import { checkPromptFits } from '../generate/decoder.js';
@@ -18,7 +20,7 @@ import { GenerationOutput, type ForcedTokens, type StopReason } from '../generat
 import { ROOT, TokenTree, type TreeShape } from '../speculative/tree.js';
 import { addProbeBranch, scoreProbe } from '../reasoning/probe.js';
 import type { PlannedProbe } from '../reasoning/controller.js';
-import { Sampler } from '../generate/sampling.js';
+import { Sampler, type TokenConstraint } from '../generate/sampling.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import type { DecodedStep, SequenceDecoder, StepLimits } from '../generate/decoder.js';
 import { EngineDisposedError } from './errors.js';
@@ -155,7 +157,7 @@ export class EngineLoop {
     const output = new GenerationOutput(this.tokenizer, prompt, options, performance.now());
     const request = new Request(id, prompt, options, output, sink);
     if (!output.wantsTokens) return request.finish('length');
-    request.grammar = compileGrammar(this.context, options);
+    request.grammar = constraintOf(this.context, this.tokenizer, options, prompt);
     this.scheduler.enqueue(request);
     this.byId.set(id, request);
     this.lookUpPrefix(request, prompt);
@@ -696,13 +698,17 @@ export class EngineLoop {
   }
 }
 
-/** The request's grammar, ready to constrain its tokens (undefined: none); throws GrammarError for one llama.cpp refuses. */
-function compileGrammar(context: Context, options: RequestOptions): Grammar | undefined {
+/**
+ * What constrains the request's tokens (undefined: nothing): its grammar, for the answer after the
+ * thinking of a model that has thinking tags. Throws GrammarError for a grammar llama.cpp refuses.
+ */
+function constraintOf(context: Context, tokenizer: Tokenizer, options: RequestOptions, prompt: readonly number[]): TokenConstraint | undefined {
   if (options.grammar === undefined) return undefined;
   if (options.maxThinkingTokens !== undefined || options.exitThresholds !== undefined) {
-    throw new GrammarError('a grammar cannot be combined with a thinking budget or early exit: the tokens that close the thinking would break it');
+    // The closing tokens they force reach the output, not the sampler: the grammar would not see the answer start.
+    throw new GrammarError('a grammar cannot be combined with a thinking budget or early exit: the tokens that close the thinking would bypass it');
   }
-  return Grammar.compile(context.model, options.grammar);
+  return grammarConstraint(context.model, options.grammar, thinkingTagTokens(tokenizer, options.thinkingTags), prompt);
 }
 
 /** The nodes from the root to `node`, in order: node i's row chose the i-th emitted token. */

@@ -1,11 +1,10 @@
 /** One request inside the engine loop: its tokens, where its KV stands, its decoder and its output. */
 import { emptyTimings, type SequenceDecoder } from '../generate/decoder.js';
 import type { GenerationChunk, GenerationLimits, GenerationOutput, GenerationResult, StopReason } from '../generate/generate.js';
-import type { SamplingOptions } from '../generate/sampling.js';
+import type { SamplingOptions, TokenConstraint } from '../generate/sampling.js';
 import type { SpeculationMode } from '../speculative/speculation.js';
 import type { PrefixMatch } from '../kvcache/prefix-cache.js';
 import type { TreeShape } from '../speculative/tree.js';
-import type { Grammar } from '../llama/grammar.js';
 
 /** What a request asks for (everything but the prompt); plain data, so it can cross threads. */
 export interface RequestOptions extends SamplingOptions, Omit<GenerationLimits, 'signal'> {
@@ -58,8 +57,8 @@ export class Request {
    * admitted before the answer), undefined without a cache or once restored.
    */
   prefix: { ready: false } | { ready: true; match: PrefixMatch } | undefined;
-  /** Its grammar, compiled at submission, freed when it ends. */
-  grammar: Grammar | undefined;
+  /** Its grammar (for the answer after any thinking), compiled at submission, freed when it ends. */
+  grammar: TokenConstraint | undefined;
   /** The tree each step verified, when the request asked to `recordTrees`. */
   readonly verifiedTrees: TreeShape[] | undefined;
 

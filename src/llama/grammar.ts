@@ -75,11 +75,11 @@ export class Grammar {
     candidates.use();
   }
 
-  /** Parses `gbnf` (start symbol `root`) for `model`'s vocabulary; a grammar llama.cpp refuses throws GrammarError with its reason. */
-  static compile(model: Model, gbnf: string): Grammar {
+  /** Parses `gbnf` (from its rule `start`) for `model`'s vocabulary; a grammar llama.cpp refuses throws GrammarError with its reason. */
+  static compile(model: Model, gbnf: string, start = 'root'): Grammar {
     const { api } = model.library;
     model.library.takeErrors();
-    const sampler = api.samplerInitGrammar(api.modelGetVocab(model.pointer), gbnf, 'root');
+    const sampler = api.samplerInitGrammar(api.modelGetVocab(model.pointer), gbnf, start);
     if (!sampler) {
       // The parser's own reason goes to stderr, past the log callback, so only llama.cpp's summary may be here.
       const reasons = model.library.takeErrors().join('; ').trim();
