@@ -106,6 +106,7 @@ describe('JSON schema grammars, followed by llama.cpp', () => {
       [{ type: 'object', properties: { when: { type: 'string', format: 'date-time' } } }, /^\/properties\/when\/format: /],
       [{ type: 'integer', minimum: 0 }, /^\/minimum: /],
       [{ type: 'object', required: ['x'] }, /'required' names 'x'/],
+      [{ type: 'object', properties: { a: {} }, required: ['toString'] }, /'required' names 'toString'/],
       [{ $ref: 'https://example.com/schema.json' }, /only local references/],
       [{ $ref: '#/$defs/nowhere' }, /is not defined/],
       [{ type: 'date' }, /not a JSON Schema type/],

@@ -137,7 +137,7 @@ class JsonGrammarBuilder {
     if (!isObject(properties)) throw new JsonSchemaError("'properties' must be an object", `${path}/properties`);
     const required = schema.required === undefined ? [] : schema.required;
     if (!Array.isArray(required) || !required.every((name) => typeof name === 'string')) throw new JsonSchemaError("'required' must be an array of names", `${path}/required`);
-    const missing = required.find((name) => !(name in properties));
+    const missing = required.find((name) => !Object.hasOwn(properties, name));
     if (missing !== undefined) throw new JsonSchemaError(`'required' names '${missing}', which 'properties' does not define`, `${path}/required`);
     const extra = schema.additionalProperties;
     const names = Object.keys(properties);
@@ -164,6 +164,7 @@ class JsonGrammarBuilder {
     const rest = (index: number): string => {
       if (index === members.length) return '';
       const name = `${rule}-rest-${index}`;
+      if (this.rules.has(name)) return name;
       const member = `"," ${space} ${members[index].text}`;
       this.rules.set(name, members[index].required ? `${member} ${rest(index + 1)}` : `( ${member} )? ${rest(index + 1)}`);
       return name;

@@ -473,8 +473,9 @@ export function drawFrom(dist: TokenDistribution, u: number): number {
 }
 
 /**
- * What may come next beyond the sampling options: a grammar (src/llama/grammar.ts). Its state is
- * a function of the tokens emitted so far, kept by committing each emitted token once, in order.
+ * What may come next beyond the sampling options: a grammar (src/llama/grammar.ts; for a thinking
+ * model, the answer's: src/reasoning/answer-constraint.ts). Its state is a function of the tokens
+ * emitted so far, kept by committing each emitted token once, in order.
  */
 export interface TokenConstraint {
   allows(token: number): boolean;
