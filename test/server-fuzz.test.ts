@@ -127,6 +127,11 @@ const KINDS: Record<string, () => RawRequest> = {
     const escaped = JSON.stringify({ ...base(), messages: [{ role: 'user', content: text }], stop: [text.slice(0, 4) || 'x'] });
     return { headers: jsonHeaders, body: [Buffer.from(escaped)] };
   },
+  tokenizeEndpoints: () => ({
+    path: pick(['/tokenize', '/detokenize']),
+    headers: jsonHeaders,
+    body: json(pick([{ content: pick(HOSTILE_TEXT) }, { prompt: pick(WRONG_VALUES) }, { messages: pick(WRONG_VALUES) }, { tokens: [pick([0, 1, 1023, 1024, -1, 1.5, 2 ** 31])] }, { tokens: pick(WRONG_VALUES) }, { content: 'x', with_pieces: pick(WRONG_VALUES) }])),
+  }),
   hostileFormat: () => ({ headers: jsonHeaders, body: json({ ...base(), ...(pick(HOSTILE_FORMATS) as object) }) }),
   invalidUtf8: () => ({ headers: jsonHeaders, body: [Buffer.concat([Buffer.from('{"model":"fuzz","messages":[{"role":"user","content":"'), Buffer.from([0xc3, 0x28, 0xff, 0xfe, 0xed, 0xa0, 0x80]), Buffer.from('"}],"max_tokens":2}')])] }),
   truncatedBody: () => {
@@ -194,7 +199,7 @@ async function pool<T>(jobs: (() => Promise<T>)[], width: number): Promise<T[]> 
   return results;
 }
 
-test('1,100 hostile requests of 18 kinds and a flood past the queue: no crash, no 5xx, healthy after', async () => {
+test('1,100 hostile requests of 19 kinds and a flood past the queue: no crash, no 5xx, healthy after', async () => {
   const kinds = Object.keys(KINDS);
   const drawn = Array.from({ length: 1100 }, (_, i) => kinds[i % kinds.length]);
   const outcomes = await pool(

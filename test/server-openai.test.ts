@@ -300,6 +300,43 @@ describe('completions', () => {
   });
 });
 
+describe('tokenize and detokenize (llama-server\'s and vLLM\'s shapes)', () => {
+  const post = async (path: string, body: unknown) => {
+    const response = await fetch(`${running.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: response.status, body: (await response.json()) as Record<string, unknown> & { tokens: unknown[]; count: number; error?: { param: string } } };
+  };
+
+  test('text as content (no BOS) or prompt (BOS), chat messages through the template, pieces, and back', async () => {
+    const text = 'What is 47 + 85?';
+    const content = await post('/tokenize', { content: text });
+    const prompt = await post('/tokenize', { prompt: text });
+    const bos = running.engine.info.model.specialTokens.bos;
+    assert.deepEqual(prompt.body.tokens, [bos, ...content.body.tokens]);
+    assert.deepEqual(prompt.body.tokens, await running.engine.tokenize(text));
+    assert.equal(prompt.body.count, prompt.body.tokens.length);
+    assert.equal(prompt.body.max_model_len, running.engine.info.contextSize);
+    assert.deepEqual((await post('/tokenize', { content: text, add_special: true })).body.tokens, prompt.body.tokens);
+    assert.deepEqual((await post('/tokenize', { prompt: text, add_special_tokens: false })).body.tokens, content.body.tokens);
+    const messages = [{ role: 'user', content: text }];
+    assert.deepEqual((await post('/tokenize', { messages })).body.tokens, await running.engine.userPrompt(text));
+    const pieces = (await post('/tokenize', { content: text, with_pieces: true })).body.tokens as { id: number; piece: string }[];
+    assert.deepEqual(pieces.map(({ id }) => id), content.body.tokens);
+    assert.equal(pieces.map(({ piece }) => piece).join(''), text);
+    const back = await post('/detokenize', { tokens: content.body.tokens });
+    assert.deepEqual(back.body, { content: text, prompt: text });
+  });
+
+  test('bad input is a 400 naming the field', async () => {
+    assert.equal((await post('/tokenize', {})).body.error?.param, 'content');
+    assert.equal((await post('/tokenize', { content: 'a', prompt: 'b' })).body.error?.param, 'prompt');
+    assert.equal((await post('/tokenize', { content: 1 })).status, 400);
+    const outside = await post('/detokenize', { tokens: [1, running.engine.info.model.vocabularySize] });
+    assert.equal(outside.status, 400);
+    assert.equal(outside.body.error?.param, 'tokens');
+    assert.equal((await post('/detokenize', { tokens: [-1] })).status, 400);
+  });
+});
+
 describe('models and errors', () => {
   test('the model list names the served model and its context per request', async () => {
     const models = await client.models.list();

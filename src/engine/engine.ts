@@ -138,9 +138,23 @@ export class Engine {
     return new Engine(worker, channel.port1, new Float64Array(status), info);
   }
 
-  /** Text prompts get BOS (if the model wants it) and control tokens written as text are recognised. */
-  tokenize(prompt: Prompt): Promise<number[]> {
-    return this.query({ method: 'tokenize', prompt: promptInput(prompt) }) as Promise<number[]>;
+  /**
+   * Text prompts get BOS (if the model wants it; `addSpecial: false` leaves it out) and control
+   * tokens written as text are recognised.
+   */
+  tokenize(prompt: Prompt, options: { addSpecial?: boolean } = {}): Promise<number[]> {
+    const input = promptInput(prompt);
+    return this.query({ method: 'tokenize', prompt: input.kind === 'text' ? { ...input, addSpecial: options.addSpecial } : input }) as Promise<number[]>;
+  }
+
+  /** The text of `tokens` (control tokens written out); each must be an id of the vocabulary. */
+  detokenize(tokens: readonly number[]): Promise<string> {
+    return this.query({ method: 'detokenize', tokens: [...tokens], each: false }) as Promise<string>;
+  }
+
+  /** Each token's text alone (a byte of a multi-byte character reads as U+FFFD). */
+  tokenPieces(tokens: readonly number[]): Promise<string[]> {
+    return this.query({ method: 'detokenize', tokens: [...tokens], each: true }) as Promise<string[]>;
   }
 
   /** Renders messages with the model's chat template and tokenizes the result. */

@@ -39,10 +39,12 @@ export interface WorkerData {
   llamaThreads: SharedArrayBuffer;
 }
 
-export type PromptInput = { kind: 'text'; text: string } | { kind: 'tokens'; tokens: number[] } | { kind: 'messages'; messages: ChatMessage[] };
+/** A prompt as it crosses to the worker; text gets BOS (if the model wants it) unless `addSpecial` is false. */
+export type PromptInput = { kind: 'text'; text: string; addSpecial?: boolean } | { kind: 'tokens'; tokens: number[] } | { kind: 'messages'; messages: ChatMessage[] };
 
 export type Query =
   | { method: 'tokenize'; prompt: PromptInput }
+  | { method: 'detokenize'; tokens: number[]; each: boolean }
   | { method: 'kvAudit' }
   | { method: 'cacheStats' }
   | { method: 'logitsAfter'; prompt: number[]; continuation: number[] }

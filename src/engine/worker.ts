@@ -12,6 +12,7 @@ import { Context, DEFAULT_UNIFIED_KV } from '../llama/context.js';
 import { detachLlamaLogger } from '../llama/library.js';
 import { adoptLlamaThreadRegistry } from '../llama/logger.js';
 import { Model } from '../llama/model.js';
+import type { Tokenizer } from '../llama/tokenizer.js';
 import { createDraftContext, DraftModelDrafter } from '../speculative/draft-model.js';
 import { Speculation } from '../speculative/speculation.js';
 import { serializeError } from './errors.js';
@@ -123,16 +124,23 @@ function info({ model, context, loop, chat }: Loaded): EngineInfo {
 function tokenize(engine: Loaded, prompt: PromptInput): number[] {
   const { tokenizer } = engine.model;
   if (prompt.kind === 'tokens') return prompt.tokens;
-  if (prompt.kind === 'text') return tokenizer.tokenize(prompt.text);
+  if (prompt.kind === 'text') return tokenizer.tokenize(prompt.text, { addSpecial: prompt.addSpecial });
   const formatter = engine.chat ?? ChatFormatter.forModel(engine.model); // throws the clear "no chat template" error
   const text = formatter.render(prompt.messages);
   return tokenizer.tokenize(text, { addSpecial: !formatter.startsWithBos(text) });
+}
+
+/** The text of `tokens`, or (`each`) of each token alone; an id outside the vocabulary throws. */
+function detokenize(tokenizer: Tokenizer, tokens: readonly number[], each: boolean): string | string[] {
+  return each ? tokens.map((token) => tokenizer.detokenize([token])) : tokenizer.detokenize(tokens);
 }
 
 function answer(engine: Loaded, query: Query): unknown {
   switch (query.method) {
     case 'tokenize':
       return tokenize(engine, query.prompt);
+    case 'detokenize':
+      return detokenize(engine.model.tokenizer, query.tokens, query.each);
     case 'kvAudit':
       return engine.loop.kvAudit();
     case 'cacheStats':

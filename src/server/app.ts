@@ -28,6 +28,7 @@ import {
 } from './openai.js';
 import { ChatCompletionRequest, CompletionRequest, type GenerationRequest } from './schemas.js';
 import { SseStream } from './sse.js';
+import { addTokenizeRoutes } from './tokenize.js';
 
 export interface ServerOptions {
   engine: Engine;
@@ -128,6 +129,7 @@ export async function createServer(options: ServerOptions): Promise<TachyonServe
     const choices = new Choices(generation, start, n);
     return body.stream ? streamResponse(generation, choices, reply) : wholeResponse(generation, choices);
   };
+  addTokenizeRoutes(app, engine, (requested) => checkModel(requested, options.modelId, 'model'));
   app.post<{ Body: ChatCompletionRequest }>('/v1/chat/completions', { schema: { body: ChatCompletionRequest } }, (request, reply) =>
     serve(request, reply, request.body, chatFormat, () => engine.chatPrompt(chatMessages(request.body))),
   );

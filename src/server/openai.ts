@@ -122,7 +122,7 @@ function requestedLogprobs(body: GenerationRequest): number | undefined {
 }
 
 /** Messages as the chat template takes them: text parts joined, `developer` as `system`, names kept. */
-export function chatMessages(body: ChatCompletionRequest): ChatMessage[] {
+export function chatMessages(body: Pick<ChatCompletionRequest, 'messages'>): ChatMessage[] {
   return body.messages.map(({ role, content, name }) => ({
     role: role === 'developer' ? 'system' : role,
     content: typeof content === 'string' ? content : content.map((part) => part.text).join(''),

@@ -142,3 +142,32 @@ export type GenerationRequest = Static<typeof GenerationFields> & {
   logprobs?: boolean | number | null;
   top_logprobs?: number | null;
 };
+
+/**
+ * llama-server's and vLLM's /tokenize, one route for both: text as `content` (llama-server: no BOS
+ * unless `add_special`) or `prompt` (vLLM: BOS unless `add_special_tokens` is false), or chat
+ * `messages` through the chat template; `with_pieces` (llama-server) pairs each id with its text.
+ */
+export const TokenizeRequest = Type.Object(
+  {
+    model: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()])),
+    content: Type.Optional(Type.String()),
+    prompt: Type.Optional(Type.String()),
+    messages: Type.Optional(Type.Array(Message, { minItems: 1, maxItems: 4096 })),
+    add_special: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
+    add_special_tokens: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
+    with_pieces: Type.Optional(Type.Union([Type.Boolean(), Type.Null()])),
+  },
+  { additionalProperties: false },
+);
+export type TokenizeRequest = Static<typeof TokenizeRequest>;
+
+/** /detokenize (llama-server and vLLM alike): token ids back to text. */
+export const DetokenizeRequest = Type.Object(
+  {
+    model: Type.Optional(Type.Union([Type.String({ minLength: 1, maxLength: 256 }), Type.Null()])),
+    tokens: Type.Array(Type.Integer({ minimum: 0 }), { maxItems: 1_000_000 }),
+  },
+  { additionalProperties: false },
+);
+export type DetokenizeRequest = Static<typeof DetokenizeRequest>;
