@@ -370,6 +370,7 @@ describe('SpeculativeDecoder', () => {
   it('hands the planner every drafter\'s whole proposal: sure-looking n-gram nodes do not crowd out a right draft chain', async () => {
     const planner = new AdaptivePlanner({ curve: CostCurve.linear(0.05) });
     recordsOfNgramAndDraft(planner.stats);
+    acceptedRun(planner, 16);
     const stub = (name: 'ngram' | 'draft'): Drafter => ({
       name,
       costly: name === 'draft',
@@ -433,6 +434,11 @@ function sureChain(length: number): TokenTree {
   return tree;
 }
 
+/** A sequence that has had a sure chain of `length` accepted whole: its plans may go twice as deep (AdaptivePlanner.planCap). */
+function acceptedRun(planner: AdaptivePlanner, length: number): void {
+  planner.observe(sureChain(length), Array.from({ length }, (_, k) => k + 1));
+}
+
 /** Plans and verifies `steps` sure chains; every drafted node is accepted. Returns the last plan's size. */
 function feed(planner: AdaptivePlanner, steps: number, onStep: (size: number) => void = () => {}): number {
   let size = 0;
@@ -460,6 +466,23 @@ describe('AdaptivePlanner', () => {
     const overratedSize = overrated.plan(sureChain(16), LIMITS).draftCount;
     const freshSize = fresh.plan(sureChain(16), LIMITS).draftCount;
     assert.ok(overratedSize < freshSize, `the sequence whose chains broke after one node plans ${overratedSize} nodes, a new one ${freshSize}`);
+  });
+
+  it('a new sequence verifies at most 8 nodes, however sure the shared records are, and doubles its plans as its own drafts are accepted', () => {
+    const learnt = new AdaptivePlanner({ curve: CostCurve.linear(0.05) });
+    feed(learnt, 40);
+    const fresh = learnt.forSequence();
+    const sizes: number[] = [];
+    for (let step = 0; step < 5; step++) {
+      const plan = fresh.plan(sureChain(48), { maxNodes: 48, maxLeaves: 4 });
+      sizes.push(plan.draftCount);
+      fresh.observe(plan, Array.from({ length: plan.draftCount }, (_, k) => k + 1));
+    }
+    assert.deepEqual(sizes, [8, 16, 32, 48, 48]);
+    // A run that breaks early brings the plans back down (to twice the longest recent run).
+    const broken = learnt.forSequence();
+    broken.observe(broken.plan(sureChain(48), { maxNodes: 48, maxLeaves: 4 }), [1, 2, 3]);
+    assert.equal(broken.plan(sureChain(48), { maxNodes: 48, maxLeaves: 4 }).draftCount, 8);
   });
 
   it('stops verifying trees when they cost far more in place than the curve says', () => {
@@ -800,6 +823,7 @@ describe('AdaptivePlanner after a plan that does not pay', () => {
       planner.observeStep(1, 20.1, 'costly');
     }
     const paying = planner.forSequence();
+    acceptedRun(paying, 16);
     missesBeforeBackOff(planner, 10_000);
     let costlyProbes = 0;
     for (let step = 0; step < 640; step++) {
@@ -974,6 +998,7 @@ describe('AdaptivePlanner among other sequences', () => {
     const root = plannerAfterPlans(CostCurve.linear(0.3), 0.3);
     const missing = root.forSequence();
     const other = root.forSequence();
+    acceptedRun(other, 16);
     const misses = missesBeforeBackOff(missing, 100);
     assert.ok(misses > 1 && misses < 100, `${misses} misses: it starts from what drafting has been worth to every sequence, then backs off`);
     assert.ok(other.budget({ tokens: 7, sequences: 7 }).maxNodes > 0, 'the other sequence still drafts');

@@ -115,6 +115,12 @@ const CHEAP_DELIVERY_FACTOR = 0.2;
 /** Observations by which the shared rate weighs in a sequence's own record of a key (LayeredRecords). */
 const OWN_RECORDS_PRIOR_WEIGHT = 4;
 
+/** Nodes a sequence may verify at once before any of its drafts has been accepted (see planCap). */
+const SLOW_START_NODES = 8;
+
+/** Walks of a sequence whose longest accepted run bounds its plans (see planCap). */
+const ACCEPTED_RUNS_KEPT = 16;
+
 /** A new sequence starts backed off when a drafting step has lately been worth less than this (decodes). */
 const START_BACKED_OFF_BELOW = -1;
 
@@ -189,6 +195,8 @@ export class AdaptivePlanner implements TreePlanner {
   private readonly records: LayeredRecords;
   /** Sizes of the last verified plans, which bound the drafting budget. */
   private readonly recentPlanSizes = new RecentValues(16);
+  /** Drafted tokens accepted in a row by this sequence's last walks (verified or followed in the shadow), which bound its plans. */
+  private readonly acceptedRuns = new RecentValues(ACCEPTED_RUNS_KEPT);
   /**
    * When each kind of drafter is next asked while this sequence backs off. A sequence's own: one
    * whose draft-model chains pay every step says nothing of the others' text, and resetting a
@@ -283,6 +291,17 @@ export class AdaptivePlanner implements TreePlanner {
     return this.cheapProbeBudget;
   }
 
+  /**
+   * The most nodes a plan may verify: twice the longest run of drafts this sequence has lately
+   * had accepted, SLOW_START_NODES before any. Acceptance rates learnt on other sequences can
+   * promise a deep chain that this text does not follow (a new request's suffix match on the
+   * opening every answer shares: 63 nodes verified for a few tokens, 36 decodes' time on embedded
+   * m here); a chain this text does follow doubles its plans every step.
+   */
+  private planCap(): number {
+    return Math.max(SLOW_START_NODES, 2 * Math.max(0, ...this.acceptedRuns.values));
+  }
+
   /** Whether this sequence has verified a plan yet (nothing says how deep its drafts should go before). */
   private get hasVerifiedPlans(): boolean {
     return this.recentPlanSizes.values.length > 0;
@@ -306,6 +325,7 @@ export class AdaptivePlanner implements TreePlanner {
     const costs = this.knowledge.costs;
     const verifyCost = costs.verifyCost(batch);
     const extra = costs.extraCost(drafting, batch);
+    limits = { ...limits, maxNodes: Math.min(limits.maxNodes, this.planCap()) };
     const plan = planTree(tree, this.records, verifyCost, extra, limits);
     if (this.pays(plan, batch)) return this.speculate(plan, drafting);
     // Drafting did not pay for itself this step, but what it took is spent: whatever beats a
@@ -399,6 +419,7 @@ export class AdaptivePlanner implements TreePlanner {
 
   observe(tree: TokenTree, acceptedNodes: readonly number[], walk?: WalkProgress): void {
     observeVerification(this.records, tree, acceptedNodes, walk);
+    if (walk?.ended !== false) this.acceptedRuns.add(acceptedNodes.length);
     for (const node of acceptedNodes.slice(walk?.settled ?? 0)) for (const source of tree.sources(node)) this.knowledge.costlyDrafts.observeAccepted(source);
   }
 
