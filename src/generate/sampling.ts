@@ -384,7 +384,6 @@ export interface Scored {
   logit: number;
 }
 
-/** Fixed-capacity binary min-heap ordered by "worse": lower logit, or equal logit and higher id. */
 /** The k highest logits, best first (ties: lower id first); NaN and -Infinity, probability 0, are never kept. */
 export function highestLogits(logits: Float32Array, k: number): Scored[] {
   const heap = new WorstFirstHeap(k);
@@ -394,6 +393,7 @@ export function highestLogits(logits: Float32Array, k: number): Scored[] {
   return heap.sortedBestFirst();
 }
 
+/** Fixed-capacity binary min-heap ordered by "worse": lower logit, or equal logit and higher id. */
 class WorstFirstHeap {
   private readonly ids: Int32Array;
   private readonly logits: Float64Array;
@@ -479,7 +479,10 @@ export function drawFrom(dist: TokenDistribution, u: number): number {
  */
 export interface TokenConstraint {
   allows(token: number): boolean;
-  /** A copy of `logits` with every token that may not come next at -Infinity. */
+  /**
+   * `logits` with every token that may not come next at -Infinity: a copy, or `logits` itself
+   * where everything may come (callers only read it).
+   */
   restrict(logits: Float32Array): Float32Array;
   /** Moves past an emitted token. */
   accept(token: number): void;
