@@ -147,6 +147,22 @@ describe('metrics, CORS and health', () => {
     assert.ok((await metric('tachyon:generation_tokens_total')) > 0);
   });
 
+  test("/metrics tells where the engine loop's time goes, phase by phase", async () => {
+    const phases = ['scheduling', 'batching', 'decoding', 'accepting'];
+    const read = () => Promise.all(phases.map((phase) => metric(`tachyon:engine_step_seconds{phase="${phase}"}`)));
+    const before = await read();
+    const started = performance.now();
+    const completion = await client.chat.completions.create({ model: MODEL_ID, messages: [{ role: 'user', content: 'Write a long story about a lighthouse keeper.' }], max_tokens: 48, temperature: 0 });
+    const elapsed = (performance.now() - started) / 1000;
+    const after = await read();
+    assert.equal(completion.usage?.completion_tokens, 48);
+    const spent = after.map((seconds, i) => seconds - before[i]);
+    for (const [i, seconds] of spent.entries()) assert.ok(seconds >= 0 && Number.isFinite(seconds), `${phases[i]}: ${seconds}`);
+    assert.ok(spent[2] > 0, 'decoding time grew');
+    // The loop's phases happen within the request's time (the loop ran for nothing else).
+    assert.ok(spent.reduce((a, b) => a + b, 0) <= elapsed, `phases ${spent.join(', ')} s within ${elapsed} s`);
+  });
+
   test("/metrics shows the KV prefix cache's hits per tier and the tokens it restored", async () => {
     const cached = await startServer({ cache: { tiers: ['ram'] } });
     try {

@@ -59,6 +59,22 @@ export interface EngineStatus {
   sharedPrefixTokens: number;
   /** Times the running requests' KV cells were moved into one run each (see KvCompactor). */
   kvCompactions: number;
+  /** Seconds the loop's steps have spent, since start, admitting and scheduling requests (cache restores and KV compaction included). */
+  schedulingSeconds: number;
+  /** … drafting, planning and building the batch (draft-model decodes included). */
+  batchingSeconds: number;
+  /** … in the target's llama_decode. */
+  decodingSeconds: number;
+  /** … accepting and emitting tokens, freeing finished requests' KV and storing their blocks. */
+  acceptingSeconds: number;
+}
+
+/** Where the loop's steps spend their time (ms since start): what tells a speedup's cost apart from the model's. */
+interface StepPhases {
+  scheduling: number;
+  batching: number;
+  decoding: number;
+  accepting: number;
 }
 
 /** Prompt tokens a step must evaluate before its time prices recomputation (a few tokens cost mostly overhead). */
@@ -117,6 +133,7 @@ export class EngineLoop {
   private sharedPrefixTokens = 0;
   /** Decodes run so far (numbers the steps decoders observe). */
   private steps = 0;
+  private readonly phaseMs: StepPhases = { scheduling: 0, batching: 0, decoding: 0, accepting: 0 };
 
   constructor(
     private readonly context: Context,
@@ -181,6 +198,10 @@ export class EngineLoop {
       kvCells: this.context.contextSize,
       sharedPrefixTokens: this.sharedPrefixTokens,
       kvCompactions: this.compactor.count,
+      schedulingSeconds: this.phaseMs.scheduling / 1000,
+      batchingSeconds: this.phaseMs.batching / 1000,
+      decodingSeconds: this.phaseMs.decoding / 1000,
+      acceptingSeconds: this.phaseMs.accepting / 1000,
     };
   }
 
@@ -292,20 +313,27 @@ export class EngineLoop {
   }
 
   async step(): Promise<void> {
+    const phases = this.phaseMs;
+    const scheduling = performance.now();
     this.reap();
     await this.schedule();
     this.compactKv();
+    const batching = performance.now();
+    phases.scheduling += batching - scheduling;
     const work = await this.buildBatch();
-    if (this.batch.size === 0) return;
     const started = performance.now();
+    phases.batching += started - batching;
+    if (this.batch.size === 0) return;
     try {
       this.context.decodeSync(this.batch);
     } catch (error) {
       return this.recoverFailedDecode(work, error);
     }
     const ms = performance.now() - started;
+    phases.decoding += ms;
     this.pacer.observe(work.decodingTokens, work.promptTokens, ms);
     await this.finishStep(work, ms);
+    phases.accepting += performance.now() - started - ms;
   }
 
   /** Ends every request (stop reason `abort`) and frees their KV; later submits throw. */

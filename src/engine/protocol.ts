@@ -90,4 +90,4 @@ export type WorkerMessage =
   | { type: 'disposed' };
 
 /** EngineStatus's fields, in their order in the shared status buffer: the worker writes and the Engine reads by this one list (Engine.status() does not compile without every field). */
-export const STATUS_FIELDS = ['running', 'waiting', 'kvCellsInUse', 'kvCells', 'sharedPrefixTokens', 'kvCompactions'] as const satisfies readonly (keyof EngineStatus)[];
+export const STATUS_FIELDS = ['running', 'waiting', 'kvCellsInUse', 'kvCells', 'sharedPrefixTokens', 'kvCompactions', 'schedulingSeconds', 'batchingSeconds', 'decodingSeconds', 'acceptingSeconds'] as const satisfies readonly (keyof EngineStatus)[];

@@ -47,6 +47,10 @@ export class ServerMetrics {
     this.gauge('prefix_cache_resident_tokens', 'Matched prompt tokens already in the context (nothing loaded).', () => this.cache?.residentTokens ?? 0);
     this.gauge('prefix_shared_tokens', 'Prompt tokens whose cells a new request shared from a running one (seq_cp).', () => status().sharedPrefixTokens);
     this.gauge('kv_compactions', "Times the running requests' KV cells were moved into one run each (KvCompactor).", () => status().kvCompactions);
+    this.labelledGauge('engine_step_seconds', "Seconds the engine loop's steps have spent in each phase: scheduling (admission, cache restores), batching (drafting and planning), decoding (the target's llama_decode), accepting (emitting, freeing KV).", 'phase', () => {
+      const { schedulingSeconds, batchingSeconds, decodingSeconds, acceptingSeconds } = status();
+      return [['scheduling', schedulingSeconds], ['batching', batchingSeconds], ['decoding', decodingSeconds], ['accepting', acceptingSeconds]];
+    });
     this.tierGauge('prefix_cache_tier_hits', 'Cache hits, per tier.', (tier) => tier.hits);
     this.tierGauge('prefix_cache_tier_misses', 'Cache misses, per tier (rejected entries included).', (tier) => tier.misses);
     this.tierGauge('prefix_cache_tier_rejected', 'Entries found but rejected (corrupt, foreign, stale), per tier.', (tier) => tier.rejected);
@@ -98,14 +102,21 @@ export class ServerMetrics {
 
   /** A gauge with one series per cache tier. */
   private tierGauge(name: string, help: string, read: (tier: TierStats) => number): void {
-    const metrics = this;
+    this.labelledGauge(name, help, 'tier', () => {
+      const tiers = Object.entries(this.cache?.tiers ?? {}).filter((entry): entry is [string, TierStats] => entry[1] !== undefined);
+      return tiers.map(([tier, stats]) => [tier, read(stats)]);
+    });
+  }
+
+  /** A gauge with one series per value of `label`, as `read` gives them at each scrape. */
+  private labelledGauge(name: string, help: string, label: string, read: () => [string, number][]): void {
     new Gauge({
       name: `tachyon:${name}`,
       help,
-      labelNames: ['tier'],
+      labelNames: [label],
       registers: [this.registry],
       collect() {
-        for (const [tier, stats] of Object.entries(metrics.cache?.tiers ?? {})) if (stats) this.set({ tier }, read(stats));
+        for (const [value, reading] of read()) this.set({ [label]: value }, reading);
       },
     });
   }
