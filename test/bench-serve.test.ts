@@ -19,7 +19,17 @@ test('bench serve --no-llama measures tachyon serve with and without speculation
     assert.equal(row.llama_tps, undefined);
   }
   assert.ok(summary.ms_per_decode > 0);
-  const report = JSON.parse(readFileSync(join(dir, 'bench-serve.json'), 'utf8')) as { details: { tachyon: Record<string, { tokens: number; requests: number; tokensPerSecond: number; roundsTokensPerSecond: number[] }> } };
+  type Level = { tokens: number; requests: number; tokensPerSecond: number; roundsTokensPerSecond: number[]; phases: Record<string, number> };
+  const report = JSON.parse(readFileSync(join(dir, 'bench-serve.json'), 'utf8')) as { details: { tachyon: Record<string, Level>; tachyon_spec: Record<string, Level> } };
+  // Each level says where the engine loop spent its time: shares of the level's wall time, decoding among them.
+  for (const setup of [report.details.tachyon, report.details.tachyon_spec]) {
+    for (const { phases } of Object.values(setup)) {
+      assert.deepEqual(Object.keys(phases), ['scheduling', 'batching', 'decoding', 'accepting']);
+      assert.ok(phases.decoding > 0);
+      const total = Object.values(phases).reduce((a, b) => a + b, 0);
+      assert.ok(Object.values(phases).every((share) => share >= 0) && total <= 1, JSON.stringify(phases));
+    }
+  }
   const rounds = report.details.tachyon['2'].roundsTokensPerSecond;
   assert.equal(rounds.length, 2);
   assert.equal(report.details.tachyon['2'].tokensPerSecond, Math.min(...rounds), 'of two rounds, the lower is the median');
@@ -27,6 +37,7 @@ test('bench serve --no-llama measures tachyon serve with and without speculation
   assert.equal(report.details.tachyon['2'].tokens, 16, 'two greedy requests of 8 tokens');
   assert.match(readFileSync(join(dir, 'bench-serve.svg'), 'utf8'), /^<svg/);
   assert.match(readFileSync(join(dir, 'bench-serve.md'), 'utf8'), /\| 2 \|/);
+  assert.match(readFileSync(join(dir, 'bench-serve.md'), 'utf8'), /\| tachyon_spec \| 2 \| [\d.]+% \| [\d.]+% \| [\d.]+% \| [\d.]+% \| [\d.]+% \|/, 'the phase table');
   assert.match(readFileSync(join(dir, 'bench-serve.md'), 'utf8'), /Prompts repeated/, '2 prompts for 8 requests');
 });
 

@@ -63,7 +63,15 @@ export interface LevelMeasurement {
   firstError?: string;
   /** Every round's throughput, when the level was measured more than once. */
   roundsTokensPerSecond?: number[];
+  /** Tachyon only: the share of the level's wall time its engine loop spent in each phase (its /metrics, before and after). */
+  phases?: StepPhaseShares;
 }
+
+/** Shares of a level's wall time (0-1); what is left is time the loop waited for requests. */
+export type StepPhaseShares = Record<StepPhase, number>;
+
+export const STEP_PHASES = ['scheduling', 'batching', 'decoding', 'accepting'] as const;
+type StepPhase = (typeof STEP_PHASES)[number];
 
 export interface ServeBenchReport {
   model: string;
@@ -189,8 +197,13 @@ function requestsAt(level: number, options: ServeBenchOptions): number {
 /** One level on one server: a warm-up request (its failure breaks the server), then the level's requests. */
 async function measureLevel(server: RunningSetup, level: number, requests: readonly LoadRequest[]): Promise<LevelMeasurement> {
   await warmUp(server); // first-request costs are not the level's
-  const summary = summarizeLoad(await runLoad(clientOf(server), requests, { concurrency: level }));
+  const phasesBefore = server.tachyon ? await stepPhaseSeconds(server) : undefined;
+  const run = await runLoad(clientOf(server), requests, { concurrency: level });
+  const phasesAfter = server.tachyon ? await stepPhaseSeconds(server) : undefined;
+  const summary = summarizeLoad(run);
+  const phases = phasesBefore && phasesAfter && run.wallMs > 0 ? Object.fromEntries(STEP_PHASES.map((phase) => [phase, (phasesAfter[phase] - phasesBefore[phase]) / (run.wallMs / 1000)])) as StepPhaseShares : undefined;
   return {
+    ...(phases ? { phases } : {}),
     tokensPerSecond: summary.tokens_per_second,
     steadyTokensPerSecond: summary.steady_tokens_per_second,
     ttftP50Ms: summary.ttft_p50_ms,
@@ -202,6 +215,20 @@ async function measureLevel(server: RunningSetup, level: number, requests: reado
     failed: summary.failed,
     ...(summary.first_error !== undefined ? { firstError: summary.first_error } : {}),
   };
+}
+
+/** The engine loop's seconds per phase so far, from `tachyon serve`'s /metrics (tachyon:engine_step_seconds). */
+async function stepPhaseSeconds(server: RunningSetup): Promise<Record<StepPhase, number>> {
+  const response = await fetch(new URL('/metrics', server.url));
+  if (!response.ok) throw new Error(`GET /metrics answered ${response.status}`);
+  const text = await response.text();
+  return Object.fromEntries(
+    STEP_PHASES.map((phase) => {
+      const match = new RegExp(`^tachyon:engine_step_seconds\\{phase="${phase}"\\} (\\S+)$`, 'm').exec(text);
+      if (!match) throw new Error(`/metrics has no tachyon:engine_step_seconds for phase ${phase}`);
+      return [phase, Number(match[1])];
+    }),
+  ) as Record<StepPhase, number>;
 }
 
 /** The client every benchmark shares, aimed at one server. */
@@ -233,15 +260,20 @@ export function measuredSetups(options: Pick<ServeBenchOptions, 'setups' | 'llam
 
 /**
  * The flags that make each setup what it is, beside the model, slots, context and threads all
- * share. Plain Tachyon keeps a KV buffer per request as llama-server does by default (its
- * attention reads only the request's own cells); speculation needs the unified buffer.
+ * share. Both Tachyon setups keep a KV buffer per request as llama-server does by default (its
+ * attention reads only the request's own cells) and no prefix cache, so that they differ in
+ * speculation alone: there, trees are single chains. Measured on embedded m at 8 clients (2-core
+ * Zen 1): the unified buffer that branched trees and the cache need cost 4% with speculation and
+ * without (plain 39.3-39.9 tok/s per request's buffer against 37.5-38.2 unified), while branches
+ * gave a single stream 1-2% (planner replay, --max-branches 1).
  */
 export function setupFlags(setup: Setup, options: Pick<ServeBenchOptions, 'draftModel' | 'llamaSpecFlags'>): string[] {
+  const ownBuffers = ['--cache', 'off', '--kv', 'per-sequence'];
   switch (setup) {
     case 'tachyon':
-      return ['--spec', 'off', '--cache', 'off', '--kv', 'per-sequence'];
+      return ['--spec', 'off', ...ownBuffers];
     case 'tachyon_spec':
-      return ['--spec', 'auto', ...(options.draftModel ? ['--draft-model', options.draftModel] : [])];
+      return ['--spec', 'auto', ...ownBuffers, ...(options.draftModel ? ['--draft-model', options.draftModel] : [])];
     case 'llama':
       return [];
     case 'llama_spec':

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { barChartSvg } from '../bench/chart.js';
 import { writeFileAtomic } from '../atomic-file.js';
 import { readJsonLines } from '../bench/jsonl.js';
-import { measuredSetups, runServeBench, setupFlags, SETUPS, type ServeBenchReport, type Setup } from '../bench/serve.js';
+import { measuredSetups, runServeBench, setupFlags, SETUPS, STEP_PHASES, type ServeBenchReport, type Setup } from '../bench/serve.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { UsageError } from './errors.js';
 import { integer } from './options.js';
@@ -117,9 +117,32 @@ function formatServeReport(report: ServeBenchReport): string {
     '',
     'Tokens/s: all requests\' tokens over the level\'s wall time; steady: the tokens that arrived while every client had a request in flight, over that time (the end, where fewer remain, left out).',
     '',
+    ...phaseTable(report),
     ...(report.promptsRepeat ? ['Prompts repeated (the file had fewer than the requests): a speculative server may have replayed an answer it gave before.', ''] : []),
     ...(report.failures.length > 0 ? ['Not measured:', '', ...report.failures.map((failure) => `- ${failure}`), ''] : []),
   ].join('\n');
+}
+
+/** Where each Tachyon setup's engine loop spent each level's wall time (none when no level has it). */
+function phaseTable(report: ServeBenchReport): string[] {
+  const percent = (share: number) => `${(100 * share).toFixed(1)}%`;
+  const rows = (['tachyon', 'tachyon_spec'] as const).flatMap((setup) =>
+    Object.entries(report.details[setup] ?? {}).flatMap(([level, measured]) => {
+      const phases = measured.phases;
+      if (!phases) return [];
+      const waiting = Math.max(0, 1 - STEP_PHASES.reduce((sum, phase) => sum + phases[phase], 0));
+      return [`| ${setup} | ${level} | ${STEP_PHASES.map((phase) => percent(phases[phase])).join(' | ')} | ${percent(waiting)} |`];
+    }),
+  );
+  if (rows.length === 0) return [];
+  return [
+    "Where Tachyon's time goes (shares of each level's wall time, from its `tachyon:engine_step_seconds`): scheduling (admission, cache restores), batching (drafting, planning), decoding (the target's llama_decode), accepting (emitting, freeing KV); waiting: the loop had no step to run.",
+    '',
+    `| setup | clients | ${STEP_PHASES.join(' | ')} | waiting |`,
+    `| --- | ---: | ${STEP_PHASES.map(() => '---:').join(' | ')} | ---: |`,
+    ...rows,
+    '',
+  ];
 }
 
 async function writeServeReport(dir: string, report: ServeBenchReport): Promise<void> {
