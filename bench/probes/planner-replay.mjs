@@ -19,11 +19,14 @@
 // their ratio, and where the steps fell short: plain steps where the drafts offered ≥ 4 accepted
 // tokens, speculative steps whose whole plan was accepted while the candidates already drafted
 // went deeper along the output (cut short by the plan), and those that went the wrong way.
+// Then where the replay's time went, in decodes: plain steps, verify steps, draft-model decodes and
+// cheap drafting, beside the plain run's and the oracle's totals.
+// With --max-branches 1 trees are single chains, as with a KV buffer per sequence (`--kv per-sequence`).
 // With --calibrated the planner runs a second time with its acceptance rates frozen at what
 // every candidate node of the first run did, per task (known in advance, in-sample): a bound on
 // what better calibration alone can give.
 // Usage (after `npm run build`; the models as `bench spec --shape m` builds them; the cache goes to .cache/):
-//   node bench/probes/planner-replay.mjs --model M --draft-model D [--tasks rewrite,longgen] [-n 10] [--calibrated] [--cache FILE]
+//   node bench/probes/planner-replay.mjs --model M --draft-model D [--tasks rewrite,longgen] [-n 10] [--calibrated] [--max-branches N] [--cache FILE]
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -54,12 +57,15 @@ const { values } = parseArgs({
     cache: { type: 'string' },
     'cheap-ms': { type: 'string', default: '0.15' },
     calibrated: { type: 'boolean', default: false },
+    'max-branches': { type: 'string', default: '16' },
   },
 });
 if (!values.model || !values['draft-model']) throw new Error('--model and --draft-model are required');
 const tasks = values.tasks.split(',');
 const perTask = Number(values.n);
 const maxTokens = Number(values['max-tokens']);
+/** Branches a tree may have (1: chains only, as with a KV buffer per sequence). */
+const maxBranches = Number(values['max-branches']);
 /** What a cheap drafter's proposal costs on the virtual clock (ms): a few hundred µs a drafting step, measured warm. */
 const cheapProposalMs = Number(values['cheap-ms']);
 
@@ -152,13 +158,17 @@ function measureDraftDecode() {
 
 // The virtual clock: only modeled costs move it (the code under test reads performance.now()).
 let clock = 0;
+/** Where the virtual clock's time went (ms): draft-model decodes, cheap proposals, plain steps, verify steps. */
+const spent = { draft: 0, cheap: 0, plain: 0, verify: 0 };
 performance.now = () => clock;
 const decodeDraft = draftContext.decodeSync.bind(draftContext);
 draftContext.decodeSync = (batch) => {
   let positions = 0;
   for (let i = 0; i < batch.size; i++) positions += batch.positionAt(i);
   const { a, b, c, cBatched } = cache.draftDecode;
-  clock += a + b * batch.size + (batch.size === 1 ? c : cBatched) * positions;
+  const ms = a + b * batch.size + (batch.size === 1 ? c : cBatched) * positions;
+  clock += ms;
+  spent.draft += ms;
   decodeDraft(batch);
 };
 /** A cheap drafter whose proposals cost `cheapProposalMs` on the clock. */
@@ -166,6 +176,7 @@ function timedCheaply(drafter) {
   const propose = drafter.propose.bind(drafter);
   drafter.propose = (root, budget) => {
     clock += cheapProposalMs;
+    spent.cheap += cheapProposalMs;
     return propose(root, budget);
   };
   return drafter;
@@ -205,6 +216,7 @@ async function replay({ frozen, record } = {}) {
   let step = 0;
   for (const task of tasks) {
     const rows = (results[task] = []);
+    const before = { ...spent };
     for (let index = 0; index < perTask; index++) {
       const { prompt, output, offered } = cache.runs[key(task, index)];
       const sampler = new Sampler({ temperature: 0 });
@@ -217,10 +229,11 @@ async function replay({ frozen, record } = {}) {
       const counts = { steps: 0, plainWithOffer: 0, cutShort: 0, cutShortTokens: 0, wrongWay: 0, wrongWayTokens: 0, rejected: 0 };
       const sequence = [...prompt, await decoder.start(prompt, oneHot(output[0]))];
       for (let i = 1; i < output.length; ) {
-        const limits = { room: cache.contextSize - (sequence.length - 1), maxNodes: 64, maxBranches: 16, batchTokens: 0, sequences: 1, step };
+        const limits = { room: cache.contextSize - (sequence.length - 1), maxNodes: 64, maxBranches, batchTokens: 0, sequences: 1, step };
         const tree = await decoder.propose(sequence, limits);
         const ms = curve.cost(tree.size) * singleMs;
         clock += ms;
+        spent[tree.size === 1 ? 'plain' : 'verify'] += ms;
         decoder.observeDecode(ms, { index: step++, tokens: tree.size, decodingTokens: tree.size, sequences: 1 });
         const candidates = decoder.step.candidates;
         const { tokens } = decoder.accept(tree, (node) => oneHot(output[Math.min(output.length - 1, i + tree.depth(node))]), sequence);
@@ -234,8 +247,9 @@ async function replay({ frozen, record } = {}) {
       decoder.dispose();
       const plainMs = (output.length - 1) * singleMs;
       const schedule = oracleSchedule(offered.map((step) => ({ ...step, firstCostlyDepth: step.firstCostlyDepth ?? Infinity })), curve, singleMs);
-      rows.push({ plainMs, ms: clock - started, speedup: plainMs / (clock - started), oracle: plainMs / schedule.ms, tau: (output.length - 1) / counts.steps, ...counts });
+      rows.push({ plainMs, ms: clock - started, oracleMs: schedule.ms, speedup: plainMs / (clock - started), oracle: plainMs / schedule.ms, tau: (output.length - 1) / counts.steps, ...counts });
     }
+    rows.spent = Object.fromEntries(Object.entries(spent).map(([k, v]) => [k, v - before[k]]));
   }
   return results;
 }
@@ -269,6 +283,8 @@ function report(label, results) {
     console.log(`  ${task.padEnd(10)} ${speedup.toFixed(3)}x (all prompts' time: ${(sum(rows, 'plainMs') / sum(rows, 'ms')).toFixed(3)}x), oracle ${oracle.toFixed(3)}x, realized/oracle ${(speedup / oracle).toFixed(3)}; tau ${median(rows.map((row) => row.tau)).toFixed(2)}; ` +
       `${sum(rows, 'plainWithOffer')} plain steps with >= 4 tokens on offer, ${sum(rows, 'cutShort')} plans cut short (${sum(rows, 'cutShortTokens')} tokens already drafted beyond them), ` +
       `${sum(rows, 'wrongWay')} gone the wrong way (${sum(rows, 'wrongWayTokens')} tokens on offer), ${sum(rows, 'rejected')} rejected nodes`);
+    const decodes = (ms) => (ms / singleMs).toFixed(0);
+    console.log(`             in decodes: plain run ${decodes(sum(rows, 'plainMs'))}, oracle ${decodes(sum(rows, 'oracleMs'))}, replay ${decodes(sum(rows, 'ms'))} = plain steps ${decodes(rows.spent.plain)} + verify steps ${decodes(rows.spent.verify)} + draft model ${decodes(rows.spent.draft)} + cheap drafting ${decodes(rows.spent.cheap)}`);
   }
 }
 
