@@ -21,12 +21,13 @@
 // went deeper along the output (cut short by the plan), and those that went the wrong way.
 // Then where the replay's time went, in decodes: plain steps, verify steps, draft-model decodes and
 // cheap drafting, beside the plain run's and the oracle's totals.
+// With --no-draft the draft model proposes nothing (the oracle keeps it): what it adds to `auto`.
 // With --max-branches 1 trees are single chains, as with a KV buffer per sequence (`--kv per-sequence`).
 // With --calibrated the planner runs a second time with its acceptance rates frozen at what
 // every candidate node of the first run did, per task (known in advance, in-sample): a bound on
 // what better calibration alone can give.
 // Usage (after `npm run build`; the models as `bench spec --shape m` builds them; the cache goes to .cache/):
-//   node bench/probes/planner-replay.mjs --model M --draft-model D [--tasks rewrite,longgen] [-n 10] [--calibrated] [--max-branches N] [--cache FILE]
+//   node bench/probes/planner-replay.mjs --model M --draft-model D [--tasks rewrite,longgen] [-n 10] [--calibrated] [--max-branches N] [--no-draft] [--cache FILE]
 import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -58,6 +59,7 @@ const { values } = parseArgs({
     'cheap-ms': { type: 'string', default: '0.15' },
     calibrated: { type: 'boolean', default: false },
     'max-branches': { type: 'string', default: '16' },
+    'no-draft': { type: 'boolean', default: false },
   },
 });
 if (!values.model || !values['draft-model']) throw new Error('--model and --draft-model are required');
@@ -220,7 +222,7 @@ async function replay({ frozen, record } = {}) {
     for (let index = 0; index < perTask; index++) {
       const { prompt, output, offered } = cache.runs[key(task, index)];
       const sampler = new Sampler({ temperature: 0 });
-      const drafters = [timedCheaply(new NgramDrafter()), suffix, new DraftModelDrafter(draftContext, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9, seq: 0 })];
+      const drafters = [timedCheaply(new NgramDrafter()), suffix, ...(values['no-draft'] ? [] : [new DraftModelDrafter(draftContext, sampler.options, { seed: sampler.options.seed ^ 0x9e3779b9, seq: 0 })])];
       const planner = planners.forSequence();
       // A private field, replaced here only: the planner then plans with rates known in advance and learns nothing.
       if (frozen) planner.records = frozen.get(task);
