@@ -11,6 +11,7 @@ import { llamaServers, rawCompletionFlags } from './peer-server.js';
 import { packageRoot } from '../paths.js';
 import { describeError, OpenAiCompletionsTarget, runLoad, summarizeLoad, type LoadRequest } from './load.js';
 import { medianItem } from './stats.js';
+import { STEP_PHASES, type StepPhase } from '../engine/step-phases.js';
 
 /** The name both servers answer to (`--alias` for Tachyon; llama-server serves any). */
 const SERVED_MODEL_NAME = 'bench';
@@ -67,11 +68,8 @@ export interface LevelMeasurement {
   phases?: StepPhaseShares;
 }
 
-/** Shares of a level's wall time (0-1); what is left is time the loop waited for requests. */
+/** Shares of a level's wall time (0-1); what is left passed outside the loop's steps (no request to run, the worker's messages). */
 export type StepPhaseShares = Record<StepPhase, number>;
-
-export const STEP_PHASES = ['scheduling', 'batching', 'decoding', 'accepting'] as const;
-type StepPhase = (typeof STEP_PHASES)[number];
 
 export interface ServeBenchReport {
   model: string;

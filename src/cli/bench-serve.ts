@@ -7,7 +7,8 @@ import type { Command } from 'commander';
 import { barChartSvg } from '../bench/chart.js';
 import { writeFileAtomic } from '../atomic-file.js';
 import { readJsonLines } from '../bench/jsonl.js';
-import { measuredSetups, runServeBench, setupFlags, SETUPS, STEP_PHASES, type ServeBenchReport, type Setup } from '../bench/serve.js';
+import { measuredSetups, runServeBench, setupFlags, SETUPS, type ServeBenchReport, type Setup } from '../bench/serve.js';
+import { STEP_PHASES } from '../engine/step-phases.js';
 import { defaultModelPath, packageRoot } from '../paths.js';
 import { UsageError } from './errors.js';
 import { integer } from './options.js';
@@ -130,15 +131,15 @@ function phaseTable(report: ServeBenchReport): string[] {
     Object.entries(report.details[setup] ?? {}).flatMap(([level, measured]) => {
       const phases = measured.phases;
       if (!phases) return [];
-      const waiting = Math.max(0, 1 - STEP_PHASES.reduce((sum, phase) => sum + phases[phase], 0));
-      return [`| ${setup} | ${level} | ${STEP_PHASES.map((phase) => percent(phases[phase])).join(' | ')} | ${percent(waiting)} |`];
+      const outside = Math.max(0, 1 - STEP_PHASES.reduce((sum, phase) => sum + phases[phase], 0));
+      return [`| ${setup} | ${level} | ${STEP_PHASES.map((phase) => percent(phases[phase])).join(' | ')} | ${percent(outside)} |`];
     }),
   );
   if (rows.length === 0) return [];
   return [
-    "Where Tachyon's time goes (shares of each level's wall time, from its `tachyon:engine_step_seconds`): scheduling (admission, cache restores), batching (drafting, planning), decoding (the target's llama_decode), accepting (emitting, freeing KV); waiting: the loop had no step to run.",
+    "Where Tachyon's time goes (shares of each level's wall time, from its `tachyon:engine_step_seconds`): scheduling (admission, cache restores), batching (drafting, planning), decoding (the target's llama_decode), accepting (emitting, freeing KV); outside: between steps (no request to run, the worker's messages).",
     '',
-    `| setup | clients | ${STEP_PHASES.join(' | ')} | waiting |`,
+    `| setup | clients | ${STEP_PHASES.join(' | ')} | outside |`,
     `| --- | ---: | ${STEP_PHASES.map(() => '---:').join(' | ')} | ---: |`,
     ...rows,
     '',

@@ -32,6 +32,7 @@ import { KvCompactor, type KvCompactionPolicy } from './kv-compaction.js';
 import { addTreeNodes, dropTree, keepAcceptedPath, placeTree, releaseBorrowedIds, type PlacedTree } from './tree-kv.js';
 import type { PrefixCache } from '../kvcache/prefix-cache.js';
 import { commonPrefixLength } from '../token-sequences.js';
+import type { StepPhase } from './step-phases.js';
 
 export interface EngineLoopOptions {
   /** Requests running at once (default 8). */
@@ -69,13 +70,6 @@ export interface EngineStatus {
   acceptingSeconds: number;
 }
 
-/** Where the loop's steps spend their time (ms since start): what tells a speedup's cost apart from the model's. */
-interface StepPhases {
-  scheduling: number;
-  batching: number;
-  decoding: number;
-  accepting: number;
-}
 
 /** Prompt tokens a step must evaluate before its time prices recomputation (a few tokens cost mostly overhead). */
 const MIN_TOKENS_TO_PRICE_RECOMPUTE = 32;
@@ -133,7 +127,8 @@ export class EngineLoop {
   private sharedPrefixTokens = 0;
   /** Decodes run so far (numbers the steps decoders observe). */
   private steps = 0;
-  private readonly phaseMs: StepPhases = { scheduling: 0, batching: 0, decoding: 0, accepting: 0 };
+  /** Time each phase of the steps has taken since start (ms). */
+  private readonly phaseMs: Record<StepPhase, number> = { scheduling: 0, batching: 0, decoding: 0, accepting: 0 };
 
   constructor(
     private readonly context: Context,

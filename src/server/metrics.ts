@@ -4,6 +4,7 @@
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EngineStatus } from '../engine/engine.js';
+import { STEP_PHASES } from '../engine/step-phases.js';
 import type { GenerationStats } from '../generate/generate.js';
 import type { PrefixCacheStats } from '../kvcache/prefix-cache.js';
 import type { TierStats } from '../kvcache/tiered-store.js';
@@ -48,8 +49,8 @@ export class ServerMetrics {
     this.gauge('prefix_shared_tokens', 'Prompt tokens whose cells a new request shared from a running one (seq_cp).', () => status().sharedPrefixTokens);
     this.gauge('kv_compactions', "Times the running requests' KV cells were moved into one run each (KvCompactor).", () => status().kvCompactions);
     this.labelledGauge('engine_step_seconds', "Seconds the engine loop's steps have spent in each phase: scheduling (admission, cache restores), batching (drafting and planning), decoding (the target's llama_decode), accepting (emitting, freeing KV).", 'phase', () => {
-      const { schedulingSeconds, batchingSeconds, decodingSeconds, acceptingSeconds } = status();
-      return [['scheduling', schedulingSeconds], ['batching', batchingSeconds], ['decoding', decodingSeconds], ['accepting', acceptingSeconds]];
+      const now = status();
+      return STEP_PHASES.map((phase) => [phase, now[`${phase}Seconds`]]);
     });
     this.tierGauge('prefix_cache_tier_hits', 'Cache hits, per tier.', (tier) => tier.hits);
     this.tierGauge('prefix_cache_tier_misses', 'Cache misses, per tier (rejected entries included).', (tier) => tier.misses);
