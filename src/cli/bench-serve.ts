@@ -124,10 +124,10 @@ function formatServeReport(report: ServeBenchReport): string {
   ].join('\n');
 }
 
-/** Where each Tachyon setup's engine loop spent each level's wall time (none when no level has it). */
+/** Where each Tachyon setup's engine loop spent each level's wall time (llama-server's levels have no phases; none when no level has them). */
 function phaseTable(report: ServeBenchReport): string[] {
   const percent = (share: number) => `${(100 * share).toFixed(1)}%`;
-  const rows = (['tachyon', 'tachyon_spec'] as const).flatMap((setup) =>
+  const rows = SETUPS.flatMap((setup) =>
     Object.entries(report.details[setup] ?? {}).flatMap(([level, measured]) => {
       const phases = measured.phases;
       if (!phases) return [];

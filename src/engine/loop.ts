@@ -70,7 +70,6 @@ export interface EngineStatus {
   acceptingSeconds: number;
 }
 
-
 /** Prompt tokens a step must evaluate before its time prices recomputation (a few tokens cost mostly overhead). */
 const MIN_TOKENS_TO_PRICE_RECOMPUTE = 32;
 

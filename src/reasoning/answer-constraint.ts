@@ -54,8 +54,9 @@ export class AnswerAfterThinking implements TokenConstraint {
 
   restrict(logits: Float32Array): Float32Array {
     if (this.phase === 'thinking') return logits;
-    const restricted = this.phase === 'start' ? this.restrictOrEmpty(logits) : this.grammar.restrict(logits);
-    if (this.phase === 'start') restricted[this.tags.open] = logits[this.tags.open];
+    if (this.phase === 'answer') return this.grammar.restrict(logits);
+    const restricted = this.restrictOrEmpty(logits);
+    restricted[this.tags.open] = logits[this.tags.open];
     return restricted;
   }
 
